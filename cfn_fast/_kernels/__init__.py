@@ -1,0 +1,1 @@
+"""Compiled Cython + OpenMP kernels (built from kernels/cpu/*.pyx by setup.py)."""

@@ -1,0 +1,73 @@
+"""Backends behind one API: ``numpy`` (reference), ``cpu`` (Cython + OpenMP), ``cuda`` (CuPy + CUDA C).
+
+``resolve_backend("auto")`` picks ``cuda`` when CuPy sees a GPU, else ``cpu`` when the
+compiled kernels import, else ``numpy``.  Nothing here imports CuPy at import time.
+"""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+from .base import Engine, TrainConfig, epoch_order
+
+__all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class",
+           "available_backends", "BackendUnavailable"]
+
+BACKENDS = ("numpy", "cpu", "cuda")
+
+_MODULES = {
+    "numpy": ("cfn_fast.backends.numpy_backend", "NumpyEngine"),
+    "cpu": ("cfn_fast.backends.cpu_backend", "CpuEngine"),
+    "cuda": ("cfn_fast.backends.cuda_backend", "CudaEngine"),
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine (and why)."""
+
+
+@lru_cache(maxsize=None)
+def _why_unavailable(name: str) -> str | None:
+    if name == "numpy":
+        return None
+    if name == "cpu":
+        try:
+            importlib.import_module("cfn_fast.backends.cpu_backend")
+        except ImportError as exc:
+            return f"the compiled CPU kernels do not import ({exc}); reinstall with `pip install .`"
+        return None
+    if name == "cuda":
+        try:
+            cupy = importlib.import_module("cupy")
+        except ImportError:
+            return "CuPy is not installed (pip install 'cfn_fast[cuda12]' or 'cfn_fast[cuda13]')"
+        try:
+            if cupy.cuda.runtime.getDeviceCount() < 1:
+                return "CuPy found no CUDA GPU"
+        except Exception as exc:  # CUDA driver missing or broken
+            return f"CuPy cannot reach a CUDA GPU ({type(exc).__name__}: {exc})"
+        return None
+    return f"unknown backend {name!r}; choose one of {BACKENDS} or 'auto'"
+
+
+def available_backends() -> list[str]:
+    return [name for name in BACKENDS if _why_unavailable(name) is None]
+
+
+def resolve_backend(name: str = "auto") -> str:
+    """The concrete backend for ``name``; raises :class:`BackendUnavailable` with the reason."""
+    if name == "auto":
+        for candidate in ("cuda", "cpu", "numpy"):
+            if _why_unavailable(candidate) is None:
+                return candidate
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS} or 'auto'")
+    reason = _why_unavailable(name)
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name!r} is unavailable: {reason}")
+    return name
+
+
+def engine_class(name: str) -> type[Engine]:
+    module, cls = _MODULES[resolve_backend(name)]
+    return getattr(importlib.import_module(module), cls)

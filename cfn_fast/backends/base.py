@@ -1,0 +1,111 @@
+"""What every training engine (NumPy reference, Cython CPU, CUDA) provides.
+
+An engine owns the network parameters during training and runs the paper's training step
+on the samples x inputs CSR of centred unit ratings.  All engines share the mini-batch
+order (:func:`epoch_order`), the corruption draws (:mod:`cfn_fast.corruption`) and the
+canonical parameter layout (:mod:`cfn_fast.network`), so they can be compared entry for
+entry.  The NumPy engine is the specification; the others mirror it op for op.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..network import Layer
+
+__all__ = ["TrainConfig", "Engine", "epoch_order", "check_training_inputs"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The hyper-parameters an engine needs for one SGD step (the lr comes per epoch)."""
+
+    alpha: float = 1.0          # loss weight of hidden (masked) known entries
+    beta: float = 0.5           # loss weight of visible known entries
+    mask_ratio: float = 0.25    # probability that a known input entry is hidden
+    weight_decay: float = 0.05  # λ, applied to every parameter at every step
+    batch_size: int = 35
+    seed: int = 0
+
+
+def epoch_order(seed: int, epoch: int, trainable: np.ndarray) -> np.ndarray:
+    """The samples of one epoch in mini-batch order: a fresh permutation of the trainable rows.
+
+    Every trainable sample is visited once per epoch (the Torch code skipped one; we don't).
+    """
+    return trainable[np.random.default_rng((seed, epoch)).permutation(len(trainable))]
+
+
+def check_training_inputs(samples: sp.csr_matrix, side: np.ndarray | None) -> None:
+    if not sp.isspmatrix_csr(samples) or samples.dtype != np.float32:
+        raise TypeError("samples must be a float32 scipy.sparse CSR matrix")
+    if side is not None and (side.ndim != 2 or side.shape[0] != samples.shape[0]):
+        raise ValueError(f"side information must have one row per sample ({samples.shape[0]}), "
+                         f"got shape {side.shape}")
+
+
+class Engine(ABC):
+    """One backend's training and inference engine for a CFN network."""
+
+    name: str = "abstract"
+
+    def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
+                 side: np.ndarray | None) -> None:
+        check_training_inputs(samples, side)
+        self.config = config
+        self.samples = samples
+        self.side = None if side is None else np.ascontiguousarray(side, dtype=np.float32)
+        self.trainable = np.flatnonzero(np.diff(samples.indptr) > 0)
+
+    # ---------------------------------------------------------------- training
+    @abstractmethod
+    def train_epoch(self, epoch: int, lr: float) -> float:
+        """Run one epoch of SGD (all mini-batches in :func:`epoch_order`); return the summed loss."""
+
+    @abstractmethod
+    def gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer]]:
+        """Loss and summed (not averaged, no decay) gradients of one mini-batch, canonical layout."""
+
+    @abstractmethod
+    def sgd_step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
+        """One SGD step on the mini-batch ``rows``: θ ← θ − lr·(g/B + λ·θ); returns the loss."""
+
+    @abstractmethod
+    def get_layers(self) -> list[Layer]:
+        """A copy of the parameters in the canonical layout (float32 NumPy arrays)."""
+
+    @abstractmethod
+    def set_layers(self, layers: list[Layer]) -> None:
+        """Replace the parameters (e.g. to restore the best epoch)."""
+
+    def snapshot(self) -> object:
+        """An opaque copy of the parameters, cheap to take every epoch (GPU engines keep it on device)."""
+        return self.get_layers()
+
+    def restore(self, snapshot: object) -> None:
+        """Return to a :meth:`snapshot` (divergence recovery, early stopping)."""
+        self.set_layers(snapshot)  # type: ignore[arg-type]
+
+    # ---------------------------------------------------------------- inference
+    @abstractmethod
+    def predict_entries(self, inputs: sp.csr_matrix, side: np.ndarray | None,
+                        rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Network output at ``(rows[k], cols[k])`` when sample ``rows[k]`` is fed its full,
+        uncorrupted input row of ``inputs`` (and side row).  Unit, centred scale."""
+
+    @abstractmethod
+    def encode(self, inputs: sp.csr_matrix, side: np.ndarray | None) -> np.ndarray:
+        """Last hidden layer's activations of every row of ``inputs`` (for scoring many outputs)."""
+
+    def decode(self, codes: np.ndarray, side: np.ndarray | None, cols: np.ndarray | None = None) -> np.ndarray:
+        """Output layer on hidden codes: all outputs, or only output columns ``cols``."""
+        out = self.get_layers()[-1]
+        weight = out.weight if cols is None else out.weight[cols]
+        bias = out.bias if cols is None else out.bias[cols]
+        z = codes @ weight.T + bias
+        if side is not None and out.side_weight is not None:
+            z += side @ (out.side_weight if cols is None else out.side_weight[cols]).T
+        return np.tanh(z, dtype=np.float32)

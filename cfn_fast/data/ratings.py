@@ -1,0 +1,280 @@
+"""RatingSet: explicit ratings with id maps, the rating scale and optional side information.
+
+Indices are dense ``0..n-1``; ``user_ids[index]`` / ``item_ids[index]`` give the original ids
+back.  Id maps are sorted arrays, so original id -> index is a binary search and works for
+integer and string ids alike.  A train/test split shares the id maps of its parent, so an
+index means the same user or item in every part.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["RatingSet", "DuplicatePolicy", "build_csr"]
+
+DuplicatePolicy = str  # "error" | "last" | "mean"
+
+
+def _as_id_array(ids: Any, what: str) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be one-dimensional, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what} contains NaN or infinite values")
+        if not np.all(arr == np.round(arr)):
+            raise ValueError(f"{what} must be integers (or strings); got non-integer values such as "
+                             f"{arr[arr != np.round(arr)][:3].tolist()}")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind == "b":
+        raise ValueError(f"{what} must be integers or strings, not booleans")
+    elif arr.dtype.kind == "O":
+        arr = arr.astype(str)
+    if arr.dtype.kind in "iu" and arr.size and arr.min() < 0:
+        raise ValueError(f"{what} must be non-negative; found {int(arr.min())}")
+    return arr
+
+
+def _check_features(features: Any, n_rows: int, what: str) -> np.ndarray | None:
+    if features is None:
+        return None
+    if sp.issparse(features):
+        features = features.toarray()
+    arr = np.asarray(features, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] != n_rows:
+        raise ValueError(f"{what} must have shape ({n_rows}, n_features), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return np.ascontiguousarray(arr)
+
+
+@dataclass(frozen=True, eq=False)
+class RatingSet:
+    """Explicit ratings ``(user, item, rating)`` over a fixed universe of users and items.
+
+    Attributes
+    ----------
+    user, item : int32 arrays of indices into ``user_ids`` / ``item_ids``.
+    rating : float32 array of ratings.
+    user_ids, item_ids : sorted arrays of the original ids (index -> id).
+    scale : ``(low, high)`` of the rating scale (e.g. ``(1, 5)`` for MovieLens).
+    user_features, item_features : optional float32 side information, one row per index.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    scale: tuple[float, float]
+    user_features: np.ndarray | None = None
+    item_features: np.ndarray | None = None
+    user_feature_names: tuple[str, ...] | None = field(default=None)
+    item_feature_names: tuple[str, ...] | None = field(default=None)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_arrays(cls, user: Any, item: Any, rating: Any, *, scale: tuple[float, float] | None = None,
+                    duplicates: DuplicatePolicy = "error",
+                    user_ids: Any = None, item_ids: Any = None,
+                    user_features: Any = None, item_features: Any = None) -> "RatingSet":
+        """Build a RatingSet from parallel arrays of original ids and ratings.
+
+        ``scale`` defaults to the observed ``(min, max)``.  ``duplicates`` decides what a
+        repeated ``(user, item)`` pair does: ``"error"`` (default) raises, ``"last"`` keeps
+        the last occurrence, ``"mean"`` averages them.  ``user_ids`` / ``item_ids`` may
+        name a larger universe than the ratings touch (users with no ratings); side
+        information rows then follow that universe's sorted order.
+        """
+        user = _as_id_array(user, "user ids")
+        item = _as_id_array(item, "item ids")
+        rating = np.asarray(rating)
+        if rating.ndim != 1:
+            raise ValueError(f"ratings must be one-dimensional, got shape {rating.shape}")
+        if not (len(user) == len(item) == len(rating)):
+            raise ValueError(f"user, item and rating arrays differ in length: "
+                             f"{len(user)}, {len(item)}, {len(rating)}")
+        if len(rating) == 0:
+            raise ValueError("no ratings: the rating set is empty")
+        if rating.dtype.kind not in "iuf":
+            raise ValueError(f"ratings must be numbers, got dtype {rating.dtype}")
+        rating = rating.astype(np.float32)
+        bad = ~np.isfinite(rating)
+        if bad.any():
+            raise ValueError(f"ratings contain {int(bad.sum())} NaN or infinite value(s), "
+                             f"first at position {int(np.flatnonzero(bad)[0])}")
+        if scale is None:
+            low, high = float(rating.min()), float(rating.max())
+            if high == low:  # a constant rating set still needs a scale of positive width
+                high = low + 1.0
+        else:
+            low, high = float(scale[0]), float(scale[1])
+            if not (np.isfinite(low) and np.isfinite(high) and low < high):
+                raise ValueError(f"rating scale must be (low, high) with low < high, got {scale}")
+        outside = (rating < low) | (rating > high)
+        if outside.any():
+            first = int(np.flatnonzero(outside)[0])
+            raise ValueError(f"{int(outside.sum())} rating(s) outside the scale [{low:g}, {high:g}], "
+                             f"e.g. {float(rating[first]):g} at position {first}")
+        uids = np.unique(user) if user_ids is None else np.unique(_as_id_array(user_ids, "user_ids"))
+        iids = np.unique(item) if item_ids is None else np.unique(_as_id_array(item_ids, "item_ids"))
+        u_index = _lookup(uids, user, "user")
+        i_index = _lookup(iids, item, "item")
+        u_index, i_index, rating = _resolve_duplicates(u_index, i_index, rating, len(iids), duplicates)
+        return cls(u_index, i_index, rating, uids, iids, (low, high),
+                   _check_features(user_features, len(uids), "user_features"),
+                   _check_features(item_features, len(iids), "item_features"))
+
+    @classmethod
+    def from_dataframe(cls, frame: Any, *, user_col: str = "user", item_col: str = "item",
+                       rating_col: str = "rating", **kwargs: Any) -> "RatingSet":
+        """Build from a pandas DataFrame with user, item and rating columns."""
+        missing = [c for c in (user_col, item_col, rating_col) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"DataFrame lacks column(s) {missing}; it has {list(frame.columns)}")
+        return cls.from_arrays(frame[user_col].to_numpy(), frame[item_col].to_numpy(),
+                               frame[rating_col].to_numpy(), **kwargs)
+
+    @classmethod
+    def from_sparse(cls, matrix: Any, **kwargs: Any) -> "RatingSet":
+        """Build from a scipy.sparse users x items matrix; stored entries are the ratings.
+
+        Every row and column is part of the universe, even an empty one.
+        """
+        if not sp.issparse(matrix):
+            raise TypeError(f"expected a scipy.sparse matrix, got {type(matrix).__name__}")
+        coo = sp.coo_matrix(matrix)
+        kwargs.setdefault("user_ids", np.arange(coo.shape[0]))
+        kwargs.setdefault("item_ids", np.arange(coo.shape[1]))
+        return cls.from_arrays(coo.row, coo.col, coo.data, **kwargs)
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def nnz(self) -> int:
+        return len(self.rating)
+
+    def __len__(self) -> int:
+        return self.nnz
+
+    def __repr__(self) -> str:
+        side = []
+        if self.user_features is not None:
+            side.append(f"user_features={self.user_features.shape[1]}")
+        if self.item_features is not None:
+            side.append(f"item_features={self.item_features.shape[1]}")
+        extra = (", " + ", ".join(side)) if side else ""
+        return (f"RatingSet({self.nnz:,} ratings, {self.n_users:,} users x {self.n_items:,} items, "
+                f"scale={self.scale}{extra})")
+
+    # ------------------------------------------------------------------ derived views
+    def to_csr(self, kind: str = "user") -> sp.csr_matrix:
+        """Sparse matrix of ratings: users x items for ``kind="user"``, items x users for ``"item"``."""
+        if kind == "user":
+            rows, cols, shape = self.user, self.item, (self.n_users, self.n_items)
+        elif kind == "item":
+            rows, cols, shape = self.item, self.user, (self.n_items, self.n_users)
+        else:
+            raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
+        return build_csr(rows, cols, self.rating, shape)
+
+    def subset(self, mask_or_index: Any) -> "RatingSet":
+        """The ratings selected by a boolean mask or an index array, same universe and features."""
+        sel = np.asarray(mask_or_index)
+        return replace(self, user=self.user[sel], item=self.item[sel], rating=self.rating[sel])
+
+    def with_features(self, user_features: Any = None, item_features: Any = None, *,
+                      user_feature_names: Any = None, item_feature_names: Any = None) -> "RatingSet":
+        """A copy with side information attached (``None`` keeps what is there)."""
+        uf = self.user_features if user_features is None else \
+            _check_features(user_features, self.n_users, "user_features")
+        itf = self.item_features if item_features is None else \
+            _check_features(item_features, self.n_items, "item_features")
+        return replace(self, user_features=uf, item_features=itf,
+                       user_feature_names=tuple(user_feature_names) if user_feature_names is not None
+                       else self.user_feature_names,
+                       item_feature_names=tuple(item_feature_names) if item_feature_names is not None
+                       else self.item_feature_names)
+
+    def user_index(self, ids: Any, *, missing: str = "error") -> np.ndarray:
+        """Indices of original user ids; ``missing="error"`` raises on unknown ids, ``"-1"`` marks them."""
+        return _lookup(self.user_ids, _as_id_array(np.atleast_1d(ids), "user ids"), "user",
+                       missing == "error")
+
+    def item_index(self, ids: Any, *, missing: str = "error") -> np.ndarray:
+        """Indices of original item ids; ``missing="error"`` raises on unknown ids, ``"-1"`` marks them."""
+        return _lookup(self.item_ids, _as_id_array(np.atleast_1d(ids), "item ids"), "item",
+                       missing == "error")
+
+    def same_universe(self, other: "RatingSet") -> bool:
+        """True when both sets index users and items identically."""
+        return (self.n_users == other.n_users and self.n_items == other.n_items
+                and np.array_equal(self.user_ids, other.user_ids)
+                and np.array_equal(self.item_ids, other.item_ids))
+
+
+def build_csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR with sorted column indices that keeps explicit zeros (a stored 0 is a known value)."""
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    return sp.csr_matrix((np.asarray(values, dtype=np.float32)[order], np.asarray(cols, dtype=np.int32)[order],
+                          indptr), shape=shape)
+
+
+def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str, strict: bool = True) -> np.ndarray:
+    """Map original ids to indices by binary search in the sorted id array."""
+    if len(sorted_ids) == 0:
+        if strict and len(ids):
+            raise KeyError(f"unknown {what} id(s): {ids[:5].tolist()}")
+        return np.full(len(ids), -1, dtype=np.int32)
+    try:
+        pos = np.searchsorted(sorted_ids, ids)
+    except TypeError as exc:  # e.g. str ids looked up in an int universe
+        raise KeyError(f"{what} ids of type {ids.dtype} do not match the data set's "
+                       f"{sorted_ids.dtype} ids") from exc
+    pos = np.minimum(pos, len(sorted_ids) - 1)
+    found = sorted_ids[pos] == ids
+    if strict and not np.all(found):
+        unknown = ids[~found]
+        raise KeyError(f"{len(unknown)} unknown {what} id(s), e.g. {unknown[:5].tolist()}")
+    return np.where(found, pos, -1).astype(np.int32)
+
+
+def _resolve_duplicates(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_items: int,
+                        policy: DuplicatePolicy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    key = u.astype(np.int64) * n_items + i
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    dup = sorted_key[1:] == sorted_key[:-1]
+    if not dup.any():
+        return u, i, r
+    if policy == "error":
+        first = order[1:][dup][0]
+        raise ValueError(f"{int(dup.sum())} duplicate (user, item) pair(s), e.g. at position {int(first)}; "
+                         f"pass duplicates='last' or duplicates='mean' to merge them")
+    if policy not in ("last", "mean"):
+        raise ValueError(f"duplicates must be 'error', 'last' or 'mean', got {policy!r}")
+    starts = np.flatnonzero(np.r_[True, ~dup])
+    if policy == "last":
+        ends = np.r_[starts[1:], len(order)] - 1
+        keep = np.sort(order[ends])
+        return u[keep], i[keep], r[keep]
+    sums = np.add.reduceat(r[order].astype(np.float64), starts)
+    counts = np.diff(np.r_[starts, len(order)])
+    keep = order[starts]
+    out_r = (sums / counts).astype(np.float32)
+    back = np.argsort(keep)
+    return u[keep][back], i[keep][back], out_r[back]

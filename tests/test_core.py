@@ -1,0 +1,156 @@
+"""RatingSet, splits, preprocessing, synthetic data and end-to-end training of the estimator."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cfn_fast import CFN, RatingSet, synthetic_ratings, train_test_split, train_validation_test_split
+from cfn_fast.metrics import mean_ci, rmse, rmse_by_popularity
+from cfn_fast.preprocessing import Preprocessing
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def small_set() -> RatingSet:
+    return RatingSet.from_arrays([10, 10, 20, 30, 30, 30], [5, 7, 5, 5, 7, 9], [1, 5, 3, 4, 2, 5], scale=(1, 5))
+
+
+def test_rating_set_maps_original_ids_to_dense_indices():
+    r = small_set()
+    assert (r.n_users, r.n_items, r.nnz) == (3, 3, 6)
+    assert r.user_ids.tolist() == [10, 20, 30] and r.item_ids.tolist() == [5, 7, 9]
+    assert r.user_index([30, 10]).tolist() == [2, 0]
+    with pytest.raises(KeyError, match="unknown user"):
+        r.user_index([99])
+    assert r.item_index([9, 99], missing="-1").tolist() == [2, -1]
+
+
+def test_string_ids_and_dataframe_and_sparse_constructors():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"user": ["b", "a", "b"], "item": ["x", "y", "y"], "rating": [1.0, 2.0, 3.0]})
+    r = RatingSet.from_dataframe(frame)
+    assert r.user_ids.tolist() == ["a", "b"] and r.scale == (1.0, 3.0)
+    m = r.to_csr("user").toarray()
+    assert m.tolist() == [[0, 2], [1, 3]]
+    again = RatingSet.from_sparse(r.to_csr("user"), scale=(1, 5))
+    assert np.array_equal(again.to_csr("user").toarray(), m)
+
+
+def test_split_is_deterministic_disjoint_and_keeps_the_universe():
+    r = synthetic_ratings(100, 80, 2000, seed=3)
+    a_train, a_test = train_test_split(r, 0.2, seed=5)
+    b_train, b_test = train_test_split(r, 0.2, seed=5)
+    c_train, c_test = train_test_split(r, 0.2, seed=6)
+    assert np.array_equal(a_test.rating, b_test.rating) and np.array_equal(a_test.user, b_test.user)
+    assert not np.array_equal(a_test.user, c_test.user)
+    assert a_test.nnz == 400 and a_train.nnz == 1600
+    keys = lambda s: set(zip(s.user.tolist(), s.item.tolist()))
+    assert not keys(a_train) & keys(a_test)
+    assert a_train.same_universe(r) and a_test.same_universe(r)
+    train, val, test = train_validation_test_split(r, 0.1, 0.1, seed=0)
+    assert train.nnz + val.nnz + test.nnz == r.nnz
+    assert np.array_equal(test.user, train_test_split(r, 0.1, seed=0)[1].user)
+
+
+def test_preprocessing_round_trip_and_centring():
+    r = small_set()
+    for kind in ("user", "item"):
+        pre = Preprocessing.fit(kind, r)
+        m = pre.centred_matrix(r)
+        assert m.nnz == r.nnz
+        # centred rows average to zero
+        row_sums = np.asarray(m.sum(axis=1)).ravel()
+        np.testing.assert_allclose(row_sums, 0.0, atol=1e-6)
+        samples, inputs = (r.user, r.item) if kind == "user" else (r.item, r.user)
+        back = pre.to_rating(samples, np.asarray(m[samples, inputs]).ravel())
+        np.testing.assert_allclose(back, r.rating, atol=1e-5)
+    pre = Preprocessing.fit("user", r)
+    assert pre.to_unit(np.array([1.0, 3.0, 5.0])).tolist() == [-1.0, 0.0, 1.0]
+    # predictions are clipped to the rating scale
+    assert pre.to_rating(np.array([0, 0]), np.array([5.0, -5.0])).tolist() == [5.0, 1.0]
+
+
+def test_explicit_zero_centred_values_stay_known():
+    r = RatingSet.from_arrays([0, 0, 1], [0, 1, 0], [3, 3, 4], scale=(1, 5))
+    m = Preprocessing.fit("user", r).centred_matrix(r)
+    assert m.nnz == 3 and m[0, 0] == 0.0
+
+
+def test_synthetic_is_deterministic_long_tailed_with_side_information():
+    a = synthetic_ratings(seed=1)
+    b = synthetic_ratings(seed=1)
+    assert np.array_equal(a.rating, b.rating) and np.array_equal(a.user, b.user)
+    assert a.nnz == 100_000 and a.user_features.shape == (2000, 12) and a.item_features.shape == (1000, 16)
+    per_item = np.bincount(a.item, minlength=a.n_items)
+    assert per_item.min() >= 1 and per_item.max() > 20 * np.median(per_item) / 4
+    assert set(np.unique(a.rating).tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+@pytest.fixture(scope="module")
+def synthetic_split():
+    return train_test_split(synthetic_ratings(seed=0), 0.1, seed=0)
+
+
+def item_mean_rmse(train: RatingSet, test: RatingSet) -> float:
+    counts = np.bincount(train.item, minlength=train.n_items)
+    means = np.bincount(train.item, weights=train.rating, minlength=train.n_items) / np.maximum(counts, 1)
+    means[counts == 0] = train.rating.mean()
+    return rmse(means[test.item], test.rating)
+
+
+@pytest.mark.parametrize("kind", ["item", "user"])
+def test_cfn_beats_item_mean_by_ten_percent_on_synthetic(kind, synthetic_split):
+    train, test = synthetic_split
+    model = CFN(kind=kind, hidden=(200,), epochs=10, backend="numpy").fit(train)
+    assert model.score(test) <= 0.9 * item_mean_rmse(train, test)
+
+
+def test_side_information_helps_on_synthetic(synthetic_split):
+    train, test = synthetic_split
+    plain = CFN(kind="item", hidden=(200,), epochs=8, backend="numpy", use_side_info=False).fit(train)
+    plus = CFN(kind="item", hidden=(200,), epochs=8, backend="numpy", use_side_info=True).fit(train)
+    assert plus.score(test) < plain.score(test)
+
+
+def test_fit_is_deterministic_and_records_history(synthetic_split):
+    train, test = synthetic_split
+    a = CFN(kind="user", hidden=(32,), epochs=2, backend="numpy", seed=4).fit(train, validation=test)
+    b = CFN(kind="user", hidden=(32,), epochs=2, backend="numpy", seed=4).fit(train, validation=test)
+    assert [h.epoch for h in a.history_] == [1, 2]
+    assert a.history_[-1].validation_rmse == pytest.approx(a.score(test))
+    np.testing.assert_array_equal(a.predict_indices(test.user, test.item), b.predict_indices(test.user, test.item))
+
+
+def test_cold_rows_are_predicted_not_dropped():
+    r = synthetic_ratings(120, 60, 2400, seed=2)
+    cold_item = 0
+    train = r.subset(r.item != cold_item)
+    for side in (True, False):
+        model = CFN(kind="item", hidden=(16,), epochs=2, backend="numpy", use_side_info=side).fit(train)
+        users = np.arange(5)
+        pred = model.predict_indices(users, np.full(5, cold_item))
+        assert np.all(np.isfinite(pred)) and np.all((pred >= 1) & (pred <= 5))
+    assert model.score(r.subset(r.item == cold_item)) < 2.0
+
+
+def test_metrics():
+    assert rmse(np.array([1.0, 3.0]), np.array([2.0, 3.0])) == pytest.approx(np.sqrt(0.5))
+    ci = mean_ci([0.84, 0.85, 0.83, 0.845, 0.835])
+    assert ci.mean == pytest.approx(0.84) and 0 < ci.half_width < 0.02
+    # five items, one per popularity bucket; only the most popular one (item 4) is mispredicted
+    buckets = rmse_by_popularity(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.array([1.0, 2.0, 3.0, 4.0, 3.0]),
+                                 np.arange(5), np.array([1, 5, 9, 12, 30]))
+    assert buckets["full"] == pytest.approx(np.sqrt(4 / 5)) and buckets["80-100%"] == pytest.approx(2.0)
+    assert buckets["0-20%"] == 0.0
+
+
+@pytest.mark.skipif(not (SHARED / "ml-1m" / "ratings.npz").exists(), reason="../shared/data/ml-1m is absent")
+def test_ml1m_smoke():
+    data = np.load(SHARED / "ml-1m" / "ratings.npz", allow_pickle=False)
+    ratings = RatingSet.from_arrays(data["user"], data["item"], data["rating"], scale=(1, 5))
+    assert (ratings.nnz, ratings.n_users, ratings.n_items) == (1_000_209, 6040, 3706)
+    train, test = train_test_split(ratings, 0.1, seed=0)
+    model = CFN(kind="item", hidden=(100,), epochs=3).fit(train)
+    assert model.score(test) < 0.93
