@@ -1,28 +1,53 @@
-"""The CFN estimator: U-CFN / I-CFN (and CFN++ with side information) behind a scikit-learn-like API."""
+"""The CFN estimator: U-CFN / I-CFN (and CFN++ with side information) behind a scikit-learn-like API.
+
+Beyond ``fit`` / ``predict`` / ``score`` the estimator offers the product surface:
+:meth:`CFN.recommend` / :meth:`CFN.recommend_batch` (top-n lists), :meth:`CFN.fold_in` (score a
+new user in U-CFN or a new item in I-CFN without retraining), :meth:`CFN.save` /
+:meth:`CFN.load` (one versioned, checksummed ``.npz``), :meth:`CFN.partial_fit`, per-epoch
+``history_``, callbacks, early stopping and divergence detection.
+"""
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+import numbers
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from .backends import TrainConfig, engine_class, resolve_backend
 from .backends.base import Engine
-from .data.ratings import RatingSet
+from .data.ratings import RatingSet, build_csr
 from .defaults import DEFAULTS
 from .metrics import rmse
 from .network import Layer, init_layers
-from .preprocessing import Preprocessing, sample_axes
-from .trainer import Callback, EarlyStopping, EpochRecord, run_epochs
+from .preprocessing import Preprocessing
+from .recommend import FoldIn, top_n
+from .trainer import Callback, DivergenceRule, EarlyStopping, EpochRecord, TrainingDiverged, run_epochs
 
-__all__ = ["CFN", "DEFAULTS", "NotFittedError"]
+__all__ = ["CFN", "DEFAULTS", "NotFittedError", "DeviceOutOfMemory", "FoldInError", "TrainingDiverged",
+           "EarlyStopping", "DivergenceRule"]
 
 log = logging.getLogger("cfn_fast")
+
+#: Floor of the mean squared centred rating used by the divergence rule (see :mod:`cfn_fast.trainer`).
+_REFERENCE_FLOOR = 0.1
+_AUTO = "auto"
 
 
 class NotFittedError(RuntimeError):
     """The model must be fitted before this call."""
+
+
+class DeviceOutOfMemory(MemoryError, RuntimeError):
+    """An engine ran out of (GPU) memory.  Raised instead of CuPy's ``OutOfMemoryError``; names the
+    data size and suggests a smaller ``batch_size`` / ``hidden`` or the ``cpu`` backend."""
+
+
+class FoldInError(ValueError):
+    """The requested fold-in is impossible for this kind of model (e.g. a new user in I-CFN)."""
 
 
 class CFN:
@@ -42,9 +67,19 @@ class CFN:
     backend : ``"auto"``, ``"numpy"`` (reference), ``"cpu"`` (Cython) or ``"cuda"``.
     use_side_info : use the sample side's features (users for U-CFN, items for I-CFN) when given.
     seed : seeds initialisation, batch order and corruption (runs are deterministic for a seed).
-    verbose : 0 silent, 1 progress bar, 2 also a log line per epoch.
+    verbose : 0 silent, 1 tqdm progress bar, 2 also one line per epoch (logged at INFO on the
+        ``"cfn_fast"`` logger, or written to stderr when logging is not configured).
 
     ``None`` hyper-parameters take the per-kind :data:`DEFAULTS`.
+
+    Fitted attributes: ``history_`` (one :class:`~cfn_fast.trainer.EpochRecord` per epoch: epoch,
+    lr, train_loss, validation_rmse, seconds), ``epochs_trained_``, ``best_epoch_`` (with early
+    stopping), ``backend_``, ``layers_``, ``train_``, ``preprocessing_``.
+
+    What each kind can score without retraining: U-CFN folds in **new users** (a user is a
+    sample, its ratings over known items are the input); I-CFN folds in **new items**.  A new
+    user of an I-CFN (or a new item of a U-CFN) is an *input dimension* of the autoencoder and
+    cannot be added without retraining.
     """
 
     def __init__(self, kind: str = "item", hidden: Sequence[int] = (600,), epochs: int = 20, *,
@@ -85,124 +120,264 @@ class CFN:
         return f"CFN({args})"
 
     def resolved_params(self) -> dict[str, Any]:
-        """Hyper-parameters with per-kind defaults filled in, validated."""
-        if self.kind not in DEFAULTS:
+        """Hyper-parameters with per-kind defaults filled in, validated (``ValueError`` naming the
+        parameter, the allowed range and the value given)."""
+        if not isinstance(self.kind, str) or self.kind not in DEFAULTS:
             raise ValueError(f"kind must be 'item' or 'user', got {self.kind!r}")
         defaults = DEFAULTS[self.kind]
         p = {name: getattr(self, name) if getattr(self, name) is not None else getattr(defaults, name)
              for name in defaults.__dataclass_fields__}
-        hidden = tuple(int(h) for h in np.atleast_1d(self.hidden))
-        _check(len(hidden) >= 1 and all(h >= 1 for h in hidden), "hidden", self.hidden,
-               "a non-empty sequence of positive widths")
-        _check(isinstance(self.epochs, (int, np.integer)) and self.epochs >= 0, "epochs", self.epochs,
-               "a non-negative integer")
+        p["hidden"] = _check_hidden(self.hidden)
+        _check(_is_int(self.epochs) and self.epochs >= 0, "epochs", self.epochs, "an integer >= 0")
         for name in ("alpha", "beta", "weight_decay", "lr_decay"):
-            _check(np.isfinite(p[name]) and p[name] >= 0, name, p[name], "a finite number >= 0")
-        _check(np.isfinite(p["lr"]) and p["lr"] > 0, "lr", p["lr"], "a finite number > 0")
-        _check(0 <= p["mask_ratio"] < 1, "mask_ratio", p["mask_ratio"], "in [0, 1)")
+            _check(_is_real(p[name]) and np.isfinite(p[name]) and p[name] >= 0, name, p[name],
+                   "a finite number >= 0")
+        _check(_is_real(p["lr"]) and np.isfinite(p["lr"]) and p["lr"] > 0, "lr", p["lr"], "a finite number > 0")
+        _check(_is_real(p["mask_ratio"]) and 0 <= p["mask_ratio"] < 1, "mask_ratio", p["mask_ratio"],
+               "a number in [0, 1)")
         _check(p["alpha"] + p["beta"] > 0, "alpha + beta", p["alpha"] + p["beta"], "> 0")
-        _check(int(p["batch_size"]) == p["batch_size"] and p["batch_size"] >= 1, "batch_size", p["batch_size"],
-               "a positive integer")
+        _check(_is_real(p["batch_size"]) and np.isfinite(p["batch_size"]) and int(p["batch_size"]) == p["batch_size"]
+               and p["batch_size"] >= 1, "batch_size", p["batch_size"], "a positive integer")
         _check(p["lr"] * p["weight_decay"] < 1, "lr * weight_decay", p["lr"] * p["weight_decay"],
                "< 1 (otherwise weight decay flips the sign of the weights)")
+        _check(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _check((_is_int(self.verbose) or isinstance(self.verbose, bool)) and self.verbose >= 0, "verbose",
+               self.verbose, "an integer >= 0")
+        _check(isinstance(self.use_side_info, (bool, np.bool_)), "use_side_info", self.use_side_info,
+               "True or False")
+        _check(isinstance(self.backend, str), "backend", self.backend, "'auto', 'numpy', 'cpu' or 'cuda'")
+        for name in ("alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay"):
+            p[name] = float(p[name])
         p["batch_size"] = int(p["batch_size"])
-        p["hidden"] = hidden
         return p
 
     # ------------------------------------------------------------------ training
     def fit(self, train: RatingSet, user_features: Any = None, item_features: Any = None,
             validation: RatingSet | None = None, *, early_stopping: EarlyStopping | None = None,
-            callbacks: Sequence[Callback] = ()) -> "CFN":
+            callbacks: Sequence[Callback] = (), divergence: DivergenceRule | str | None = _AUTO) -> "CFN":
         """Train from scratch on ``train`` for ``epochs`` epochs.
 
         ``user_features`` / ``item_features`` override the side information stored in
         ``train``; only the sample side's (users for U-CFN, items for I-CFN) is used.
         ``validation`` (same id universe) is scored after every epoch into ``history_``.
+        ``callbacks`` are called with each epoch's record; one returning True stops training.
+        ``early_stopping`` (needs ``validation``) stops when validation RMSE stalls and restores
+        the best epoch.  ``divergence``: the :class:`~cfn_fast.trainer.DivergenceRule` (default:
+        the documented rule; ``None`` checks only for a non-finite loss).  A diverging run raises
+        :class:`~cfn_fast.trainer.TrainingDiverged` and leaves the last good epoch's weights.
+
+        Users or items with no training ratings are allowed: they are predicted through side
+        information when there is some, else by the mean rating of the other side (see
+        :meth:`predict_indices`).
         """
         if not isinstance(train, RatingSet):
-            raise TypeError(f"fit expects a RatingSet, got {type(train).__name__}")
+            hint = " (build one with RatingSet.from_dataframe)" if type(train).__name__ == "DataFrame" else \
+                " (build one with RatingSet.from_arrays(user, item, rating))"
+            raise TypeError(f"fit expects a RatingSet as train, got {type(train).__name__}{hint}")
+        if validation is not None and not isinstance(validation, RatingSet):
+            raise TypeError(f"validation must be a RatingSet or None, got {type(validation).__name__}")
         p = self.resolved_params()
-        if validation is not None and not validation.same_universe(train):
-            raise ValueError("validation must share train's users and items (split both from one RatingSet)")
-        self.backend_ = resolve_backend(self.backend)
+        backend = resolve_backend(self.backend)
+        _validate_rating_set(train, "train")
+        if validation is not None:
+            _validate_rating_set(validation, "validation")
+            if not validation.same_universe(train):
+                raise ValueError("validation must share train's users and items (split both from one RatingSet)")
+        side = self._select_side(train, user_features, item_features)
+        preprocessing = Preprocessing.fit(self.kind, train)
+        inputs = preprocessing.centred_matrix(train)
+        _check_no_duplicate_entries(inputs, self.kind)
+        self.backend_ = backend
         self.train_ = train
-        self.preprocessing_ = Preprocessing.fit(self.kind, train)
-        self.inputs_ = self.preprocessing_.centred_matrix(train)
-        self.side_ = self._select_side(train, user_features, item_features)
-        side_dim = 0 if self.side_ is None else self.side_.shape[1]
-        layers = init_layers(self.inputs_.shape[1], p["hidden"], side_dim, self.seed)
+        self.preprocessing_ = preprocessing
+        self.inputs_ = inputs
+        self.side_ = side
+        self._clear_caches()
+        side_dim = 0 if side is None else side.shape[1]
+        layers = init_layers(inputs.shape[1], p["hidden"], side_dim, self.seed)
         self.engine_ = self._make_engine(layers, p)
+        self.layers_ = self.engine_.get_layers()
         self.history_: list[EpochRecord] = []
         self.epochs_trained_ = 0
+        self.best_epoch_: int | None = None
         self._validation = validation
-        return self._train(self.epochs, p, early_stopping, callbacks)
+        return self._train(self.epochs, p, early_stopping, callbacks, divergence)
 
-    def partial_fit(self, epochs: int = 1, *, early_stopping: EarlyStopping | None = None,
-                    callbacks: Sequence[Callback] = ()) -> "CFN":
-        """Continue training the fitted model for ``epochs`` more epochs (the lr schedule goes on)."""
+    def partial_fit(self, epochs: int = 1, *, validation: RatingSet | None = None,
+                    early_stopping: EarlyStopping | None = None, callbacks: Sequence[Callback] = (),
+                    divergence: DivergenceRule | str | None = _AUTO) -> "CFN":
+        """Continue training the fitted (or loaded) model for ``epochs`` more epochs; the lr
+        schedule and the epoch numbering go on, so ``fit`` for 3 epochs equals ``fit`` for 2
+        then ``partial_fit(1)``.  ``validation`` replaces the validation set given to ``fit``."""
         self._check_fitted()
-        return self._train(epochs, self.resolved_params(), early_stopping, callbacks)
+        _check(_is_int(epochs) and epochs >= 0, "epochs", epochs, "an integer >= 0")
+        if validation is not None:
+            if not isinstance(validation, RatingSet):
+                raise TypeError(f"validation must be a RatingSet or None, got {type(validation).__name__}")
+            _validate_rating_set(validation, "validation")
+            if not validation.same_universe(self.train_):
+                raise ValueError("validation must share train's users and items (split both from one RatingSet)")
+            self._validation = validation
+        return self._train(int(epochs), self.resolved_params(), early_stopping, callbacks, divergence)
 
     def _train(self, epochs: int, p: dict[str, Any], early_stopping: EarlyStopping | None,
-               callbacks: Sequence[Callback]) -> "CFN":
-        if early_stopping is not None and self._validation is None:
+               callbacks: Sequence[Callback], divergence: DivergenceRule | str | None) -> "CFN":
+        validation = getattr(self, "_validation", None)
+        if early_stopping is not None and validation is None:
             raise ValueError("early_stopping needs a validation set: fit(..., validation=...)")
-        evaluate = None if self._validation is None else (lambda: self.score(self._validation))
-        records = run_epochs(self.engine_, first_epoch=self.epochs_trained_ + 1, epochs=epochs,
-                             lr=p["lr"], lr_decay=p["lr_decay"], n_known=max(self.inputs_.nnz, 1),
-                             evaluate=evaluate, early_stopping=early_stopping, callbacks=tuple(callbacks),
-                             progress=self.verbose >= 1)
-        self.history_.extend(records)
-        self.epochs_trained_ += len(records)
-        self.layers_ = self.engine_.get_layers()
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping must be an EarlyStopping, got {type(early_stopping).__name__}")
+        callbacks = tuple(callbacks)
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables taking an EpochRecord, got {cb!r}")
+        evaluate = None if validation is None else (lambda: self.score(validation))
+        report: dict[str, Any] = {}
+        self._clear_caches()
+        try:
+            with self._memory_guard("training"):
+                run_epochs(self.engine_, first_epoch=self.epochs_trained_ + 1, epochs=epochs,
+                           lr=p["lr"], lr_decay=p["lr_decay"], n_known=max(self.inputs_.nnz, 1),
+                           evaluate=evaluate, early_stopping=early_stopping, callbacks=callbacks,
+                           progress=self.verbose >= 1, divergence=self._divergence_rule(divergence, p),
+                           history=self.history_, log_level=logging.INFO if self.verbose >= 2 else logging.DEBUG,
+                           echo=self.verbose >= 2, report=report)
+        finally:
+            self.epochs_trained_ = self.history_[-1].epoch if self.history_ else 0
+            # The engine goes on from the canonical float32 parameters it exports (an engine may keep
+            # another representation, e.g. a folded weight-decay scale): predictions are then a
+            # function of ``layers_`` alone, identical after save/load, and partial_fit resumes
+            # from exactly what a saved model holds.
+            self.layers_ = self.engine_.get_layers()
+            self.engine_.set_layers(self.layers_)
+            self._clear_caches()
+        if report.get("best_epoch") is not None:
+            self.best_epoch_ = report["best_epoch"]
         return self
+
+    def _divergence_rule(self, divergence: DivergenceRule | str | None, p: dict[str, Any]) -> DivergenceRule | None:
+        """The rule with its reference loss: α·mask + β·(1 − mask) times the larger of the mean squared
+        centred rating (the zero output: each sample predicted by its mean) and the current network's
+        mean squared error on (up to 1000) training samples, floored at ``_REFERENCE_FLOOR``."""
+        if divergence is None:
+            return None
+        if isinstance(divergence, str) and divergence == _AUTO:
+            divergence = DivergenceRule()
+        if not isinstance(divergence, DivergenceRule):
+            raise TypeError(f"divergence must be a DivergenceRule, 'auto' or None, got {divergence!r}")
+        if divergence.reference_loss is not None:
+            return divergence
+        weight = p["alpha"] * p["mask_ratio"] + p["beta"] * (1.0 - p["mask_ratio"])
+        return DivergenceRule(reference_loss=weight * self._reference_mse(),
+                              loss_factor=divergence.loss_factor, max_abs_param=divergence.max_abs_param)
+
+    def _reference_mse(self, max_samples: int = 1000) -> float:
+        inputs = self.inputs_
+        if inputs.nnz == 0:
+            return _REFERENCE_FLOOR
+        zero_output = float(np.mean(inputs.data.astype(np.float64) ** 2))
+        trainable = np.flatnonzero(np.diff(inputs.indptr) > 0)
+        if len(trainable) > max_samples:
+            trainable = np.sort(np.random.default_rng(self.seed).choice(trainable, max_samples, replace=False))
+        counts = np.diff(inputs.indptr)[trainable]
+        rows = np.repeat(trainable, counts)
+        sub = inputs[trainable]
+        with self._memory_guard("measuring the initial loss"):
+            output = self.engine_.predict_entries(inputs, self.side_, rows, sub.indices)
+        network = float(np.mean((np.asarray(output, dtype=np.float64) - sub.data) ** 2))
+        return max(zero_output, network if np.isfinite(network) else 0.0, _REFERENCE_FLOOR)
 
     def _make_engine(self, layers: list[Layer], p: dict[str, Any]) -> Engine:
         config = TrainConfig(alpha=float(p["alpha"]), beta=float(p["beta"]), mask_ratio=float(p["mask_ratio"]),
                              weight_decay=float(p["weight_decay"]), batch_size=p["batch_size"], seed=int(self.seed))
-        return engine_class(self.backend_)(layers, config, self.inputs_, self.side_)
+        with self._memory_guard("building the engine"):
+            return engine_class(self.backend_)(layers, config, self.inputs_, self.side_)
+
+    @contextmanager
+    def _memory_guard(self, action: str) -> Iterator[None]:
+        """Turn a backend's out-of-memory error (any exception class named ``OutOfMemoryError``,
+        e.g. CuPy's) into :class:`DeviceOutOfMemory` naming the data size and what to try."""
+        try:
+            yield
+        except Exception as exc:
+            if not any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+                raise
+            inputs = self.inputs_
+            side = 0 if self.side_ is None else self.side_.shape[1]
+            try:
+                p = self.resolved_params()
+                hidden, batch = p["hidden"], p["batch_size"]
+            except ValueError:  # pragma: no cover - params validated before any engine runs
+                hidden, batch = self.hidden, self.batch_size
+            raise DeviceOutOfMemory(
+                f"backend {self.backend_!r} ran out of memory while {action}: {inputs.shape[0]:,} x "
+                f"{inputs.shape[1]:,} rating matrix with {inputs.nnz:,} ratings, hidden {tuple(hidden)}, "
+                f"batch_size {batch}, {side} side features. Try a smaller batch_size or hidden, "
+                f"or backend='cpu' ({exc})") from exc
 
     def _select_side(self, train: RatingSet, user_features: Any, item_features: Any) -> np.ndarray | None:
-        if not self.use_side_info:
-            return None
         if self.kind == "user":
             given, stored, n, what = user_features, train.user_features, train.n_users, "user_features"
         else:
             given, stored, n, what = item_features, train.item_features, train.n_items, "item_features"
+        for name, value, rows in (("user_features", user_features, train.n_users),
+                                  ("item_features", item_features, train.n_items)):
+            if value is not None:  # validate both, even the side this kind does not use
+                _as_features(value, rows, name)
+        if not self.use_side_info:
+            return None
         features = stored if given is None else given
         if features is None:
             return None
-        if sp.issparse(features):
-            features = features.toarray()
-        features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or features.shape[0] != n:
-            raise ValueError(f"{what} must have shape ({n}, n_features) for this data set, got {features.shape}")
-        if not np.all(np.isfinite(features)):
-            raise ValueError(f"{what} contains NaN or infinite values")
-        return np.ascontiguousarray(features)
+        return _as_features(features, n, what)
 
     # ------------------------------------------------------------------ prediction
     def _check_fitted(self) -> None:
         if not hasattr(self, "engine_"):
             raise NotFittedError("this CFN model is not fitted yet: call fit(train) first")
 
+    def _clear_caches(self) -> None:
+        for name in ("_codes", "_input_means", "_seen"):
+            self.__dict__.pop(name, None)
+
     def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
         """Predicted ratings for pairs of original ``user_ids`` and ``item_ids`` (clipped to the scale).
 
-        Unknown ids raise ``KeyError``; use :meth:`fold_in` for users or items not seen in training.
+        Unknown ids raise ``KeyError``; use :meth:`fold_in` for users (U-CFN) or items (I-CFN)
+        not seen in training.
         """
         self._check_fitted()
-        users = self.train_.user_index(user_ids)
-        items = self.train_.item_index(item_ids)
+        users = self._ids_to_index(user_ids, "user")
+        items = self._ids_to_index(item_ids, "item")
         if len(users) != len(items):
             raise ValueError(f"user_ids and item_ids differ in length: {len(users)} and {len(items)}")
         return self.predict_indices(users, items)
 
+    def _ids_to_index(self, ids: Any, side: str) -> np.ndarray:
+        lookup = self.train_.user_index if side == "user" else self.train_.item_index
+        try:
+            return lookup(ids)
+        except KeyError as exc:
+            text = exc.args[0] if exc.args else str(exc)
+            if side == ("user" if self.kind == "user" else "item"):
+                hint = f"use fold_in to score a new {side} without retraining"
+            else:
+                hint = (f"a new {side} is an input dimension of this {'U' if self.kind == 'user' else 'I'}-CFN "
+                        f"and needs retraining")
+            raise KeyError(f"{text} ({hint})") from None
+
     def predict_indices(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Predicted ratings for pairs of user and item *indices* of the training RatingSet."""
+        """Predicted ratings for pairs of user and item *indices* of the training RatingSet.
+
+        A sample (user for U-CFN, item for I-CFN) with no training ratings is predicted from its
+        side information when the model has some, otherwise by the mean training rating of the
+        input (the item's mean for U-CFN, the user's for I-CFN; the global mean if that has none).
+        """
         self._check_fitted()
-        users = np.asarray(users, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
+        users = _as_index(users, self.train_.n_users, "user")
+        items = _as_index(items, self.train_.n_items, "item")
+        if len(users) != len(items):
+            raise ValueError(f"users and items differ in length: {len(users)} and {len(items)}")
         samples, inputs = (users, items) if self.kind == "user" else (items, users)
         outputs = np.zeros(len(samples), dtype=np.float32)
         if len(samples) == 0:
@@ -211,8 +386,9 @@ class CFN:
         # cold samples (no training ratings) are predicted from side information when there is some
         use_net = (counts > 0) | (self.side_ is not None)
         if use_net.any():
-            outputs[use_net] = self.engine_.predict_entries(self.inputs_, self.side_, samples[use_net],
-                                                            inputs[use_net])
+            with self._memory_guard("predicting"):
+                outputs[use_net] = self.engine_.predict_entries(self.inputs_, self.side_, samples[use_net],
+                                                                inputs[use_net])
         ratings = self.preprocessing_.to_rating(samples, outputs)
         fallback = ~use_net
         if fallback.any():
@@ -220,28 +396,320 @@ class CFN:
         return ratings
 
     def _input_mean_rating(self, inputs: np.ndarray) -> np.ndarray:
-        """Mean training rating of each input (user for I-CFN, item for U-CFN); global mean if none."""
-        if not hasattr(self, "_input_means"):
-            pre = self.preprocessing_
-            csc = self.inputs_.tocsc()
-            counts = np.diff(csc.indptr)
-            unit = self.inputs_.copy()
-            unit.data = unit.data + np.repeat(pre.sample_mean, np.diff(self.inputs_.indptr))
-            sums = np.asarray(unit.sum(axis=0)).ravel()
-            means = np.where(counts > 0, sums / np.maximum(counts, 1), pre.global_mean)
-            self._input_means = np.clip(pre.mid + pre.half_range * means, pre.low, pre.high)
+        """Mean training rating of each input (item for U-CFN, user for I-CFN); global mean if none."""
+        if "_input_means" not in self.__dict__:
+            pre, train = self.preprocessing_, self.train_
+            index, n = (train.item, train.n_items) if self.kind == "user" else (train.user, train.n_users)
+            counts = np.bincount(index, minlength=n)
+            sums = np.bincount(index, weights=train.rating.astype(np.float64), minlength=n)
+            global_rating = pre.mid + pre.half_range * pre.global_mean
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), global_rating)
+            self._input_means = np.clip(means, pre.low, pre.high)
         return self._input_means[inputs]
 
     def score(self, test: RatingSet) -> float:
         """RMSE in rating units on ``test`` (ids matched by original id, or by index on the same universe)."""
         self._check_fitted()
+        if not isinstance(test, RatingSet):
+            raise TypeError(f"score expects a RatingSet, got {type(test).__name__}")
         if test.same_universe(self.train_):
             predicted = self.predict_indices(test.user, test.item)
         else:
             predicted = self.predict(test.user_ids[test.user], test.item_ids[test.item])
         return rmse(predicted, test.rating)
 
+    # ------------------------------------------------------------------ recommendation
+    def recommend(self, user_id: Any, n: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` items for one known user: ``(item_ids, scores)``, best first.
 
+        Scores are predicted ratings in rating units (exactly what :meth:`predict` gives, up to
+        float rounding); ties are broken by item order.  With ``exclude_seen`` the user's
+        training items are never returned (so fewer than ``n`` may come back).  A user with no
+        training ratings is scored through side information or the mean fallback, as in
+        :meth:`predict_indices`.  For a user not in the training data use :meth:`fold_in`
+        (U-CFN).
+        """
+        if np.ndim(user_id) != 0:
+            raise ValueError(f"recommend takes one user id; use recommend_batch for several, got {user_id!r}")
+        return self.recommend_batch([user_id], n, exclude_seen)[0]
+
+    def recommend_batch(self, user_ids: Any, n: int = 10, exclude_seen: bool = True,
+                        chunk: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`recommend` for several users: one ``(item_ids, scores)`` pair per user, in order.
+
+        U-CFN encodes each user's row and decodes every item; I-CFN encodes every item's training
+        vector once (the codes are cached until the next training) and decodes only the output
+        columns of the requested users.
+        """
+        self._check_fitted()
+        _check(_is_int(n) and n >= 0, "n", n, "an integer >= 0")
+        _check(_is_int(chunk) and chunk >= 1, "chunk", chunk, "a positive integer")
+        users = self._ids_to_index(user_ids, "user")
+        seen = self._seen_items() if exclude_seen else None
+        result = []
+        for start in range(0, len(users), chunk):
+            block = users[start:start + chunk]
+            scores = self._user_scores(block)
+            for row, u in enumerate(block):
+                banned = None if seen is None else seen.indices[seen.indptr[u]:seen.indptr[u + 1]]
+                best = top_n(scores[row], int(n), banned)
+                result.append((self.train_.item_ids[best], scores[row, best]))
+        return result
+
+    def _seen_items(self) -> sp.csr_matrix:
+        if "_seen" not in self.__dict__:
+            train = self.train_
+            self._seen = build_csr(train.user, train.item, np.ones(train.nnz, dtype=np.float32),
+                                   (train.n_users, train.n_items))
+        return self._seen
+
+    def _item_codes(self) -> np.ndarray:
+        """Hidden codes of every item's training vector (I-CFN), cached until the next training."""
+        if "_codes" not in self.__dict__:
+            with self._memory_guard("encoding every item"):
+                self._codes = self.engine_.encode(self.inputs_, self.side_)
+        return self._codes
+
+    def _user_scores(self, users: np.ndarray) -> np.ndarray:
+        """Predicted ratings ``(len(users), n_items)`` of known user indices."""
+        pre = self.preprocessing_
+        n_items = self.train_.n_items
+        scores = np.empty((len(users), n_items), dtype=np.float64)
+        if self.kind == "user":
+            use_net = (pre.sample_count[users] > 0) | (self.side_ is not None)
+            net = users[use_net]
+            if len(net):
+                side = None if self.side_ is None else self.side_[net]
+                with self._memory_guard("recommending"):
+                    out = self.engine_.decode(self.engine_.encode(self.inputs_[net], side), side)
+                unit = np.asarray(out, dtype=np.float64) + pre.sample_mean[net][:, None]
+                scores[use_net] = np.clip(pre.mid + pre.half_range * unit, pre.low, pre.high)
+            if (~use_net).any():
+                scores[~use_net] = self._input_mean_rating(np.arange(n_items))[None, :]
+        else:
+            with self._memory_guard("recommending"):
+                out = self.engine_.decode(self._item_codes(), self.side_, cols=users)  # (n_items, len(users))
+            unit = np.asarray(out, dtype=np.float64).T + pre.sample_mean[None, :]
+            scores[:] = np.clip(pre.mid + pre.half_range * unit, pre.low, pre.high)
+            cold = (pre.sample_count == 0) if self.side_ is None else np.zeros(n_items, dtype=bool)
+            if cold.any():
+                scores[:, cold] = self._input_mean_rating(users)[:, None]
+        return scores
+
+    # ------------------------------------------------------------------ fold-in
+    def fold_in(self, ids: Any = None, ratings: Any = None, features: Any = None, *,
+                new: str | None = None) -> FoldIn:
+        """Score a new row without retraining: a **new user** for U-CFN, a **new item** for I-CFN.
+
+        ``ids`` / ``ratings`` are the new row's ratings over the *other* side (item ids for
+        U-CFN, user ids for I-CFN), as two sequences or one ``{id: rating}`` dict; ``features``
+        is the new row's side-information vector, required when the model was trained with side
+        information.  The row is preprocessed exactly as in training (scaled, centred by its own
+        mean), fed through the network and the output inverted.  A row with no ratings is
+        centred by the global mean and predicted from its side information alone (or, without
+        side information, by each input's mean rating).
+
+        ``new`` names what is folded in ("user" or "item"; default: the model's sample side).
+        A new user cannot be folded into an I-CFN (nor a new item into a U-CFN): users are the
+        *input dimensions* of the item autoencoder, so adding one needs retraining;
+        :class:`FoldInError` says so.
+
+        Returns a :class:`~cfn_fast.recommend.FoldIn`: ``fold.predict(other_ids)``,
+        ``fold.recommend(n)``, ``fold.ratings`` (every known id of the other side).
+        """
+        self._check_fitted()
+        sample_side = "user" if self.kind == "user" else "item"
+        other_side = "item" if sample_side == "user" else "user"
+        if new is not None and new not in ("user", "item"):
+            raise ValueError(f"new must be 'user' or 'item', got {new!r}")
+        if new is not None and new != sample_side:
+            model = "an I-CFN" if self.kind == "item" else "a U-CFN"
+            raise FoldInError(
+                f"{model} cannot fold in a new {new}: {new}s are the input dimensions of its "
+                f"{sample_side} autoencoder, so a new {new} needs retraining "
+                f"({'a U-CFN' if new == 'user' else 'an I-CFN'} model folds in new {new}s)")
+        ids, values = _fold_in_ratings(ids, ratings)
+        index = self._ids_to_index(ids, other_side) if len(ids) else np.zeros(0, dtype=np.int32)
+        if len(np.unique(index)) != len(index):
+            raise ValueError(f"fold-in ratings name the same {other_side} id more than once")
+        pre = self.preprocessing_
+        if len(values):
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise ValueError(f"fold-in ratings contain {int(bad.sum())} NaN or infinite value(s)")
+            outside = (values < pre.low) | (values > pre.high)
+            if outside.any():
+                raise ValueError(f"{int(outside.sum())} fold-in rating(s) outside the scale "
+                                 f"[{pre.low:g}, {pre.high:g}], e.g. {float(values[outside][0]):g}")
+        side = self._fold_in_features(features, sample_side)
+        n_inputs = self.inputs_.shape[1]
+        unit = (values.astype(np.float64) - pre.mid) / pre.half_range
+        mean = np.float32(unit.mean()) if len(unit) else np.float32(pre.global_mean)
+        if len(values) == 0 and side is None:
+            predicted = self._input_mean_rating(np.arange(n_inputs)).astype(np.float64)
+        else:
+            centred = unit.astype(np.float32) - mean
+            row = build_csr(np.zeros(len(index), dtype=np.int64), index.astype(np.int64), centred, (1, n_inputs))
+            with self._memory_guard("folding in"):
+                out = self.engine_.decode(self.engine_.encode(row, side), side)
+            predicted = np.clip(pre.mid + pre.half_range * (np.asarray(out, dtype=np.float64)[0] + np.float64(mean)),
+                                pre.low, pre.high)
+        other_ids = self.train_.item_ids if other_side == "item" else self.train_.user_ids
+        return FoldIn(self, sample_side, other_ids, predicted, index.astype(np.int64), float(mean))
+
+    def _fold_in_features(self, features: Any, sample_side: str) -> np.ndarray | None:
+        if self.side_ is None:
+            if features is not None:
+                raise ValueError(f"this model was trained without {sample_side} side information; "
+                                 f"fold in without features")
+            return None
+        dim = self.side_.shape[1]
+        if features is None:
+            raise ValueError(f"this model uses {dim} {sample_side} features: pass features= "
+                             f"(a vector of {dim} numbers) for the new {sample_side}")
+        if sp.issparse(features):
+            features = features.toarray()
+        try:
+            arr = np.asarray(features, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"fold-in features must be {dim} numbers, got {features!r}") from None
+        arr = arr.reshape(1, -1) if arr.ndim <= 1 or (arr.ndim == 2 and arr.shape[0] == 1) else arr
+        if arr.shape != (1, dim):
+            raise ValueError(f"fold-in features must have {dim} values (the model's {sample_side} features), "
+                             f"got shape {np.shape(features)}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("fold-in features contain NaN or infinite values")
+        return np.ascontiguousarray(arr)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model to one versioned ``.npz`` (no pickles, SHA-256 checksum), atomically.
+        See :mod:`cfn_fast.persistence`."""
+        from .persistence import save_model
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str | None = None) -> "CFN":
+        """Read a model written by :meth:`save`.  ``backend`` picks the engine to run it on (a
+        GPU-trained model loads on ``"cpu"``/``"numpy"`` and vice versa); default: the saved
+        ``backend`` parameter when it is available here, else ``"auto"``."""
+        from .persistence import load_model
+        return load_model(path, backend=backend)
+
+
+# ----------------------------------------------------------------------------- validation helpers
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
     if not ok:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (numbers.Real, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_hidden(hidden: Any) -> tuple[int, ...]:
+    expected = "a positive integer or a non-empty sequence of positive integers (layer widths)"
+    values = [hidden] if _is_int(hidden) else hidden
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"hidden must be {expected}, got {hidden!r}")
+    values = list(values)
+    _check(len(values) >= 1 and all(_is_int(h) and h >= 1 for h in values), "hidden", hidden, expected)
+    return tuple(int(h) for h in values)
+
+
+def _as_index(index: Any, n: int, what: str) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(index))
+    if arr.ndim != 1:
+        raise ValueError(f"{what} indices must be one-dimensional, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{what} indices must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        bad = arr[(arr < 0) | (arr >= n)]
+        raise IndexError(f"{what} indices must lie in [0, {n}), got {bad[:5].tolist()}")
+    return arr
+
+
+def _as_features(features: Any, n_rows: int, what: str) -> np.ndarray:
+    if sp.issparse(features):
+        features = features.toarray()
+    try:
+        arr = np.asarray(features, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a numeric array of shape ({n_rows}, n_features), "
+                         f"got {type(features).__name__}") from None
+    if arr.ndim != 2 or arr.shape[0] != n_rows:
+        raise ValueError(f"{what} must have shape ({n_rows}, n_features) for this data set, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return np.ascontiguousarray(arr)
+
+
+def _validate_rating_set(ratings: RatingSet, what: str) -> None:
+    """Check a RatingSet's internal consistency before an engine sees it (RatingSet.from_arrays
+    guarantees all of this; a hand-built one may not)."""
+    user, item, rating = (np.asarray(a) for a in (ratings.user, ratings.item, ratings.rating))
+    if not (user.ndim == item.ndim == rating.ndim == 1 and len(user) == len(item) == len(rating)):
+        raise ValueError(f"{what}: user, item and rating must be 1-D arrays of one length, got shapes "
+                         f"{user.shape}, {item.shape}, {rating.shape}")
+    if len(rating) == 0:
+        raise ValueError(f"{what} has no ratings")
+    if user.dtype.kind not in "iu" or item.dtype.kind not in "iu":
+        raise TypeError(f"{what}: user and item must be integer index arrays, got {user.dtype} and {item.dtype}")
+    if rating.dtype.kind not in "iuf":
+        raise TypeError(f"{what}: ratings must be numbers, got dtype {rating.dtype}")
+    for name, index, n in (("user", user, ratings.n_users), ("item", item, ratings.n_items)):
+        if index.min() < 0 or index.max() >= n:
+            raise ValueError(f"{what}: {name} indices must lie in [0, {n}), found {int(index.min())}.."
+                             f"{int(index.max())}")
+    low, high = (float(s) for s in ratings.scale)
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"{what}: rating scale must be (low, high) with low < high, got {ratings.scale}")
+    bad = ~np.isfinite(rating)
+    if bad.any():
+        raise ValueError(f"{what}: ratings contain {int(bad.sum())} NaN or infinite value(s)")
+    outside = (rating < low) | (rating > high)
+    if outside.any():
+        raise ValueError(f"{what}: {int(outside.sum())} rating(s) outside the scale [{low:g}, {high:g}]")
+    for name, feats, n in (("user_features", ratings.user_features, ratings.n_users),
+                           ("item_features", ratings.item_features, ratings.n_items)):
+        if feats is not None:
+            _as_features(feats, n, f"{what}.{name}")
+
+
+def _check_no_duplicate_entries(inputs: sp.csr_matrix, kind: str) -> None:
+    """The training CSR has sorted column indices per row: a repeat is a duplicate (user, item)."""
+    if inputs.nnz < 2:
+        return
+    same = inputs.indices[1:] == inputs.indices[:-1]
+    row_start = np.zeros(inputs.nnz, dtype=bool)
+    starts = inputs.indptr[:-1][np.diff(inputs.indptr) > 0]
+    row_start[starts] = True
+    if np.any(same & ~row_start[1:]):
+        raise ValueError("train has duplicate (user, item) pairs; build it with RatingSet.from_arrays("
+                         "..., duplicates='last' or 'mean')")
+
+
+def _fold_in_ratings(ids: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(ids, dict):
+        if ratings is not None:
+            raise ValueError("pass fold-in ratings either as a {id: rating} dict or as ids and ratings, not both")
+        ids, ratings = list(ids.keys()), list(ids.values())
+    if ids is None:
+        ids = []
+    if ratings is None:
+        ratings = []
+    ids_arr = np.asarray(ids)
+    values = np.asarray(ratings)
+    if ids_arr.ndim != 1 or values.ndim != 1:
+        raise ValueError(f"fold-in ids and ratings must be one-dimensional, got shapes {ids_arr.shape} "
+                         f"and {values.shape}")
+    if len(ids_arr) != len(values):
+        raise ValueError(f"fold-in ids and ratings differ in length: {len(ids_arr)} and {len(values)}")
+    if values.size and values.dtype.kind not in "iuf":
+        raise ValueError(f"fold-in ratings must be numbers, got dtype {values.dtype}")
+    return ids_arr, values.astype(np.float64)

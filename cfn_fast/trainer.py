@@ -1,16 +1,41 @@
 """The thin training loop around an engine: lr schedule, per-epoch evaluation, history, callbacks,
-early stopping and divergence detection.  The maths of one step lives in the engines."""
+early stopping and divergence detection.  The maths of one step lives in the engines.
+
+Divergence rule (:class:`DivergenceRule`)
+-----------------------------------------
+Every layer ends in a tanh, so a learning rate that is far too large rarely makes the loss
+infinite: the weights explode, every tanh saturates at ±1 and the loss stays *finite* but
+useless (it plateaus around ``1 + x²`` per rating).  An epoch is therefore declared diverged
+when any of these holds after it:
+
+1. the epoch's loss is NaN or infinite;
+2. a parameter is NaN or infinite, or its magnitude exceeds ``max_abs_param`` (default
+   ``1e4``; trained CFN weights are O(1), the initial ones ``±1/√fan_in``);
+3. the epoch's mean loss per known rating exceeds ``loss_factor`` (default 3) times
+   ``reference_loss``: the loss, weighted by α·mask_ratio + β·(1 − mask_ratio), of the
+   larger of two references measured when training starts — the *zero output* (every
+   sample predicted by its own training mean) and the network as it is (for ``fit``, the
+   untrained network) — floored at a mean squared error of 0.1 so that nearly constant data
+   cannot make it zero.
+
+Then :class:`TrainingDiverged` is raised naming the epoch and the reason, and the engine is
+put back to the parameters of the last good epoch.
+"""
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
 
 from .backends.base import Engine
 
-__all__ = ["learning_rate", "EpochRecord", "TrainingDiverged", "EarlyStopping", "run_epochs"]
+__all__ = ["learning_rate", "EpochRecord", "TrainingDiverged", "EarlyStopping", "DivergenceRule", "run_epochs",
+           "Callback"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -22,6 +47,8 @@ def learning_rate(lr: float, lr_decay: float, epoch: int) -> float:
 
 @dataclass
 class EpochRecord:
+    """One line of :attr:`CFN.history_`."""
+
     epoch: int
     lr: float
     train_loss: float         # summed CFN loss over the epoch's mini-batches, divided by known entries
@@ -29,9 +56,18 @@ class EpochRecord:
     validation_rmse: float | None = None
     extra: dict = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the model keeps the parameters of the last good epoch."""
+    """Training diverged (see :class:`DivergenceRule`); the model keeps the parameters of the last
+    good epoch.  ``epoch`` is the epoch that diverged, ``reason`` says which rule fired."""
+
+    def __init__(self, message: str, epoch: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.reason = reason
 
 
 class Callback(Protocol):
@@ -40,21 +76,71 @@ class Callback(Protocol):
 
 @dataclass
 class EarlyStopping:
-    """Stop when validation RMSE has not improved for ``patience`` epochs; restore the best weights."""
+    """Stop when validation RMSE has not improved by more than ``min_delta`` for ``patience``
+    epochs; with ``restore_best`` the engine goes back to the best epoch's parameters."""
 
     patience: int = 3
     min_delta: float = 0.0
     restore_best: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.patience, bool) or not isinstance(self.patience, (int, np.integer)) or self.patience < 1:
+            raise ValueError(f"patience must be a positive integer, got {self.patience!r}")
+        if not (isinstance(self.min_delta, (int, float, np.floating)) and math.isfinite(self.min_delta)
+                and self.min_delta >= 0):
+            raise ValueError(f"min_delta must be a finite number >= 0, got {self.min_delta!r}")
+
+
+@dataclass(frozen=True)
+class DivergenceRule:
+    """When an epoch counts as diverged (module docstring).  ``reference_loss`` is the mean
+    loss per known rating of the zero output; ``None`` disables rule 3."""
+
+    reference_loss: float | None = None
+    loss_factor: float = 3.0
+    max_abs_param: float = 1e4
+
+    def check(self, loss_per_rating: float, engine: Engine) -> str | None:
+        """The reason the epoch diverged, or ``None``."""
+        if not math.isfinite(loss_per_rating):
+            return f"the loss is {loss_per_rating}"
+        largest = 0.0
+        for layer in engine.get_layers():
+            for array in layer.arrays():
+                if array.size:
+                    peak = float(np.max(np.abs(array)))
+                    if not math.isfinite(peak):
+                        return "a parameter became NaN or infinite"
+                    largest = max(largest, peak)
+        if largest > self.max_abs_param:
+            return f"a parameter reached magnitude {largest:.3g} (> {self.max_abs_param:.3g}: the tanh units saturate)"
+        if self.reference_loss is not None and loss_per_rating > self.loss_factor * self.reference_loss:
+            return (f"the mean loss per rating {loss_per_rating:.4g} exceeds {self.loss_factor:g}x the reference "
+                    f"loss {self.reference_loss:.4g} (predicting each sample's mean, or the network before "
+                    f"this training)")
+        return None
+
 
 def run_epochs(engine: Engine, *, first_epoch: int, epochs: int, lr: float, lr_decay: float,
                n_known: int, evaluate: Callable[[], float] | None = None,
                early_stopping: EarlyStopping | None = None,
-               callbacks: tuple[Callback, ...] = (), progress: bool = False) -> list[EpochRecord]:
-    """Train ``epochs`` epochs numbered from ``first_epoch``; returns one record per epoch run."""
-    history: list[EpochRecord] = []
+               callbacks: tuple[Callback, ...] = (), progress: bool = False,
+               divergence: DivergenceRule | None = DivergenceRule(),
+               history: list[EpochRecord] | None = None, log_level: int = logging.INFO,
+               echo: bool = False, report: dict | None = None) -> list[EpochRecord]:
+    """Train ``epochs`` epochs numbered from ``first_epoch``; returns one record per epoch run.
+
+    ``history`` (if given) receives each record as soon as its epoch is done, so it holds the
+    good epochs even when :class:`TrainingDiverged` is raised.  Every callback is called
+    after every epoch; any returning True stops training.  ``report`` (if given) receives
+    ``best_epoch`` (with early stopping), ``stopped_early`` and ``stop_reason``.
+    """
+    records: list[EpochRecord] = []
+    report = {} if report is None else report
+    report.update(best_epoch=None, stopped_early=False, stop_reason=None)
     last_good = engine.snapshot()
-    best_rmse, best_layers, since_best = math.inf, None, 0
+    best_rmse, best_layers, best_epoch, since_best = math.inf, None, None, 0
+    last_epoch = first_epoch + epochs - 1
     bar = _progress_bar(epochs, progress)
     try:
         for epoch in range(first_epoch, first_epoch + epochs):
@@ -62,43 +148,69 @@ def run_epochs(engine: Engine, *, first_epoch: int, epochs: int, lr: float, lr_d
             start = time.perf_counter()
             loss = engine.train_epoch(epoch, lr_t)
             seconds = time.perf_counter() - start
-            if not math.isfinite(loss):
+            per_rating = loss / max(n_known, 1)
+            reason = (None if math.isfinite(per_rating) else f"the loss is {per_rating}") if divergence is None \
+                else divergence.check(per_rating, engine)
+            if reason is not None:
                 engine.restore(last_good)
+                kept = "the initial parameters are" if epoch == 1 else f"the parameters of epoch {epoch - 1} are"
                 raise TrainingDiverged(
-                    f"training diverged at epoch {epoch} (loss {loss}); the parameters of epoch {epoch - 1} "
-                    f"are kept. Lower lr (now {lr}) or raise lr_decay.")
-            record = EpochRecord(epoch, lr_t, loss / max(n_known, 1), seconds)
+                    f"training diverged at epoch {epoch}: {reason}; {kept} kept. "
+                    f"Lower lr (now {lr:g}) or raise lr_decay.", epoch=epoch, reason=reason)
+            record = EpochRecord(epoch, lr_t, per_rating, seconds)
             if evaluate is not None:
                 record.validation_rmse = float(evaluate())
-            history.append(record)
-            log.info("epoch %d lr %.4g loss %.5f%s %.2fs", epoch, lr_t, record.train_loss,
-                     "" if record.validation_rmse is None else f" val RMSE {record.validation_rmse:.4f}", seconds)
+            records.append(record)
+            if history is not None:
+                history.append(record)
+            line = "epoch %d lr %.4g loss %.5f%s %.2fs" % (
+                epoch, lr_t, record.train_loss,
+                "" if record.validation_rmse is None else f" val RMSE {record.validation_rmse:.4f}", seconds)
+            log.log(log_level, line)
+            if echo and not log.isEnabledFor(log_level):
+                _write(line)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record.train_loss:.4f}",
                                 **({} if record.validation_rmse is None else {"val_rmse": f"{record.validation_rmse:.4f}"}))
-            stop = any(bool(cb(record)) for cb in callbacks)
-            needs_snapshot = early_stopping is not None or epoch < first_epoch + epochs - 1
+            stop = False
+            for cb in callbacks:  # every callback sees every epoch
+                if cb(record):
+                    stop = True
+                    report["stop_reason"] = "callback"
             if early_stopping is not None and record.validation_rmse is not None:
                 if record.validation_rmse < best_rmse - early_stopping.min_delta:
-                    best_rmse, best_layers, since_best = record.validation_rmse, engine.snapshot(), 0
+                    best_rmse, best_layers, best_epoch, since_best = record.validation_rmse, engine.snapshot(), epoch, 0
                 else:
                     since_best += 1
-                    stop = stop or since_best >= early_stopping.patience
-            if needs_snapshot and not stop:
-                last_good = engine.snapshot()
+                    if since_best >= early_stopping.patience and not stop:
+                        stop = True
+                        report["stop_reason"] = "early_stopping"
             if stop:
+                report["stopped_early"] = epoch < last_epoch
                 break
+            if epoch < last_epoch:
+                last_good = engine.snapshot()
     finally:
         if bar is not None:
             bar.close()
+    report["best_epoch"] = best_epoch
     if early_stopping is not None and early_stopping.restore_best and best_layers is not None:
         engine.restore(best_layers)
-    return history
+        log.log(log_level, "restored the parameters of epoch %d (best validation RMSE %.4f)", best_epoch, best_rmse)
+    return records
+
+
+def _write(line: str) -> None:
+    try:
+        from tqdm.auto import tqdm
+        tqdm.write(line, file=sys.stderr)
+    except ImportError:  # pragma: no cover
+        print(line, file=sys.stderr)
 
 
 def _progress_bar(total: int, enabled: bool):
-    if not enabled:
+    if not enabled or total <= 0:
         return None
     from tqdm.auto import tqdm
     return tqdm(total=total, desc="CFN epochs", unit="epoch", leave=False)

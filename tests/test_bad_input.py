@@ -1,0 +1,348 @@
+"""Every bad input gets a clear error (type and message) before any engine runs.
+
+``CASES`` is the single source of ``docs/bad_inputs.md``: each case runs here and its row
+must appear verbatim in the document (``python tests/test_bad_input.py`` prints the table).
+A message written as ``re:<pattern>`` is matched as a regular expression (for parts that
+depend on the machine); the document shows the example text given in ``shown``.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+import cfn_fast.model as model_module
+from cfn_fast import CFN, RatingSet, TrainingDiverged, available_backends, synthetic_ratings, train_test_split
+from cfn_fast.backends import BackendUnavailable
+from cfn_fast.backends.numpy_backend import NumpyEngine
+from cfn_fast.model import DeviceOutOfMemory, FoldInError, NotFittedError
+from cfn_fast.persistence import ModelFileError
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
+
+_TRAIN, _TEST = train_test_split(synthetic_ratings(300, 200, 6000, seed=0), 0.1, seed=0)
+_CACHE: dict[str, object] = {}
+
+
+def fitted(kind: str = "user") -> CFN:
+    if kind not in _CACHE:
+        _CACHE[kind] = CFN(kind, (8,), 1, backend="numpy").fit(_TRAIN)
+    return _CACHE[kind]  # type: ignore[return-value]
+
+
+def fit_with(**params) -> Callable[[], object]:
+    return lambda: CFN("user", (8,), 1, backend="numpy").set_params(**params).fit(_TRAIN)
+
+
+def from_arrays(user, item, rating, **kw) -> Callable[[], object]:
+    return lambda: RatingSet.from_arrays(user, item, rating, **kw)
+
+
+class OutOfMemoryError(Exception):
+    """Stands in for cupy.cuda.memory.OutOfMemoryError (the wrapper matches the class name)."""
+
+
+class _OomEngine(NumpyEngine):
+    def train_epoch(self, epoch, lr):
+        raise OutOfMemoryError("Out of memory allocating 1,073,741,824 bytes (allocated so far: 0 bytes).")
+
+
+def _oom() -> object:
+    saved = model_module.engine_class
+    model_module.engine_class = lambda name: _OomEngine
+    try:
+        return CFN("user", (600,), 1, backend="numpy").fit(_TRAIN)
+    finally:
+        model_module.engine_class = saved
+
+
+def _cuda() -> object:
+    if "cuda" in available_backends():
+        pytest.skip("a CUDA GPU is present")
+    return CFN("user", (8,), 1, backend="cuda").fit(_TRAIN)
+
+
+def _hand_built() -> object:
+    bad = RatingSet(_TRAIN.user, np.where(np.arange(_TRAIN.nnz) == 0, 250, _TRAIN.item).astype(np.int32),
+                    _TRAIN.rating, _TRAIN.user_ids, _TRAIN.item_ids, _TRAIN.scale)
+    return CFN("user", (8,), 1, backend="numpy").fit(bad)
+
+
+def _file(tmp: Path, kind: str) -> Path:
+    path = tmp / f"{kind}.npz"
+    if kind == "missing":
+        return path
+    fitted("item").save(path)
+    data = path.read_bytes()
+    if kind == "truncated":
+        path.write_bytes(data[:1000])
+    elif kind in ("tampered", "version"):
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        if kind == "tampered":
+            arrays["layer0_bias"] = arrays["layer0_bias"] * np.float32(2)
+        else:
+            arrays["cfn_version"] = np.array([2])
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    elif kind == "foreign":
+        np.savez(path, user=np.arange(3), item=np.arange(3), rating=np.ones(3))
+    return path
+
+
+def _load(kind: str) -> Callable[[Path], object]:
+    return lambda tmp: CFN.load(_file(tmp, kind))
+
+
+@dataclass(frozen=True)
+class Case:
+    what: str          # the bad input
+    example: str       # the call shown in the document
+    run: Callable      # () -> object, or (tmp_path) -> object when needs_tmp
+    error: type
+    message: str       # exact text, or "re:<regex>"
+    shown: str = ""    # example text for a regex message
+    needs_tmp: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.shown or self.message
+
+
+NAN = float("nan")
+CASES: list[Case] = [
+    # ---------------------------------------------------------------- ratings
+    Case("NaN rating", "RatingSet.from_arrays([1, 2], [1, 2], [4.0, nan])",
+         from_arrays([1, 2], [1, 2], [4.0, NAN]), ValueError,
+         "ratings contain 1 NaN or infinite value(s), first at position 1"),
+    Case("infinite rating", "RatingSet.from_arrays([1, 2], [1, 2], [inf, 3.0])",
+         from_arrays([1, 2], [1, 2], [np.inf, 3.0]), ValueError,
+         "ratings contain 1 NaN or infinite value(s), first at position 0"),
+    Case("rating outside the declared scale", "RatingSet.from_arrays([1, 2], [1, 2], [4, 6], scale=(1, 5))",
+         from_arrays([1, 2], [1, 2], [4, 6], scale=(1, 5)), ValueError,
+         "1 rating(s) outside the scale [1, 5], e.g. 6 at position 1"),
+    Case("invalid scale", "RatingSet.from_arrays([1], [1], [3], scale=(5, 1))",
+         from_arrays([1], [1], [3], scale=(5, 1)), ValueError,
+         "rating scale must be (low, high) with low < high, got (5, 1)"),
+    Case("duplicate (user, item) pair (default policy `duplicates=\"error\"`)",
+         "RatingSet.from_arrays([1, 1], [2, 2], [3, 4])",
+         from_arrays([1, 1], [2, 2], [3, 4]), ValueError,
+         "1 duplicate (user, item) pair(s), e.g. at position 1; pass duplicates='last' or duplicates='mean' "
+         "to merge them"),
+    Case("unknown duplicate policy", "RatingSet.from_arrays([1, 1], [2, 2], [3, 4], duplicates=\"first\")",
+         from_arrays([1, 1], [2, 2], [3, 4], duplicates="first"), ValueError,
+         "duplicates must be 'error', 'last' or 'mean', got 'first'"),
+    Case("empty data", "RatingSet.from_arrays([], [], [])", from_arrays([], [], []), ValueError,
+         "no ratings: the rating set is empty"),
+    Case("negative id", "RatingSet.from_arrays([-1, 2], [1, 2], [3, 4])",
+         from_arrays([-1, 2], [1, 2], [3, 4]), ValueError, "user ids must be non-negative; found -1"),
+    Case("non-integer id", "RatingSet.from_arrays([1.5, 2], [1, 2], [3, 4])",
+         from_arrays([1.5, 2.0], [1, 2], [3, 4]), ValueError,
+         "user ids must be integers (or strings); got non-integer values such as [1.5]"),
+    Case("arrays of different lengths", "RatingSet.from_arrays([1, 2], [1], [3, 4])",
+         from_arrays([1, 2], [1], [3, 4]), ValueError, "user, item and rating arrays differ in length: 2, 1, 2"),
+    Case("hand-built RatingSet with an index out of range", "fit(RatingSet(user, item_with_250, ...))",
+         _hand_built, ValueError, "train: item indices must lie in [0, 200), found 0..250"),
+    # ---------------------------------------------------------------- fit arguments
+    Case("wrong type passed to fit (DataFrame)", "CFN().fit(pandas.DataFrame(...))",
+         lambda: CFN().fit(__import__("pandas").DataFrame({"user": [1], "item": [1], "rating": [3.0]})),
+         TypeError, "fit expects a RatingSet as train, got DataFrame (build one with RatingSet.from_dataframe)"),
+    Case("wrong type passed to fit (array)", "CFN().fit(np.zeros((3, 3)))", lambda: CFN().fit(np.zeros((3, 3))),
+         TypeError, "fit expects a RatingSet as train, got ndarray (build one with "
+                    "RatingSet.from_arrays(user, item, rating))"),
+    Case("validation of another type", "CFN().fit(train, validation=[1, 2])",
+         lambda: CFN().fit(_TRAIN, validation=[1, 2]), TypeError, "validation must be a RatingSet or None, got list"),
+    Case("mismatched feature shape", "fit(train, user_features=np.ones((5, 3)))",
+         lambda: CFN("user", (8,), 1, backend="numpy").fit(_TRAIN, user_features=np.ones((5, 3))), ValueError,
+         "user_features must have shape (300, n_features) for this data set, got (5, 3)"),
+    Case("features with NaN", "fit(train, item_features=features_with_a_nan)",
+         lambda: CFN("item", (8,), 1, backend="numpy").fit(
+             _TRAIN, item_features=np.where(np.eye(200, 4) > 0, np.nan, 0.0)), ValueError,
+         "item_features contains NaN or infinite values"),
+    Case("early stopping without validation", "fit(train, early_stopping=EarlyStopping())",
+         lambda: CFN("user", (8,), 1, backend="numpy").fit(_TRAIN, early_stopping=model_module.EarlyStopping()),
+         ValueError, "early_stopping needs a validation set: fit(..., validation=...)"),
+    # ---------------------------------------------------------------- hyper-parameters
+    Case("unknown kind", "CFN(kind=\"users\")", fit_with(kind="users"), ValueError,
+         "kind must be 'item' or 'user', got 'users'"),
+    Case("hidden empty", "CFN(hidden=())", fit_with(hidden=()), ValueError,
+         "hidden must be a positive integer or a non-empty sequence of positive integers (layer widths), got ()"),
+    Case("hidden not integer", "CFN(hidden=(10.5,))", fit_with(hidden=(10.5,)), ValueError,
+         "hidden must be a positive integer or a non-empty sequence of positive integers (layer widths), "
+         "got (10.5,)"),
+    Case("hidden zero", "CFN(hidden=(0,))", fit_with(hidden=(0,)), ValueError,
+         "hidden must be a positive integer or a non-empty sequence of positive integers (layer widths), got (0,)"),
+    Case("negative epochs", "CFN(epochs=-1)", fit_with(epochs=-1), ValueError,
+         "epochs must be an integer >= 0, got -1"),
+    Case("negative alpha", "CFN(alpha=-1)", fit_with(alpha=-1.0), ValueError,
+         "alpha must be a finite number >= 0, got -1.0"),
+    Case("NaN beta", "CFN(beta=nan)", fit_with(beta=NAN), ValueError, "beta must be a finite number >= 0, got nan"),
+    Case("alpha and beta both zero", "CFN(alpha=0, beta=0)", fit_with(alpha=0.0, beta=0.0), ValueError,
+         "alpha + beta must be > 0, got 0.0"),
+    Case("mask_ratio 1", "CFN(mask_ratio=1.0)", fit_with(mask_ratio=1.0), ValueError,
+         "mask_ratio must be a number in [0, 1), got 1.0"),
+    Case("lr zero", "CFN(lr=0)", fit_with(lr=0.0), ValueError, "lr must be a finite number > 0, got 0.0"),
+    Case("lr infinite", "CFN(lr=inf)", fit_with(lr=float("inf")), ValueError,
+         "lr must be a finite number > 0, got inf"),
+    Case("negative lr_decay", "CFN(lr_decay=-0.1)", fit_with(lr_decay=-0.1), ValueError,
+         "lr_decay must be a finite number >= 0, got -0.1"),
+    Case("negative weight_decay", "CFN(weight_decay=-1)", fit_with(weight_decay=-1.0), ValueError,
+         "weight_decay must be a finite number >= 0, got -1.0"),
+    Case("weight decay that flips signs", "CFN(lr=2, weight_decay=0.5)", fit_with(lr=2.0, weight_decay=0.5),
+         ValueError, "lr * weight_decay must be < 1 (otherwise weight decay flips the sign of the weights), got 1.0"),
+    Case("batch_size zero", "CFN(batch_size=0)", fit_with(batch_size=0), ValueError,
+         "batch_size must be a positive integer, got 0"),
+    Case("batch_size not integer", "CFN(batch_size=2.5)", fit_with(batch_size=2.5), ValueError,
+         "batch_size must be a positive integer, got 2.5"),
+    Case("negative seed", "CFN(seed=-1)", fit_with(seed=-1), ValueError, "seed must be an integer >= 0, got -1"),
+    Case("hyper-parameter of the wrong type", "CFN(lr=\"fast\")", fit_with(lr="fast"), ValueError,
+         "lr must be a finite number > 0, got 'fast'"),
+    Case("unknown backend", "CFN(backend=\"tpu\")", fit_with(backend="tpu"), ValueError,
+         "unknown backend 'tpu'; choose one of ('numpy', 'cpu', 'cuda') or 'auto'"),
+    Case("GPU requested but absent", "CFN(backend=\"cuda\").fit(train)", _cuda, BackendUnavailable,
+         r"re:backend 'cuda' is unavailable: .+",
+         shown="backend 'cuda' is unavailable: CuPy is not installed (pip install 'cfn_fast[cuda12]' or "
+               "'cfn_fast[cuda13]')"),
+    # ---------------------------------------------------------------- training
+    Case("learning rate that diverges", "CFN(\"user\", lr=1e6, weight_decay=0).fit(train)",
+         fit_with(lr=1e6, weight_decay=0.0), TrainingDiverged,
+         r"re:training diverged at epoch 1: a parameter reached magnitude [0-9.e+]+ \(> 1e\+04: the tanh units "
+         r"saturate\); the initial parameters are kept\. Lower lr \(now 1e\+06\) or raise lr_decay\.",
+         shown="training diverged at epoch 1: a parameter reached magnitude 2.69e+05 (> 1e+04: the tanh units "
+               "saturate); the initial parameters are kept. Lower lr (now 1e+06) or raise lr_decay."),
+    Case("learning rate that makes the loss explode", "CFN(\"user\", lr=10, weight_decay=0).fit(train)",
+         fit_with(lr=10.0, weight_decay=0.0), TrainingDiverged,
+         r"re:training diverged at epoch 1: the mean loss per rating [0-9.]+ exceeds 3x the reference loss "
+         r"[0-9.]+ \(predicting each sample's mean, or the network before this training\); the initial "
+         r"parameters are kept\. Lower lr \(now 10\) or raise lr_decay\.",
+         shown="training diverged at epoch 1: the mean loss per rating 0.5493 exceeds 3x the reference loss "
+               "0.1586 (predicting each sample's mean, or the network before this training); the initial "
+               "parameters are kept. Lower lr (now 10) or raise lr_decay."),
+    Case("GPU out of memory (CuPy `OutOfMemoryError`)", "CFN(\"user\", hidden=(600,), backend=\"cuda\").fit(train)",
+         _oom, DeviceOutOfMemory,
+         "re:backend 'numpy' ran out of memory while training: 300 x 200 rating matrix with 5,400 ratings, "
+         r"hidden \(600,\), batch_size 35, 12 side features\. Try a smaller batch_size or hidden, or "
+         r"backend='cpu' \(Out of memory allocating .*\)",
+         shown="backend 'cuda' ran out of memory while training: 300 x 200 rating matrix with 5,400 ratings, "
+               "hidden (600,), batch_size 35, 12 side features. Try a smaller batch_size or hidden, or "
+               "backend='cpu' (Out of memory allocating 1,073,741,824 bytes (allocated so far: 0 bytes).)"),
+    # ---------------------------------------------------------------- prediction
+    Case("predict before fit", "CFN().predict([1], [1])", lambda: CFN().predict([1], [1]), NotFittedError,
+         "this CFN model is not fitted yet: call fit(train) first"),
+    Case("unknown user at predict (U-CFN)", "ucfn.predict([999], [1])", lambda: fitted("user").predict([999], [1]),
+         KeyError, "1 unknown user id(s), e.g. [999] (use fold_in to score a new user without retraining)"),
+    Case("unknown user at predict (I-CFN)", "icfn.predict([999], [1])", lambda: fitted("item").predict([999], [1]),
+         KeyError, "1 unknown user id(s), e.g. [999] (a new user is an input dimension of this I-CFN and needs "
+                   "retraining)"),
+    Case("unknown user at recommend", "ucfn.recommend(999)", lambda: fitted("user").recommend(999), KeyError,
+         "1 unknown user id(s), e.g. [999] (use fold_in to score a new user without retraining)"),
+    Case("string id for an integer-id model", "ucfn.predict([\"1\"], [1])",
+         lambda: fitted("user").predict(["1"], [1]), KeyError,
+         "1 unknown user id(s), e.g. ['1'] (use fold_in to score a new user without retraining)"),
+    Case("ids of different lengths", "ucfn.predict([1, 2], [1])", lambda: fitted("user").predict([1, 2], [1]),
+         ValueError, "user_ids and item_ids differ in length: 2 and 1"),
+    Case("index out of range", "ucfn.predict_indices([300], [0])", lambda: fitted("user").predict_indices([300], [0]),
+         IndexError, "user indices must lie in [0, 300), got [300]"),
+    Case("several users to recommend", "ucfn.recommend([1, 2])", lambda: fitted("user").recommend([1, 2]),
+         ValueError, "recommend takes one user id; use recommend_batch for several, got [1, 2]"),
+    Case("negative n", "ucfn.recommend(1, n=-5)", lambda: fitted("user").recommend(1, n=-5), ValueError,
+         "n must be an integer >= 0, got -5"),
+    # ---------------------------------------------------------------- fold-in
+    Case("new user folded into an I-CFN", "icfn.fold_in({1: 4.0}, new=\"user\")",
+         lambda: fitted("item").fold_in({1: 4.0}, new="user"), FoldInError,
+         "an I-CFN cannot fold in a new user: users are the input dimensions of its item autoencoder, so a new "
+         "user needs retraining (a U-CFN model folds in new users)"),
+    Case("fold-in without the model's side features", "ucfn.fold_in({1: 4.0})",
+         lambda: fitted("user").fold_in({1: 4.0}), ValueError,
+         "this model uses 12 user features: pass features= (a vector of 12 numbers) for the new user"),
+    Case("fold-in features of the wrong length", "ucfn.fold_in({1: 4.0}, features=[1, 0])",
+         lambda: fitted("user").fold_in({1: 4.0}, features=[1, 0]), ValueError,
+         "fold-in features must have 12 values (the model's user features), got shape (2,)"),
+    Case("fold-in rating outside the scale", "ucfn.fold_in({1: 7.0}, features=f)",
+         lambda: fitted("user").fold_in({1: 7.0}, features=np.zeros(12)), ValueError,
+         "1 fold-in rating(s) outside the scale [1, 5], e.g. 7"),
+    Case("fold-in with an unknown item", "ucfn.fold_in({999: 4.0}, features=f)",
+         lambda: fitted("user").fold_in({999: 4.0}, features=np.zeros(12)), KeyError,
+         "1 unknown item id(s), e.g. [999] (a new item is an input dimension of this U-CFN and needs retraining)"),
+    # ---------------------------------------------------------------- model files
+    Case("missing model file", "CFN.load(\"missing.npz\")", _load("missing"), FileNotFoundError,
+         "re:no model file at '.*missing.npz'", shown="no model file at 'missing.npz'", needs_tmp=True),
+    Case("truncated model file", "CFN.load(\"truncated.npz\")", _load("truncated"), ModelFileError,
+         r"re:.*truncated.npz is truncated or corrupted: cannot read it as an .npz file \(BadZipFile: .*\)",
+         shown="truncated.npz is truncated or corrupted: cannot read it as an .npz file (BadZipFile: File is not "
+               "a zip file)", needs_tmp=True),
+    Case("tampered model file", "CFN.load(\"tampered.npz\")", _load("tampered"), ModelFileError,
+         "re:.*tampered.npz failed its SHA-256 checksum: the file was modified or corrupted",
+         shown="tampered.npz failed its SHA-256 checksum: the file was modified or corrupted", needs_tmp=True),
+    Case("model file of another format version", "CFN.load(\"version.npz\")", _load("version"), ModelFileError,
+         r"re:.*version.npz has cfn_fast model format version 2; this cfn_fast \(.*\) reads version 1",
+         shown="version.npz has cfn_fast model format version 2; this cfn_fast (0.1.0) reads version 1",
+         needs_tmp=True),
+    Case("an .npz that is not a cfn model", "CFN.load(\"foreign.npz\")", _load("foreign"), ModelFileError,
+         "re:.*foreign.npz is an .npz file but not a cfn_fast model \\(no 'cfn_format' entry\\)",
+         shown="foreign.npz is an .npz file but not a cfn_fast model (no 'cfn_format' entry)", needs_tmp=True),
+]
+
+
+def _message(exc: BaseException) -> str:
+    return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
+def test_bad_input(case: Case, tmp_path) -> None:
+    with pytest.raises(case.error) as info:
+        case.run(tmp_path) if case.needs_tmp else case.run()
+    assert type(info.value) is case.error or isinstance(info.value, case.error)
+    text = _message(info.value)
+    if case.message.startswith("re:"):
+        assert re.fullmatch(case.message[3:], text), text
+    else:
+        assert text == case.message
+
+
+def test_examples_shown_for_regex_messages_match_their_pattern() -> None:
+    for case in CASES:
+        if case.message.startswith("re:"):
+            pattern = case.message[3:].replace("'numpy'", "'(numpy|cuda)'")
+            assert re.fullmatch(pattern, case.shown) or re.fullmatch(pattern, "/tmp/" + case.shown), case.what
+
+
+def test_no_error_for_rows_without_ratings() -> None:
+    """A user or item with no ratings is not an error: it is predicted through the fallback."""
+    train = _TRAIN.subset(_TRAIN.user != 7)
+    m = CFN("user", (8,), 1, backend="numpy").fit(train)
+    assert np.isfinite(m.predict([7], [0])).all()
+
+
+def test_duplicate_policies_merge() -> None:
+    last = RatingSet.from_arrays([1, 1], [2, 2], [3, 5], duplicates="last")
+    mean = RatingSet.from_arrays([1, 1], [2, 2], [3, 5], duplicates="mean")
+    assert last.rating.tolist() == [5.0] and mean.rating.tolist() == [4.0]
+
+
+def render_table() -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+    lines = ["| # | bad input | example | error | message |", "|---|---|---|---|---|"]
+    for n, case in enumerate(CASES, 1):
+        lines.append(f"| {n} | {cell(case.what)} | `{cell(case.example)}` | `{case.error.__name__}` | "
+                     f"`{cell(case.text)}` |")
+    return "\n".join(lines)
+
+
+def test_document_lists_every_case() -> None:
+    if not DOC.exists():
+        pytest.fail(f"{DOC} is missing; regenerate the table with `python {Path(__file__).name}`")
+    text = DOC.read_text(encoding="utf-8")
+    assert len(CASES) >= 15
+    for line in render_table().splitlines():
+        assert line in text, f"docs/bad_inputs.md lacks the row: {line}"
+
+
+if __name__ == "__main__":  # print the table for docs/bad_inputs.md
+    sys.stdout.write(render_table() + "\n")
