@@ -86,14 +86,16 @@ def _sample_pairs(rng: np.random.Generator, p_user: np.ndarray, p_item: np.ndarr
     seed_users = np.r_[np.arange(n_users), rng.choice(n_users, n_items, p=p_user)]
     seed_items = np.r_[rng.choice(n_items, n_users, p=p_item), np.arange(n_items)]
     keys = np.unique(seed_users.astype(np.int64) * n_items + seed_items)
+    flatten = 0.0
     while len(keys) < n_ratings:
-        want = int((n_ratings - len(keys)) * 1.2) + 16
-        u = rng.choice(n_users, want, p=p_user)
-        i = rng.choice(n_items, want, p=p_item)
-        fresh = np.setdiff1d(u.astype(np.int64) * n_items + i, keys, assume_unique=False)
-        if len(fresh) == 0:  # the law is too concentrated: fall back to uniform draws
-            fresh = np.setdiff1d(rng.integers(0, n_users * n_items, want, dtype=np.int64), keys)
-        keys = np.union1d(keys, fresh)
+        # later rounds mix in a growing share of uniform draws: the long-tailed law keeps
+        # hitting pairs it already drew, and a pure retry loop would crawl at ML-10M scale
+        want = int((n_ratings - len(keys)) * 1.3) + 16
+        pu = (1 - flatten) * p_user + flatten / n_users
+        pi = (1 - flatten) * p_item + flatten / n_items
+        fresh = rng.choice(n_users, want, p=pu).astype(np.int64) * n_items + rng.choice(n_items, want, p=pi)
+        keys = np.unique(np.concatenate([keys, fresh]))
+        flatten = min(1.0, flatten + 0.25)
     if len(keys) > n_ratings:
         # trim the random draws, never the seeds, so no row or column becomes empty
         seed_keys = np.unique(seed_users.astype(np.int64) * n_items + seed_items)
