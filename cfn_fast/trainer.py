@@ -104,14 +104,9 @@ class DivergenceRule:
         """The reason the epoch diverged, or ``None``."""
         if not math.isfinite(loss_per_rating):
             return f"the loss is {loss_per_rating}"
-        largest = 0.0
-        for layer in engine.get_layers():
-            for array in layer.arrays():
-                if array.size:
-                    peak = float(np.max(np.abs(array)))
-                    if not math.isfinite(peak):
-                        return "a parameter became NaN or infinite"
-                    largest = max(largest, peak)
+        largest = engine.max_abs_param()
+        if not math.isfinite(largest):
+            return "a parameter became NaN or infinite"
         if largest > self.max_abs_param:
             return f"a parameter reached magnitude {largest:.3g} (> {self.max_abs_param:.3g}: the tanh units saturate)"
         if self.reference_loss is not None and loss_per_rating > self.loss_factor * self.reference_loss:

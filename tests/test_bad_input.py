@@ -215,14 +215,14 @@ CASES: list[Case] = [
          r"saturate\); the initial parameters are kept\. Lower lr \(now 1e\+06\) or raise lr_decay\.",
          shown="training diverged at epoch 1: a parameter reached magnitude 2.69e+05 (> 1e+04: the tanh units "
                "saturate); the initial parameters are kept. Lower lr (now 1e+06) or raise lr_decay."),
-    Case("learning rate that makes the loss explode", "CFN(\"user\", lr=10, weight_decay=0).fit(train)",
-         fit_with(lr=10.0, weight_decay=0.0), TrainingDiverged,
+    Case("learning rate that makes the loss explode", "CFN(\"user\", lr=30, weight_decay=0).fit(train)",
+         fit_with(lr=30.0, weight_decay=0.0), TrainingDiverged,
          r"re:training diverged at epoch 1: the mean loss per rating [0-9.]+ exceeds 3x the reference loss "
          r"[0-9.]+ \(predicting each sample's mean, or the network before this training\); the initial "
-         r"parameters are kept\. Lower lr \(now 10\) or raise lr_decay\.",
+         r"parameters are kept\. Lower lr \(now 30\) or raise lr_decay\.",
          shown="training diverged at epoch 1: the mean loss per rating 0.5493 exceeds 3x the reference loss "
                "0.1586 (predicting each sample's mean, or the network before this training); the initial "
-               "parameters are kept. Lower lr (now 10) or raise lr_decay."),
+               "parameters are kept. Lower lr (now 30) or raise lr_decay."),
     Case("GPU out of memory (CuPy `OutOfMemoryError`)", "CFN(\"user\", hidden=(600,), backend=\"cuda\").fit(train)",
          _oom, DeviceOutOfMemory,
          "re:backend 'numpy' ran out of memory while training: 300 x 200 rating matrix with 5,400 ratings, "

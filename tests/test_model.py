@@ -152,7 +152,7 @@ def test_divergence_in_a_later_epoch_keeps_the_last_good_epoch(split):
     m = small(epochs=2).fit(train)
     good = m.layers_
     before = m.predict_indices(test.user, test.item)
-    m.set_params(lr=10.0, weight_decay=0.0)
+    m.set_params(lr=20.0, weight_decay=0.0)
     with pytest.raises(TrainingDiverged, match="at epoch 3: the mean loss per rating .* exceeds 3x") as info:
         m.partial_fit(3)
     assert info.value.epoch == 3 and "parameters of epoch 2 are kept" in str(info.value)

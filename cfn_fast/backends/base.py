@@ -89,6 +89,19 @@ class Engine(ABC):
         """Return to a :meth:`snapshot` (divergence recovery, early stopping)."""
         self.set_layers(snapshot)  # type: ignore[arg-type]
 
+    def max_abs_param(self) -> float:
+        """``max |θ|`` over every parameter, NaN if any is NaN (the divergence check needs only this;
+        engines that keep parameters on a device override it to avoid copying them to the host)."""
+        largest = 0.0
+        for layer in self.get_layers():
+            for array in layer.arrays():
+                if array.size:
+                    peak = float(np.max(np.abs(array)))
+                    if not np.isfinite(peak):
+                        return float("nan")
+                    largest = max(largest, peak)
+        return largest
+
     # ---------------------------------------------------------------- inference
     @abstractmethod
     def predict_entries(self, inputs: sp.csr_matrix, side: np.ndarray | None,

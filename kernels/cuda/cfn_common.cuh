@@ -1,0 +1,165 @@
+// cfn_common.cuh -- helpers shared by the CUDA kernels of cfn_fast (included by every .cu file).
+//
+// The Python loader (cfn_fast/backends/cuda_backend.py) concatenates the .cu files into ONE
+// cupy.RawModule and inlines this header once; nvcc (tests/test_cuda_compile.py) compiles each
+// .cu on its own and finds the header next to it.  Everything here is plain CUDA C++ that NVRTC
+// accepts without any system header.
+//
+// Conventions used by all kernels
+//   * float32 everywhere except the loss accumulator (double) and CSR positions (long long).
+//   * Hidden widths are padded to a multiple of 4 (Hp) so that every row of a (rows x Hp)
+//     matrix starts 16-byte aligned and is read as float4; padded columns hold 0 and stay 0.
+//   * A "batch" is described by device arrays written by cfn_batch_setup (training) or by the
+//     host (inference):  bh[0] = rows in the batch, bh[1] = known entries (nnz) in the batch,
+//     bh[2] = row of the per-step coefficient table, bh[3] = stamp of the batch (segment mode);
+//     brow[r] = sample (CSR row) of batch row r; boff[r] = local offset of row r's first entry
+//     (boff[rows] = nnz); bswap[r] = 1 when the swap rule flips row r's hidden/visible flags.
+//   * Per-step coefficients coef[4*t + i]: 0 = scale s of the lazily decayed matrices before
+//     the step, 1 = eta_lazy (lr/B / s_after; -1 for raw gradients), 2 = eta_dense (lr/B; -1
+//     for raw gradients), 3 = shrink (1 - lr*lambda; 1 for raw gradients).
+//   * Warp collectives (__shfl_sync, __ballot_sync) are only ever reached by all 32 lanes of a
+//     warp (warp-uniform control flow); lane-dependent loops contain no collective.
+#ifndef CFN_COMMON_CUH
+#define CFN_COMMON_CUH
+
+#define CFN_FULL 0xffffffffu
+#define CFN_NCOEF 4
+
+#ifdef CFN_EMULATE
+// host emulation (bench/gpu_numeric_check.py --emulate) provides the dynamic shared memory
+#define CFN_DYN_SMEM(T, name) T* name = reinterpret_cast<T*>(cfn_emu_dynamic_smem())
+#else
+#define CFN_DYN_SMEM(T, name) extern __shared__ T name[]
+#endif
+
+// SplitMix64 finaliser, bit-identical to cfn_fast.corruption.splitmix64 (wrapping uint64).
+__device__ __forceinline__ unsigned long long cfn_splitmix64(unsigned long long x) {
+    unsigned long long z = x + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+// Masking draw of the known entry at global CSR position pos: hidden when the top 24 bits of
+// splitmix64(key + pos) are below threshold (threshold 0: never hidden).
+__device__ __forceinline__ int cfn_is_hidden(unsigned long long key, long long pos, unsigned int threshold) {
+    return (unsigned int)(cfn_splitmix64(key + (unsigned long long)pos) >> 40) < threshold;
+}
+
+__device__ __forceinline__ float cfn_warp_sum(float v) {
+    v += __shfl_xor_sync(CFN_FULL, v, 16);
+    v += __shfl_xor_sync(CFN_FULL, v, 8);
+    v += __shfl_xor_sync(CFN_FULL, v, 4);
+    v += __shfl_xor_sync(CFN_FULL, v, 2);
+    v += __shfl_xor_sync(CFN_FULL, v, 1);
+    return v;
+}
+
+__device__ __forceinline__ double cfn_warp_sum_d(double v) {
+    v += __shfl_xor_sync(CFN_FULL, v, 16);
+    v += __shfl_xor_sync(CFN_FULL, v, 8);
+    v += __shfl_xor_sync(CFN_FULL, v, 4);
+    v += __shfl_xor_sync(CFN_FULL, v, 2);
+    v += __shfl_xor_sync(CFN_FULL, v, 1);
+    return v;
+}
+
+__device__ __forceinline__ int cfn_imin(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ long long cfn_lmin(long long a, long long b) { return a < b ? a : b; }
+
+__device__ __forceinline__ float4 cfn_ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 cfn_ldg4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+__device__ __forceinline__ void cfn_st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ float4 cfn_zero4() { return make_float4(0.f, 0.f, 0.f, 0.f); }
+__device__ __forceinline__ float4 cfn_axpy4(float a, float4 x, float4 y) {   // y + a*x
+    return make_float4(y.x + a * x.x, y.y + a * x.y, y.z + a * x.z, y.w + a * x.w);
+}
+__device__ __forceinline__ float cfn_dot4(float4 a, float4 b) {
+    return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+}
+
+// p[0..3] += v with device-scope atomics (one 16-byte vector atomic on sm_90+).
+__device__ __forceinline__ void cfn_atomic_add4(float* p, float4 v) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+    atomicAdd(reinterpret_cast<float4*>(p), v);
+#else
+    atomicAdd(p, v.x);
+    atomicAdd(p + 1, v.y);
+    atomicAdd(p + 2, v.z);
+    atomicAdd(p + 3, v.w);
+#endif
+}
+
+// Largest r in [0, nrows) with off[r] <= e, for 0 <= e < off[nrows] (off non-decreasing);
+// i.e. the batch row that owns local entry e (empty rows are skipped).
+__device__ __forceinline__ int cfn_row_of(const int* off, int nrows, int e) {
+    int lo = 0, hi = nrows;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) >> 1;
+        if (off[mid] <= e) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+
+// Work split of the sparse kernels: the batch's nnz local entries are cut into contiguous
+// ranges of `per` entries, range w going to global warp w (warps past the last range idle).
+__device__ __forceinline__ int cfn_per_warp(int nnz, int total_warps, int min_per_warp) {
+    int per = (int)(((long long)nnz + total_warps - 1) / total_warps);
+    return per < min_per_warp ? min_per_warp : per;
+}
+
+// The range [e0, e1) of global warp gw; false when the warp has none.
+__device__ __forceinline__ bool cfn_warp_range(int nnz, int per, long long gw, int* e0, int* e1) {
+    long long b = gw * per;
+    if (b >= nnz) return false;
+    *e0 = (int)b;
+    *e1 = (int)cfn_lmin((long long)nnz, b + per);
+    return true;
+}
+
+// Deterministic row sums without atomics.  Each warp writes one partial row for every batch row
+// r its range touches, into slot (gw + r) of a partial buffer with (total_warps + rows) rows:
+// slots are unique and increase with (gw, r).  The full row r is then the sum, in warp order,
+// of slots gw + r for the warps gw = boff[r]/per .. (boff[r+1]-1)/per that cover its entries.
+// Returns that sum for column i (0 for a row without entries).
+__device__ __forceinline__ float cfn_row_total(const float* __restrict__ part, const int* __restrict__ boff, int r,
+                                               int per, int hp, int i) {
+    const int b0 = boff[r], b1 = boff[r + 1];
+    if (b1 <= b0) return 0.f;
+    const int w0 = b0 / per, w1 = (b1 - 1) / per;
+    float s0 = 0.f, s1 = 0.f;
+    int w = w0;
+    for (; w + 1 <= w1; w += 2) {
+        s0 += part[((size_t)w + r) * hp + i];
+        s1 += part[((size_t)w + 1 + r) * hp + i];
+    }
+    if (w <= w1) s0 += part[((size_t)w + r) * hp + i];
+    return s0 + s1;
+}
+
+// One lane's view of local entry e of the batch (valid lanes only; rr is advanced in place
+// from the warp's current row).  Fills the global CSR position, input column, value and the
+// hidden flag after the swap rule.
+struct CfnEntry {
+    long long pos;
+    int col;
+    float x;
+    int hidden;
+};
+
+__device__ __forceinline__ CfnEntry cfn_load_entry(int e, int* rr, const long long* indptr, const int* indices,
+                                                   const float* data, const int* brow, const int* boff,
+                                                   const int* bswap, unsigned long long key, unsigned int threshold) {
+    int r = *rr;
+    while (boff[r + 1] <= e) ++r;
+    *rr = r;
+    CfnEntry en;
+    en.pos = indptr[brow[r]] + (long long)(e - boff[r]);
+    en.col = indices[en.pos];
+    en.x = data[en.pos];
+    int h = threshold ? cfn_is_hidden(key, en.pos, threshold) : 0;
+    en.hidden = h ^ bswap[r];
+    return en;
+}
+
+#endif  // CFN_COMMON_CUH
