@@ -61,12 +61,20 @@ def _synthetic_shape(data: str) -> tuple[int, int, int]:
     return int(users), int(items), int(n)
 
 
+def _cache_path(cache_dir, shape: tuple[int, int, int]) -> Path:
+    """Cache file of a synthetic set; named after the generator's source, so a new generator regenerates."""
+    import hashlib
+    from cfn_fast.data import synthetic
+    digest = hashlib.sha1(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
+    return Path(cache_dir) / f"synthetic_{shape[0]}_{shape[1]}_{shape[2]}_seed0_{digest}.npz"
+
+
 def _synthetic(data: str, args: dict):
     """The synthetic set from the cache (generated there first if needed)."""
     import numpy as np
     from cfn_fast import RatingSet, synthetic_ratings
     shape = _synthetic_shape(data)
-    cache = Path(args["cache_dir"]) / f"synthetic_{shape[0]}_{shape[1]}_{shape[2]}_seed0.npz"
+    cache = _cache_path(args["cache_dir"], shape)
     if not cache.exists():
         cache.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
@@ -217,7 +225,8 @@ def main_table(args: argparse.Namespace) -> None:
                 print(f"{name}: test RMSE cpu {cpu['test_rmse']:.4f} vs reference {ref['test_rmse']:.4f} "
                       f"(difference {abs(cpu['test_rmse'] - ref['test_rmse']):.4f})")
     if "ml10m-item" in args.configs:
-        cache = Path(args.cache_dir) / "synthetic_69878_10677_10000054_seed0.npz"
+        sys.path[:0] = [str(ROOT)]
+        cache = _cache_path(args.cache_dir, _synthetic_shape("synthetic-ml10m"))
         if cache.exists():
             import numpy as np
             with np.load(cache) as f:

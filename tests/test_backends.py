@@ -284,6 +284,15 @@ def test_parameters_round_trip(backend):
     assert_layers_equal(engine.get_layers(), fresh.get_layers())
 
 
+def test_max_abs_param(backend):
+    """The divergence check's max |θ| (engines may compute it in place) equals that of get_layers()."""
+    samples, side, layers = make_problem("I-like", (12, 9), 4, seed=2)
+    engine = make_engine(backend, layers, TrainConfig(batch_size=5), samples, side)
+    engine.train_epoch(1, 0.3)
+    want = max(float(np.max(np.abs(a))) for layer in engine.get_layers() for a in layer.arrays())
+    assert engine.max_abs_param() == pytest.approx(want, rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- the CPU engine's own options
 @pytest.fixture
 def cpu_backend():
@@ -359,6 +368,9 @@ def test_cpu_rejects_bad_input(cpu_backend):
     with pytest.raises(ValueError, match="fan_in"):
         cpu_backend.CpuEngine(init_layers(20, (8,)), config, samples, None)
     engine = cpu_backend.CpuEngine(layers, config, samples, None)
+    engine._state.wout[3, 2] = np.nan
+    assert np.isnan(engine.max_abs_param())
+    engine.set_layers(layers)
     with pytest.raises(IndexError):
         engine.sgd_step(np.array([0, 48]), 1, 0.1)
     with pytest.raises(ValueError, match="non-empty"):

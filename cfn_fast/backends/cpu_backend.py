@@ -5,11 +5,17 @@ costs O(nnz_batch x width) for the input and output layers instead of O(B x n_in
 
 * the masking draws are the same counter-based hash as :mod:`cfn_fast.corruption`,
   computed in the kernel (identical masks);
-* the encoder gathers the input-weight rows of the *visible* known entries only;
+* the batch's entries are sorted by input column; each distinct column's input-weight row
+  (stored transposed, one contiguous row per input) is read once and added into the hidden
+  pre-activations of the samples where that entry is *visible*;
 * the decoder evaluates the outputs at the batch's known entries only (unknown entries have
   zero loss weight, so they carry no gradient), fused with the loss, the output deltas,
   dh and the update of the touched output rows;
+* input-layer gradients touch the rows of the visible columns only (applied, inside
+  ``train_epoch``, while the next batch's encoder has those rows loaded anyway);
 * weight decay is exact and lazy: the big per-input arrays are kept as ``scale * V``.
+
+See ``kernels/cpu/cfn_cpu.pyx`` for the kernels.
 
 Results are deterministic for a seed and do not depend on the number of threads.
 Threads: ``CpuEngine(..., threads=n)``, :func:`set_num_threads` (module default), else
@@ -147,6 +153,10 @@ class CpuEngine(Engine):
     def set_layers(self, layers: list[Layer]) -> None:
         _check_layers(layers, self.widths[0], self.side_dim, self.widths)
         self._state.load(layers)
+
+    def max_abs_param(self) -> float:
+        """``max |θ|`` (NaN if any parameter is NaN), read in place: no export of the big matrices."""
+        return float(self._state.max_abs())
 
     def snapshot(self) -> object:
         return self._state.snapshot()

@@ -46,7 +46,7 @@ from cython.parallel cimport prange, parallel
 from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
-from libc.math cimport tanhf
+from libc.math cimport tanhf, NAN
 
 import numpy as np
 
@@ -667,7 +667,6 @@ cdef class SparseCFN:
     cdef int32_t* ecol
     cdef float* evl
     cdef uint8_t* ehid
-    cdef float* edq
     cdef int32_t* perm
     cdef int32_t* dcol
     cdef int32_t* seg
@@ -683,8 +682,7 @@ cdef class SparseCFN:
     cdef int32_t* pend_seg
     cdef int32_t* pend_row
     cdef float* pend_coef
-    cdef uint8_t* pend_done
-    cdef int32_t* col_pend
+    cdef int32_t* pstart
     cdef float* sideb
     cdef float** act                 # act[l], l = 1..L-1: B x w[l]
     cdef float* dA
@@ -803,24 +801,24 @@ cdef class SparseCFN:
         wmax = max(self.widths[1:nl])
         b = {}
         b["eoff"] = np.zeros(B + 1, np.int64)
-        for name in ("erow", "ecol", "perm", "dcol"):
+        nd = min(ne, max(self.n_inputs, 1))      # distinct columns of a batch
+        for name in ("erow", "ecol", "perm"):
             b[name] = np.zeros(ne, np.int32)
-        b["seg"] = np.zeros(ne + 1, np.int32)
+        b["dcol"] = np.zeros(nd, np.int32)
+        b["seg"] = np.zeros(nd + 1, np.int32)
         b["evl"] = np.zeros(ne, np.float32)
-        b["edq"] = np.zeros(ne, np.float32)
         b["ehid"] = np.zeros(ne, np.uint8)
         for name, dtype, size, fill in (("slot", np.int32, self.n_inputs, 0), ("ccount", np.int32, self.n_inputs, 0),
-                                        ("bitmap", np.uint64, (self.n_inputs + 63) // 64, 0),
-                                        ("col_pend", np.int32, self.n_inputs, -1)):
+                                        ("bitmap", np.uint64, (self.n_inputs + 63) // 64, 0)):
             b[name] = self._buf.get(name, None)   # kept clean between batches: reuse
             if b[name] is None:
                 b[name] = np.full(max(size, 1), fill, dtype)
         b["pend_dz"] = np.zeros(B * self.widths[1], np.float32)
-        for name in ("pend_dcol", "pend_row"):
-            b[name] = np.zeros(ne, np.int32)
-        b["pend_seg"] = np.zeros(ne + 1, np.int32)
+        b["pend_row"] = np.zeros(ne, np.int32)
+        b["pend_dcol"] = np.zeros(nd, np.int32)
+        b["pend_seg"] = np.zeros(nd + 1, np.int32)
         b["pend_coef"] = np.zeros(ne, np.float32)
-        b["pend_done"] = np.zeros(ne, np.uint8)
+        b["pstart"] = np.zeros(MAX_GROUPS + 1, np.int32)
         b["gstart"] = np.zeros(MAX_GROUPS + 1, np.int32)
         b["lossp"] = np.zeros(MAX_GROUPS, np.float64)
         b["sideb"] = np.zeros(B * self.side_dim + 1, np.float32)
@@ -838,7 +836,6 @@ cdef class SparseCFN:
         self.dcol = iptr(b["dcol"])
         self.seg = iptr(b["seg"])
         self.evl = fptr(b["evl"])
-        self.edq = fptr(b["edq"])
         self.ehid = bptr(b["ehid"])
         self.slot = iptr(b["slot"])
         self.ccount = iptr(b["ccount"])
@@ -849,8 +846,7 @@ cdef class SparseCFN:
         self.pend_seg = iptr(b["pend_seg"])
         self.pend_row = iptr(b["pend_row"])
         self.pend_coef = fptr(b["pend_coef"])
-        self.pend_done = bptr(b["pend_done"])
-        self.col_pend = iptr(b["col_pend"])
+        self.pstart = iptr(b["pstart"])
         self.lossp = dptr(b["lossp"])
         self.sideb = fptr(b["sideb"])
         self.dA = fptr(b["dA"])
@@ -884,13 +880,29 @@ cdef class SparseCFN:
         """Canonical arrays [(weight, bias, side_weight or None), ...] with the scale applied."""
         nl = self.n_layers
         sd = self.side_dim
-        win = scaled_copy(self.win, self.scale).T.copy()
+        win = scaled_transpose(self.win, self.scale)
         out = [(win, self.b_in.copy(), self.s_in_t.T.copy() if sd else None)]
         for l in range(1, nl - 1):
             out.append((self.dense_w[l].copy(), self.dense_b[l].copy(), self.dense_s[l].copy() if sd else None))
         out.append((scaled_copy(self.wout, self.scale), scaled_copy(self.bout, self.scale),
                     scaled_copy(self.sout, self.scale) if sd else None))
         return out
+
+    def max_abs(self):
+        """max |θ| over every parameter (NaN if any is NaN), without exporting anything."""
+        cdef double s = self.scale
+        arrays_scaled = [self.win, self.wout, self.bout, self.sout]
+        arrays_dense = [self.b_in, self.s_in_t] + [a for l in range(1, self.n_layers - 1)
+                                                   for a in (self.dense_w[l], self.dense_b[l], self.dense_s[l])]
+        largest = 0.0
+        for arrays, factor in ((arrays_scaled, s), (arrays_dense, 1.0)):
+            for a in arrays:
+                if a.size:
+                    m = max_abs_array(a, self.nthreads)
+                    if m != m:
+                        return float("nan")
+                    largest = max(largest, float(<float>(m * factor)))
+        return largest
 
     def snapshot(self):
         """Internal copies (no transposition): cheap to take every epoch."""
@@ -1084,17 +1096,30 @@ cdef class SparseCFN:
     cdef void _encode_columns(self, int B, int G, float sc) noexcept nogil:
         """Input layer, column by column: each distinct input row of V_in is read once per batch
         and added into the group's partial z of the rows that see it; then z = sum of the
-        partials in group order, scaled, plus bias and side terms, tanh."""
+        partials in group order, scaled, plus bias and side terms, tanh.
+
+        The previous batch's deferred input-layer update (sorted by column, like this batch's
+        segments) is merged in: each group applies the pending rows of its column range, to the
+        rows it loads anyway or on their own, so every pending row is applied exactly once."""
         cdef int H0 = self.w[1]
         cdef int sd = self.side_dim
-        cdef int g, s, q, m, i, k, d, send, p, H0p = H0
-        cdef int32_t e
+        cdef int g, s, q, m, i, k, d, send, p, pend
+        cdef int32_t e, c
         cdef float* zp
         cdef float* z
         cdef float* row
         cdef float** yp = NULL
         cdef float* cf = NULL
         cdef int cap = self.cap_b + 1
+        # pstart[g]: first pending column of group g's range [dcol[gstart[g]], dcol[gstart[g + 1]])
+        self.pstart[0] = 0
+        p = 0
+        for g in range(1, G):
+            c = self.dcol[self.gstart[g]] if self.gstart[g] < self.gstart[G] else 0x7fffffff
+            while p < self.pend_nd and self.pend_dcol[p] < c:
+                p += 1
+            self.pstart[g] = p
+        self.pstart[G] = self.pend_nd
         with parallel(num_threads=self.nthreads):
             yp = <float**>malloc(cap * sizeof(float*))
             cf = <float*>malloc(cap * sizeof(float))
@@ -1102,13 +1127,20 @@ cdef class SparseCFN:
                 zp = self.dhp + <Py_ssize_t>g * B * H0
                 memset(zp, 0, <Py_ssize_t>B * H0 * sizeof(float))
                 send = self.gstart[g + 1]
+                p = self.pstart[g]
+                pend = self.pstart[g + 1]
                 for s in range(self.gstart[g], send):
+                    c = self.dcol[s]
                     if s + 1 < send:
                         cfn_prefetch(self.p_win + <Py_ssize_t>self.dcol[s + 1] * H0, H0 * sizeof(float))
-                    row = self.p_win + <Py_ssize_t>self.dcol[s] * H0
-                    p = self.col_pend[self.dcol[s]]
-                    if p >= 0:      # the previous batch's update of this row, while it is loaded anyway
+                    while p < pend and self.pend_dcol[p] < c:     # pending rows this batch does not read
+                        self._apply_pending(p, self.p_win + <Py_ssize_t>self.pend_dcol[p] * H0,
+                                            <const float**>yp, cf)
+                        p = p + 1
+                    row = self.p_win + <Py_ssize_t>c * H0
+                    if p < pend and self.pend_dcol[p] == c:       # pending update of a row loaded anyway
                         self._apply_pending(p, row, <const float**>yp, cf)
+                        p = p + 1
                     m = 0
                     for q in range(self.seg[s], self.seg[s + 1]):
                         e = self.perm[q]
@@ -1118,10 +1150,9 @@ cdef class SparseCFN:
                             m = m + 1
                     if m > 0:
                         cfn_saxpy(row, H0, m, yp, cf)
-            # the previous batch's rows this batch does not read
-            for p in prange(self.pend_nd, schedule='dynamic', chunksize=16):
-                if self.pend_done[p] == 0:
-                    self._apply_pending(p, self.p_win + <Py_ssize_t>self.pend_dcol[p] * H0p, <const float**>yp, cf)
+                while p < pend:
+                    self._apply_pending(p, self.p_win + <Py_ssize_t>self.pend_dcol[p] * H0, <const float**>yp, cf)
+                    p = p + 1
             free(yp)
             free(cf)
             # z = sum of the group partials (in group order), scaled, + bias + side terms, tanh
@@ -1137,7 +1168,7 @@ cdef class SparseCFN:
                 for d in range(sd):
                     cfn_axpy(self.sideb[<Py_ssize_t>i * sd + d], self.p_sin + <Py_ssize_t>d * H0, z, H0)
                 cfn_tanh(z, H0)
-        self._clear_pending()
+        self.pend_nd = 0
 
     cdef double _output_pass(self, int B, int G, float sc, float upd, float* dh) noexcept nogil:
         """Fused decoder + loss + delta + dh partials + output-layer update, per column segment;
@@ -1251,14 +1282,6 @@ cdef class SparseCFN:
             cf[m] = self.pend_coef[q]
             m += 1
         cfn_maxpy(row, H0, m, xp, cf)
-        self.pend_done[p] = 1
-
-    cdef void _clear_pending(self) noexcept nogil:
-        cdef int p
-        for p in range(self.pend_nd):
-            self.col_pend[self.pend_dcol[p]] = -1
-            self.pend_done[p] = 0
-        self.pend_nd = 0
 
     cdef void _flush_pending(self) noexcept nogil:
         """Apply every deferred input-layer update now."""
@@ -1276,7 +1299,7 @@ cdef class SparseCFN:
                 self._apply_pending(p, self.p_win + <Py_ssize_t>self.pend_dcol[p] * H0, xp, cf)
             free(xp)
             free(cf)
-        self._clear_pending()
+        self.pend_nd = 0
 
     cdef void _defer_input_pass(self, int B, int nd, const float* dz, float upd) noexcept nogil:
         """Record the input-layer update instead of applying it: the next batch's encoder applies it
@@ -1294,8 +1317,7 @@ cdef class SparseCFN:
                     self.pend_coef[nq] = upd * self.evl[e]
                     nq += 1
             if nq > self.pend_seg[np_]:
-                self.pend_dcol[np_] = self.dcol[s]
-                self.col_pend[self.dcol[s]] = np_
+                self.pend_dcol[np_] = self.dcol[s]       # increasing: dcol is sorted
                 np_ += 1
                 self.pend_seg[np_] = nq
         self.pend_nd = np_
@@ -1470,6 +1492,59 @@ cdef void scale_inplace(float* p, Py_ssize_t n, double s, int nt) noexcept nogil
         return
     for k in prange(n, schedule='static', num_threads=nt):
         p[k] = <float>(<double>p[k] * s)
+
+
+def max_abs_array(a, int nthreads=0):
+    """max |a| of a float32 array (NaN if it holds a NaN); parallel, fixed-order result."""
+    cdef float[::1] flat = a.reshape(-1)
+    cdef Py_ssize_t n = flat.shape[0], nc, c, i, i0, i1
+    cdef int CH = 1 << 16
+    if n == 0:
+        return 0.0
+    nc = (n + CH - 1) // CH
+    part = np.zeros(nc, np.float64)
+    cdef double[::1] pm = part
+    cdef float m, x
+    cdef int nan
+    with nogil:
+        for c in prange(nc, schedule='static', num_threads=nthreads if nthreads > 0 else cfn_max_threads()):
+            i0 = c * CH
+            i1 = i0 + CH if i0 + CH < n else n
+            m = 0
+            nan = 0
+            for i in range(i0, i1):
+                x = flat[i]
+                if x != x:
+                    nan = 1
+                if x < 0:
+                    x = -x
+                if x > m:
+                    m = x
+            pm[c] = m if nan == 0 else NAN
+    return float(part.max()) if not np.isnan(part).any() else float("nan")
+
+
+def scaled_transpose(a, double s):
+    """float32 ``(s * a).T`` of a C-contiguous (n, m) float32 array, in tiles (no temporary)."""
+    cdef Py_ssize_t n = a.shape[0], m = a.shape[1]
+    out = np.empty((m, n), np.float32)
+    if n == 0 or m == 0:
+        return out
+    cdef const float[:, ::1] src = a
+    cdef float[:, ::1] dst = out
+    cdef Py_ssize_t bi, i, j, i0, j0, i1, j1, nb = (n + 63) // 64
+    with nogil:
+        for bi in prange(nb, schedule='static'):
+            i0 = bi * 64
+            i1 = i0 + 64 if i0 + 64 < n else n
+            j0 = 0
+            while j0 < m:
+                j1 = j0 + 64 if j0 + 64 < m else m
+                for j in range(j0, j1):
+                    for i in range(i0, i1):
+                        dst[j, i] = <float>(<double>src[i, j] * s)
+                j0 = j0 + 64
+    return out
 
 
 def scaled_copy(a, double s):
