@@ -1,0 +1,94 @@
+"""``cfn bench paper``: the paper's tables and figures by one command (registered by :mod:`cfn_fast.cli`)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["register"]
+
+
+def register(sub: Any, command: Callable[[str], Callable]) -> None:
+    """Add ``bench`` with its ``paper`` subcommand to the ``cfn`` parser."""
+    bench = sub.add_parser("bench", help="benchmarks: the paper's tables and figures")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bench_sub.add_parser(
+        "paper", help="reproduce Tables 1-3 and Figures 3-5 of Strub et al. 2016 on the data found",
+        description="Runs what the data folder allows (ML-100K, ML-1M; ML-10M/20M/Douban when their original files "
+                    "are present) and writes report.md, results.json and PNG figures into --out.")
+    p.add_argument("--data-dir", default="../shared/data",
+                   help="folder with ml-100k/, ml-1m/ (ratings.npz + users.csv + items.csv) or original MovieLens "
+                        "folders (default: ../shared/data)")
+    p.add_argument("--out", required=True, help="output folder (report.md, results.json, *.png)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: ML-100K if present else synthetic, 1 split, tiny models, few epochs")
+    p.add_argument("--seeds", type=int, default=5, help="number of 90/10 splits (seeds 1..N) for Table 1")
+    p.add_argument("--extra-seeds", type=int, default=2,
+                   help="splits for Table 2 (50/50) and the linear ablation (seeds 1..K)")
+    p.add_argument("--backend", default="auto", choices=("auto", "numpy", "cpu", "cuda"), help="CFN backend")
+    p.add_argument("--from-json", action="store_true",
+                   help="use stored hyper-parameters (hyperparams_<dataset>.json) instead of searching")
+    p.add_argument("--search-only", action="store_true",
+                   help="run the validation search, store hyperparams_<dataset>.json and stop")
+    p.add_argument("--search-methods", nargs="+", default=None,
+                   help="re-search only these methods, keeping the other entries of the stored JSON")
+    p.add_argument("--hyperparams-dir", default=None,
+                   help="where hyperparams_<dataset>.json live (default: bench/paper; --quick: the output folder)")
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help="restrict to these data sets (ml-100k ml-1m ml-10m ml-20m douban synthetic)")
+    p.add_argument("--parts", nargs="+", default=None,
+                   help="table1 table2 table3 fig3 fig4 fig5 linear (default: all)")
+    p.add_argument("--search-trials", type=int, default=None, help="random-search trials per method")
+    p.add_argument("--search-seed", type=int, default=0)
+    p.add_argument("--no-track-epochs", dest="track_epochs", action="store_false",
+                   help="score the test set after every CFN epoch on split 1 only (Figure 5) instead of on every "
+                        "split (which adds the paper-protocol 'best epoch on test' column)")
+    p.add_argument("--table3-budget", type=float, default=None,
+                   help="seconds per Table 3 cell before extrapolating (default 300; quick 60)")
+    p.add_argument("--table3-datasets", nargs="+", default=None,
+                   help="Table 3 rows (ml-1m ml-10m ml-20m; synthetic shape-matched stand-ins where absent)")
+    p.add_argument("--fig4-methods", nargs="+", default=None, help="methods of Figure 4")
+    p.add_argument("--synthetic", type=int, nargs=3, metavar=("USERS", "ITEMS", "RATINGS"), default=None,
+                   help="shape of the synthetic stand-in used when no data set is found")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--json", action="store_true")
+
+    @command("bench")
+    def _bench(args: argparse.Namespace) -> dict:
+        if args.bench_command != "paper":  # pragma: no cover - argparse enforces the choice
+            raise ValueError(f"unknown bench command {args.bench_command!r}")
+        return run_from_args(args)
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    from .datasets import SYNTHETIC_QUICK
+    from .runner import DEFAULT_FIG4, PARTS, PaperOptions, run_paper
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    opts = PaperOptions(
+        out=Path(args.out), data_dir=Path(args.data_dir) if args.data_dir else None, quick=args.quick,
+        n_seeds=args.seeds, extra_seeds=args.extra_seeds, backend=args.backend, from_json=args.from_json,
+        search_only=args.search_only, search_methods=tuple(args.search_methods) if args.search_methods else None,
+        hyperparams_dir=Path(args.hyperparams_dir) if args.hyperparams_dir else None,
+        datasets=tuple(args.datasets) if args.datasets else None,
+        parts=tuple(args.parts) if args.parts else PARTS, search_trials=args.search_trials,
+        search_seed=args.search_seed, track_epochs=args.track_epochs, table3_budget=args.table3_budget,
+        table3_datasets=tuple(args.table3_datasets) if args.table3_datasets else ("ml-1m", "ml-10m", "ml-20m"),
+        fig4_methods=tuple(args.fig4_methods) if args.fig4_methods else DEFAULT_FIG4,
+        synthetic_shape=tuple(args.synthetic) if args.synthetic else SYNTHETIC_QUICK,
+        command="cfn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"]
+        else "cfn bench paper", log=log)
+    result = run_paper(opts)
+    if not args.json:
+        print(f"report: {result['report']} ({result['seconds']:.0f}s)")
+        for key, rows in result["table1"].items():
+            for name, row in rows.items():
+                if row["mean"] is not None:
+                    ci = "" if row["ci"] is None else f" ± {row['ci']:.4f}"
+                    print(f"  {key:<10} {name:<12} {row['mean']:.4f}{ci}")
+    return result
