@@ -196,6 +196,7 @@ class CFN:
         side_dim = 0 if side is None else side.shape[1]
         layers = init_layers(inputs.shape[1], p["hidden"], side_dim, self.seed)
         self.engine_ = self._make_engine(layers, p)
+        del layers  # the engine holds its own copy; don't keep a second one through training
         self.layers_ = self.engine_.get_layers()
         self.history_: list[EpochRecord] = []
         self.epochs_trained_ = 0

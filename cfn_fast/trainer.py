@@ -185,6 +185,7 @@ def run_epochs(engine: Engine, *, first_epoch: int, epochs: int, lr: float, lr_d
                 report["stopped_early"] = epoch < last_epoch
                 break
             if epoch < last_epoch:
+                last_good = None  # release the old copy before taking the new one (peak memory)
                 last_good = engine.snapshot()
     finally:
         if bar is not None:
