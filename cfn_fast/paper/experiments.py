@@ -198,9 +198,10 @@ def figure4(ctx: Context, ratings: RatingSet, methods: dict[str, Method], params
 
 
 # ----------------------------------------------------------------------------- non-linearity
-def linear_ablation(ctx: Context, ratings: RatingSet, method: Method, params: dict[str, Any]) -> dict[str, Any]:
-    """Linear I-CFN on the 90/10 splits ``extra_seeds`` (final-epoch test RMSE)."""
-    values, seconds = [], []
+def linear_ablation(ctx: Context, ratings: RatingSet, method: Method, params: dict[str, Any],
+                    icfn: Method | None = None, icfn_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Linear I-CFN on the 90/10 splits ``extra_seeds`` (final-epoch test RMSE), and I-CFN on the same splits."""
+    values, seconds, paired = [], [], []
     for seed in ctx.extra_seeds:
         train, test = train_test_split(ratings, 0.1, seed=seed)
         res = _run(ctx, f"Linear I-CFN split {seed}", method, params, train, test, seed)
@@ -208,6 +209,10 @@ def linear_ablation(ctx: Context, ratings: RatingSet, method: Method, params: di
             values.append(res["rmse"])
             seconds.append(res["seconds"])
             ctx.log(f"  Linear I-CFN split {seed}: RMSE {res['rmse']:.4f} ({res['seconds']:.0f}s)")
+        if icfn is not None and icfn_params is not None:
+            ref = _run(ctx, f"I-CFN split {seed} (beside Linear I-CFN)", icfn, icfn_params, train, test, seed)
+            if ref is not None:
+                paired.append(ref["rmse"])
         ctx.on_progress()
     return {"rmse": values, **summarise(values), "seeds": list(ctx.extra_seeds), "seconds": seconds,
-            "settings": method.settings(params)}
+            "settings": method.settings(params), "icfn_rmse": paired, "icfn": summarise(paired)}

@@ -178,7 +178,7 @@ def method_table(preset: Preset, backend: str = "auto") -> dict[str, Method]:
     methods["ALS-WR"] = Method("ALS-WR", "baseline", bl.ALSWR.source, fixed_maker(bl.ALSWR, als), als,
                                {"rank": Choice(p.als_ranks), "reg": LogUniform(0.03, 0.15)},
                                {"rank": p.als_ranks[len(p.als_ranks) // 2], "reg": 0.06},
-                               differences=bl.ALSWR.differences, cost=1.0)
+                               differences=bl.ALSWR.differences, cost=1.0, trials_factor=2.0)
     bpmf = {"n_samples": p.bpmf_samples, "burn_in": p.bpmf_burn_in, "alpha": 2.0, "beta0": 2.0}
     methods["BPMF"] = Method("BPMF", "baseline", bl.BPMF.source, fixed_maker(bl.BPMF, bpmf), bpmf,
                              {"rank": Choice(p.bpmf_ranks)}, {"rank": p.bpmf_ranks[0]},
@@ -192,9 +192,8 @@ def method_table(preset: Preset, backend: str = "auto") -> dict[str, Method]:
     llorma = {"rank": p.llorma_rank, "n_anchors": p.llorma_anchors, "n_iter": p.llorma_iter, "embedding_rank": 10,
               "embedding_reg": 0.1}
     methods["LLORMA"] = Method("LLORMA", "baseline", bl.LLORMA.source, fixed_maker(bl.LLORMA, llorma), llorma,
-                               {"reg": LogUniform(0.03, 0.3), "width": Choice((0.6, 0.8, 1.0))},
-                               {"reg": 0.1, "width": 0.8}, differences=bl.LLORMA.differences, cost=2.0,
-                               max_trials=max(3, p.search_trials // 2))
+                               {"reg": LogUniform(0.015, 0.15), "width": Choice((0.8, 1.0, 1.2))},
+                               {"reg": 0.05, "width": 0.8}, differences=bl.LLORMA.differences, cost=2.0)
     return methods
 
 

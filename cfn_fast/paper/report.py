@@ -207,21 +207,25 @@ def _table3(results: dict[str, Any]) -> list[str]:
         letter = "U" if cell["kind"] == "user" else "I"
         if "error" in res:
             rows.append([f"{letter}-CFN", cell["data_label"], cell["backend"], "—", f"failed: {res['error']}", "—",
-                         "—", _duration(pub["seconds"]) if pub else "—", f"{pub['mib']:,}" if pub else "—"])
+                         "—", "—", _duration(pub["seconds"]) if pub else "—", f"{pub['mib']:,}" if pub else "—"])
             continue
         time_text = _duration(res["seconds"]) + ("" if res["measured"] else " (extrapolated)")
+        train_peak = res.get("train_peak_rss_mib")
         rows.append([f"{letter}-CFN", cell["data_label"], res["backend"], f"{res['params'] / 1e6:.1f}M", time_text,
-                     f"{res['peak_rss_mib']:,.0f}", f"{res['rss_ready_mib']:,.0f}",
+                     f"{res['peak_rss_mib']:,.0f}", "—" if train_peak is None else f"{train_peak:,.0f}",
+                     f"{res['rss_ready_mib']:,.0f}",
                      _duration(pub["seconds"]) if pub else "—", f"{pub['mib']:,}" if pub else "—"])
     lines = ["## Table 3 — training time and peak memory, 2-layer CFN, "
              f"{t3['epochs']} epochs, hidden {t3['hidden']}", "",
              f"Machine: {t3['machine']}. Time = {t3['epochs']} epochs of training (setup excluded). Peak memory = "
-             "maximum RSS of the worker process (data, model and interpreter); 'RSS ready' = after loading the data "
-             "and building the model. The paper's figures are GPU time and GPU memory on a GTX 980; CPU RSS and GPU "
+             "maximum RSS of the worker process over its life (`getrusage`: interpreter, data loading, model); "
+             "'training' = the high-water mark from the end of setup to the end of training (Linux VmHWM reset); "
+             "'RSS ready' = after loading the data and building the model. The paper's figures are GPU time and GPU memory on a GTX 980; CPU RSS and GPU "
              "memory are not the same quantity. Synthetic rows use `synthetic_ratings` at the real set's shape "
              "(same users, items and ratings), labelled as such. Extrapolated rows trained a probe of whole "
              f"mini-batches within a {t3['budget_s']:.0f}s budget and scale it to all epochs.", ""]
-    lines += _table(["model", "data", "backend", "params", "time", "peak RSS MiB", "RSS ready MiB",
+    lines += _table(["model", "data", "backend", "params", "time", "peak RSS MiB (process)",
+                     "peak RSS MiB (training)", "RSS ready MiB",
                      "paper time (GTX 980)", "paper MiB"], rows) + [""]
     for cell in t3["cells"]:
         if "how" in cell["result"] and not cell["result"]["measured"]:
@@ -266,11 +270,7 @@ def _linear(results: dict[str, Any]) -> list[str]:
         lin = ds.get("linear")
         if not lin:
             continue
-        icfn = ds.get("table1", {}).get("rows", {}).get("I-CFN")
-        same = None
-        if icfn:
-            pairs = [r for r, s in zip(icfn["rmse"], icfn["seeds"]) if s in lin["seeds"]]
-            same = {"mean": sum(pairs) / len(pairs), "ci": None} if pairs else None
+        same = lin.get("icfn") if lin.get("icfn", {}).get("mean") is not None else None
         paper = published.LINEAR_ICFN.get(key)
         lines += [f"## Non-linearity — {label(key)}", "",
                   "I-CFN with identity activations (α, β, masking ratio and width kept from I-CFN; lr, lr decay and "
@@ -279,7 +279,7 @@ def _linear(results: dict[str, Any]) -> list[str]:
         lines += _table(["model", "final-epoch test RMSE", "splits", "paper (ML-10M)"],
                         [["Linear I-CFN", fmt_ci(lin), ", ".join(map(str, lin["seeds"])),
                           "0.8151 ± 1.4e-3" if paper is None else f"{paper[0]:.4f} ± {paper[1]:.1e}"],
-                         ["I-CFN (same splits)", fmt(same["mean"]) if same else "—",
+                         ["I-CFN (same splits)", fmt_ci(same),
                           ", ".join(map(str, lin["seeds"])), "0.7767 ± 5.4e-4"]]) + [""]
         lines += [f"Settings: {_settings_text(lin.get('settings', {}))}", ""]
     return lines

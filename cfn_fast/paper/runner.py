@@ -198,7 +198,7 @@ def _one_dataset(opts: PaperOptions, ctx: Context, key: str, ratings: RatingSet,
     if need_linear:
         opts.log(f"-- Linear I-CFN ({dsets.label(key)})")
         lin = linear_method(preset, params["I-CFN"])
-        ds["linear"] = linear_ablation(ctx, ratings, lin, params["Linear I-CFN"])
+        ds["linear"] = linear_ablation(ctx, ratings, lin, params["Linear I-CFN"], methods["I-CFN"], params["I-CFN"])
 
 
 def _hyperparameters(opts: PaperOptions, ctx: Context, key: str, ratings: RatingSet, methods: dict[str, Method],
