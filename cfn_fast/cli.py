@@ -71,8 +71,8 @@ def _load(path: str):
 @command("demo")
 def _demo(args: argparse.Namespace) -> dict:
     """The main job: CFN on the embedded synthetic rating set, RMSE per epoch."""
+    from .baselines import ItemMean
     from .data import synthetic_ratings, train_test_split
-    from .metrics import rmse
     ratings = synthetic_ratings(args.users, args.items, args.ratings, seed=args.seed)
     train, test = train_test_split(ratings, 0.1, seed=args.seed)
     model = _model_from_args(args)
@@ -83,7 +83,7 @@ def _demo(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     model.fit(train, validation=test, callbacks=(_epoch_printer(not args.json),))
     seconds = time.perf_counter() - start
-    baseline = rmse(_item_mean_predictor(train)(test.item), test.rating)
+    baseline = ItemMean().fit(train).score(test)
     final = model.score(test)
     result = {"command": "demo", "data": "synthetic", "n_ratings": ratings.nnz, "kind": args.kind,
               "backend": model.backend_, "epochs": model.epochs_trained_, "train_seconds": round(seconds, 3),
@@ -94,13 +94,6 @@ def _demo(args: argparse.Namespace) -> dict:
         print(f"test RMSE {final:.4f} (per-item mean {baseline:.4f}, {100 * result['improvement_vs_item_mean']:.1f}% "
               f"better) on backend {model.backend_} in {seconds:.1f}s")
     return result
-
-
-def _item_mean_predictor(train):
-    counts = np.bincount(train.item, minlength=train.n_items)
-    sums = np.bincount(train.item, weights=train.rating, minlength=train.n_items)
-    means = np.where(counts > 0, sums / np.maximum(counts, 1), train.rating.mean())
-    return lambda items: means[items]
 
 
 @command("fit")
