@@ -154,7 +154,8 @@ class CFN:
     # ------------------------------------------------------------------ training
     def fit(self, train: RatingSet, user_features: Any = None, item_features: Any = None,
             validation: RatingSet | None = None, *, early_stopping: EarlyStopping | None = None,
-            callbacks: Sequence[Callback] = (), divergence: DivergenceRule | str | None = _AUTO) -> "CFN":
+            callbacks: Sequence[Callback] = (), divergence: DivergenceRule | str | None = _AUTO,
+            initial_layers: Sequence[Layer] | None = None) -> "CFN":
         """Train from scratch on ``train`` for ``epochs`` epochs.
 
         ``user_features`` / ``item_features`` override the side information stored in
@@ -165,6 +166,8 @@ class CFN:
         the best epoch.  ``divergence``: the :class:`~cfn_fast.trainer.DivergenceRule` (default:
         the documented rule; ``None`` checks only for a non-finite loss).  A diverging run raises
         :class:`~cfn_fast.trainer.TrainingDiverged` and leaves the last good epoch's weights.
+        ``initial_layers`` (a warm start, e.g. the stacked layers of :class:`~cfn_fast.StackedCFN`)
+        replaces the random initialisation; their shapes must match ``hidden`` and the side information.
 
         Users or items with no training ratings are allowed: they are predicted through side
         information when there is some, else by the mean rating of the other side (see
@@ -194,7 +197,10 @@ class CFN:
         self.side_ = side
         self._clear_caches()
         side_dim = 0 if side is None else side.shape[1]
-        layers = init_layers(inputs.shape[1], p["hidden"], side_dim, self.seed)
+        if initial_layers is None:
+            layers = init_layers(inputs.shape[1], p["hidden"], side_dim, self.seed)
+        else:
+            layers = _checked_initial_layers(initial_layers, inputs.shape[1], p["hidden"], side_dim)
         self.engine_ = self._make_engine(layers, p)
         del layers  # the engine holds its own copy; don't keep a second one through training
         self.layers_ = self.engine_.get_layers()
@@ -610,6 +616,36 @@ def _is_int(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, (numbers.Real, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _checked_initial_layers(layers: Any, n_inputs: int, hidden: tuple[int, ...], side_dim: int) -> list[Layer]:
+    """Copies of ``layers`` as float32, after checking they fit this network (clear errors, never a kernel crash)."""
+    from .network import layer_sizes
+    sizes = layer_sizes(n_inputs, hidden)
+    if isinstance(layers, Layer) or not hasattr(layers, "__len__") or len(layers) != len(sizes):
+        raise ValueError(f"initial_layers must be a sequence of {len(sizes)} Layer objects for hidden={hidden}, "
+                         f"got {type(layers).__name__}")
+    out = []
+    for k, (layer, (fan_in, fan_out)) in enumerate(zip(layers, sizes)):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"initial_layers[{k}] must be a cfn_fast.network.Layer, got {type(layer).__name__}")
+        expected = {"weight": (fan_out, fan_in), "bias": (fan_out,),
+                    "side_weight": (fan_out, side_dim) if side_dim else None}
+        for name, shape in expected.items():
+            value = getattr(layer, name)
+            if shape is None:
+                if value is not None:
+                    raise ValueError(f"initial_layers[{k}].side_weight must be None: this model has no side "
+                                     f"information")
+                continue
+            got = None if value is None else np.shape(value)
+            if got != shape:
+                raise ValueError(f"initial_layers[{k}].{name} must have shape {shape}, got {got}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"initial_layers[{k}].{name} has NaN or infinite values")
+        out.append(Layer(np.array(layer.weight, dtype=np.float32), np.array(layer.bias, dtype=np.float32),
+                         None if layer.side_weight is None else np.array(layer.side_weight, dtype=np.float32)))
+    return out
 
 
 def _check_hidden(hidden: Any) -> tuple[int, ...]:

@@ -82,6 +82,9 @@ class Preset:
     fig4_ratios: tuple[float, ...]
     table3_hidden: int
     table3_epochs: int
+    deep_hidden: tuple[int, int] = (700, 500)      # the authors' 2-layer ML-1M I-CFN (StackedCFN)
+    deep_pretrain_epochs: int = 10
+    deep_finetune_epochs: int = 15
 
 
 PRESETS = {
@@ -94,7 +97,8 @@ PRESETS = {
                     als_ranks=(5, 10), als_iter=4, bpmf_ranks=(5,), bpmf_samples=8, bpmf_burn_in=3,
                     svdf_rank=8, svdf_epochs=4, llorma_rank=5, llorma_anchors=5, llorma_iter=3,
                     search_trials=2, fig3_betas=(0.25, 1.0), fig3_masks=(0.0, 0.25),
-                    fig4_ratios=(0.3, 0.6, 0.9), table3_hidden=64, table3_epochs=2),
+                    fig4_ratios=(0.3, 0.6, 0.9), table3_hidden=64, table3_epochs=2,
+                    deep_hidden=(32, 16), deep_pretrain_epochs=2, deep_finetune_epochs=2),
 }
 
 
@@ -150,6 +154,27 @@ _AUTHORS_CONFIGS = (
 
 
 CFN_SOURCE = "this package (cfn_fast.CFN), Strub et al. 2016"
+STACKED_SOURCE = ("this package (cfn_fast.StackedCFN): the authors' 2-layer recipe for ML-1M (Torch TrainNetwork.lua, "
+                  "conf.movieLens.1M.V.lua)")
+STACKED_DIFFERENCES = ("layer-1 pre-training with the authors' settings (fixed), then the h1-h2-h1 stack fine-tuned; "
+                       "the authors' inner-layer pre-training (5 epochs at lr 1e-5) is skipped, the inner layers start "
+                       "from Torch's initialisation; fine-tuning settings chosen on the validation split")
+
+
+def _stacked_factory(kind: str, side: bool, preset: Preset, backend: str) -> Callable[[dict[str, Any], int], Any]:
+    from ..stacking import AUTHORS_ML1M_PRETRAIN, StackedCFN
+    pretrain = {**AUTHORS_ML1M_PRETRAIN, "epochs": preset.deep_pretrain_epochs}
+
+    def make(params: dict[str, Any], seed: int) -> Any:
+        return StackedCFN(kind=kind, hidden=preset.deep_hidden, epochs=preset.deep_finetune_epochs,
+                          pretrain=pretrain, backend=backend, use_side_info=side, seed=seed,
+                          **{"batch_size": 25, **params})
+    return make
+
+
+def _stacked_defaults() -> dict[str, Any]:
+    from ..stacking import AUTHORS_ML1M_FINETUNE
+    return {k: v for k, v in AUTHORS_ML1M_FINETUNE.items() if k not in ("epochs", "batch_size")}
 
 
 def method_table(preset: Preset, backend: str = "auto") -> dict[str, Method]:
@@ -165,6 +190,20 @@ def method_table(preset: Preset, backend: str = "auto") -> dict[str, Method]:
         methods[f"{letter}-CFN++"] = Method(
             f"{letter}-CFN++", "cfn", CFN_SOURCE, _cfn_factory(kind, True, p, backend),
             {**fixed, "side_info": True}, tuned_as=f"{letter}-CFN", cost=0.5)
+
+    from ..stacking import AUTHORS_ML1M_PRETRAIN
+    deep_fixed = {"hidden": list(p.deep_hidden), "epochs": p.deep_finetune_epochs, "batch_size": 25,
+                  "pretrain": {**AUTHORS_ML1M_PRETRAIN, "hidden": p.deep_hidden[0], "epochs": p.deep_pretrain_epochs},
+                  "backend": backend}
+    deep_space = {"lr": LogUniform(0.008, 0.04), "lr_decay": Uniform(0.1, 0.5), "weight_decay": LogUniform(0.02, 0.1),
+                  "alpha": Uniform(0.8, 1.2), "beta": Uniform(0.3, 0.9), "mask_ratio": Uniform(0.05, 0.3)}
+    methods["I-CFN 2-layer"] = Method(
+        "I-CFN 2-layer", "cfn", STACKED_SOURCE, _stacked_factory("item", False, p, backend),
+        {**deep_fixed, "side_info": False}, deep_space, _stacked_defaults(), differences=STACKED_DIFFERENCES,
+        cost=1.5, max_trials=max(2, p.search_trials // 2))
+    methods["I-CFN++ 2-layer"] = Method(
+        "I-CFN++ 2-layer", "cfn", STACKED_SOURCE, _stacked_factory("item", True, p, backend),
+        {**deep_fixed, "side_info": True}, tuned_as="I-CFN 2-layer", differences=STACKED_DIFFERENCES, cost=1.5)
 
     def fixed_maker(cls: type, fixed: dict[str, Any]) -> Callable[[dict[str, Any], int], Any]:
         return lambda params, seed: cls(**{**fixed, **params, "seed": seed})
@@ -211,4 +250,5 @@ def linear_method(preset: Preset, icfn_params: dict[str, Any]) -> Method:
 
 
 #: Rows of Table 1 in the paper's order.
-TABLE1_METHODS = ("BPMF", "ALS-WR", "SVDFeature", "LLORMA", "I-AutoRec", "U-CFN", "U-CFN++", "I-CFN", "I-CFN++")
+TABLE1_METHODS = ("BPMF", "ALS-WR", "SVDFeature", "LLORMA", "I-AutoRec", "U-CFN", "U-CFN++", "I-CFN", "I-CFN++",
+                  "I-CFN 2-layer", "I-CFN++ 2-layer")

@@ -140,7 +140,7 @@ def _table1(key: str, ds: dict[str, Any], results: dict[str, Any]) -> list[str]:
             cells.append(fmt_ci(row.get("best_epoch")) if row.get("best_epoch") else "—")
         entry = hp.get(name)
         val = fmt(entry.get("validation_rmse")) if entry else \
-            (f"(uses {name[:-2]}'s)" if name.endswith("++") else "—")
+            (f"(uses {name.replace('++', '')}'s)" if "++" in name else "—")
         cells += [val, _duration(row.get("mean_seconds"))]
         rows.append(cells)
     for name, row in t1["reference_rows"].items():
