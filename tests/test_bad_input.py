@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import cfn_fast.model as model_module
-from cfn_fast import CFN, RatingSet, TrainingDiverged, available_backends, synthetic_ratings, train_test_split
+from cfn_fast import CFN, RatingSet, StackedCFN, TrainingDiverged, available_backends, synthetic_ratings, train_test_split
 from cfn_fast.backends import BackendUnavailable
 from cfn_fast.backends.numpy_backend import NumpyEngine
+from cfn_fast.network import init_layers
 from cfn_fast.model import DeviceOutOfMemory, FoldInError, NotFittedError
 from cfn_fast.persistence import ModelFileError
 
@@ -286,6 +287,19 @@ CASES: list[Case] = [
     Case("an .npz that is not a cfn model", "CFN.load(\"foreign.npz\")", _load("foreign"), ModelFileError,
          "re:.*foreign.npz is an .npz file but not a cfn_fast model \\(no 'cfn_format' entry\\)",
          shown="foreign.npz is an .npz file but not a cfn_fast model (no 'cfn_format' entry)", needs_tmp=True),
+    # ---------------------------------------------------------------- warm start / stacking
+    Case("warm start with layers of another width", "CFN(\"user\", (8,)).fit(train, initial_layers=layers_of_16)",
+         lambda: CFN("user", (8,), 1, backend="numpy", use_side_info=False).fit(
+             _TRAIN, initial_layers=init_layers(_TRAIN.n_items, (16,), 0, seed=0)), ValueError,
+         "initial_layers[0].weight must have shape (8, 200), got (16, 200)"),
+    Case("StackedCFN with one hidden width", "StackedCFN(hidden=(700,)).fit(train)",
+         lambda: StackedCFN("user", (8,), backend="numpy").fit(_TRAIN), ValueError,
+         "StackedCFN needs at least two hidden widths (e.g. (700, 500)), got (8,); use CFN for a one-hidden-layer "
+         "network"),
+    Case("StackedCFN pre-training setting misspelt", "StackedCFN(pretrain={\"epoch\": 5}).fit(train)",
+         lambda: StackedCFN("user", (8, 4), pretrain={"epoch": 5}, backend="numpy").fit(_TRAIN), ValueError,
+         "pretrain: unknown setting(s) ['epoch']; allowed: epochs, batch_size, lr, lr_decay, weight_decay, alpha, "
+         "beta, mask_ratio"),
 ]
 
 
