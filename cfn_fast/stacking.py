@@ -98,6 +98,13 @@ class StackedCFN:
                 ("kind", "hidden", "epochs", "pretrain", "alpha", "beta", "mask_ratio", "lr", "lr_decay",
                  "weight_decay", "batch_size", "backend", "use_side_info", "seed", "verbose")}
 
+    def set_params(self, **params: Any) -> "StackedCFN":
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise ValueError(f"unknown parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
     def __repr__(self) -> str:
         return f"StackedCFN({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 

@@ -95,5 +95,8 @@ def test_stacked_cfn_bad_settings():
         _stacked(pretrain={"hiden": 3}).fit(TRAIN)
     with pytest.raises(ValueError, match="mask_ratio must be"):
         _stacked(mask_ratio=1.5).fit(TRAIN)
+    with pytest.raises(ValueError, match="unknown parameter 'depth'"):
+        _stacked().set_params(depth=3)
+    assert _stacked().set_params(epochs=4).get_params()["epochs"] == 4
     with pytest.raises(NotFittedError):
         _stacked().predict_indices(TEST.user, TEST.item)
