@@ -12,7 +12,7 @@ __all__ = ["figure3", "figure4", "figure5", "table1_plot"]
 
 _COLOURS = {"I-CFN": "tab:blue", "I-CFN++": "tab:cyan", "U-CFN": "tab:red", "U-CFN++": "tab:orange",
             "I-AutoRec": "tab:green", "ALS-WR": "tab:purple", "SVDFeature": "tab:brown", "BPMF": "tab:gray",
-            "LLORMA": "tab:olive", "Linear I-CFN": "tab:pink"}
+            "LLORMA": "tab:olive", "Linear I-CFN": "tab:pink", "I-CFN 2-layer": "navy", "I-CFN++ 2-layer": "teal"}
 
 
 def _plt():

@@ -254,8 +254,9 @@ def _hyperparameters(opts: PaperOptions, ctx: Context, key: str, ratings: Rating
                              f"{methods[name].fixed}.")
         else:
             params[name] = dict(methods[source].defaults)
-            if store is not None:
-                notes.append(f"{path} has no entry for {source}: defaults used.")
+            note = f"{path} has no entry for {source}: defaults used."
+            if store is not None and note not in notes:      # a ++ row shares its plain row's entry
+                notes.append(note)
     if need_linear:
         if "Linear I-CFN" in entries:
             params["Linear I-CFN"] = dict(entries["Linear I-CFN"]["params"])
