@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ._params import EstimatorParams
 from .backends import TrainConfig, engine_class, resolve_backend
 from .backends.base import Engine
 from .data.ratings import RatingSet, build_csr
@@ -50,7 +51,7 @@ class FoldInError(ValueError):
     """The requested fold-in is impossible for this kind of model (e.g. a new user in I-CFN)."""
 
 
-class CFN:
+class CFN(EstimatorParams):
     """Collaborative Filtering Network (Strub, Mary & Gaudel 2016): a denoising autoencoder that
     completes a sparse rating matrix, optionally with side information in every layer (CFN++).
 
@@ -82,6 +83,9 @@ class CFN:
     cannot be added without retraining.
     """
 
+    param_names = ("kind", "hidden", "epochs", "alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay",
+                   "batch_size", "backend", "use_side_info", "seed", "verbose")
+
     def __init__(self, kind: str = "item", hidden: Sequence[int] = (600,), epochs: int = 20, *,
                  alpha: float | None = None, beta: float | None = None, mask_ratio: float | None = None,
                  lr: float | None = None, lr_decay: float | None = None, weight_decay: float | None = None,
@@ -101,23 +105,6 @@ class CFN:
         self.use_side_info = use_side_info
         self.seed = seed
         self.verbose = verbose
-
-    # ------------------------------------------------------------------ configuration
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in
-                ("kind", "hidden", "epochs", "alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay",
-                 "batch_size", "backend", "use_side_info", "seed", "verbose")}
-
-    def set_params(self, **params: Any) -> "CFN":
-        for name, value in params.items():
-            if name not in self.get_params():
-                raise ValueError(f"unknown parameter {name!r}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"CFN({args})"
 
     def resolved_params(self) -> dict[str, Any]:
         """Hyper-parameters with per-kind defaults filled in, validated (``ValueError`` naming the

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._params import EstimatorParams
 from .data.ratings import RatingSet
 from .model import CFN, _check_hidden
 from .network import Layer, init_layers
@@ -63,7 +64,7 @@ def _mirror(widths: Sequence[int]) -> tuple[int, ...]:
     return widths + widths[-2::-1]
 
 
-class StackedCFN:
+class StackedCFN(EstimatorParams):
     """A CFN with ``len(hidden)`` encoder layers trained by layer-wise pre-training + fine-tuning.
 
     ``hidden=(700, 500)`` is the authors' ML-1M network ``in -> 700 -> 500 -> 700 -> in``.
@@ -71,6 +72,9 @@ class StackedCFN:
     epochs, batch_size, lr, lr_decay, weight_decay, alpha, beta, mask_ratio; missing keys take
     the CFN defaults); ``epochs`` and the other keyword arguments are the fine-tuning settings.
     """
+
+    param_names = ("kind", "hidden", "epochs", "pretrain", "alpha", "beta", "mask_ratio", "lr", "lr_decay",
+                   "weight_decay", "batch_size", "backend", "use_side_info", "seed", "verbose")
 
     def __init__(self, kind: str = "item", hidden: Sequence[int] = (700, 500), epochs: int = 15, *,
                  pretrain: dict[str, Any] | None = None, alpha: float | None = None, beta: float | None = None,
@@ -92,21 +96,6 @@ class StackedCFN:
         self.use_side_info = use_side_info
         self.seed = seed
         self.verbose = verbose
-
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in
-                ("kind", "hidden", "epochs", "pretrain", "alpha", "beta", "mask_ratio", "lr", "lr_decay",
-                 "weight_decay", "batch_size", "backend", "use_side_info", "seed", "verbose")}
-
-    def set_params(self, **params: Any) -> "StackedCFN":
-        for name, value in params.items():
-            if name not in self.get_params():
-                raise ValueError(f"unknown parameter {name!r}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        return f"StackedCFN({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     def _common(self) -> dict[str, Any]:
         return {"kind": self.kind, "backend": self.backend, "use_side_info": self.use_side_info,
