@@ -23,7 +23,7 @@ from .backends.base import Engine
 from .data.ratings import RatingSet, build_csr
 from .defaults import DEFAULTS
 from .metrics import rmse
-from .network import Layer, init_layers
+from .network import Layer, init_layers, layer_sizes
 from .preprocessing import Preprocessing
 from .recommend import FoldIn, top_n
 from .trainer import Callback, DivergenceRule, EarlyStopping, EpochRecord, TrainingDiverged, run_epochs
@@ -607,7 +607,6 @@ def _is_real(value: Any) -> bool:
 
 def _checked_initial_layers(layers: Any, n_inputs: int, hidden: tuple[int, ...], side_dim: int) -> list[Layer]:
     """Copies of ``layers`` as float32, after checking they fit this network (clear errors, never a kernel crash)."""
-    from .network import layer_sizes
     sizes = layer_sizes(n_inputs, hidden)
     if isinstance(layers, Layer) or not hasattr(layers, "__len__") or len(layers) != len(sizes):
         raise ValueError(f"initial_layers must be a sequence of {len(sizes)} Layer objects for hidden={hidden}, "

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from .._params import EstimatorParams
 from ..data.ratings import RatingSet
 from ..metrics import rmse
 
@@ -62,8 +63,9 @@ class MeanStats:
         return np.where(self.item_count[items] > 0, self.item_mean[items], self.user_mean[users])
 
 
-class Baseline:
-    """Base class: parameters in ``__init__`` (stored as attributes), ``fit`` / ``predict_indices`` / ``score``."""
+class Baseline(EstimatorParams):
+    """Base class: parameters in ``__init__`` (stored as attributes), ``fit`` / ``predict_indices`` / ``score``;
+    ``get_params`` and ``repr`` come from :class:`EstimatorParams`, ``set_params`` names the allowed parameters."""
 
     #: Short name used in the report.
     name: ClassVar[str] = "baseline"
@@ -73,18 +75,12 @@ class Baseline:
     #: Names of the constructor parameters (reported as settings).
     param_names: ClassVar[tuple[str, ...]] = ()
 
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.param_names}
-
     def set_params(self, **params: Any) -> "Baseline":
         for key, value in params.items():
             if key not in self.param_names:
                 raise ValueError(f"{type(self).__name__} has no parameter {key!r}; it has {self.param_names}")
             setattr(self, key, value)
         return self
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     def fit(self, train: RatingSet) -> "Baseline":  # pragma: no cover - abstract
         raise NotImplementedError
