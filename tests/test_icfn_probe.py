@@ -32,7 +32,7 @@ def test_torch_2015_initialisation_scales_the_first_layer_by_fan_out(probe):
     assert first.weight.shape == (25, 400)
     assert np.abs(first.weight).max() <= 1 / math.sqrt(25)
     assert np.abs(first.weight).max() > 1 / math.sqrt(400)      # wider than the fan-in bound
-    assert np.abs(first.bias).max() <= 1e-6 / math.sqrt(400)
+    assert 0 < np.abs(first.bias).max() <= 1e-6 / math.sqrt(25)
     assert np.abs(second.weight).max() <= 1 / math.sqrt(25)     # other layers keep nn.Linear's init
 
 

@@ -38,7 +38,7 @@ def torch_2015_sparse_init(n_inputs: int, hidden: tuple[int, ...], seed: int) ->
     rng = np.random.default_rng(seed + 1)
     bound = 1.0 / np.sqrt(hidden[0])
     layers[0].weight[:] = rng.uniform(-bound, bound, layers[0].weight.shape)
-    layers[0].bias *= 1e-6
+    layers[0].bias[:] = rng.uniform(-bound, bound, layers[0].bias.shape) * 1e-6
     return layers
 
 
