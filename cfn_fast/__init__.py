@@ -6,14 +6,14 @@ from .data import (RatingSet, download_movielens, load_movielens, load_ratings, 
                    train_test_split, train_validation_test_split)
 from .backends import available_backends, resolve_backend
 from .metrics import mean_ci, rmse, rmse_by_popularity
-from .model import CFN, DEFAULTS, NotFittedError
+from .model import CFN, DEFAULTS, ModelBusyError, NotFittedError
 from .stacking import StackedCFN
 from .trainer import EarlyStopping, TrainingDiverged
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CFN", "StackedCFN", "DEFAULTS", "NotFittedError", "EarlyStopping", "TrainingDiverged", "RatingSet", "load_ratings",
+    "CFN", "StackedCFN", "DEFAULTS", "NotFittedError", "ModelBusyError", "EarlyStopping", "TrainingDiverged", "RatingSet", "load_ratings",
     "load_movielens", "download_movielens", "synthetic_ratings", "train_test_split",
     "train_validation_test_split", "rmse", "mean_ci", "rmse_by_popularity", "available_backends",
     "resolve_backend", "__version__",

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ._concurrency import ModelBusyError, mutating, reading
 from ._params import EstimatorParams
 from .backends import TrainConfig, engine_class, resolve_backend
 from .backends.base import Engine
@@ -25,11 +26,11 @@ from .defaults import DEFAULTS
 from .metrics import rmse
 from .network import Layer, init_layers, layer_sizes
 from .preprocessing import Preprocessing
-from .recommend import FoldIn, top_n
+from .recommend import DEFAULT_MIN_SUPPORT, FoldIn, check_min_support, top_n
 from .trainer import Callback, DivergenceRule, EarlyStopping, EpochRecord, TrainingDiverged, run_epochs
 
 __all__ = ["CFN", "DEFAULTS", "NotFittedError", "DeviceOutOfMemory", "FoldInError", "TrainingDiverged",
-           "EarlyStopping", "DivergenceRule"]
+           "EarlyStopping", "DivergenceRule", "ModelBusyError"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -139,6 +140,7 @@ class CFN(EstimatorParams):
         return p
 
     # ------------------------------------------------------------------ training
+    @mutating
     def fit(self, train: RatingSet, user_features: Any = None, item_features: Any = None,
             validation: RatingSet | None = None, *, early_stopping: EarlyStopping | None = None,
             callbacks: Sequence[Callback] = (), divergence: DivergenceRule | str | None = _AUTO,
@@ -173,30 +175,37 @@ class CFN(EstimatorParams):
             _validate_rating_set(validation, "validation")
             if not validation.same_universe(train):
                 raise ValueError("validation must share train's users and items (split both from one RatingSet)")
-        side = self._select_side(train, user_features, item_features)
-        preprocessing = Preprocessing.fit(self.kind, train)
-        inputs = preprocessing.centred_matrix(train)
-        _check_no_duplicate_entries(inputs, self.kind)
-        self.backend_ = backend
-        self.train_ = train
-        self.preprocessing_ = preprocessing
-        self.inputs_ = inputs
-        self.side_ = side
-        self._clear_caches()
-        side_dim = 0 if side is None else side.shape[1]
-        if initial_layers is None:
-            layers = init_layers(inputs.shape[1], p["hidden"], side_dim, self.seed)
-        else:
-            layers = _checked_initial_layers(initial_layers, inputs.shape[1], p["hidden"], side_dim)
-        self.engine_ = self._make_engine(layers, p)
-        del layers  # the engine holds its own copy; don't keep a second one through training
-        self.layers_ = self.engine_.get_layers()
-        self.history_: list[EpochRecord] = []
-        self.epochs_trained_ = 0
-        self.best_epoch_: int | None = None
-        self._validation = validation
+        previous = dict(self.__dict__)
+        try:
+            side = self._select_side(train, user_features, item_features)
+            preprocessing = Preprocessing.fit(self.kind, train)
+            inputs = preprocessing.centred_matrix(train)
+            _check_no_duplicate_entries(inputs, self.kind)
+            self.backend_ = backend
+            self.train_ = train
+            self.preprocessing_ = preprocessing
+            self.inputs_ = inputs
+            self.side_ = side
+            self._clear_caches()
+            side_dim = 0 if side is None else side.shape[1]
+            if initial_layers is None:
+                layers = init_layers(inputs.shape[1], p["hidden"], side_dim, self.seed)
+            else:
+                layers = _checked_initial_layers(initial_layers, inputs.shape[1], p["hidden"], side_dim)
+            self.engine_ = self._make_engine(layers, p)
+            del layers  # the engine holds its own copy; don't keep a second one through training
+            self.layers_ = self.engine_.get_layers()
+            self.history_: list[EpochRecord] = []
+            self.epochs_trained_ = 0
+            self.best_epoch_: int | None = None
+            self._validation = validation
+        except BaseException:  # an interrupt or error before training starts leaves the object as it was
+            self.__dict__.clear()
+            self.__dict__.update(previous)
+            raise
         return self._train(self.epochs, p, early_stopping, callbacks, divergence)
 
+    @mutating
     def partial_fit(self, epochs: int = 1, *, validation: RatingSet | None = None,
                     early_stopping: EarlyStopping | None = None, callbacks: Sequence[Callback] = (),
                     divergence: DivergenceRule | str | None = _AUTO) -> "CFN":
@@ -334,6 +343,7 @@ class CFN(EstimatorParams):
         for name in ("_codes", "_input_means", "_seen"):
             self.__dict__.pop(name, None)
 
+    @reading
     def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
         """Predicted ratings for pairs of original ``user_ids`` and ``item_ids`` (clipped to the scale).
 
@@ -360,6 +370,7 @@ class CFN(EstimatorParams):
                         f"and needs retraining")
             raise KeyError(f"{text} ({hint})") from None
 
+    @reading
     def predict_indices(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Predicted ratings for pairs of user and item *indices* of the training RatingSet.
 
@@ -401,6 +412,7 @@ class CFN(EstimatorParams):
             self._input_means = np.clip(means, pre.low, pre.high)
         return self._input_means[inputs]
 
+    @reading
     def score(self, test: RatingSet) -> float:
         """RMSE in rating units on ``test`` (ids matched by original id, or by index on the same universe)."""
         self._check_fitted()
@@ -413,22 +425,28 @@ class CFN(EstimatorParams):
         return rmse(predicted, test.rating)
 
     # ------------------------------------------------------------------ recommendation
-    def recommend(self, user_id: Any, n: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(self, user_id: Any, n: int = 10, exclude_seen: bool = True, *,
+                  min_support: int = DEFAULT_MIN_SUPPORT) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` items for one known user: ``(item_ids, scores)``, best first.
 
         Scores are predicted ratings in rating units (exactly what :meth:`predict` gives, up to
-        float rounding); ties are broken by item order.  With ``exclude_seen`` the user's
-        training items are never returned (so fewer than ``n`` may come back).  A user with no
+        float rounding); ties (e.g. several items clipped to the top of the scale) are broken by
+        the unclipped score, then by item order.  With ``exclude_seen`` the user's training items
+        are never returned; items with fewer than ``min_support`` training ratings are never
+        returned either (default :data:`~cfn_fast.recommend.DEFAULT_MIN_SUPPORT`, ``0`` keeps
+        every item; see ``bench/min_support_ml1m.py``), so fewer than ``n`` may come back.  A user with no
         training ratings is scored through side information or the mean fallback, as in
         :meth:`predict_indices`.  For a user not in the training data use :meth:`fold_in`
         (U-CFN).
         """
         if np.ndim(user_id) != 0:
             raise ValueError(f"recommend takes one user id; use recommend_batch for several, got {user_id!r}")
-        return self.recommend_batch([user_id], n, exclude_seen)[0]
+        return self.recommend_batch([user_id], n, exclude_seen, min_support=min_support)[0]
 
+    @reading
     def recommend_batch(self, user_ids: Any, n: int = 10, exclude_seen: bool = True,
-                        chunk: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
+                        chunk: int = 256, *, min_support: int = DEFAULT_MIN_SUPPORT
+                        ) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`recommend` for several users: one ``(item_ids, scores)`` pair per user, in order.
 
         U-CFN encodes each user's row and decodes every item; I-CFN encodes every item's training
@@ -438,15 +456,18 @@ class CFN(EstimatorParams):
         self._check_fitted()
         _check(_is_int(n) and n >= 0, "n", n, "an integer >= 0")
         _check(_is_int(chunk) and chunk >= 1, "chunk", chunk, "a positive integer")
+        min_support = check_min_support(min_support)
         users = self._ids_to_index(user_ids, "user")
         seen = self._seen_items() if exclude_seen else None
+        support = np.bincount(self.train_.item, minlength=self.train_.n_items) if min_support else None
         result = []
         for start in range(0, len(users), chunk):
             block = users[start:start + chunk]
-            scores = self._user_scores(block)
+            scores, unclipped = self._user_scores(block, unclipped=True)
             for row, u in enumerate(block):
                 banned = None if seen is None else seen.indices[seen.indptr[u]:seen.indptr[u + 1]]
-                best = top_n(scores[row], int(n), banned)
+                best = top_n(scores[row], int(n), banned, unclipped=unclipped[row], support=support,
+                             min_support=min_support)
                 result.append((self.train_.item_ids[best], scores[row, best]))
         return result
 
@@ -464,11 +485,12 @@ class CFN(EstimatorParams):
                 self._codes = self.engine_.encode(self.inputs_, self.side_)
         return self._codes
 
-    def _user_scores(self, users: np.ndarray) -> np.ndarray:
-        """Predicted ratings ``(len(users), n_items)`` of known user indices."""
+    def _user_scores(self, users: np.ndarray, unclipped: bool = False) -> Any:
+        """Predicted ratings ``(len(users), n_items)`` of known user indices; with ``unclipped``
+        also the same scores before clipping to the rating scale (the ranking's tie-breaker)."""
         pre = self.preprocessing_
         n_items = self.train_.n_items
-        scores = np.empty((len(users), n_items), dtype=np.float64)
+        raw = np.empty((len(users), n_items), dtype=np.float64)
         if self.kind == "user":
             use_net = (pre.sample_count[users] > 0) | (self.side_ is not None)
             net = users[use_net]
@@ -477,20 +499,22 @@ class CFN(EstimatorParams):
                 with self._memory_guard("recommending"):
                     out = self.engine_.decode(self.engine_.encode(self.inputs_[net], side), side)
                 unit = np.asarray(out, dtype=np.float64) + pre.sample_mean[net][:, None]
-                scores[use_net] = np.clip(pre.mid + pre.half_range * unit, pre.low, pre.high)
+                raw[use_net] = pre.mid + pre.half_range * unit
             if (~use_net).any():
-                scores[~use_net] = self._input_mean_rating(np.arange(n_items))[None, :]
+                raw[~use_net] = self._input_mean_rating(np.arange(n_items))[None, :]
         else:
             with self._memory_guard("recommending"):
                 out = self.engine_.decode(self._item_codes(), self.side_, cols=users)  # (n_items, len(users))
             unit = np.asarray(out, dtype=np.float64).T + pre.sample_mean[None, :]
-            scores[:] = np.clip(pre.mid + pre.half_range * unit, pre.low, pre.high)
+            raw[:] = pre.mid + pre.half_range * unit
             cold = (pre.sample_count == 0) if self.side_ is None else np.zeros(n_items, dtype=bool)
             if cold.any():
-                scores[:, cold] = self._input_mean_rating(users)[:, None]
-        return scores
+                raw[:, cold] = self._input_mean_rating(users)[:, None]
+        scores = np.clip(raw, pre.low, pre.high)
+        return (scores, raw) if unclipped else scores
 
     # ------------------------------------------------------------------ fold-in
+    @reading
     def fold_in(self, ids: Any = None, ratings: Any = None, features: Any = None, *,
                 new: str | None = None) -> FoldIn:
         """Score a new row without retraining: a **new user** for U-CFN, a **new item** for I-CFN.
@@ -541,15 +565,17 @@ class CFN(EstimatorParams):
         mean = np.float32(unit.mean()) if len(unit) else np.float32(pre.global_mean)
         if len(values) == 0 and side is None:
             predicted = self._input_mean_rating(np.arange(n_inputs)).astype(np.float64)
+            unclipped = predicted
         else:
             centred = unit.astype(np.float32) - mean
             row = build_csr(np.zeros(len(index), dtype=np.int64), index.astype(np.int64), centred, (1, n_inputs))
             with self._memory_guard("folding in"):
                 out = self.engine_.decode(self.engine_.encode(row, side), side)
-            predicted = np.clip(pre.mid + pre.half_range * (np.asarray(out, dtype=np.float64)[0] + np.float64(mean)),
-                                pre.low, pre.high)
+            unclipped = pre.mid + pre.half_range * (np.asarray(out, dtype=np.float64)[0] + np.float64(mean))
+            predicted = np.clip(unclipped, pre.low, pre.high)
         other_ids = self.train_.item_ids if other_side == "item" else self.train_.user_ids
-        return FoldIn(self, sample_side, other_ids, predicted, index.astype(np.int64), float(mean))
+        return FoldIn(self, sample_side, other_ids, predicted, index.astype(np.int64), float(mean),
+                      unclipped=unclipped)
 
     def _fold_in_features(self, features: Any, sample_side: str) -> np.ndarray | None:
         if self.side_ is None:
@@ -576,6 +602,7 @@ class CFN(EstimatorParams):
         return np.ascontiguousarray(arr)
 
     # ------------------------------------------------------------------ persistence
+    @reading
     def save(self, path: str | Path) -> Path:
         """Write the fitted model to one versioned ``.npz`` (no pickles, SHA-256 checksum), atomically.
         See :mod:`cfn_fast.persistence`."""

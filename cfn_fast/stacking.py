@@ -26,10 +26,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._concurrency import mutating
 from ._params import EstimatorParams
 from .data.ratings import RatingSet
 from .model import CFN, _check_hidden
 from .network import Layer, init_layers
+from .recommend import DEFAULT_MIN_SUPPORT
 
 __all__ = ["StackedCFN", "insert_middle_layers", "AUTHORS_ML1M_PRETRAIN", "AUTHORS_ML1M_FINETUNE"]
 
@@ -115,6 +117,7 @@ class StackedCFN(EstimatorParams):
                    mask_ratio=self.mask_ratio, lr=self.lr, lr_decay=self.lr_decay, weight_decay=self.weight_decay,
                    batch_size=self.batch_size, **self._common())
 
+    @mutating
     def fit(self, train: RatingSet, user_features: Any = None, item_features: Any = None,
             validation: RatingSet | None = None, **fit_options: Any) -> "StackedCFN":
         """Pre-train the outer layer, then add and fine-tune one level at a time.  ``validation`` and
@@ -160,8 +163,9 @@ class StackedCFN(EstimatorParams):
     def score(self, test: RatingSet) -> float:
         return self._fitted().score(test)
 
-    def recommend(self, user_id: Any, n: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        return self._fitted().recommend(user_id, n, exclude_seen)
+    def recommend(self, user_id: Any, n: int = 10, exclude_seen: bool = True, *,
+                  min_support: int = DEFAULT_MIN_SUPPORT) -> tuple[np.ndarray, np.ndarray]:
+        return self._fitted().recommend(user_id, n, exclude_seen, min_support=min_support)
 
     def save(self, path: str | Path) -> Path:
         """Save the fitted network as a plain :class:`CFN` model file (``CFN.load`` reads it)."""

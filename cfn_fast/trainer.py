@@ -20,6 +20,15 @@ when any of these holds after it:
 
 Then :class:`TrainingDiverged` is raised naming the epoch and the reason, and the engine is
 put back to the parameters of the last good epoch.
+
+Interrupts and other exceptions
+-------------------------------
+Whatever stops training half-way (``KeyboardInterrupt``, an error in a callback or in the
+validation scoring, an out-of-memory error) leaves the engine at the parameters of the last
+epoch recorded in ``history``: an epoch whose record was not yet appended is rolled back from
+the snapshot taken at the previous epoch boundary.  The exception then propagates unchanged
+(with a note naming the epoch kept), so ``history``, the epoch count and the weights always
+describe one state that ``save`` and ``partial_fit`` can go on from.
 """
 from __future__ import annotations
 
@@ -136,6 +145,10 @@ def run_epochs(engine: Engine, *, first_epoch: int, epochs: int, lr: float, lr_d
     last_good = engine.snapshot()
     best_rmse, best_layers, best_epoch, since_best = math.inf, None, None, 0
     last_epoch = first_epoch + epochs - 1
+    # ``recorded``: the last epoch appended to the records; ``snapshot_epoch``: the epoch whose
+    # parameters ``last_good`` holds.  They differ only between an epoch's record and its snapshot,
+    # when the engine's parameters are exactly the recorded epoch's.
+    recorded = snapshot_epoch = first_epoch - 1
     bar = _progress_bar(epochs, progress)
     try:
         for epoch in range(first_epoch, first_epoch + epochs):
@@ -158,6 +171,7 @@ def run_epochs(engine: Engine, *, first_epoch: int, epochs: int, lr: float, lr_d
             records.append(record)
             if history is not None:
                 history.append(record)
+            recorded = epoch
             line = "epoch %d lr %.4g loss %.5f%s %.2fs" % (
                 epoch, lr_t, record.train_loss,
                 "" if record.validation_rmse is None else f" val RMSE {record.validation_rmse:.4f}", seconds)
@@ -187,6 +201,15 @@ def run_epochs(engine: Engine, *, first_epoch: int, epochs: int, lr: float, lr_d
             if epoch < last_epoch:
                 last_good = None  # release the old copy before taking the new one (peak memory)
                 last_good = engine.snapshot()
+                snapshot_epoch = epoch
+    except TrainingDiverged:
+        raise
+    except BaseException as exc:  # KeyboardInterrupt included: roll back to the last recorded epoch
+        if recorded == snapshot_epoch and last_good is not None:
+            engine.restore(last_good)
+        _note(exc, f"cfn_fast: training stopped during epoch {recorded + 1}; the parameters of "
+                   + (f"epoch {recorded} are kept" if recorded else "the initialisation are kept"))
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -195,6 +218,12 @@ def run_epochs(engine: Engine, *, first_epoch: int, epochs: int, lr: float, lr_d
         engine.restore(best_layers)
         log.log(log_level, "restored the parameters of epoch %d (best validation RMSE %.4f)", best_epoch, best_rmse)
     return records
+
+
+def _note(exc: BaseException, text: str) -> None:
+    """Attach ``text`` to the exception's traceback display (Python >= 3.11)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(text)
 
 
 def _write(line: str) -> None:

@@ -65,7 +65,7 @@ def test_recommend_scores_equal_predict_and_skip_seen(fitted, split):
 def test_recommend_including_seen(fitted, split):
     train = split[0]
     user = 3
-    ids, scores = fitted.recommend(user, n=train.n_items, exclude_seen=False)
+    ids, scores = fitted.recommend(user, n=train.n_items, exclude_seen=False, min_support=0)
     assert sorted(ids.tolist()) == train.item_ids.tolist()
 
 
@@ -73,7 +73,7 @@ def test_recommend_fewer_than_n_when_seen_exhausts(fitted, split):
     train = split[0]
     counts = np.bincount(train.user, minlength=train.n_users)
     user = int(np.argmax(counts))
-    ids, _ = fitted.recommend(user, n=train.n_items)
+    ids, _ = fitted.recommend(user, n=train.n_items, min_support=0)
     assert len(ids) == train.n_items - counts[user]
 
 
@@ -114,7 +114,7 @@ def test_recommend_cold_user(kind, side):
     full = synthetic_ratings(120, 80, 2000, seed=1, side_info=side)
     train = full.subset((full.user != 5) & (full.item != 7))
     m = CFN(kind, (8,), 2, backend="numpy").fit(train)
-    ids, scores = m.recommend(5, n=80)
+    ids, scores = m.recommend(5, n=80, min_support=0)
     assert len(ids) == 80
     np.testing.assert_allclose(scores, m.predict([5] * 80, ids), atol=1e-5)
 
@@ -159,9 +159,9 @@ def test_fold_in_recommend_skips_given_ratings(fitted, split):
     side = train.user_features if fitted.kind == "user" else train.item_features
     other = train.item_ids if fitted.kind == "user" else train.user_ids
     fold = fitted.fold_in({other[0]: 5.0, other[1]: 1.0, other[2]: 4.0}, features=side[0])
-    ids, scores = fold.recommend(10)
+    ids, scores = fold.recommend(10, min_support=0)
     assert len(ids) == 10 and not np.isin(ids, other[:3]).any() and np.all(np.diff(scores) <= 0)
-    ids_all, _ = fold.recommend(len(other), exclude_seen=False)
+    ids_all, _ = fold.recommend(len(other), exclude_seen=False, min_support=0)
     assert len(ids_all) == len(other)
 
 
