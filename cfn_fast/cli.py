@@ -60,11 +60,23 @@ def _epoch_printer(enabled: bool):
     return print_epoch
 
 
-def _load(path: str):
+def _load(path: str, scale: list[float] | None = None):
     from .data import load_movielens, load_ratings
     from pathlib import Path
     p = Path(path)
-    return load_movielens(p) if p.is_dir() else load_ratings(p)
+    declared = None if scale is None else (float(scale[0]), float(scale[1]))
+    return load_movielens(p, scale=declared) if p.is_dir() else load_ratings(p, scale=declared)
+
+
+def _scale_note(ratings, scale: list[float] | None) -> str:
+    """Which rating scale was used, and where it came from (never guessed from a file name)."""
+    low, high = ratings.scale
+    return f"scale [{low:g}, {high:g}] ({'declared with --scale' if scale else 'observed min..max; declare with --scale LOW HIGH'})"
+
+
+def _add_scale_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="rating scale of the data (default: the observed min and max)")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -100,7 +112,9 @@ def _demo(args: argparse.Namespace) -> dict:
 def _fit(args: argparse.Namespace) -> dict:
     """Train on a rating file (held-out test split), report test RMSE, optionally save the model."""
     from .data import train_test_split, train_validation_test_split
-    ratings = _load(args.ratings)
+    ratings = _load(args.ratings, args.scale)
+    if not args.json:
+        print(f"data: {ratings.nnz:,} ratings, {_scale_note(ratings, args.scale)}", flush=True)
     if args.validation_ratio > 0:
         train, validation, test = train_validation_test_split(ratings, args.test_ratio, args.validation_ratio,
                                                               seed=args.split_seed)
@@ -110,7 +124,8 @@ def _fit(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json),))
     seconds = time.perf_counter() - start
-    result = {"command": "fit", "ratings": str(args.ratings), "kind": args.kind, "backend": model.backend_,
+    result = {"command": "fit", "ratings": str(args.ratings), "scale": list(ratings.scale),
+              "scale_source": "declared" if args.scale else "observed", "kind": args.kind, "backend": model.backend_,
               "hidden": list(args.hidden), "epochs": model.epochs_trained_, "train_seconds": round(seconds, 3),
               "test_rmse": model.score(test),
               "validation_rmse": None if validation is None else model.history_[-1].validation_rmse
@@ -130,7 +145,7 @@ def _eval(args: argparse.Namespace) -> dict:
     """RMSE of a saved model on a rating file (ids matched to the model's)."""
     from .model import CFN
     model = CFN.load(args.model)
-    ratings = _load(args.ratings)
+    ratings = _load(args.ratings, args.scale)
     score = model.score(ratings)
     if not args.json:
         print(f"RMSE {score:.4f} on {ratings.nnz:,} ratings")
@@ -188,11 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-ratio", type=float, default=0.0, help="carve a validation split from train")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--save", default=None, help="write the trained model to this .npz")
+    _add_scale_option(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("eval", help="RMSE of a saved model on a ratings file")
     p.add_argument("--model", required=True)
     p.add_argument("--ratings", required=True)
+    _add_scale_option(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("predict", help="predict ratings of (user, item) pairs with a saved model")

@@ -28,6 +28,9 @@ def register(sub: Any, command: Callable) -> None:
     p.add_argument("--user", nargs="+", required=True, help="user id(s) known to the model")
     p.add_argument("-n", type=int, default=10, help="items per user (default 10)")
     p.add_argument("--include-seen", action="store_true", help="also rank the user's training items")
+    p.add_argument("--min-support", type=int, default=None, metavar="K",
+                   help="only recommend items with at least K training ratings (default "
+                        f"{_default_min_support()}; 0 keeps every item)")
     p.add_argument("--backend", default=None, choices=("auto", "numpy", "cpu", "cuda"),
                    help="engine to load the model on (default: the saved one if available)")
     p.add_argument("--json", action="store_true")
@@ -40,6 +43,9 @@ def register(sub: Any, command: Callable) -> None:
     p.add_argument("--features", nargs="+", default=None, metavar="F",
                    help="the new row's side-information values, or one file holding them")
     p.add_argument("-n", type=int, default=10, help="how many recommendations (default 10)")
+    p.add_argument("--min-support", type=int, default=None, metavar="K",
+                   help="only recommend ids with at least K training ratings (default "
+                        f"{_default_min_support()}; 0 keeps every id)")
     p.add_argument("--predict", nargs="+", default=None, metavar="ID",
                    help="also predict the new row's rating for these ids of the other side")
     p.add_argument("--new", choices=("user", "item"), default=None,
@@ -49,6 +55,18 @@ def register(sub: Any, command: Callable) -> None:
     command("fold-in")(_fold_in)
 
 
+def _default_min_support() -> int:
+    from .recommend import DEFAULT_MIN_SUPPORT
+    return DEFAULT_MIN_SUPPORT
+
+
+def _min_support(args: argparse.Namespace) -> int:
+    value = _default_min_support() if args.min_support is None else args.min_support
+    if value < 0:
+        raise ValueError(f"--min-support must be >= 0, got {value}")
+    return value
+
+
 def _recommend(args: argparse.Namespace) -> dict:
     from .cli import _parse_ids, _plain
     from .model import CFN
@@ -56,7 +74,8 @@ def _recommend(args: argparse.Namespace) -> dict:
         raise ValueError(f"-n must be >= 0, got {args.n}")
     model = CFN.load(args.model, backend=args.backend)
     users = _parse_ids(args.user, model.train_.user_ids)
-    lists = model.recommend_batch(users, args.n, exclude_seen=not args.include_seen)
+    min_support = _min_support(args)
+    lists = model.recommend_batch(users, args.n, exclude_seen=not args.include_seen, min_support=min_support)
     rows = [{"user": _plain(u), "items": [{"item": _plain(i), "score": float(s)} for i, s in zip(ids, scores)]}
             for u, (ids, scores) in zip(users, lists)]
     if not args.json:
@@ -64,7 +83,7 @@ def _recommend(args: argparse.Namespace) -> dict:
             for rank, entry in enumerate(row["items"], 1):
                 print(f"{row['user']}\t{rank}\t{entry['item']}\t{entry['score']:.4f}")
     return {"command": "recommend", "model": str(args.model), "n": args.n,
-            "exclude_seen": not args.include_seen, "recommendations": rows}
+            "exclude_seen": not args.include_seen, "min_support": min_support, "recommendations": rows}
 
 
 def _fold_in(args: argparse.Namespace) -> dict:
@@ -79,7 +98,7 @@ def _fold_in(args: argparse.Namespace) -> dict:
     ids = _parse_ids(raw_ids, known) if raw_ids else np.zeros(0, dtype=known.dtype)
     features = None if args.features is None else parse_features(args.features)
     fold = model.fold_in(ids, ratings, features=features, new=args.new)
-    best, scores = fold.recommend(args.n)
+    best, scores = fold.recommend(args.n, min_support=_min_support(args))
     result: dict[str, Any] = {
         "command": "fold-in", "model": str(args.model), "new": new, "n_ratings": len(ratings),
         "recommendations": [{other: _plain(i), "score": float(s)} for i, s in zip(best, scores)]}

@@ -55,7 +55,6 @@ class _Format:
     sep: str = ","
     header: bool = False
     encoding: str = "utf-8"
-    scale: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class _Parsed:
 
 
 # ============================================================================= public API
-def load_ratings(path: str | Path, *, scale: tuple[float, float] | None = None,
+def load_ratings(path: str | Path | Any, *, scale: tuple[float, float] | None = None,
                  duplicates: str = "error", sep: str | None = None) -> RatingSet:
     """Read one rating file into a :class:`RatingSet`; the format is detected from name and content.
 
@@ -78,19 +77,51 @@ def load_ratings(path: str | Path, *, scale: tuple[float, float] | None = None,
       ``ratings.csv`` (ML-20M / ML-25M, header ``userId,movieId,rating,timestamp``).
     * Douban ``uir.index`` (whitespace-separated user item rating).
     * Any other text file: ``user, item, rating[, timestamp]`` with or without a header,
-      separated by ``sep`` or (auto-detected) ``,``, tab, ``;`` or whitespace.
+      separated by ``sep`` or (auto-detected) ``,``, tab, ``;`` or whitespace.  A header names
+      the columns (``user``/``userId``/..., ``item``/``movieId``/..., ``rating``/...); a
+      delimiter at the end of every line is allowed; a header whose field count differs from
+      the data rows' is an error (the columns would shift).
+    * A pandas ``DataFrame`` (columns found by the same names) or a scipy.sparse users x items
+      matrix (stored entries are the ratings) instead of a path.
 
-    ``scale`` defaults to the data set's own scale (MovieLens 1..5, ML-10M/20M 0.5..5, Douban
-    1..5) and to the observed ``(min, max)`` for generic files.  ``duplicates`` is passed to
+    ``scale`` defaults to the observed ``(min, max)`` of the ratings, for every format: it is never
+    guessed from the file name (declare it when the data may not reach both ends of its scale).
+    ``duplicates`` is passed to
     :meth:`RatingSet.from_arrays`.  Raises ``FileNotFoundError`` for a missing file and
     ``ValueError`` naming the file for any malformed content.
     """
+    if not isinstance(path, (str, Path)):
+        return _from_object(path, scale=scale, duplicates=duplicates)
     path = _check_file(Path(path))
     parsed = _read_ratings(path, sep)
-    return _to_rating_set(path, parsed, scale if scale is not None else parsed.scale, duplicates)
+    return _to_rating_set(path, parsed, scale, duplicates)
 
 
-def load_movielens(folder: str | Path, *, side_info: bool = True) -> RatingSet:
+def _from_object(data: Any, *, scale: tuple[float, float] | None, duplicates: str) -> RatingSet:
+    """``load_ratings`` of an in-memory object: a pandas DataFrame (user / item / rating columns
+    found by the same names as in a file's header) or a scipy.sparse users x items matrix."""
+    import scipy.sparse as sp
+    if isinstance(data, RatingSet):
+        return data
+    if sp.issparse(data):
+        return RatingSet.from_sparse(data, scale=scale, duplicates=duplicates)
+    if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
+        lower = {str(c).strip().lower(): c for c in data.columns}
+        picks = [next((lower[a] for a in aliases if a in lower), None)
+                 for aliases in (_USER_ALIASES, _ITEM_ALIASES, _RATING_ALIASES)]
+        if any(p is None for p in picks):
+            roles = [r for r, p in zip(("user", "item", "rating"), picks) if p is None]
+            raise ValueError(f"DataFrame has no {'/'.join(roles)} column; its columns are {list(data.columns)} "
+                             f"(name them user, item, rating or use RatingSet.from_dataframe(frame, user_col=..., "
+                             f"item_col=..., rating_col=...))")
+        return RatingSet.from_dataframe(data, user_col=picks[0], item_col=picks[1], rating_col=picks[2],
+                                        scale=scale, duplicates=duplicates)
+    raise TypeError(f"load_ratings takes a file path, a pandas DataFrame or a scipy.sparse matrix, "
+                    f"got {type(data).__name__}")
+
+
+def load_movielens(folder: str | Path, *, side_info: bool = True,
+                   scale: tuple[float, float] | None = None) -> RatingSet:
     """Read a MovieLens folder (ML-100K, 1M, 10M, 20M/25M) with optional user / item features.
 
     The folder may be laid out as unzipped from GroupLens (``u.data`` + ``u.user`` + ``u.item``;
@@ -102,11 +133,14 @@ def load_movielens(folder: str | Path, *, side_info: bool = True) -> RatingSet:
     occupation (21) columns, items multi-hot genres and, where tags exist (ML-10M/20M), a
     50-dim SVD embedding of the item x lower-cased-tag count matrix.  Users and items that
     appear only in the side files join the universe (cold rows with features, no ratings).
+    ``scale`` defaults to the observed ``(min, max)`` of the ratings (ML-100K / ML-1M: (1, 5),
+    ML-10M+: (0.5, 5)), as in :func:`load_ratings`.
     """
     folder = _resolve_folder(Path(folder))
     layout = _detect_layout(folder)
     reader = _LAYOUTS[layout]
-    return reader(folder, side_info)
+    rs = reader(folder, side_info, scale)
+    return rs
 
 
 # ============================================================================= rating files
@@ -128,11 +162,7 @@ def _read_ratings(path: Path, sep: str | None) -> _Parsed:
         return _read_npz(path)
     frame = _read_table(path, fmt)
     user, item, rating = _validate_columns(path, frame)
-    scale = fmt.scale
-    if fmt.kind == "ml-dat" and scale is None:
-        # ML-1M has whole stars 1..5; ML-10M half stars 0.5..5: the data tells which one this is.
-        scale = (0.5, 5.0) if np.any(rating % 1 != 0) or rating.min() < 1 else (1.0, 5.0)
-    return _Parsed(user, item, rating, scale)
+    return _Parsed(user, item, rating, None)
 
 
 def _head_text(path: Path, n_bytes: int = 65536) -> tuple[bytes, str]:
@@ -152,16 +182,16 @@ def _detect_format(path: Path, sep: str | None) -> _Format:
     if name.endswith(".npz") or head.startswith(b"PK\x03\x04"):
         return _Format("npz")
     if sep is None and name == "u.data":
-        return _Format("ml-100k", "\t", False, "latin-1", (1.0, 5.0))
+        return _Format("ml-100k", "\t", False, "latin-1")
     if sep is None and name == "uir.index":
-        return _Format("douban", r"\s+", False, "utf-8", (1.0, 5.0))
+        return _Format("douban", r"\s+", False, "utf-8")
     if sep is None and (name == "ratings.dat" or (name.endswith(".dat") and "::" in first)):
-        return _Format("ml-dat", "::", _has_header(path, first, "::"), "latin-1", None)
+        return _Format("ml-dat", "::", _has_header(path, first, "::"), "latin-1")
     chosen = sep if sep is not None else _sniff_sep(first)
     header = _has_header(path, first, chosen)
     if name == "ratings.csv" and header and first.lower().startswith("userid,movieid,rating"):
-        return _Format("ml-csv", ",", True, "utf-8", (0.5, 5.0))
-    return _Format("generic", chosen, header, "utf-8", None)
+        return _Format("ml-csv", ",", True, "utf-8")
+    return _Format("generic", chosen, header, "utf-8")
 
 
 def _sniff_sep(line: str) -> str:
@@ -209,13 +239,51 @@ def _read_table(path: Path, fmt: _Format) -> Any:
         if fmt.sep == "::":
             frame = _read_double_colon(pd, path, fmt)
         else:
-            frame = pd.read_csv(path, sep=fmt.sep, header=0 if fmt.header else None, engine="c",
-                                encoding=fmt.encoding, skip_blank_lines=True, skipinitialspace=True)
+            frame = _read_delimited(pd, path, fmt)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: no rating rows (only a header?)") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not {fmt.encoding} text ({exc.reason} at byte {exc.start})") from exc
     except (ValueError, TypeError, IndexError, OverflowError) as exc:  # ParserError is a ValueError
         raise ValueError(f"{path}: malformed {fmt.kind} rating file: {_one_line(exc)}") from exc
     return _select_columns(path, frame, fmt.header)
+
+
+def _read_delimited(pd: Any, path: Path, fmt: _Format) -> Any:
+    """A one-character-separated table.  The data rows are read without the header (pandas would
+    otherwise take one surplus data field per row, e.g. a trailing delimiter, as an index column
+    and shift every column left); the header's names are then matched to the data's columns."""
+    frame = pd.read_csv(path, sep=fmt.sep, header=None, engine="c", encoding=fmt.encoding,
+                        skiprows=_header_line(path) + 1 if fmt.header else 0, skip_blank_lines=True,
+                        skipinitialspace=True)
+    frame = _drop_empty_trailing_columns(frame)
+    if not fmt.header:
+        return frame
+    names = [str(c).strip() for c in pd.read_csv(path, sep=fmt.sep, nrows=0, engine="c",
+                                                  encoding=fmt.encoding, skipinitialspace=True).columns]
+    while names and (not names[-1] or names[-1].startswith("Unnamed:")):
+        names.pop()  # a trailing delimiter on the header line
+    if len(names) != frame.shape[1]:
+        raise ValueError(f"the header has {len(names)} field(s) ({', '.join(names)}) but the data rows have "
+                         f"{frame.shape[1]}: the columns would not line up; fix the header or the rows")
+    frame.columns = names
+    return frame
+
+
+def _header_line(path: Path) -> int:
+    """Number of the first non-blank line (the header), counted from 0."""
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh):
+            if line.strip():
+                return number
+    return 0
+
+
+def _drop_empty_trailing_columns(frame: Any) -> Any:
+    """Remove last columns that are empty on every row: a delimiter at the end of each line."""
+    while frame.shape[1] > 3 and frame.iloc[:, -1].isna().all():
+        frame = frame.iloc[:, :-1]
+    return frame
 
 
 def _read_double_colon(pd: Any, path: Path, fmt: _Format) -> Any:
@@ -236,7 +304,7 @@ def _read_double_colon(pd: Any, path: Path, fmt: _Format) -> Any:
         if filled.any():
             row = int(np.flatnonzero(filled)[0])
             raise ValueError(f"data row {row + 1} has a single ':' where '::' separates fields")
-    frame = frame.drop(columns=gaps)
+    frame = _drop_empty_trailing_columns(frame.drop(columns=gaps))
     frame.columns = range(frame.shape[1])
     return frame
 
@@ -253,6 +321,11 @@ def _select_columns(path: Path, frame: Any, header: bool) -> Any:
                  for aliases in (_USER_ALIASES, _ITEM_ALIASES, _RATING_ALIASES)]
         if all(p is not None for p in picks) and len(set(picks)) == 3:
             return frame[picks].set_axis(["user", "item", "rating"], axis=1)
+        if any(p is not None for p in picks):  # a header that names some columns: never guess the rest
+            roles = [r for r, p in zip(("user", "item", "rating"), picks) if p is None]
+            raise ValueError(f"{path}: the header ({', '.join(map(str, frame.columns))}) names no "
+                             f"{'/'.join(roles)} column; name the columns user, item, rating (or userId, "
+                             f"movieId, rating)")
     if frame.shape[1] not in (3, 4):
         raise ValueError(f"{path}: expected 3 or 4 columns (user, item, rating[, timestamp]), "
                          f"found {frame.shape[1]}")
@@ -365,7 +438,7 @@ class _Side:
 
 
 def _assemble(rating_path: Path, parsed: _Parsed, users: _Side | None, items: _Side | None,
-              tags: tuple[np.ndarray, np.ndarray] | None) -> RatingSet:
+              tags: tuple[np.ndarray, np.ndarray] | None, scale: tuple[float, float] | None) -> RatingSet:
     """RatingSet over ratings plus side-file ids, with features aligned to its sorted id order."""
     kwargs: dict[str, Any] = {}
     if users is not None:
@@ -373,7 +446,7 @@ def _assemble(rating_path: Path, parsed: _Parsed, users: _Side | None, items: _S
     if items is not None or tags is not None:
         item_ids = np.unique(parsed.item)
         kwargs["item_ids"] = item_ids if items is None else np.union1d(item_ids, items.ids)
-    rs = _to_rating_set(rating_path, parsed, parsed.scale, "error", **kwargs)
+    rs = _to_rating_set(rating_path, parsed, scale, "error", **kwargs)
     user_f = _align(users, rs.user_index, rs.n_users)
     item_f = _align(items, rs.item_index, rs.n_items)
     if tags is not None:
@@ -580,29 +653,28 @@ def _optional(path: Path, reader: Callable[[Path], Any], side_info: bool) -> Any
     return reader(path) if side_info and path.is_file() else None
 
 
-def _ml100k_folder(folder: Path, side_info: bool) -> RatingSet:
+def _ml100k_folder(folder: Path, side_info: bool, scale: tuple[float, float] | None = None) -> RatingSet:
     path = _check_file(folder / "u.data")
     parsed = _read_ratings(path, None)
     users = _optional(folder / "u.user", lambda p: _read_users_table(p, "|", (0, 2, 1, 3), 5), side_info)
     items = _optional(folder / "u.item", _read_u_item, side_info)
-    return _assemble(path, parsed, users, items, None)
+    return _assemble(path, parsed, users, items, None, scale)
 
 
-def _dat_folder(folder: Path, side_info: bool) -> RatingSet:
+def _dat_folder(folder: Path, side_info: bool, scale: tuple[float, float] | None = None) -> RatingSet:
     """ML-1M (users.dat, movies.dat) or ML-10M (movies.dat, tags.dat)."""
     path = _check_file(folder / "ratings.dat")
     parsed = _read_ratings(path, None)
     users = _optional(folder / "users.dat", lambda p: _read_users_table(p, "::", (0, 1, 2, 3), 5), side_info)
     items = _optional(folder / "movies.dat", lambda p: _read_movies_dat(p, _ML1M_GENRES), side_info)
     tags = _optional(folder / "tags.dat", _read_tags_dat, side_info)
-    return _assemble(path, parsed, users, items, tags)
+    return _assemble(path, parsed, users, items, tags, scale)
 
 
-def _csv_folder(folder: Path, side_info: bool) -> RatingSet:
+def _csv_folder(folder: Path, side_info: bool, scale: tuple[float, float] | None = None) -> RatingSet:
     """ML-20M / ML-25M: ratings.csv, movies.csv, tags.csv."""
     path = _check_file(folder / "ratings.csv")
     parsed = _read_ratings(path, None)
-    parsed = _Parsed(parsed.user, parsed.item, parsed.rating, parsed.scale or (0.5, 5.0))
 
     def movies(p: Path) -> _Side:
         frame = _read_csv_table(p, ("movieId", "genres"))
@@ -610,15 +682,13 @@ def _csv_folder(folder: Path, side_info: bool) -> RatingSet:
 
     items = _optional(folder / "movies.csv", movies, side_info)
     tags = _optional(folder / "tags.csv", _read_tags_csv, side_info)
-    return _assemble(path, parsed, None, items, tags)
+    return _assemble(path, parsed, None, items, tags, scale)
 
 
-def _npz_folder(folder: Path, side_info: bool) -> RatingSet:
+def _npz_folder(folder: Path, side_info: bool, scale: tuple[float, float] | None = None) -> RatingSet:
     """The team's layout: ratings.npz + users.csv (id, gender, age, occupation, ...) + items.csv."""
     path = _check_file(folder / "ratings.npz")
     parsed = _read_npz(path)
-    half = bool(np.any(np.asarray(parsed.rating) % 1 != 0))
-    parsed = _Parsed(parsed.user, parsed.item, parsed.rating, (0.5, 5.0) if half else (1.0, 5.0))
 
     def users(p: Path) -> _Side:
         frame = _read_csv_table(p, ("id", "gender", "age", "occupation"))
@@ -635,10 +705,10 @@ def _npz_folder(folder: Path, side_info: bool) -> RatingSet:
         return _genre_side(p, _int_ids(p, frame["id"]), frame["genres"].tolist(), canonical)
 
     return _assemble(path, parsed, _optional(folder / "users.csv", users, side_info),
-                     _optional(folder / "items.csv", items, side_info), None)
+                     _optional(folder / "items.csv", items, side_info), None, scale)
 
 
-_LAYOUTS: dict[str, Callable[[Path, bool], RatingSet]] = {
+_LAYOUTS: dict[str, Callable[..., RatingSet]] = {
     "ratings.npz": _npz_folder, "u.data": _ml100k_folder, "ratings.dat": _dat_folder,
     "ratings.csv": _csv_folder,
 }
