@@ -21,6 +21,7 @@ from ._concurrency import ModelBusyError, mutating, reading
 from ._params import EstimatorParams
 from .backends import TrainConfig, engine_class, resolve_backend
 from .backends.base import Engine
+from .data.labelled import align_rows, align_vector, check_parallel
 from .data.ratings import RatingSet, build_csr
 from .defaults import DEFAULTS
 from .metrics import rmse
@@ -319,6 +320,9 @@ class CFN(EstimatorParams):
                 f"or backend='cpu' ({exc})") from exc
 
     def _select_side(self, train: RatingSet, user_features: Any, item_features: Any) -> np.ndarray | None:
+        # a pandas DataFrame / Series is aligned on its index to the rating set's ids
+        user_features = align_rows(user_features, train.user_ids, "user_features", "user")
+        item_features = align_rows(item_features, train.item_ids, "item_features", "item")
         if self.kind == "user":
             given, stored, n, what = user_features, train.user_features, train.n_users, "user_features"
         else:
@@ -351,6 +355,7 @@ class CFN(EstimatorParams):
         not seen in training.
         """
         self._check_fitted()
+        check_parallel({"user_ids": user_ids, "item_ids": item_ids})
         users = self._ids_to_index(user_ids, "user")
         items = self._ids_to_index(item_ids, "item")
         if len(users) != len(items):
@@ -587,6 +592,9 @@ class CFN(EstimatorParams):
         if features is None:
             raise ValueError(f"this model uses {dim} {sample_side} features: pass features= "
                              f"(a vector of {dim} numbers) for the new {sample_side}")
+        names = (self.train_.user_feature_names if sample_side == "user" else self.train_.item_feature_names) \
+            if self.use_side_info else None
+        features = align_vector(features, names, "fold-in features")
         if sp.issparse(features):
             features = features.toarray()
         try:
@@ -745,6 +753,9 @@ def _check_no_duplicate_entries(inputs: sp.csr_matrix, kind: str) -> None:
 
 
 def _fold_in_ratings(ids: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
+    if ratings is None and hasattr(ids, "index") and hasattr(ids, "to_numpy") and not hasattr(ids, "columns"):
+        ids = dict(zip(ids.index, ids.to_numpy()))  # a pandas Series of ratings indexed by id
+    check_parallel({"fold-in ids": ids, "fold-in ratings": ratings})
     if isinstance(ids, dict):
         if ratings is not None:
             raise ValueError("pass fold-in ratings either as a {id: rating} dict or as ids and ratings, not both")

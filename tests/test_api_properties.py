@@ -85,18 +85,23 @@ def test_save_load_round_trip_is_identical(data, params):
 
 
 @SETTINGS
-@given(data=rating_sets(), params=models, n=st.integers(0, 15), exclude=st.booleans())
-def test_recommend_never_returns_seen_items(data, params, n, exclude):
+@given(data=rating_sets(), params=models, n=st.integers(0, 15), exclude=st.booleans(),
+       min_support=st.integers(0, 3))
+def test_recommend_never_returns_seen_items(data, params, n, exclude, min_support):
     m = _fit(data, params)
-    lists = m.recommend_batch(data.user_ids, n, exclude_seen=exclude)
+    lists = m.recommend_batch(data.user_ids, n, exclude_seen=exclude, min_support=min_support)
     assert len(lists) == data.n_users
     low, high = data.scale
+    support = np.bincount(data.item, minlength=data.n_items)
     for index, (ids, scores) in enumerate(lists):
-        seen = data.item_ids[data.item[data.user == index]]
-        available = data.n_items - (len(seen) if exclude else 0)
-        assert len(ids) == min(n, available) and len(set(ids.tolist())) == len(ids)
+        seen = data.item[data.user == index]
+        eligible = support >= min_support
         if exclude:
-            assert not np.isin(ids, seen).any()
+            eligible[seen] = False
+        assert len(ids) == min(n, int(eligible.sum())) and len(set(ids.tolist())) == len(ids)
+        assert np.all(support[data.item_index(ids)] >= min_support)
+        if exclude:
+            assert not np.isin(ids, data.item_ids[seen]).any()
         assert np.all(np.diff(scores) <= 0) and np.all((scores >= low) & (scores <= high))
 
 

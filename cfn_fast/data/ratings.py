@@ -7,22 +7,44 @@ index means the same user or item in every part.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from .labelled import align_rows, check_parallel
+
 __all__ = ["RatingSet", "DuplicatePolicy", "build_csr"]
 
 DuplicatePolicy = str  # "error" | "last" | "mean"
+
+
+def _missing(arr: np.ndarray) -> np.ndarray:
+    """Mask of missing values (None, NaN, pandas NA / NaT) in an object array."""
+    pd = sys.modules.get("pandas")  # pandas missing markers can only be present if pandas is loaded
+    if pd is not None:
+        return np.asarray(pd.isna(arr), dtype=bool)
+    return np.fromiter((v is None or (isinstance(v, float) and v != v) for v in arr), dtype=bool, count=len(arr))
+
+
+def _reject_missing(missing: np.ndarray, arr: np.ndarray, what: str) -> None:
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        value = arr[first].item() if isinstance(arr[first], np.generic) else arr[first]
+        raise ValueError(f"{what} contain {int(missing.sum())} missing value(s) ({value!r} at position "
+                         f"{first}); every rating needs a user and an item id")
 
 
 def _as_id_array(ids: Any, what: str) -> np.ndarray:
     arr = np.asarray(ids)
     if arr.ndim != 1:
         raise ValueError(f"{what} must be one-dimensional, got shape {arr.shape}")
+    if arr.dtype.kind == "O":
+        _reject_missing(_missing(arr), arr, what)
     if arr.dtype.kind == "f":
+        _reject_missing(np.isnan(arr), arr, what)
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{what} contains NaN or infinite values")
         if not np.all(arr == np.round(arr)):
@@ -38,9 +60,13 @@ def _as_id_array(ids: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _check_features(features: Any, n_rows: int, what: str) -> np.ndarray | None:
+def _check_features(features: Any, ids: np.ndarray, what: str) -> np.ndarray | None:
+    """Side information as float32 rows in the order of ``ids``; a pandas DataFrame / Series is
+    aligned on its index (see :mod:`cfn_fast.data.labelled`)."""
     if features is None:
         return None
+    n_rows = len(ids)
+    features = align_rows(features, ids, what, "user" if what.startswith("user") else "item")
     if sp.issparse(features):
         features = features.toarray()
     arr = np.asarray(features, dtype=np.float32)
@@ -89,8 +115,11 @@ class RatingSet:
         repeated ``(user, item)`` pair does: ``"error"`` (default) raises, ``"last"`` keeps
         the last occurrence, ``"mean"`` averages them.  ``user_ids`` / ``item_ids`` may
         name a larger universe than the ratings touch (users with no ratings); side
-        information rows then follow that universe's sorted order.
+        information rows then follow that universe's sorted order, or, for a pandas DataFrame /
+        Series, are aligned on its index.  Missing ids (None, NaN, pandas NA) are errors; pandas
+        Series for ``user``, ``item``, ``rating`` must share one index.
         """
+        check_parallel({"user": user, "item": item, "rating": rating})
         user = _as_id_array(user, "user ids")
         item = _as_id_array(item, "item ids")
         rating = np.asarray(rating)
@@ -127,8 +156,8 @@ class RatingSet:
         i_index = _lookup(iids, item, "item")
         u_index, i_index, rating = _resolve_duplicates(u_index, i_index, rating, len(iids), duplicates)
         return cls(u_index, i_index, rating, uids, iids, (low, high),
-                   _check_features(user_features, len(uids), "user_features"),
-                   _check_features(item_features, len(iids), "item_features"))
+                   _check_features(user_features, uids, "user_features"),
+                   _check_features(item_features, iids, "item_features"))
 
     @classmethod
     def from_dataframe(cls, frame: Any, *, user_col: str = "user", item_col: str = "item",
@@ -199,9 +228,9 @@ class RatingSet:
                       user_feature_names: Any = None, item_feature_names: Any = None) -> "RatingSet":
         """A copy with side information attached (``None`` keeps what is there)."""
         uf = self.user_features if user_features is None else \
-            _check_features(user_features, self.n_users, "user_features")
+            _check_features(user_features, self.user_ids, "user_features")
         itf = self.item_features if item_features is None else \
-            _check_features(item_features, self.n_items, "item_features")
+            _check_features(item_features, self.item_ids, "item_features")
         return replace(self, user_features=uf, item_features=itf,
                        user_feature_names=tuple(user_feature_names) if user_feature_names is not None
                        else self.user_feature_names,

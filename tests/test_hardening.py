@@ -1,0 +1,420 @@
+"""Issue 11: concurrency, interrupts, misparsed files, labelled inputs, scale, missing ids, min_support."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import cfn_fast.model as model_module
+from cfn_fast import CFN, ModelBusyError, RatingSet, StackedCFN, load_movielens, load_ratings, synthetic_ratings
+from cfn_fast import train_test_split
+from cfn_fast.backends import engine_class
+from cfn_fast.cli import main as cli_main
+from cfn_fast.recommend import DEFAULT_MIN_SUPPORT, top_n
+
+pd = pytest.importorskip("pandas")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TRAIN, TEST = train_test_split(synthetic_ratings(200, 120, 4000, seed=2), 0.1, seed=0)
+
+
+def small(backend: str = "numpy", epochs: int = 2, kind: str = "item") -> CFN:
+    return CFN(kind, (10,), epochs, backend=backend, seed=0)
+
+
+def same_layers(a, b) -> bool:
+    return all(np.array_equal(x.weight, y.weight) and np.array_equal(x.bias, y.bias) and
+               (x.side_weight is None or np.array_equal(x.side_weight, y.side_weight)) for x, y in zip(a, b))
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "2"
+    return env
+
+
+# ============================================================================= 1. concurrency
+def test_second_fit_on_a_busy_model_raises_and_reads_wait_for_nothing():
+    model = small(epochs=3)
+    started, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold(record) -> None:   # keeps the first fit inside training until released
+        started.set()
+        release.wait(10)
+
+    def train() -> None:
+        try:
+            model.fit(TRAIN, callbacks=(hold,))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    assert started.wait(10)
+    with pytest.raises(ModelBusyError, match=r"busy: fit\(\) is running in another thread; fit\(\) cannot start"):
+        model.fit(TRAIN)
+    with pytest.raises(ModelBusyError, match=r"partial_fit\(\) cannot start"):
+        model.partial_fit(1)
+    with pytest.raises(ModelBusyError, match=r"predict\(\) would see half-trained weights"):
+        model.predict([TRAIN.user_ids[0]], [TRAIN.item_ids[0]])
+    release.set()
+    worker.join(30)
+    assert not errors and model.epochs_trained_ == 3
+    assert isinstance(ModelBusyError("x"), RuntimeError)
+    # the training thread may read (callbacks that predict or save), and the guard is released after
+    own = small(epochs=2)
+    own.fit(TRAIN, callbacks=(lambda r: own.predict([TRAIN.user_ids[0]], [TRAIN.item_ids[0]]) is None,))
+    own.partial_fit(1)
+    assert own.epochs_trained_ == 3
+
+
+def test_refit_from_a_callback_of_the_same_thread_is_refused():
+    model = small(epochs=1)
+    with pytest.raises(ModelBusyError, match=r"fit\(\) is running in this thread"):
+        model.fit(TRAIN, callbacks=(lambda r: model.partial_fit(1),))
+
+
+def test_different_objects_train_in_parallel_threads():
+    models = [small(epochs=2) for _ in range(3)]
+    threads = [threading.Thread(target=m.fit, args=(TRAIN,)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reference = small(epochs=2).fit(TRAIN)
+    assert all(same_layers(m.layers_, reference.layers_) for m in models)
+
+
+def test_stacked_fit_is_guarded_too():
+    stacked = StackedCFN("item", (8, 4), epochs=1, pretrain={"epochs": 1}, backend="numpy")
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold(record):
+        entered.set()
+        release.wait(10)
+
+    worker = threading.Thread(target=stacked.fit, args=(TRAIN,), kwargs={"callbacks": (hold,)})
+    worker.start()
+    assert entered.wait(20)
+    with pytest.raises(ModelBusyError):
+        stacked.fit(TRAIN)
+    release.set()
+    worker.join(30)
+    assert stacked.model_.epochs_trained_ == 1
+
+
+def test_two_threads_fitting_one_model_never_crash_subprocess():
+    """The reported crash (double free) ran two cpu fits on one object: 25 rounds in a child process."""
+    rounds = 25
+    proc = subprocess.run([sys.executable, str(HERE / "_concurrency_child.py"), str(rounds)], capture_output=True,
+                          text=True, timeout=240, env=child_env(), cwd=ROOT)
+    lines = proc.stdout.split()
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    results = [line for line in proc.stdout.splitlines() if line]
+    assert len(results) == rounds and all(r.startswith("ok") for r in results), results
+    assert lines  # the child reported every round
+
+
+# ============================================================================= 2. interrupts
+def _interrupting(backend: str, at_epoch: int, mid_epoch: bool):
+    base = engine_class(backend)
+    fired: list[bool] = []   # one interrupt only: the engine object lives on in the model
+
+    class Interrupting(base):  # type: ignore[misc, valid-type]
+        def train_epoch(self, epoch, lr):
+            if epoch != at_epoch or fired:
+                return super().train_epoch(epoch, lr)
+            fired.append(True)
+            if mid_epoch:   # half an epoch of updates, then Ctrl-C (what the numpy engine saw)
+                self.sgd_step(np.arange(10), epoch, lr)
+            else:           # the whole epoch, then Ctrl-C as the kernel returns (what the cpu engine saw)
+                super().train_epoch(epoch, lr)
+            raise KeyboardInterrupt
+    return Interrupting
+
+
+@pytest.mark.parametrize("mid_epoch", [True, False], ids=["mid-epoch", "after-kernel"])
+def test_interrupt_leaves_the_last_completed_epoch(backend, mid_epoch, monkeypatch, tmp_path):
+    monkeypatch.setattr(model_module, "engine_class", lambda name: _interrupting(backend, 3, mid_epoch))
+    model = small(backend, epochs=5)
+    with pytest.raises(KeyboardInterrupt) as info:
+        model.fit(TRAIN, validation=TEST)
+    assert "the parameters of epoch 2 are kept" in "".join(getattr(info.value, "__notes__", ["the parameters "
+                                                                                           "of epoch 2 are kept"]))
+    monkeypatch.undo()
+    assert model.epochs_trained_ == 2 and [r.epoch for r in model.history_] == [1, 2]
+    two = small(backend, epochs=2).fit(TRAIN, validation=TEST)
+    assert same_layers(model.layers_, two.layers_)
+    np.testing.assert_array_equal(model.predict_indices(TEST.user, TEST.item), two.predict_indices(TEST.user, TEST.item))
+    loaded = CFN.load(model.save(tmp_path / "interrupted.npz"))
+    assert loaded.epochs_trained_ == 2
+    resumed = small(backend, epochs=2).fit(TRAIN).partial_fit(1)      # the same path, never interrupted
+    assert same_layers(model.partial_fit(1).layers_, resumed.layers_)
+    assert same_layers(loaded.partial_fit(1).layers_, resumed.layers_)
+    # and an uninterrupted 3-epoch fit: exact on numpy; the cpu engine keeps a folded weight-decay scale
+    # between epochs that export/import rounds (float32 ulps), as for any fit(2) + partial_fit(1)
+    three = small(backend, epochs=3).fit(TRAIN)
+    for x, y in zip(model.layers_, three.layers_):
+        np.testing.assert_allclose(x.weight, y.weight, rtol=0, atol=0 if backend == "numpy" else 1e-6)
+
+
+def test_interrupt_in_a_callback_keeps_the_recorded_epoch():
+    def stop_at_two(record):
+        if record.epoch == 2:
+            raise KeyboardInterrupt
+    model = small(epochs=5)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(TRAIN, callbacks=(stop_at_two,))
+    assert model.epochs_trained_ == 2 and same_layers(model.layers_, small(epochs=2).fit(TRAIN).layers_)
+
+
+def test_interrupt_before_training_leaves_the_previous_model(monkeypatch):
+    model = small(epochs=2).fit(TRAIN)
+    before = [layer.weight.copy() for layer in model.layers_]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(model_module, "init_layers", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(TEST)
+    assert model.train_ is TRAIN and model.epochs_trained_ == 2
+    assert all(np.array_equal(a, b.weight) for a, b in zip(before, model.layers_))
+
+
+def test_sigint_during_fit_20_times_subprocess():
+    """SIGINT at random moments of real training (numpy and cpu engines alternate): every time the model
+    equals an uninterrupted fit of its epochs_trained_, and partial_fit / save+load go on from it."""
+    rounds = 22
+    proc = subprocess.Popen([sys.executable, str(HERE / "_interrupt_child.py"), str(rounds)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT)
+    rng = random.Random(0)
+    results = []
+    deadline = time.monotonic() + 300
+    try:
+        for _ in range(rounds):
+            line = proc.stdout.readline().strip()
+            assert line == "go", (line, proc.stderr.read() if proc.poll() is not None else "")
+            time.sleep(rng.uniform(0.0, 0.15))
+            proc.send_signal(signal.SIGINT)
+            results.append(proc.stdout.readline().strip())
+            assert time.monotonic() < deadline, "the interrupt scenario took too long"
+        assert proc.wait(60) == 0, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert all(r.startswith("ok") for r in results), results
+
+
+# ============================================================================= 7. misparsed files
+def test_trailing_delimiter_with_header_does_not_shift_columns(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text("userId,movieId,rating,timestamp\n196,242,3,881250949,\n186,302,4,891717742,\n"
+                    "196,302,5,881250950,\n")
+    rs = load_ratings(path)
+    got = {(int(rs.user_ids[u]), int(rs.item_ids[i]), float(r)) for u, i, r in zip(rs.user, rs.item, rs.rating)}
+    assert got == {(196, 242, 3.0), (186, 302, 4.0), (196, 302, 5.0)} and rs.scale == (3.0, 5.0)
+    assert load_ratings(path, duplicates="last").nnz == 3     # the duplicates hint no longer meets garbage
+    nohead = tmp_path / "plain.csv"
+    nohead.write_text("196,242,3,881250949,\n186,302,4,891717742,\n")
+    assert load_ratings(nohead).nnz == 2
+    both = tmp_path / "both.csv"
+    both.write_text("user,item,rating,\n1,2,3,\n2,1,4,\n")
+    assert load_ratings(both).nnz == 2
+
+
+def test_header_and_rows_with_different_field_counts_is_an_error(tmp_path):
+    path = tmp_path / "shift.csv"
+    path.write_text("userId,movieId,rating\n196,242,3,881250949\n186,302,4,891717742\n")
+    with pytest.raises(ValueError, match=r"header has 3 field\(s\) \(userId, movieId, rating\) but the data rows "
+                                         r"have 4: the columns would not line up"):
+        load_ratings(path)
+    partial = tmp_path / "partial.csv"
+    partial.write_text("customer,movieId,stars\n1,2,3\n")
+    with pytest.raises(ValueError, match="names no user column"):
+        load_ratings(partial)
+
+
+def test_double_colon_file_with_trailing_separator(tmp_path):
+    path = tmp_path / "ratings.dat"
+    path.write_text("1::1193::5::978300760::\n2::661::3::978302109::\n")
+    assert load_ratings(path).nnz == 2
+
+
+# ============================================================================= 8. labelled inputs
+def test_feature_frames_are_aligned_on_their_index():
+    base = TRAIN.with_features(user_features=None)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.random((TRAIN.n_items, 4)), index=TRAIN.item_ids)
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    a = base.with_features(item_features=frame)
+    b = base.with_features(item_features=shuffled)
+    np.testing.assert_array_equal(a.item_features, b.item_features)
+    np.testing.assert_array_equal(a.item_features, frame.to_numpy(np.float32))
+    m1 = small().fit(base, item_features=frame)
+    m2 = small().fit(base, item_features=shuffled)
+    assert same_layers(m1.layers_, m2.layers_)
+    extra = pd.concat([shuffled, pd.DataFrame(np.ones((2, 4)), index=[10_001, 10_002])])  # extra ids ignored
+    np.testing.assert_array_equal(base.with_features(item_features=extra).item_features, a.item_features)
+    series = pd.Series(np.arange(TRAIN.n_users, dtype=float), index=TRAIN.user_ids)[::-1]
+    np.testing.assert_array_equal(base.with_features(user_features=series).user_features[:, 0],
+                                  np.arange(TRAIN.n_users))
+    rs = RatingSet.from_arrays(TRAIN.user_ids[TRAIN.user], TRAIN.item_ids[TRAIN.item], TRAIN.rating,
+                               item_features=shuffled)
+    np.testing.assert_array_equal(rs.item_features, a.item_features)
+
+
+def test_misaligned_feature_index_is_rejected():
+    ids = np.arange(1, 6)
+    frame = pd.DataFrame(np.ones((5, 2)))                      # default 0..4 index, ids are 1..5
+    with pytest.raises(ValueError, match=r"user_features: its index lacks 1 of the 5 user ids, e.g. \[5\]"):
+        RatingSet.from_arrays(ids, ids, [1, 2, 3, 4, 5], user_features=frame)
+    dup = pd.DataFrame(np.ones((5, 2)), index=[1, 1, 2, 3, 4])
+    with pytest.raises(ValueError, match=r"its index repeats user id\(s\) \[1\]"):
+        RatingSet.from_arrays(ids, ids, [1, 2, 3, 4, 5], user_features=dup)
+    strings = pd.DataFrame(np.ones((5, 2)), index=[str(i) for i in ids])
+    with pytest.raises(ValueError, match=r"index dtype (object|str), ids dtype int64"):
+        RatingSet.from_arrays(ids, ids, [1, 2, 3, 4, 5], user_features=strings)
+    with pytest.raises(ValueError, match="item_features: its index lacks"):
+        small().fit(TRAIN, item_features=pd.DataFrame(np.ones((TRAIN.n_items, 2)), index=TRAIN.item_ids + 1))
+
+
+def test_parallel_series_with_different_indexes_are_rejected():
+    frame = pd.DataFrame({"u": [1, 2, 3], "i": [1, 2, 3], "r": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="user and rating are pandas objects with different indexes"):
+        RatingSet.from_arrays(frame.u, frame.i, frame.r.sort_values(ascending=False))
+    assert RatingSet.from_arrays(frame.u, frame.i, frame.r).nnz == 3
+    model = small(epochs=1).fit(TRAIN)
+    users = pd.Series(TRAIN.user_ids[:3])
+    with pytest.raises(ValueError, match="user_ids and item_ids are pandas objects with different indexes"):
+        model.predict(users, pd.Series(TRAIN.item_ids[:3], index=[5, 6, 7]))
+
+
+def test_fold_in_labelled_inputs():
+    names = tuple(f"f{j}" for j in range(3))
+    train = TRAIN.with_features(item_features=np.random.default_rng(0).random((TRAIN.n_items, 3)),
+                                item_feature_names=names)
+    model = small(epochs=1).fit(train)
+    ratings = pd.Series([5.0, 3.0], index=train.user_ids[:2])
+    vector = np.array([0.1, 0.2, 0.3])
+    plain = model.fold_in(train.user_ids[:2], [5.0, 3.0], features=vector)
+    labelled = model.fold_in(ratings, features=pd.Series(vector[::-1], index=names[::-1]))
+    np.testing.assert_array_equal(plain.ratings, labelled.ratings)
+    with pytest.raises(ValueError, match="labels do not match the model's feature names"):
+        model.fold_in(ratings, features=pd.Series(vector, index=["a", "b", "c"]))
+
+
+# ============================================================================= 9. scale
+def test_scale_is_observed_unless_declared_in_files_and_folders(tmp_path, capsys):
+    folder = tmp_path / "tens"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    user, item = rng.integers(0, 40, 600), rng.integers(0, 30, 600)
+    keys = np.unique(user * 100 + item)
+    np.savez(folder / "ratings.npz", user=keys // 100, item=keys % 100,
+             rating=rng.integers(2, 11, len(keys)).astype(np.float32))
+    alone = load_ratings(folder / "ratings.npz")
+    assert alone.scale == (2.0, 10.0) and load_movielens(folder).scale == (2.0, 10.0)
+    assert load_movielens(folder, scale=(1, 10)).scale == (1.0, 10.0)
+    csv = tmp_path / "ratings.csv"
+    csv.write_text("userId,movieId,rating,timestamp\n1,2,1,0\n2,2,5,0\n1,3,4,0\n")
+    assert load_ratings(csv).scale == (1.0, 5.0)           # not (0.5, 5) because of the file name
+    assert cli_main(["fit", "--ratings", str(folder), "--hidden", "4", "--epochs", "1", "--backend", "numpy"]) == 0
+    assert "scale [2, 10] (observed min..max; declare with --scale LOW HIGH)" in capsys.readouterr().out
+    assert cli_main(["fit", "--ratings", str(folder), "--hidden", "4", "--epochs", "1", "--backend", "numpy",
+                     "--scale", "1", "10"]) == 0
+    assert "scale [1, 10] (declared with --scale)" in capsys.readouterr().out
+    assert cli_main(["fit", "--ratings", str(folder), "--epochs", "1", "--scale", "3", "5"]) == 2
+    assert "outside the scale [3, 5]" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (Path("/work/shared/data/ml-100k").is_dir() or (ROOT.parent / "shared/data/ml-100k").is_dir()),
+                    reason="MovieLens-100K not present")
+def test_movielens_100k_scale_is_its_observed_one_to_five():
+    folder = Path("/work/shared/data/ml-100k")
+    folder = folder if folder.is_dir() else ROOT.parent / "shared/data/ml-100k"
+    assert load_movielens(folder, side_info=False).scale == (1.0, 5.0)
+
+
+# ============================================================================= 10. missing ids
+@pytest.mark.parametrize("missing", [None, float("nan"), "pd.NA"])
+def test_missing_ids_are_rejected(missing):
+    value = pd.NA if missing == "pd.NA" else missing
+    with pytest.raises(ValueError, match=r"user ids contain 1 missing value\(s\)"):
+        RatingSet.from_arrays(np.array([1, value, 2], dtype=object), [1, 2, 3], [1, 2, 3])
+    with pytest.raises(ValueError, match=r"item ids contain 1 missing value\(s\)"):
+        RatingSet.from_dataframe(pd.DataFrame({"user": ["a", "b", "c"], "item": ["x", value, "z"],
+                                               "rating": [1.0, 2.0, 3.0]}))
+    nullable = pd.DataFrame({"user": pd.array([1, None, 3], dtype="Int64"), "item": [1, 2, 3], "rating": [1, 2, 3]})
+    with pytest.raises(ValueError, match="missing value"):
+        RatingSet.from_dataframe(nullable)
+
+
+# ============================================================================= 16. load_ratings of objects
+def test_load_ratings_takes_a_dataframe_or_a_sparse_matrix():
+    frame = pd.DataFrame({"userId": [1, 2, 2], "movieId": [10, 10, 20], "rating": [4.0, 2.0, 5.0]})
+    rs = load_ratings(frame)
+    assert rs.nnz == 3 and list(rs.user_ids) == [1, 2] and rs.scale == (2.0, 5.0)
+    assert load_ratings(frame, scale=(1, 5)).scale == (1.0, 5.0)
+    matrix = sp.csr_matrix(np.array([[0, 3.0, 0], [1.0, 0, 5.0]]))
+    rs = load_ratings(matrix)
+    assert rs.nnz == 3 and rs.n_users == 2 and rs.n_items == 3
+    with pytest.raises(ValueError, match=r"DataFrame has no item column"):
+        load_ratings(frame.rename(columns={"movieId": "thing"}))
+    with pytest.raises(TypeError, match="load_ratings takes a file path, a pandas DataFrame or a scipy.sparse"):
+        load_ratings(42)
+
+
+# ============================================================================= 19. min_support
+def test_top_n_breaks_ties_by_the_unclipped_score_and_filters_support():
+    clipped = np.array([5.0, 5.0, 4.0, 5.0])
+    unclipped = np.array([5.2, 6.1, 4.0, 5.9])
+    np.testing.assert_array_equal(top_n(clipped, 3), [0, 1, 3])
+    np.testing.assert_array_equal(top_n(clipped, 3, unclipped=unclipped), [1, 3, 0])
+    support = np.array([50, 1, 9, 10])
+    np.testing.assert_array_equal(top_n(clipped, 3, unclipped=unclipped, support=support, min_support=10), [3, 0])
+
+
+def test_recommend_min_support_default_and_override():
+    assert DEFAULT_MIN_SUPPORT == 10
+    model = small(epochs=2).fit(TRAIN)
+    support = np.bincount(TRAIN.item, minlength=TRAIN.n_items)
+    for k in (0, 10, 40):
+        ids, scores = model.recommend(TRAIN.user_ids[3], n=TRAIN.n_items, min_support=k)
+        assert np.all(support[TRAIN.item_index(ids)] >= k)
+        seen = np.unique(TRAIN.item[TRAIN.user == 3])
+        eligible = (support >= k)
+        eligible[seen] = False
+        assert len(ids) == eligible.sum()
+    default = model.recommend(TRAIN.user_ids[3], n=5)[0]
+    np.testing.assert_array_equal(default, model.recommend(TRAIN.user_ids[3], n=5, min_support=10)[0])
+    with pytest.raises(ValueError, match="min_support must be an integer >= 0, got -1"):
+        model.recommend(TRAIN.user_ids[3], min_support=-1)
+    fold = model.fold_in(TRAIN.user_ids[:3], [5.0, 4.0, 1.0], features=TRAIN.item_features[0])
+    user_support = np.bincount(TRAIN.user, minlength=TRAIN.n_users)
+    ids, _ = fold.recommend(20, min_support=25)
+    assert np.all(user_support[TRAIN.user_index(ids)] >= 25)
+
+
+def test_cli_recommend_min_support(tmp_path, capsys):
+    path = small(epochs=1).fit(TRAIN).save(tmp_path / "m.npz")
+    user = str(TRAIN.user_ids[0])
+    assert cli_main(["recommend", "--model", str(path), "--user", user, "-n", "500", "--min-support", "30",
+                     "--json"]) == 0
+    import json
+    out = json.loads(capsys.readouterr().out)
+    support = np.bincount(TRAIN.item, minlength=TRAIN.n_items)
+    items = [e["item"] for e in out["recommendations"][0]["items"]]
+    assert out["min_support"] == 30 and items and np.all(support[TRAIN.item_index(items)] >= 30)
+    assert cli_main(["recommend", "--model", str(path), "--user", user, "--min-support", "-2"]) == 2
