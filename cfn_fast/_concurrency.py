@@ -4,7 +4,7 @@ Training mutates an estimator in place (its engine reuses scratch buffers from m
 mini-batch, and ``fit`` swaps the whole fitted state), so two threads training one object at
 once corrupted memory.  The policy:
 
-* *mutating* calls (``fit``, ``partial_fit``, ``StackedCFN.fit``) are exclusive: a second one on
+* *mutating* calls (``fit``, ``partial_fit``, ``StackedCFN.fit``, the baselines' ``fit``) are exclusive: a second one on
   the same object, from any thread, raises :class:`ModelBusyError` at once (no waiting: a caller
   who trains one model from two threads has a bug to be told about, not a queue);
 * *reading* calls (``predict``, ``score``, ``recommend``, ``fold_in``, ``save``) run concurrently
@@ -24,7 +24,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
-__all__ = ["ModelBusyError", "exclusive", "shared", "mutating", "reading"]
+__all__ = ["ModelBusyError", "exclusive", "shared", "mutating", "reading", "transactional"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,4 +106,21 @@ def reading(method: F) -> F:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         with shared(self, f"{method.__name__}()"):
             return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def transactional(method: F) -> F:
+    """:func:`mutating`, and an exception (``KeyboardInterrupt`` included) puts back the attributes ``self``
+    had before the call: for estimators without epochs (the baselines), whose fit either completes or
+    leaves the object as it was."""
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with exclusive(self, f"{method.__name__}()"):
+            previous = dict(self.__dict__)
+            try:
+                return method(self, *args, **kwargs)
+            except BaseException:
+                self.__dict__.clear()
+                self.__dict__.update(previous)
+                raise
     return wrapper  # type: ignore[return-value]

@@ -135,11 +135,21 @@ def read_ratings_of_new(path: str | Path) -> tuple[list[str], list[float]]:
                 value = float(cells[1])
             except ValueError:
                 if number == 1:  # header
+                    _check_header(path, cells)
                     continue
                 raise ValueError(f"{path}:{number}: rating {cells[1]!r} is not a number") from None
             ids.append(cells[0])
             ratings.append(value)
     return ids, ratings
+
+
+def _check_header(path: Path, cells: list[str]) -> None:
+    """A header naming the rating first would swap the columns: refuse it rather than guess."""
+    first, second = cells[0].lower(), cells[1].lower()
+    if first in ("rating", "ratings", "score", "stars") or second in ("id", "user", "item", "userid", "itemid",
+                                                                         "movieid", "user_id", "item_id"):
+        raise ValueError(f"{path}:1: the header {','.join(cells)!r} puts the columns in the order rating,id; "
+                         f"the file must be 'id,rating'")
 
 
 def parse_features(values: list[str]) -> np.ndarray:

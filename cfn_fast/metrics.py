@@ -4,13 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .data.labelled import check_parallel
 from scipy import stats
 
 __all__ = ["rmse", "MeanCI", "mean_ci", "rmse_by_popularity", "POPULARITY_BUCKETS"]
 
 
 def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
-    """Root mean squared error."""
+    """Root mean squared error (pandas Series must share one index: rows are paired by position)."""
+    check_parallel({"predicted": predicted, "actual": actual})
     predicted = np.asarray(predicted, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if predicted.shape != actual.shape:

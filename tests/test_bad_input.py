@@ -21,7 +21,7 @@ from cfn_fast import CFN, RatingSet, StackedCFN, TrainingDiverged, available_bac
 from cfn_fast.backends import BackendUnavailable
 from cfn_fast.backends.numpy_backend import NumpyEngine
 from cfn_fast.network import init_layers
-from cfn_fast.model import DeviceOutOfMemory, FoldInError, NotFittedError
+from cfn_fast.model import DeviceOutOfMemory, FoldInError, ModelBusyError, NotFittedError
 from cfn_fast.persistence import ModelFileError
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
@@ -98,6 +98,48 @@ def _file(tmp: Path, kind: str) -> Path:
 
 def _load(kind: str) -> Callable[[Path], object]:
     return lambda tmp: CFN.load(_file(tmp, kind))
+
+
+def _busy(read: bool) -> object:
+    """A second call on a model that another thread is training (held in a callback until released)."""
+    import threading
+    model = CFN("user", (8,), 1, backend="numpy")
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(record) -> None:
+        entered.set()
+        release.wait(30)
+    worker = threading.Thread(target=model.fit, args=(_TRAIN,), kwargs={"callbacks": (hold,)})
+    worker.start()
+    entered.wait(30)
+    try:
+        return model.predict([1], [1]) if read else model.fit(_TRAIN)
+    finally:
+        release.set()
+        worker.join()
+
+
+def _text_file(name: str, content: str) -> Callable[[Path], object]:
+    def run(tmp: Path) -> object:
+        from cfn_fast import load_ratings
+        path = tmp / name
+        path.write_text(content)
+        return load_ratings(path)
+    return run
+
+
+def _pandas_case(build: Callable[[object], object]) -> Callable[[], object]:
+    def run() -> object:
+        pd = pytest.importorskip("pandas")
+        return build(pd)
+    return run
+
+
+def _fold_in_labels(pd) -> object:
+    names = ("f0", "f1")
+    train = _TRAIN.with_features(item_features=np.zeros((_TRAIN.n_items, 2)), item_feature_names=names)
+    model = CFN("item", (4,), 1, backend="numpy").fit(train)
+    return model.fold_in({1: 4.0}, features=pd.Series([1.0, 0.0], index=["f0", "genre"]))
 
 
 @dataclass(frozen=True)
@@ -300,6 +342,63 @@ CASES: list[Case] = [
          lambda: StackedCFN("user", (8, 4), pretrain={"epoch": 5}, backend="numpy").fit(_TRAIN), ValueError,
          "pretrain: unknown setting(s) ['epoch']; allowed: epochs, batch_size, lr, lr_decay, weight_decay, alpha, "
          "beta, mask_ratio"),
+    # ---------------------------------------------------------------- issue 11: concurrency, files, labels, ids
+    Case("a second fit while another thread trains the model", "model.fit(train)  # while thread A runs model.fit",
+         lambda: _busy(read=False), ModelBusyError,
+         "this CFN is busy: fit() is running in another thread; fit() cannot start until it returns (train one "
+         "object from one thread at a time, or train copies)"),
+    Case("predict while another thread trains the model", "model.predict([1], [1])  # while thread A runs fit",
+         lambda: _busy(read=True), ModelBusyError,
+         "this CFN is busy: fit() is running in another thread; predict() would see half-trained weights (wait "
+         "for it to return)"),
+    Case("CSV header with fewer fields than its rows", "load_ratings(\"shift.csv\")  # userId,movieId,rating / 1,2,3,99",
+         _text_file("shift.csv", "userId,movieId,rating\n1,2,3,881250949\n"), ValueError,
+         r"re:.*shift.csv: malformed generic rating file: the header has 3 field\(s\) \(userId, movieId, rating\) "
+         r"but the data rows have 4: the columns would not line up; fix the header or the rows",
+         shown="shift.csv: malformed generic rating file: the header has 3 field(s) (userId, movieId, rating) but "
+               "the data rows have 4: the columns would not line up; fix the header or the rows", needs_tmp=True),
+    Case("CSV header naming only some columns", "load_ratings(\"partial.csv\")  # customer,movieId,stars",
+         _text_file("partial.csv", "customer,movieId,stars\n1,2,3\n"), ValueError,
+         r"re:.*partial.csv: the header \(customer, movieId, stars\) names no user column; name the columns user, "
+         r"item, rating \(or userId, movieId, rating\)",
+         shown="partial.csv: the header (customer, movieId, stars) names no user column; name the columns user, "
+               "item, rating (or userId, movieId, rating)", needs_tmp=True),
+    Case("missing id (None)", "RatingSet.from_arrays([1, None], [1, 2], [3, 4])",
+         from_arrays(np.array([1, None], dtype=object), [1, 2], [3, 4]), ValueError,
+         "user ids contain 1 missing value(s) (None at position 1); every rating needs a user and an item id"),
+    Case("missing id (NaN)", "RatingSet.from_arrays([1, 2], [nan, 2], [3, 4])",
+         from_arrays([1, 2], [NAN, 2.0], [3, 4]), ValueError,
+         "item ids contain 1 missing value(s) (nan at position 0); every rating needs a user and an item id"),
+    Case("missing id (pandas NA)", "RatingSet.from_dataframe(frame_with_pd_NA_user)",
+         _pandas_case(lambda pd: RatingSet.from_dataframe(pd.DataFrame(
+             {"user": ["a", pd.NA], "item": [1, 2], "rating": [3.0, 4.0]}))), ValueError,
+         r"re:user ids contain 1 missing value\(s\) \((<NA>|nan|None) at position 1\); every rating needs a user "
+         r"and an item id",
+         shown="user ids contain 1 missing value(s) (<NA> at position 1); every rating needs a user and an item id"),
+    Case("feature DataFrame whose index lacks ids", "fit(train, user_features=DataFrame(rows, index=0..299))  # ids 1..",
+         _pandas_case(lambda pd: CFN("user", (8,), 1, backend="numpy").fit(
+             _TRAIN, user_features=pd.DataFrame(np.zeros((_TRAIN.n_users, 2)), index=_TRAIN.user_ids + 1))),
+         ValueError,
+         "user_features: its index lacks 1 of the 300 user ids, e.g. [0]; index the rows by user id "
+         "(frame.set_index('user_id')) or pass frame.to_numpy() to use them in the rating set's sorted user-id order"),
+    Case("feature DataFrame whose index repeats an id", "with_features(item_features=DataFrame(rows, index=[0, 0, 1, ...]))",
+         _pandas_case(lambda pd: _TRAIN.with_features(item_features=pd.DataFrame(
+             np.zeros((_TRAIN.n_items, 2)), index=np.r_[0, np.arange(_TRAIN.n_items - 1)]))), ValueError,
+         "item_features: its index repeats item id(s) [0]; one row per item id"),
+    Case("pandas Series with different indexes", "RatingSet.from_arrays(df.user, df.item, df.rating.sort_values())",
+         _pandas_case(lambda pd: RatingSet.from_arrays(pd.Series([1, 2]), pd.Series([1, 2]),
+                                                       pd.Series([3.0, 4.0], index=[1, 0]))), ValueError,
+         "user and rating are pandas objects with different indexes, so their rows would pair up by position across "
+         "different labels; take them from one DataFrame or reset their indexes"),
+    Case("fold-in feature Series with unknown labels", "icfn.fold_in({1: 4.0}, features=pd.Series(v, index=[\"f0\", \"genre\"]))",
+         _pandas_case(_fold_in_labels), ValueError,
+         "fold-in features: its labels do not match the model's feature names (missing ['f1'], unknown ['genre'])"),
+    Case("load_ratings of an unsupported object", "load_ratings(42)",
+         lambda: __import__("cfn_fast").load_ratings(42), TypeError,
+         "load_ratings takes a file path, a pandas DataFrame or a scipy.sparse matrix, got int"),
+    Case("negative min_support", "ucfn.recommend(1, min_support=-1)",
+         lambda: fitted("user").recommend(1, min_support=-1), ValueError,
+         "min_support must be an integer >= 0, got -1"),
 ]
 
 

@@ -418,3 +418,63 @@ def test_cli_recommend_min_support(tmp_path, capsys):
     items = [e["item"] for e in out["recommendations"][0]["items"]]
     assert out["min_support"] == 30 and items and np.all(support[TRAIN.item_index(items)] >= 30)
     assert cli_main(["recommend", "--model", str(path), "--user", user, "--min-support", "-2"]) == 2
+
+
+# ============================================================================= the same classes elsewhere
+def test_baseline_fit_is_guarded_and_rolls_back_on_interrupt():
+    from cfn_fast.baselines import ItemMean
+    model = ItemMean().fit(TRAIN)
+    before = dict(model.__dict__)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    import cfn_fast.baselines._common as common
+    original = common.MeanStats.of
+    common.MeanStats.of = staticmethod(interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(TEST)
+    finally:
+        common.MeanStats.of = original
+    assert model.__dict__.keys() == before.keys() and model.train_ is TRAIN
+    from cfn_fast._concurrency import exclusive
+    with exclusive(model, "fit()"):     # as if another thread were fitting it
+        errors = []
+        worker = threading.Thread(target=lambda: errors.append(pytest.raises(ModelBusyError, model.fit, TRAIN)))
+        worker.start()
+        worker.join()
+    assert errors
+
+
+def test_mixed_id_types_are_rejected_not_merged():
+    with pytest.raises(ValueError, match="user ids mix strings and int values"):
+        RatingSet.from_arrays(np.array([1, "1", 2], dtype=object), [1, 2, 3], [1, 2, 3])
+    assert RatingSet.from_arrays(np.array([1, 2, 3], dtype=object), [1, 2, 3], [1, 2, 3]).user_ids.dtype.kind == "i"
+
+
+def test_rmse_of_series_with_different_indexes_is_rejected():
+    from cfn_fast import rmse
+    with pytest.raises(ValueError, match="predicted and actual are pandas objects with different indexes"):
+        rmse(pd.Series([1.0, 2.0]), pd.Series([1.0, 2.0], index=[1, 0]))
+
+
+def test_side_tables_with_trailing_delimiters_keep_their_columns(tmp_path):
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    np.savez(folder / "ratings.npz", user=np.array([1, 2, 2]), item=np.array([10, 10, 20]),
+             rating=np.array([1.0, 4.0, 5.0]))
+    (folder / "items.csv").write_text("id,genres,\n10,Action|Comedy,\n20,Drama,\n")
+    rs = load_movielens(folder)
+    names = list(rs.item_feature_names)
+    row = dict(zip(names, rs.item_features[rs.item_index([10])[0]]))
+    assert row["genre=Action"] == 1 and row["genre=Comedy"] == 1 and row["genre=Drama"] == 0
+
+
+def test_fold_in_file_with_the_rating_column_first_is_rejected(tmp_path):
+    from cfn_fast.cli_product import read_ratings_of_new
+    path = tmp_path / "new.csv"
+    path.write_text("rating,item\n5,3\n")
+    with pytest.raises(ValueError, match="puts the columns in the order rating,id"):
+        read_ratings_of_new(path)
+    path.write_text("item,rating\n3,5\n")
+    assert read_ratings_of_new(path) == (["3"], [5.0])

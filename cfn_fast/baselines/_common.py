@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from .._concurrency import reading, transactional
 from .._params import EstimatorParams
 from ..data.ratings import RatingSet
 from ..metrics import rmse
@@ -75,6 +76,15 @@ class Baseline(EstimatorParams):
     #: Names of the constructor parameters (reported as settings).
     param_names: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # One fit at a time per object, and a fit that fails or is interrupted leaves the object as it
+        # was (cfn_fast._concurrency); predictions run concurrently but not during another thread's fit.
+        super().__init_subclass__(**kwargs)
+        if "fit" in cls.__dict__:
+            cls.fit = transactional(cls.__dict__["fit"])  # type: ignore[method-assign]
+        if "predict_indices" in cls.__dict__:
+            cls.predict_indices = reading(cls.__dict__["predict_indices"])  # type: ignore[method-assign]
+
     def set_params(self, **params: Any) -> "Baseline":
         for key, value in params.items():
             if key not in self.param_names:
@@ -96,6 +106,7 @@ class Baseline(EstimatorParams):
         """Pairs the model itself predicts; others take :meth:`MeanStats.fallback`."""
         return (self.stats_.user_count[users] > 0) & (self.stats_.item_count[items] > 0)
 
+    @reading
     def predict_indices(self, users: Any, items: Any) -> np.ndarray:
         """Predicted ratings for user / item indices of the training universe, clipped to the scale."""
         self._check_fitted()

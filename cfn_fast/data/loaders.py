@@ -256,13 +256,13 @@ def _read_delimited(pd: Any, path: Path, fmt: _Format) -> Any:
     frame = pd.read_csv(path, sep=fmt.sep, header=None, engine="c", encoding=fmt.encoding,
                         skiprows=_header_line(path) + 1 if fmt.header else 0, skip_blank_lines=True,
                         skipinitialspace=True)
-    frame = _drop_empty_trailing_columns(frame)
     if not fmt.header:
-        return frame
+        return _drop_empty_trailing_columns(frame, 3)
     names = [str(c).strip() for c in pd.read_csv(path, sep=fmt.sep, nrows=0, engine="c",
                                                   encoding=fmt.encoding, skipinitialspace=True).columns]
     while names and (not names[-1] or names[-1].startswith("Unnamed:")):
         names.pop()  # a trailing delimiter on the header line
+    frame = _drop_empty_trailing_columns(frame, len(names))
     if len(names) != frame.shape[1]:
         raise ValueError(f"the header has {len(names)} field(s) ({', '.join(names)}) but the data rows have "
                          f"{frame.shape[1]}: the columns would not line up; fix the header or the rows")
@@ -279,9 +279,9 @@ def _header_line(path: Path) -> int:
     return 0
 
 
-def _drop_empty_trailing_columns(frame: Any) -> Any:
-    """Remove last columns that are empty on every row: a delimiter at the end of each line."""
-    while frame.shape[1] > 3 and frame.iloc[:, -1].isna().all():
+def _drop_empty_trailing_columns(frame: Any, keep: int) -> Any:
+    """Remove last columns beyond ``keep`` that are empty on every row: a delimiter at the end of each line."""
+    while frame.shape[1] > keep and frame.iloc[:, -1].isna().all():
         frame = frame.iloc[:, :-1]
     return frame
 
@@ -304,7 +304,7 @@ def _read_double_colon(pd: Any, path: Path, fmt: _Format) -> Any:
         if filled.any():
             row = int(np.flatnonzero(filled)[0])
             raise ValueError(f"data row {row + 1} has a single ':' where '::' separates fields")
-    frame = _drop_empty_trailing_columns(frame.drop(columns=gaps))
+    frame = _drop_empty_trailing_columns(frame.drop(columns=gaps), 3)
     frame.columns = range(frame.shape[1])
     return frame
 
@@ -618,8 +618,10 @@ def _read_tags_dat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _read_csv_table(path: Path, required: tuple[str, ...]) -> Any:
     """A small CSV side table via pandas, with the required columns checked."""
     pd = _pandas()
-    try:
-        frame = pd.read_csv(path, engine="c")
+    try:  # read like a rating file's table: a trailing delimiter never shifts the columns
+        frame = _read_delimited(pd, path, _Format("side", ",", True))
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: no data rows (only a header?)") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text") from exc
     except (ValueError, TypeError, IndexError) as exc:

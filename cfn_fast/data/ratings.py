@@ -37,12 +37,29 @@ def _reject_missing(missing: np.ndarray, arr: np.ndarray, what: str) -> None:
                          f"{first}); every rating needs a user and an item id")
 
 
+def _uniform_ids(arr: np.ndarray, what: str) -> np.ndarray:
+    """Object ids as one type: all integers -> int64, else all strings; a mix of numbers and strings
+    is an error (``1`` and ``"1"`` would otherwise become one id)."""
+    kinds = {"int" if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) else
+             "str" if isinstance(v, str) else type(v).__name__ for v in arr}
+    if kinds == {"int"}:
+        return arr.astype(np.int64)
+    if kinds <= {"str"}:
+        return arr.astype(str)
+    if "str" in kinds and len(kinds) > 1:
+        first = next(v for v in arr if not isinstance(v, str))
+        raise ValueError(f"{what} mix strings and {type(first).__name__} values (e.g. {first!r}); "
+                         f"use one id type")
+    return arr.astype(str) if kinds <= {"str", "bytes"} else np.asarray(arr.tolist())
+
+
 def _as_id_array(ids: Any, what: str) -> np.ndarray:
     arr = np.asarray(ids)
     if arr.ndim != 1:
         raise ValueError(f"{what} must be one-dimensional, got shape {arr.shape}")
     if arr.dtype.kind == "O":
         _reject_missing(_missing(arr), arr, what)
+        arr = _uniform_ids(arr, what)
     if arr.dtype.kind == "f":
         _reject_missing(np.isnan(arr), arr, what)
         if not np.all(np.isfinite(arr)):
