@@ -578,9 +578,10 @@ class CFN(EstimatorParams):
                 out = self.engine_.decode(self.engine_.encode(row, side), side)
             unclipped = pre.mid + pre.half_range * (np.asarray(out, dtype=np.float64)[0] + np.float64(mean))
             predicted = np.clip(unclipped, pre.low, pre.high)
-        other_ids = self.train_.item_ids if other_side == "item" else self.train_.user_ids
+        train = self.train_
+        other_ids, other_index = (train.item_ids, train.item) if other_side == "item" else (train.user_ids, train.user)
         return FoldIn(self, sample_side, other_ids, predicted, index.astype(np.int64), float(mean),
-                      unclipped=unclipped)
+                      unclipped=unclipped, support=np.bincount(other_index, minlength=len(other_ids)))
 
     def _fold_in_features(self, features: Any, sample_side: str) -> np.ndarray | None:
         if self.side_ is None:

@@ -79,11 +79,12 @@ class FoldIn:
     ids : the ids of the other side (items for a new user, users for a new item).
     ratings : predicted rating for every id in ``ids`` (rating units, clipped to the scale).
     rated : indices into ``ids`` of the ratings given at fold-in.
+    support : training ratings of each id in ``ids`` (what ``min_support`` filters on).
     mean : the row's centring mean in unit scale (the global mean when it had no ratings).
     """
 
     def __init__(self, model: "CFN", new: str, ids: np.ndarray, ratings: np.ndarray, rated: np.ndarray,
-                 mean: float, unclipped: np.ndarray | None = None) -> None:
+                 mean: float, unclipped: np.ndarray | None = None, support: np.ndarray | None = None) -> None:
         self.model = model
         self.new = new
         self.ids = ids
@@ -91,6 +92,7 @@ class FoldIn:
         self.rated = rated
         self.mean = mean
         self.unclipped = ratings if unclipped is None else unclipped
+        self.support = support   # training ratings of each id in ``ids`` (taken at fold-in time)
 
     @property
     def other(self) -> str:
@@ -121,9 +123,11 @@ class FoldIn:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be an integer >= 0, got {n!r}")
         min_support = check_min_support(min_support)
-        train = self.model.train_
-        index, size = (train.item, train.n_items) if self.other == "item" else (train.user, train.n_users)
-        support = np.bincount(index, minlength=size) if min_support else None
+        support = self.support
+        if support is None and min_support:
+            train = self.model.train_
+            index, size = (train.item, train.n_items) if self.other == "item" else (train.user, train.n_users)
+            support = np.bincount(index, minlength=size)
         best = top_n(self.ratings, int(n), self.rated if exclude_seen else None, unclipped=self.unclipped,
                      support=support, min_support=min_support)
         return self.ids[best], self.ratings[best]

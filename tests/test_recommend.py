@@ -50,7 +50,7 @@ def test_top_n_ties_at_the_boundary_are_deterministic():
 def test_recommend_scores_equal_predict_and_skip_seen(fitted, split):
     train = split[0]
     for user in (0, 17, 299):
-        ids, scores = fitted.recommend(user, n=15)
+        ids, scores = fitted.recommend(user, n=15, min_support=0)
         assert len(ids) == 15 and np.all(np.diff(scores) <= 0)
         seen = train.item_ids[train.item[train.user == user]]
         assert not np.isin(ids, seen).any()
