@@ -9,6 +9,9 @@ from typing import Any, Callable
 
 __all__ = ["register"]
 
+#: The data folder used when ``--data-dir`` is not given (and exists): the team's shared layout.
+DEFAULT_DATA_DIR = "../shared/data"
+
 
 def register(sub: Any, command: Callable[[str], Callable]) -> None:
     """Add ``bench`` with its ``paper`` subcommand to the ``cfn`` parser."""
@@ -18,9 +21,10 @@ def register(sub: Any, command: Callable[[str], Callable]) -> None:
         "paper", help="reproduce Tables 1-3 and Figures 3-5 of Strub et al. 2016 on the data found",
         description="Runs what the data folder allows (ML-100K, ML-1M; ML-10M/20M/Douban when their original files "
                     "are present) and writes report.md, results.json and PNG figures into --out.")
-    p.add_argument("--data-dir", default="../shared/data",
+    p.add_argument("--data-dir", default=None,
                    help="folder with ml-100k/, ml-1m/ (ratings.npz + users.csv + items.csv) or original MovieLens "
-                        "folders (default: ../shared/data)")
+                        f"folders; a named folder must exist (default: {DEFAULT_DATA_DIR} when it exists, else "
+                        "synthetic data)")
     p.add_argument("--out", required=True, help="output folder (report.md, results.json, *.png)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: ML-100K if present else synthetic, 1 split, tiny models, few epochs")
@@ -70,8 +74,13 @@ def run_from_args(args: argparse.Namespace) -> dict:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
+    data_dir = Path(args.data_dir) if args.data_dir is not None else \
+        (Path(DEFAULT_DATA_DIR) if Path(DEFAULT_DATA_DIR).is_dir() else None)
+    if args.data_dir is None:
+        log(f"data: --data-dir not given, using {data_dir}" if data_dir else
+            f"data: --data-dir not given and {DEFAULT_DATA_DIR} does not exist: synthetic data only")
     opts = PaperOptions(
-        out=Path(args.out), data_dir=Path(args.data_dir) if args.data_dir else None, quick=args.quick,
+        out=Path(args.out), data_dir=data_dir, quick=args.quick,
         n_seeds=args.seeds, extra_seeds=args.extra_seeds, backend=args.backend, from_json=args.from_json,
         search_only=args.search_only, search_methods=tuple(args.search_methods) if args.search_methods else None,
         hyperparams_dir=Path(args.hyperparams_dir) if args.hyperparams_dir else None,
