@@ -29,7 +29,7 @@ import secrets
 import signal
 import threading
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping
+from typing import IO, Any, Iterator, Mapping
 
 __all__ = ["atomic_path", "atomic_write", "check_outputs_not_inputs", "remove_stale_temporaries",
            "new_file_mode", "SaveInterrupted"]
@@ -211,12 +211,13 @@ def _inside(path: Path, folder: Path) -> bool:
     return real != root and real.is_relative_to(root)
 
 
-def check_outputs_not_inputs(outputs: Mapping[str, str | os.PathLike | Iterable[str | os.PathLike] | None],
+def check_outputs_not_inputs(outputs: Mapping[str, Any],
                              inputs: Mapping[str, str | os.PathLike | None]) -> None:
     """Raise ``ValueError`` when an output would overwrite an input.
 
     ``outputs`` and ``inputs`` map the option that names them (e.g. ``"--save"``) to a path; an
-    output may also be a list of the files an option writes (e.g. the split files of a folder).
+    output may also be a list (or a mapping whose values are the paths) of the files an option writes,
+    e.g. the split files of a folder.
     An output is refused when it is an input (same path, or the same file through a symbolic or
     hard link) or an existing file inside an input folder; two outputs naming the same file are
     refused too."""
@@ -224,7 +225,8 @@ def check_outputs_not_inputs(outputs: Mapping[str, str | os.PathLike | Iterable[
     for option, value in outputs.items():
         if value is None:
             continue
-        paths = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+        paths = [value] if isinstance(value, (str, os.PathLike)) else \
+            list(value.values()) if isinstance(value, Mapping) else list(value)
         for out in map(Path, paths):
             for in_option, in_value in inputs.items():
                 if in_value is None:
