@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, Callable
@@ -38,10 +39,10 @@ def command(name: str) -> Callable[[Handler], Handler]:
 def _add_model_options(p: argparse.ArgumentParser, *, epochs: int = 20) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--kind", choices=("item", "user"), default="item", help="I-CFN (item) or U-CFN (user)")
-    g.add_argument("--hidden", type=int, nargs="+", default=[600], help="hidden layer widths")
-    g.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    g.add_argument("--hidden", type=_int_in(1), nargs="+", default=[600], help="hidden layer widths")
+    g.add_argument("--epochs", type=_int_in(0), default=epochs, help="training epochs")
     for name in ("alpha", "beta", "mask-ratio", "lr", "lr-decay", "weight-decay", "batch-size"):
-        g.add_argument(f"--{name}", type=int if name == "batch-size" else float, default=None,
+        g.add_argument(f"--{name}", type=_int_in(1) if name == "batch-size" else float, default=None,
                        help=f"{_HELP[name]} (default: {_per_kind_default(name)})")
     g.add_argument("--backend", default="auto", choices=("auto", "numpy", "cpu", "cuda"),
                    help="engine; auto = cuda when a GPU is usable, else cpu")
@@ -55,6 +56,20 @@ _HELP = {"alpha": "loss weight of masked known ratings", "beta": "loss weight of
          "batch-size": "samples per mini-batch"}
 
 
+def _int_in(low: int, high: int = 2**31 - 1) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]`` (argparse names the option in the error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
 def _per_kind_default(name: str) -> str:
     from .defaults import DEFAULTS
     field = name.replace("-", "_")
@@ -62,11 +77,22 @@ def _per_kind_default(name: str) -> str:
 
 
 def _model_from_args(args: argparse.Namespace):
+    """The CFN the options describe, validated before any data is loaded; a bad value is reported
+    under its option name (``--batch-size``, not ``batch_size``)."""
     from .model import CFN
-    return CFN(kind=args.kind, hidden=tuple(args.hidden), epochs=args.epochs, alpha=args.alpha, beta=args.beta,
-               mask_ratio=args.mask_ratio, lr=args.lr, lr_decay=args.lr_decay, weight_decay=args.weight_decay,
-               batch_size=args.batch_size, backend=args.backend, use_side_info=not args.no_side_info,
-               seed=args.seed, verbose=min(int(getattr(args, "verbose", 0)), 1))
+    model = CFN(kind=args.kind, hidden=tuple(args.hidden), epochs=args.epochs, alpha=args.alpha, beta=args.beta,
+                mask_ratio=args.mask_ratio, lr=args.lr, lr_decay=args.lr_decay, weight_decay=args.weight_decay,
+                batch_size=args.batch_size, backend=args.backend, use_side_info=not args.no_side_info,
+                seed=args.seed, verbose=min(int(getattr(args, "verbose", 0)), 1))
+    try:
+        model.resolved_params()
+    except ValueError as exc:
+        text = str(exc)
+        for name in ("alpha", "beta", "mask_ratio", "lr_decay", "lr", "weight_decay", "batch_size", "hidden",
+                     "epochs", "seed"):
+            text = re.sub(rf"(?<![\w-]){name}(?![\w])", "--" + name.replace("_", "-"), text)
+        raise ValueError(text) from None
+    return model
 
 
 def _epoch_printer(enabled: bool, label: str = "val RMSE"):
@@ -94,10 +120,10 @@ def _demo(args: argparse.Namespace) -> dict:
     test split is scored once, after training (nothing is chosen on it)."""
     from .baselines import ItemMean
     from .data import synthetic_ratings, train_validation_test_split
+    model = _model_from_args(args)
     resolve_backend_early(args.backend)
     ratings = synthetic_ratings(args.users, args.items, args.n_ratings, seed=args.seed)
     train, validation, test = train_validation_test_split(ratings, 0.1, 0.1, seed=args.seed)
-    model = _model_from_args(args)
     if not args.json:
         print(f"data: {ratings} (synthetic, seed {args.seed}); {train.nnz:,} train / {validation.nnz:,} "
               f"validation / {test.nnz:,} test ratings")
@@ -130,6 +156,7 @@ def _fit(args: argparse.Namespace) -> dict:
     splits = split_paths(args.save_split, args.validation_ratio > 0) if args.save_split else None
     check_writable_outputs({"--save": args.save, "--save-split": splits}, {"--ratings": args.ratings},
                            {"--save-split": args.save_split})
+    model = _model_from_args(args)
     resolve_backend_early(args.backend)
     ratings = _load(args.ratings)
     if args.validation_ratio > 0:
@@ -139,7 +166,6 @@ def _fit(args: argparse.Namespace) -> dict:
         (train, test), validation = train_test_split(ratings, args.test_ratio, seed=args.split_seed), None
     if splits:
         save_split(splits, {"train": train, "validation": validation, "test": test})
-    model = _model_from_args(args)
     start = time.perf_counter()
     model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json),))
     seconds = time.perf_counter() - start
@@ -235,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train CFN on a synthetic rating set: validation RMSE per epoch, then the test "
                                    "RMSE beside the per-item-mean baseline.")
     _add_model_options(p)
-    p.add_argument("--users", type=int, default=2000, help="number of synthetic users")
-    p.add_argument("--items", type=int, default=1000, help="number of synthetic items")
-    p.add_argument("--n-ratings", type=int, default=100_000, help="number of synthetic ratings")
+    p.add_argument("--users", type=_int_in(1), default=2000, help="number of synthetic users")
+    p.add_argument("--items", type=_int_in(1), default=1000, help="number of synthetic items")
+    p.add_argument("--n-ratings", type=_int_in(1), default=100_000, help="number of synthetic ratings")
     p.add_argument("--ratings", type=_deprecated_count, dest="n_ratings", help=argparse.SUPPRESS)
     _add_common(p)
 
@@ -283,10 +309,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _deprecated_count(text: str) -> int:
     print("cfn demo: note: --ratings is deprecated for the number of ratings; use --n-ratings "
           "(`cfn fit --ratings` is a file)", file=sys.stderr)
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    return _int_in(1)(text)
 
 
 #: Modules that add further subcommands: each has ``register(subparsers, command_decorator)``.

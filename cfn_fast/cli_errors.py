@@ -41,8 +41,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
+        flag = action.nargs == 0  # store_true / store_false / count: the default says nothing useful
         if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
-                or not action.option_strings:
+                or not action.option_strings or (flag and not isinstance(action, argparse._CountAction)):
             return text
         return super()._get_help_string(action) or text
 

@@ -411,3 +411,29 @@ def test_demo_labels_validation_and_test_and_renames_its_count_option(capsys):
     assert cli.main(argv + ["--ratings", "4000", "--json"]) == 0  # the deprecated spelling still works
     captured = capsys.readouterr()
     assert json.loads(captured.out)["n_ratings"] == 4000 and "deprecated" in captured.err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--split-seed", "-1"], "--split-seed must be an integer >= 0, got -1"),
+    (["--batch-size", "99999999999999999999"], "argument --batch-size: must be an integer in [1, 2147483647]"),
+    (["--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
+    (["--lr", "2", "--weight-decay", "0.5"], "--lr * --weight-decay must be < 1"),
+    (["--mask-ratio", "1"], "--mask-ratio must be a number in [0, 1), got 1.0"),
+    (["--hidden", "0"], "argument --hidden: must be an integer in [1, 2147483647], got 0"),
+    (["--test-ratio", "nan"], "--test-ratio must be in (0, 1), got nan"),
+    (["--validation-ratio", "1"], "--validation-ratio must be in [0, 1), got 1.0"),
+])
+def test_errors_name_the_option(files, capsys, monkeypatch, argv, needle):
+    monkeypatch.setattr(cli, "_load", lambda path: pytest.fail("data loaded before the options were checked"))
+    code = cli.main(["fit", "--ratings", str(files["ratings"]), *argv])
+    assert code == 2 and needle in one_line(capsys.readouterr().err, "fit")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "0"], "argument --seeds: must be an integer in [1, 1000], got 0"),
+    (["--synthetic", "-1", "5", "5"], "argument --synthetic: must be an integer in [1, 2147483647], got -1"),
+    (["--table3-budget", "-5"], "argument --table3-budget: must be a finite number of seconds > 0"),
+])
+def test_bench_paper_options_are_checked(capsys, tmp_path, argv, needle):
+    code = cli.main(["bench", "paper", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), *argv])
+    assert code == 2 and needle in one_line(capsys.readouterr().err, "bench paper")
