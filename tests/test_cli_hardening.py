@@ -47,9 +47,10 @@ def cfn_process(*argv: str, **kw) -> subprocess.Popen:
 
 
 # ----------------------------------------------------------------------------- point 3: one line, exit codes
-def test_ctrl_c_during_fit_is_one_line_and_exit_130(files):
+@pytest.mark.parametrize("engine", ["numpy", "cpu"])
+def test_ctrl_c_during_fit_is_one_line_and_exit_130(files, engine):
     proc = cfn_process("fit", "--ratings", str(files["ratings"]), "--hidden", "8", "--epochs", "100000",
-                       "--backend", "numpy")
+                       "--backend", engine)
     try:
         first = proc.stdout.readline()  # the first epoch line: training is running
         assert first.startswith("epoch"), first + proc.stderr.read()
@@ -59,6 +60,14 @@ def test_ctrl_c_during_fit_is_one_line_and_exit_130(files):
         proc.kill()
     assert proc.returncode == 130
     assert "interrupted" in one_line(err, "fit") and "Traceback" not in err
+
+
+def test_closed_stdout_is_quiet(files):
+    proc = cfn_process("recommend", "--model", str(files["model"]), "--user", *map(str, range(1, 150)), "-n", "100")
+    proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and err == ""
 
 
 def test_memory_error_is_one_line_naming_what_to_reduce(files, capsys, monkeypatch):
