@@ -446,3 +446,10 @@ def test_errors_name_the_option(files, capsys, monkeypatch, argv, needle):
 def test_bench_paper_options_are_checked(capsys, tmp_path, argv, needle):
     code = cli.main(["bench", "paper", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), *argv])
     assert code == 2 and needle in one_line(capsys.readouterr().err, "bench paper")
+
+
+def test_bench_paper_named_missing_hyperparams_dir_with_from_json(capsys, tmp_path):
+    code = cli.main(["bench", "paper", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"),
+                     "--from-json", "--hyperparams-dir", str(tmp_path / "none")])
+    assert code == 2 and "--hyperparams-dir" in one_line(capsys.readouterr().err, "bench paper")
+    assert not (tmp_path / "o").exists()

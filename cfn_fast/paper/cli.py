@@ -17,7 +17,7 @@ def register(sub: Any, command: Callable[[str], Callable]) -> None:
     """Add ``bench`` with its ``paper`` subcommand to the ``cfn`` parser."""
     from ..cli import _int_in
     bench = sub.add_parser("bench", help="benchmarks: the paper's tables and figures")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     p = bench_sub.add_parser(
         "paper", help="reproduce Tables 1-3 and Figures 3-5 of Strub et al. 2016 on the data found",
         description="Runs what the data folder allows (ML-100K, ML-1M; ML-10M/20M/Douban when their original files "
