@@ -2,12 +2,13 @@
 :func:`cfn_fast.cli.build_parser` through :func:`register`).
 
     cfn recommend --model M --user U [U ...] [-n 10] [--include-seen] [--json]
-    cfn fold-in   --model M --ratings-of-new FILE [--features F [F ...] | FILE]
-                  [-n 10] [--predict ID [ID ...]] [--new user|item] [--json]
+    cfn fold-in   --model M --new user|item --ratings-of-new FILE [--features F [F ...] | FILE]
+                  [-n 10] [--predict ID [ID ...]] [--json]
 
 ``FILE`` for ``--ratings-of-new`` is a CSV of ``id,rating`` lines (a header line is allowed)
 giving the new row's ratings over the other side: items for a U-CFN (a new user), users for
-an I-CFN (a new item).  Errors exit with status 2 (bad input) or 1 and one line on stderr.
+an I-CFN (a new item); ``--new`` must say which, so that a new user is never folded in as an
+item by mistake.  Errors exit with status 2 (bad input) or 1 and one line on stderr.
 """
 from __future__ import annotations
 
@@ -26,32 +27,33 @@ def register(sub: Any, command: Callable) -> None:
     p = sub.add_parser("recommend", help="top-n items for users of a saved model")
     p.add_argument("--model", required=True, help="model file written by `cfn fit --save` or CFN.save")
     p.add_argument("--user", nargs="+", required=True, help="user id(s) known to the model")
-    p.add_argument("-n", type=int, default=10, help="items per user (default 10)")
+    p.add_argument("-n", type=int, default=10, help="items per user")
     p.add_argument("--include-seen", action="store_true", help="also rank the user's training items")
     p.add_argument("--min-support", type=int, default=None, metavar="K",
                    help="only recommend items with at least K training ratings (default "
                         f"{_default_min_support()}; 0 keeps every item)")
     p.add_argument("--backend", default=None, choices=("auto", "numpy", "cpu", "cuda"),
                    help="engine to load the model on (default: the saved one if available)")
-    p.add_argument("--json", action="store_true")
+    _add_common(p)
     command("recommend")(_recommend)
 
     p = sub.add_parser("fold-in", help="score a new user (U-CFN) or new item (I-CFN) without retraining")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="model file written by `cfn fit --save` or CFN.save")
+    p.add_argument("--new", choices=("user", "item"), default=None,
+                   help="what the new row is (required): 'user' for a U-CFN model, 'item' for an I-CFN one")
     p.add_argument("--ratings-of-new", required=True, metavar="FILE",
                    help="CSV of id,rating: the new row's ratings (item ids for U-CFN, user ids for I-CFN)")
     p.add_argument("--features", nargs="+", default=None, metavar="F",
                    help="the new row's side-information values, or one file holding them")
-    p.add_argument("-n", type=int, default=10, help="how many recommendations (default 10)")
+    p.add_argument("-n", type=int, default=10, help="how many recommendations")
     p.add_argument("--min-support", type=int, default=None, metavar="K",
                    help="only recommend ids with at least K training ratings (default "
                         f"{_default_min_support()}; 0 keeps every id)")
     p.add_argument("--predict", nargs="+", default=None, metavar="ID",
                    help="also predict the new row's rating for these ids of the other side")
-    p.add_argument("--new", choices=("user", "item"), default=None,
-                   help="what the new row is (default: users for a U-CFN model, items for an I-CFN one)")
-    p.add_argument("--backend", default=None, choices=("auto", "numpy", "cpu", "cuda"))
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--backend", default=None, choices=("auto", "numpy", "cpu", "cuda"),
+                   help="engine to load the model on (default: the saved one if available)")
+    _add_common(p)
     command("fold-in")(_fold_in)
 
 
@@ -67,13 +69,18 @@ def _min_support(args: argparse.Namespace) -> int:
     return value
 
 
+def _add_common(p: Any) -> None:
+    from .cli import _add_common as add
+    add(p)
+
+
 def _recommend(args: argparse.Namespace) -> dict:
     from .cli import _parse_ids, _plain
     from .model import CFN
     if args.n < 0:
         raise ValueError(f"-n must be >= 0, got {args.n}")
     model = CFN.load(args.model, backend=args.backend)
-    users = _parse_ids(args.user, model.train_.user_ids)
+    users = _parse_ids(args.user, model.train_.user_ids, "--user")
     min_support = _min_support(args)
     lists = model.recommend_batch(users, args.n, exclude_seen=not args.include_seen, min_support=min_support)
     rows = [{"user": _plain(u), "items": [{"item": _plain(i), "score": float(s)} for i, s in zip(ids, scores)]}
@@ -93,17 +100,24 @@ def _fold_in(args: argparse.Namespace) -> dict:
         raise ValueError(f"-n must be >= 0, got {args.n}")
     model = CFN.load(args.model, backend=args.backend)
     new, other = ("user", "item") if model.kind == "user" else ("item", "user")
+    if args.new is None:
+        from .cli_errors import UsageError
+        raise UsageError(f"--new is required: say what the new row is; this {'U' if new == 'user' else 'I'}-CFN "
+                         f"model folds in a new {new} (--new {new})"
+                         + ("" if new == "user" else "; a new user needs a U-CFN model (cfn fit --kind user)"))
     known = model.train_.item_ids if other == "item" else model.train_.user_ids
     raw_ids, ratings = read_ratings_of_new(args.ratings_of_new)
-    ids = _parse_ids(raw_ids, known) if raw_ids else np.zeros(0, dtype=known.dtype)
+    ids = _parse_ids(raw_ids, known, "--ratings-of-new") if raw_ids else np.zeros(0, dtype=known.dtype)
     features = None if args.features is None else parse_features(args.features)
+    if args.new == new:
+        _check_features(model, features, new)
     fold = model.fold_in(ids, ratings, features=features, new=args.new)
     best, scores = fold.recommend(args.n, min_support=_min_support(args))
     result: dict[str, Any] = {
         "command": "fold-in", "model": str(args.model), "new": new, "n_ratings": len(ratings),
         "recommendations": [{other: _plain(i), "score": float(s)} for i, s in zip(best, scores)]}
     if args.predict:
-        wanted = _parse_ids(args.predict, known)
+        wanted = _parse_ids(args.predict, known, "--predict")
         result["predictions"] = [{other: _plain(i), "rating": float(r)}
                                  for i, r in zip(wanted, fold.predict(wanted))]
     if not args.json:
@@ -113,6 +127,22 @@ def _fold_in(args: argparse.Namespace) -> dict:
         for entry in result.get("predictions", []):
             print(f"predict\t{entry[other]}\t{entry['rating']:.4f}")
     return result
+
+
+def _check_features(model: Any, features: np.ndarray | None, new: str) -> None:
+    """The model's feature checks, in the words of the command line (``--features``)."""
+    dim = None if model.side_ is None else model.side_.shape[1]
+    if dim is None:
+        if features is not None:
+            raise ValueError(f"this model was trained without {new} side information: leave out --features")
+        return
+    if features is None:
+        raise ValueError(f"this model uses {dim} {new} features: pass --features with {dim} numbers "
+                         f"(or one file holding them) for the new {new}")
+    if features.size != dim:
+        raise ValueError(f"--features must give {dim} values (the model's {new} features), got {features.size}")
+    if not np.all(np.isfinite(features)):
+        raise ValueError("--features contains NaN or infinite values")
 
 
 def read_ratings_of_new(path: str | Path) -> tuple[list[str], list[float]]:

@@ -9,6 +9,7 @@ new user in U-CFN or a new item in I-CFN without retraining), :meth:`CFN.save` /
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,13 +120,13 @@ class CFN(EstimatorParams):
         p["hidden"] = _check_hidden(self.hidden)
         _check(_is_int(self.epochs) and self.epochs >= 0, "epochs", self.epochs, "an integer >= 0")
         for name in ("alpha", "beta", "weight_decay", "lr_decay"):
-            _check(_is_real(p[name]) and np.isfinite(p[name]) and p[name] >= 0, name, p[name],
+            _check(_is_real(p[name]) and _finite(p[name]) and p[name] >= 0, name, p[name],
                    "a finite number >= 0")
-        _check(_is_real(p["lr"]) and np.isfinite(p["lr"]) and p["lr"] > 0, "lr", p["lr"], "a finite number > 0")
+        _check(_is_real(p["lr"]) and _finite(p["lr"]) and p["lr"] > 0, "lr", p["lr"], "a finite number > 0")
         _check(_is_real(p["mask_ratio"]) and 0 <= p["mask_ratio"] < 1, "mask_ratio", p["mask_ratio"],
                "a number in [0, 1)")
         _check(p["alpha"] + p["beta"] > 0, "alpha + beta", p["alpha"] + p["beta"], "> 0")
-        _check(_is_real(p["batch_size"]) and np.isfinite(p["batch_size"]) and int(p["batch_size"]) == p["batch_size"]
+        _check(_is_real(p["batch_size"]) and _finite(p["batch_size"]) and int(p["batch_size"]) == p["batch_size"]
                and p["batch_size"] >= 1, "batch_size", p["batch_size"], "a positive integer")
         _check(p["lr"] * p["weight_decay"] < 1, "lr * weight_decay", p["lr"] * p["weight_decay"],
                "< 1 (otherwise weight decay flips the sign of the weights)")
@@ -639,6 +640,14 @@ def _is_int(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, (numbers.Real, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _finite(value: Any) -> bool:
+    """``math.isfinite`` for a real number (also an int too large for ``np.isfinite``)."""
+    try:
+        return math.isfinite(value)
+    except (OverflowError, TypeError):
+        return False
 
 
 def _checked_initial_layers(layers: Any, n_inputs: int, hidden: tuple[int, ...], side_dim: int) -> list[Layer]:

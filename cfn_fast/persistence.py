@@ -20,8 +20,10 @@ pickles anywhere, and :func:`load_model` reads with ``np.load(allow_pickle=False
 ``checksum``                           SHA-256 over every other entry (name, dtype, shape, bytes)
 =====================================  ===================================================
 
-Files are written atomically: to a temporary file in the target directory, flushed and
-fsynced, then moved over the target with ``os.replace``.
+Files are written atomically through :func:`cfn_fast.fileio.atomic_write`: to a temporary file in
+the target directory, flushed and fsynced, then moved over the target with ``os.replace``.  A new
+file's mode follows the umask, an overwritten file keeps its mode, and temporary files are removed
+on errors, interrupts, SIGTERM and (left by a killed process) at the next save to the same target.
 """
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -39,6 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .data.ratings import RatingSet
+from .fileio import atomic_write
 from .network import Layer
 from .preprocessing import Preprocessing
 from .trainer import EpochRecord
@@ -84,18 +86,8 @@ def save_model(model: "CFN", path: str | os.PathLike) -> Path:
         if value.dtype.kind not in "biufU":
             raise TypeError(f"internal error: model entry {name!r} has dtype {value.dtype}")  # pragma: no cover
     arrays["checksum"] = np.array([_checksum(arrays)])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as fh:
+        np.savez(fh, **arrays)
     return path
 
 

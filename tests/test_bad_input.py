@@ -20,6 +20,7 @@ import cfn_fast.model as model_module
 from cfn_fast import CFN, RatingSet, StackedCFN, TrainingDiverged, available_backends, synthetic_ratings, train_test_split
 from cfn_fast.backends import BackendUnavailable
 from cfn_fast.backends.numpy_backend import NumpyEngine
+from cfn_fast.cli_errors import UsageError
 from cfn_fast.network import init_layers
 from cfn_fast.model import DeviceOutOfMemory, FoldInError, ModelBusyError, NotFittedError
 from cfn_fast.persistence import ModelFileError
@@ -140,6 +141,43 @@ def _fold_in_labels(pd) -> object:
     train = _TRAIN.with_features(item_features=np.zeros((_TRAIN.n_items, 2)), item_feature_names=names)
     model = CFN("item", (4,), 1, backend="numpy").fit(train)
     return model.fold_in({1: 4.0}, features=pd.Series([1.0, 0.0], index=["f0", "genre"]))
+def _cli(*argv: str) -> Callable[[Path], object]:
+    """Run a ``cfn`` command in-process (``cli.run`` raises what ``cfn`` reports on one line).
+    ``{model}``, ``{ratings}`` and ``{tmp}`` in ``argv`` become files in the test's folder: a
+    U-CFN model with side information trained on ``_TRAIN``, and ``_TEST`` as an .npz."""
+    def run(tmp: Path) -> object:
+        from cfn_fast import cli
+        fitted("user").save(tmp / "m.npz")
+        np.savez(tmp / "r.npz", user=_TEST.user_ids[_TEST.user], item=_TEST.item_ids[_TEST.item],
+                 rating=_TEST.rating)
+        files = {"model": str(tmp / "m.npz"), "ratings": str(tmp / "r.npz"), "tmp": str(tmp)}
+        return cli.run([a.format(**files) for a in argv])
+    return run
+
+
+def _eval_file(tmp: Path, change: str) -> str:
+    """``_TEST`` saved as an .npz with its ratings x20 (``"scale"``) or one unknown user (``"user"``)."""
+    rating = _TEST.rating * (20 if change == "scale" else 1)
+    user = _TEST.user_ids[_TEST.user].copy()
+    if change == "user":
+        user[:3] = 999
+    np.savez(tmp / f"{change}.npz", user=user, item=_TEST.item_ids[_TEST.item], rating=rating)
+    return str(tmp / f"{change}.npz")
+
+
+def _eval(change: str) -> Callable[[Path], object]:
+    def run(tmp: Path) -> object:
+        path = _eval_file(tmp, change)
+        return _cli("eval", "--model", "{model}", "--ratings", path)(tmp)
+    return run
+
+
+def _without_matplotlib(tmp: Path) -> object:
+    import importlib.util
+    from unittest import mock
+    real = importlib.util.find_spec
+    with mock.patch("importlib.util.find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a)):
+        return _cli("bench", "paper", "--quick", "--data-dir", "{tmp}", "--out", "{tmp}/report", "--quiet")(tmp)
 
 
 @dataclass(frozen=True)
@@ -334,7 +372,7 @@ CASES: list[Case] = [
          lambda: CFN("user", (8,), 1, backend="numpy", use_side_info=False).fit(
              _TRAIN, initial_layers=init_layers(_TRAIN.n_items, (16,), 0, seed=0)), ValueError,
          "initial_layers[0].weight must have shape (8, 200), got (16, 200)"),
-    Case("StackedCFN with one hidden width", "StackedCFN(hidden=(700,)).fit(train)",
+    Case("StackedCFN with one hidden width", "StackedCFN(hidden=(8,)).fit(train)",
          lambda: StackedCFN("user", (8,), backend="numpy").fit(_TRAIN), ValueError,
          "StackedCFN needs at least two hidden widths (e.g. (700, 500)), got (8,); use CFN for a one-hidden-layer "
          "network"),
@@ -399,6 +437,64 @@ CASES: list[Case] = [
     Case("negative min_support", "ucfn.recommend(1, min_support=-1)",
          lambda: fitted("user").recommend(1, min_support=-1), ValueError,
          "min_support must be an integer >= 0, got -1"),
+    # ---------------------------------------------------------------- command line (cfn ...)
+    Case("output file that is the input", "cfn fit --ratings r.npz --save r.npz",
+         _cli("fit", "--ratings", "{ratings}", "--save", "{tmp}/./r.npz"), ValueError,
+         r"re:--save .*r.npz is the input given by --ratings \(.*r.npz\); writing it would destroy the input: "
+         r"choose another output path",
+         shown="--save r.npz is the input given by --ratings (r.npz); writing it would destroy the input: choose "
+               "another output path", needs_tmp=True),
+    Case("id beyond the model's id type", "cfn predict --model m.npz --user 99999999999999999999 --item 1",
+         _cli("predict", "--model", "{model}", "--user", "99999999999999999999", "--item", "1"), KeyError,
+         "--user: 1 unknown id(s), e.g. [99999999999999999999]: beyond the range of this model's int64 ids "
+         "(-9223372036854775808..9223372036854775807)", needs_tmp=True),
+    Case("negative split seed", "cfn fit --ratings r.npz --split-seed -1",
+         _cli("fit", "--ratings", "{ratings}", "--split-seed", "-1"), ValueError,
+         "--split-seed must be an integer >= 0, got -1", needs_tmp=True),
+    Case("eval ratings outside the model's scale", "cfn eval --model m.npz --ratings ratings_x20.npz",
+         _eval("scale"), ValueError,
+         r"re:.*\.npz: 600 rating\(s\) outside the model's scale \[1, 5\], e.g. [0-9]+: these ratings are on "
+         r"another scale than the training data",
+         shown="ratings_x20.npz: 600 rating(s) outside the model's scale [1, 5], e.g. 80: these ratings are on "
+               "another scale than the training data", needs_tmp=True),
+    Case("eval ratings of an unknown user (no `--skip-unknown`)", "cfn eval --model m.npz --ratings new_user.npz",
+         _eval("user"), KeyError,
+         r"re:.*user.npz: 1 user id\(s\) the model does not know, e.g. \[999\], in 3 rating\(s\); pass "
+         r"--skip-unknown to score the others",
+         shown="new_user.npz: 1 user id(s) the model does not know, e.g. [999], in 3 rating(s); pass "
+               "--skip-unknown to score the others", needs_tmp=True),
+    Case("unknown ids repeated (counted once each)", "ucfn.predict([999, 999, 998], [1, 1, 1])",
+         lambda: fitted("user").predict([999, 999, 998], [1, 1, 1]), KeyError,
+         "2 unknown user id(s), e.g. [998, 999] (3 occurrences) (use fold_in to score a new user without "
+         "retraining)"),
+    Case("fold-in without saying what is new", "cfn fold-in --model icfn.npz --ratings-of-new new.csv",
+         lambda tmp: (fitted("item").save(tmp / "i.npz"), (tmp / "n.csv").write_text("1,4\n"),
+                      __import__("cfn_fast.cli").cli.run(["fold-in", "--model", str(tmp / "i.npz"),
+                                                          "--ratings-of-new", str(tmp / "n.csv")])),
+         UsageError,
+         "--new is required: say what the new row is; this I-CFN model folds in a new item (--new item); a new "
+         "user needs a U-CFN model (cfn fit --kind user)", needs_tmp=True),
+    Case("fold-in without the model's side features (command line)",
+         "cfn fold-in --model m.npz --new user --ratings-of-new new.csv",
+         lambda tmp: ((tmp / "n.csv").write_text("1,4\n"),
+                      _cli("fold-in", "--model", "{model}", "--new", "user", "--ratings-of-new", "{tmp}/n.csv")(tmp)),
+         ValueError,
+         "this model uses 12 user features: pass --features with 12 numbers (or one file holding them) for the "
+         "new user", needs_tmp=True),
+    Case("named data folder that does not exist", "cfn bench paper --data-dir /nonexistent --out report",
+         _cli("bench", "paper", "--quick", "--data-dir", "{tmp}/nonexistent", "--out", "{tmp}/o", "--quiet"),
+         FileNotFoundError, "re:--data-dir .*/nonexistent does not exist",
+         shown="--data-dir /nonexistent does not exist", needs_tmp=True),
+    Case("report folder that is the data folder", "cfn bench paper --data-dir data --out data",
+         _cli("bench", "paper", "--quick", "--data-dir", "{tmp}", "--out", "{tmp}", "--quiet"), ValueError,
+         r"re:--out .* is the input given by --data-dir \(.*\); writing it would destroy the input: choose "
+         r"another output path",
+         shown="--out data is the input given by --data-dir (data); writing it would destroy the input: choose "
+               "another output path", needs_tmp=True),
+    Case("figures without matplotlib installed", "cfn bench paper --quick --out report",
+         _without_matplotlib, ModuleNotFoundError,
+         "cfn bench paper draws its figures (table1, fig3, fig4, fig5) with matplotlib, which is not installed: "
+         "pip install 'cfn_fast[bench]' (or pip install matplotlib)", needs_tmp=True),
 ]
 
 

@@ -86,8 +86,8 @@ def test_recommend_text_output(capsys, model):
 def test_fold_in_user(capsys, files, model):
     csv = files["dir"] / "new_user.csv"
     csv.write_text("item,rating\n3,5\n4,1\n10,4\n")
-    code, out, _ = run(capsys, "fold-in", "--model", str(model), "--ratings-of-new", str(csv), "-n", "4",
-                       "--predict", "5", "6", "--json")
+    code, out, _ = run(capsys, "fold-in", "--model", str(model), "--new", "user", "--ratings-of-new", str(csv),
+                       "-n", "4", "--predict", "5", "6", "--json")
     assert code == 0 and out["new"] == "user" and out["n_ratings"] == 3
     fold = CFN.load(model).fold_in([3, 4, 10], [5.0, 1.0, 4.0])
     ids, scores = fold.recommend(4)
@@ -100,31 +100,32 @@ def test_fold_in_with_features(capsys, files):
     csv = files["dir"] / "plain.csv"
     csv.write_text("3,5\n4,2\n")
     feats = [str(v) for v in data.user_features[0]]
-    code, out, _ = run(capsys, "fold-in", "--model", str(files["side_model"]), "--ratings-of-new", str(csv),
-                       "--features", *feats, "--json")
+    code, out, _ = run(capsys, "fold-in", "--model", str(files["side_model"]), "--new", "user",
+                       "--ratings-of-new", str(csv), "--features", *feats, "--json")
     assert code == 0 and len(out["recommendations"]) == 10
     ffile = files["dir"] / "features.txt"
     ffile.write_text(",".join(feats))
-    code, out2, _ = run(capsys, "fold-in", "--model", str(files["side_model"]), "--ratings-of-new", str(csv),
-                        "--features", str(ffile), "--json")
+    code, out2, _ = run(capsys, "fold-in", "--model", str(files["side_model"]), "--new", "user",
+                        "--ratings-of-new", str(csv), "--features", str(ffile), "--json")
     assert code == 0 and out2["recommendations"] == out["recommendations"]
-    code, _, err = run(capsys, "fold-in", "--model", str(files["side_model"]), "--ratings-of-new", str(csv))
-    assert code == 2 and "pass features=" in err
+    code, _, err = run(capsys, "fold-in", "--model", str(files["side_model"]), "--new", "user",
+                       "--ratings-of-new", str(csv))
+    assert code == 2 and "pass --features with 12 numbers" in err and "features=" not in err
 
 
 def test_fold_in_new_item_for_item_cfn(capsys, files):
     csv = files["dir"] / "new_item.csv"
     csv.write_text("user,rating\n1,5\n2,4\n")
     feats = [str(v) for v in files["data"].item_features[0]]
-    code, out, _ = run(capsys, "fold-in", "--model", str(files["item_model"]), "--ratings-of-new", str(csv),
-                       "--features", *feats, "-n", "3", "--json")
+    code, out, _ = run(capsys, "fold-in", "--model", str(files["item_model"]), "--new", "item",
+                       "--ratings-of-new", str(csv), "--features", *feats, "-n", "3", "--json")
     assert code == 0 and out["new"] == "item" and "user" in out["recommendations"][0]
 
 
 def test_demo(capsys):
-    code, out, _ = run(capsys, "demo", "--epochs", "2", "--users", "200", "--items", "100", "--ratings", "4000",
+    code, out, _ = run(capsys, "demo", "--epochs", "2", "--users", "200", "--items", "100", "--n-ratings", "4000",
                        "--hidden", "16", "--backend", "numpy", "--json")
-    assert code == 0 and out["epochs"] == 2 and len(out["rmse_per_epoch"]) == 2
+    assert code == 0 and out["epochs"] == 2 and len(out["validation_rmse_per_epoch"]) == 2
     assert np.isfinite(out["test_rmse"])
 
 
@@ -167,12 +168,12 @@ def test_bad_model_files_exit_2(capsys, model, tmp_path):
 def test_bad_fold_in_files_exit_2(capsys, model, tmp_path, content, needle):
     csv = tmp_path / "bad.csv"
     csv.write_text(content)
-    code = main(["fold-in", "--model", str(model), "--ratings-of-new", str(csv)])
+    code = main(["fold-in", "--model", str(model), "--new", "user", "--ratings-of-new", str(csv)])
     assert code == 2 and needle in _one_line_error(capsys.readouterr().err, "fold-in")
 
 
 def test_missing_fold_in_file_exit_2(capsys, model, tmp_path):
-    code = main(["fold-in", "--model", str(model), "--ratings-of-new", str(tmp_path / "none.csv")])
+    code = main(["fold-in", "--model", str(model), "--new", "user", "--ratings-of-new", str(tmp_path / "none.csv")])
     assert code == 2 and "no ratings file" in _one_line_error(capsys.readouterr().err, "fold-in")
 
 
@@ -199,6 +200,6 @@ def test_divergence_exit_1(capsys, files):
 def test_gpu_absent_exit_1(capsys, files):
     if "cuda" in available_backends():
         pytest.skip("a CUDA GPU is present")
-    code = main(["demo", "--epochs", "1", "--users", "200", "--items", "100", "--ratings", "4000", "--hidden", "8",
+    code = main(["demo", "--epochs", "1", "--users", "200", "--items", "100", "--n-ratings", "4000", "--hidden", "8",
                  "--backend", "cuda"])
     assert code == 1 and "backend 'cuda' is unavailable" in _one_line_error(capsys.readouterr().err, "demo")

@@ -73,10 +73,10 @@ def download_movielens(name: str, dest: str | Path, *, force: bool = False, time
 
 def _fetch(spec: _Archive, archive: Path, timeout: float) -> None:
     """Stream the URL into a temp file beside ``archive``, verify it, then rename it into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.zip_name}.", suffix=".part", dir=archive.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    from ..fileio import atomic_path
+    # atomic on one file system: readers never see a partial zip; umask-respecting mode; temp removed on failure
+    with atomic_path(archive) as tmp:
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(spec.url, timeout=timeout) as response:
                     shutil.copyfileobj(response, out, _CHUNK)
@@ -86,9 +86,6 @@ def _fetch(spec: _Archive, archive: Path, timeout: float) -> None:
                     f"{spec.zip_name} elsewhere and unzip it so that {archive.parent / spec.folder} "
                     f"holds its files, then call load_movielens on that folder.") from exc
         _verify(spec, tmp)
-        os.replace(tmp, archive)  # atomic on one file system: readers never see a partial zip
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _verify(spec: _Archive, path: Path) -> None:

@@ -6,8 +6,8 @@ MovieLens folder (as unzipped from GroupLens, or the team's ``ratings.npz`` + ``
 ``items.csv`` layout) and attaches user / item features.
 
 Every malformed input raises a ``ValueError`` that names the file and the problem, so a user
-never has to read a pandas traceback.  pandas is imported lazily: it is an optional
-dependency (``pip install cfn_fast[pandas]``) needed for text files only.
+never has to read a pandas traceback.  pandas (a dependency of cfn_fast) is imported lazily:
+only text files need it.
 """
 from __future__ import annotations
 
@@ -228,7 +228,8 @@ def _pandas() -> Any:
     try:
         import pandas as pd
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("reading text rating files needs pandas: pip install 'cfn_fast[pandas]'") from exc
+        raise ImportError("reading text rating files needs pandas, a dependency of cfn_fast that is missing "
+                          "here: pip install 'pandas>=2.0' (or reinstall cfn_fast)") from exc
     return pd
 
 

@@ -295,7 +295,9 @@ def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str, strict: bool = T
     found = sorted_ids[pos] == ids
     if strict and not np.all(found):
         unknown = ids[~found]
-        raise KeyError(f"{len(unknown)} unknown {what} id(s), e.g. {unknown[:5].tolist()}")
+        distinct = np.unique(unknown)  # count ids, not occurrences (a test set names a new user many times)
+        repeats = f" ({len(unknown):,} occurrences)" if len(unknown) > len(distinct) else ""
+        raise KeyError(f"{len(distinct)} unknown {what} id(s), e.g. {distinct[:5].tolist()}{repeats}")
     return np.where(found, pos, -1).astype(np.int32)
 
 

@@ -9,23 +9,28 @@ from typing import Any, Callable
 
 __all__ = ["register"]
 
+#: The data folder used when ``--data-dir`` is not given (and exists): the team's shared layout.
+DEFAULT_DATA_DIR = "../shared/data"
+
 
 def register(sub: Any, command: Callable[[str], Callable]) -> None:
     """Add ``bench`` with its ``paper`` subcommand to the ``cfn`` parser."""
+    from ..cli import _int_in
     bench = sub.add_parser("bench", help="benchmarks: the paper's tables and figures")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     p = bench_sub.add_parser(
         "paper", help="reproduce Tables 1-3 and Figures 3-5 of Strub et al. 2016 on the data found",
         description="Runs what the data folder allows (ML-100K, ML-1M; ML-10M/20M/Douban when their original files "
                     "are present) and writes report.md, results.json and PNG figures into --out.")
-    p.add_argument("--data-dir", default="../shared/data",
+    p.add_argument("--data-dir", default=None,
                    help="folder with ml-100k/, ml-1m/ (ratings.npz + users.csv + items.csv) or original MovieLens "
-                        "folders (default: ../shared/data)")
+                        f"folders; a named folder must exist (default: {DEFAULT_DATA_DIR} when it exists, else "
+                        "synthetic data)")
     p.add_argument("--out", required=True, help="output folder (report.md, results.json, *.png)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: ML-100K if present else synthetic, 1 split, tiny models, few epochs")
-    p.add_argument("--seeds", type=int, default=5, help="number of 90/10 splits (seeds 1..N) for Table 1")
-    p.add_argument("--extra-seeds", type=int, default=2,
+    p.add_argument("--seeds", type=_int_in(1, 1000), default=5, help="number of 90/10 splits (seeds 1..N) for Table 1")
+    p.add_argument("--extra-seeds", type=_int_in(1, 1000), default=2,
                    help="splits for Table 2 (50/50) and the linear ablation (seeds 1..K)")
     p.add_argument("--backend", default="auto", choices=("auto", "numpy", "cpu", "cuda"), help="CFN backend")
     p.add_argument("--from-json", action="store_true",
@@ -40,26 +45,37 @@ def register(sub: Any, command: Callable[[str], Callable]) -> None:
                    help="restrict to these data sets (ml-100k ml-1m ml-10m ml-20m douban synthetic)")
     p.add_argument("--parts", nargs="+", default=None,
                    help="table1 table2 table3 fig3 fig4 fig5 linear (default: all)")
-    p.add_argument("--search-trials", type=int, default=None, help="random-search trials per method")
-    p.add_argument("--search-seed", type=int, default=0)
+    p.add_argument("--search-trials", type=_int_in(1), default=None, help="random-search trials per method")
+    p.add_argument("--search-seed", type=_int_in(0), default=0, help="seed of the random search")
     p.add_argument("--no-track-epochs", dest="track_epochs", action="store_false",
                    help="score the test set after every CFN epoch on split 1 only (Figure 5) instead of on every "
                         "split (which adds the paper-protocol 'best epoch on test' column)")
-    p.add_argument("--table3-budget", type=float, default=None,
+    p.add_argument("--table3-budget", type=_positive_seconds, default=None,
                    help="seconds per Table 3 cell before extrapolating (default 300; quick 60)")
     p.add_argument("--table3-datasets", nargs="+", default=None,
                    help="Table 3 rows (ml-1m ml-10m ml-20m; synthetic shape-matched stand-ins where absent)")
     p.add_argument("--fig4-methods", nargs="+", default=None, help="methods of Figure 4")
-    p.add_argument("--synthetic", type=int, nargs=3, metavar=("USERS", "ITEMS", "RATINGS"), default=None,
+    p.add_argument("--synthetic", type=_int_in(1), nargs=3, metavar=("USERS", "ITEMS", "RATINGS"), default=None,
                    help="shape of the synthetic stand-in used when no data set is found")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (the summary, or {\"error\": ..., \"type\": ...})")
 
     @command("bench")
     def _bench(args: argparse.Namespace) -> dict:
         if args.bench_command != "paper":  # pragma: no cover - argparse enforces the choice
             raise ValueError(f"unknown bench command {args.bench_command!r}")
         return run_from_args(args)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
 
 
 def run_from_args(args: argparse.Namespace) -> dict:
@@ -70,8 +86,13 @@ def run_from_args(args: argparse.Namespace) -> dict:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
+    data_dir = Path(args.data_dir) if args.data_dir is not None else \
+        (Path(DEFAULT_DATA_DIR) if Path(DEFAULT_DATA_DIR).is_dir() else None)
+    if args.data_dir is None:
+        log(f"data: --data-dir not given, using {data_dir}" if data_dir else
+            f"data: --data-dir not given and {DEFAULT_DATA_DIR} does not exist: synthetic data only")
     opts = PaperOptions(
-        out=Path(args.out), data_dir=Path(args.data_dir) if args.data_dir else None, quick=args.quick,
+        out=Path(args.out), data_dir=data_dir, quick=args.quick,
         n_seeds=args.seeds, extra_seeds=args.extra_seeds, backend=args.backend, from_json=args.from_json,
         search_only=args.search_only, search_methods=tuple(args.search_methods) if args.search_methods else None,
         hyperparams_dir=Path(args.hyperparams_dir) if args.hyperparams_dir else None,

@@ -24,10 +24,12 @@ def _plt():
 
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    tmp.replace(path)
+    from ..fileio import atomic_write
+    try:
+        with atomic_write(path) as fh:                 # umask / existing mode, temp clean-up
+            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        _plt().close(fig)
     return path
 
 

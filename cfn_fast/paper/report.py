@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write
 from . import published
 from .datasets import label
 from .methods import TABLE1_METHODS
@@ -51,11 +50,8 @@ def _settings_text(settings: dict[str, Any]) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_write(path, "w", encoding="utf-8") as fh:   # umask / existing mode, temp clean-up
         fh.write(text)
-    os.chmod(tmp, 0o644)                           # mkstemp creates 0600
-    os.replace(tmp, path)
 
 
 def write_report(out: Path, results: dict[str, Any]) -> Path:

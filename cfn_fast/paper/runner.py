@@ -17,6 +17,7 @@ from . import datasets as dsets
 from . import figures, published
 from .experiments import Context, figure3, figure4, linear_ablation, table1, table2_half
 from .methods import PRESETS, TABLE1_METHODS, Method, linear_method, method_table
+from .preflight import check_options
 from .report import write_report
 from .search import FORMAT, load_store, save_store, search_method, search_split, store_path
 
@@ -72,6 +73,7 @@ def run_paper(opts: PaperOptions) -> dict[str, Any]:
         raise ValueError("--search-only and --from-json exclude each other")
     if opts.n_seeds < 1 or opts.extra_seeds < 1:
         raise ValueError("--seeds and --extra-seeds must be at least 1")
+    check_options(opts)  # named folders exist, no input overwritten, optional packages present
     preset = PRESETS["quick" if opts.quick else "full"]
     backend = resolve_backend(opts.backend)
     out = Path(opts.out)

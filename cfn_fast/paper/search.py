@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data.ratings import RatingSet
+from ..fileio import atomic_write
 from ..data.split import train_validation_test_split
 from .methods import Method, sample_params
 
@@ -59,16 +58,9 @@ def save_store(path: str | Path, store: dict[str, Any]) -> Path:
     """Write atomically (temporary file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(store, fh, indent=1, sort_keys=False, default=_plain)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)                       # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as fh:  # umask / existing mode, temp clean-up
+        json.dump(store, fh, indent=1, sort_keys=False, default=_plain)
+        fh.write("\n")
     return path
 
 
