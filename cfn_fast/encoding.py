@@ -84,8 +84,7 @@ def centred_rows(model: "CFN", rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
                          f"e.g. {float(values[outside][0]):g}")
     unit = (values - pre.mid) / pre.half_range
     counts = np.diff(matrix.indptr)
-    sums = np.add.reduceat(unit, matrix.indptr[:-1]) if len(unit) else np.zeros(len(counts))
-    sums = np.where(counts > 0, sums, 0.0)
+    sums = np.bincount(np.repeat(np.arange(len(counts)), counts), weights=unit, minlength=len(counts))
     # float32 mean of a float64 sum, as CFN.fold_in and the training preprocessing compute it
     means = np.where(counts > 0, sums / np.maximum(counts, 1), pre.global_mean).astype(np.float32)
     centred = unit.astype(np.float32) - np.repeat(means, counts)
@@ -120,7 +119,13 @@ def encode(model: "CFN", rows: Any = None, features: Any = None, *, return_means
     """See :meth:`cfn_fast.CFN.encode`."""
     model._check_fitted()
     interop.check_output(output)
-    like = interop.origin_of(rows)
+    # everything, device->host copies of the caller's arrays included, runs on the caller's stream
+    with stream_scope(model, stream), model._memory_guard("encoding"):
+        codes, means = _encode(model, rows, features, output, interop.origin_of(rows))
+    return (codes, means) if return_means else codes
+
+
+def _encode(model: "CFN", rows: Any, features: Any, output: str, like: interop.Origin) -> tuple[Any, Any]:
     if rows is None:
         if features is not None:
             raise ValueError("features= goes with rows=; without rows the training samples' own side "
@@ -129,22 +134,27 @@ def encode(model: "CFN", rows: Any = None, features: Any = None, *, return_means
     else:
         inputs, means = centred_rows(model, rows)
         side = _side(model, features, inputs.shape[0])
-    device = _wants_device(model, output, like)
-    with stream_scope(model, stream), model._memory_guard("encoding"):
-        codes = model.engine_.encode(inputs, side, on_device=True) if device else model.engine_.encode(inputs, side)
-    codes = interop.to_output(codes, output, like)
-    return (codes, interop.to_output(np.asarray(means, dtype=np.float32), output, like)) if return_means else codes
+    if _wants_device(model, output, like):
+        codes = model.engine_.encode(inputs, side, on_device=True)
+    else:
+        codes = model.engine_.encode(inputs, side)
+    return (interop.to_output(codes, output, like),
+            interop.to_output(np.asarray(means, dtype=np.float32), output, like))
 
 
 def decode(model: "CFN", codes: Any, features: Any = None, cols: Any = None, *, means: Any = None,
            output: str = "numpy", stream: Any = None) -> Any:
     """See :meth:`cfn_fast.CFN.decode`."""
-    from .model import _as_index
     model._check_fitted()
     interop.check_output(output)
-    like = interop.origin_of(codes)
+    with stream_scope(model, stream), model._memory_guard("decoding"):
+        return _decode(model, codes, features, cols, means, output, interop.origin_of(codes))
+
+
+def _decode(model: "CFN", codes: Any, features: Any, cols: Any, means: Any, output: str,
+            like: interop.Origin) -> Any:
+    from .model import _as_index
     width = model.layers_[-1].weight.shape[1]
-    n_inputs = model.inputs_.shape[1]
     on_device = model.backend_ == "cuda" and interop.is_device_array(codes)
     if on_device:
         codes = interop.to_device(codes)  # a view of the caller's device memory when already float32
@@ -161,20 +171,18 @@ def decode(model: "CFN", codes: Any, features: Any = None, cols: Any = None, *, 
         raise ValueError(f"codes must have shape (n, {width}) (the last hidden layer's width), got {codes.shape}")
     if not bool(xp.isfinite(codes).all()):
         raise ValueError("codes contain NaN or infinite values")
-    columns = None if cols is None else _as_index(cols, n_inputs, "output column")
+    columns = None if cols is None else _as_index(cols, model.inputs_.shape[1], "output column")
     side = _side(model, features, codes.shape[0])
     if means is not None:
         means = np.asarray(interop.to_host(means), dtype=np.float64).reshape(-1)
         if means.shape != (codes.shape[0],):
             raise ValueError(f"means must hold one value per row of codes ({codes.shape[0]}), got {means.shape}")
-    device = on_device or _wants_device(model, output, like)
-    with stream_scope(model, stream), model._memory_guard("decoding"):
-        if model.backend_ == "cuda":
-            out = model.engine_.decode(codes, side, columns, on_device=device)
-        else:
-            out = model.engine_.decode(codes, side, columns)
+    if model.backend_ == "cuda":
+        out = model.engine_.decode(codes, side, columns, on_device=on_device or _wants_device(model, output, like))
+    else:
+        out = model.engine_.decode(codes, side, columns)
     if means is not None:
-        out = _to_ratings(model, out, means, xp if device else np)
+        out = _to_ratings(model, out, means, interop._cupy() if interop._library(out) == "cupy" else np)
     return interop.to_output(out, output, like)
 
 

@@ -345,8 +345,10 @@ class CFN(EstimatorParams):
         """
         self._check_fitted()
         interop.check_output(output)
-        users = self._ids_to_index(user_ids, "user")
-        items = self._ids_to_index(item_ids, "item")
+        from .encoding import stream_scope
+        with stream_scope(self, stream):  # device ids are copied to the host on the caller's stream
+            users = self._ids_to_index(user_ids, "user")
+            items = self._ids_to_index(item_ids, "item")
         if len(users) != len(items):
             raise ValueError(f"user_ids and item_ids differ in length: {len(users)} and {len(items)}")
         return self.predict_indices(users, items, output=output, stream=stream, like=interop.origin_of(user_ids))
