@@ -43,6 +43,7 @@ it is predicted by each input's mean training rating, as :meth:`CFN.predict` doe
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,18 @@ class _Builder:
         return name
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """Graph values of the row inputs: ``centred`` (``[B, n_inputs]`` dense or ``[B, K]`` sparse), the sparse
+    column ``indices`` (``None`` for dense rows), ``weight`` (1.0 where known), row ``mean`` and ``count``."""
+
+    centred: str
+    indices: str | None
+    weight: str
+    mean: str
+    count: str
+
+
 class _Exporter:
     """Builds one graph for one fitted model (see the module notes)."""
 
@@ -126,38 +139,59 @@ class _Exporter:
         return self._input("features", self.onnx.TensorProto.FLOAT, ["batch", self.side_dim])
 
     # ------------------------------------------------------------------ preprocessing
-    def _rows(self, input_format: str) -> tuple[str, str]:
-        """``(ratings with 0 at unknown entries, known as float 0/1)``, both ``[B, n_inputs]``."""
-        g, T = self.g, self.onnx.TensorProto
+    def _rows(self, input_format: str) -> "_Rows":
+        """The row inputs, centred as in training: unit scale, minus the row's mean over its known entries.
+
+        Dense rows stay ``[B, n_inputs]``; sparse rows ``[B, K]`` (see :meth:`_first_product`)."""
+        g, T, pre = self.g, self.onnx.TensorProto, self.pre
         if input_format == "dense":
             ratings = self._input("ratings", T.FLOAT, ["batch", self.n_inputs])
             known = g.op("Not", g.op("IsNaN", ratings))
-            return g.op("Where", known, ratings, g.const(0.0)), g.op("Cast", known, to=T.FLOAT)
-        indices = self._input("indices", T.INT64, ["batch", "known"])
-        values = self._input("values", T.FLOAT, ["batch", "known"])
-        valid = g.op("GreaterOrEqual", indices, g.const(0, dtype=np.int64))
-        safe = g.op("Where", valid, indices, g.const(0, dtype=np.int64))
-        return self._scatter(indices, safe, g.op("Where", valid, values, g.const(0.0))), \
-            self._scatter(indices, safe, g.op("Cast", valid, to=T.FLOAT))
-
-    def _scatter(self, like_rows: str, safe_indices: str, updates: str) -> str:
-        """Sum ``updates`` into a zero ``[B, n_inputs]`` matrix at ``safe_indices`` (padding adds 0)."""
-        g = self.g
-        batch = g.op("Slice", g.op("Shape", like_rows), g.const([0], dtype=np.int64), g.const([1], dtype=np.int64))
-        shape = g.op("Concat", batch, g.const([self.n_inputs], dtype=np.int64), axis=0)
-        zeros = g.op("ConstantOfShape", shape, value=self.onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
-        return g.op("ScatterElements", zeros, safe_indices, updates, axis=1, reduction="add")
-
-    def _centre(self, ratings: str, known: str) -> tuple[str, str, str]:
-        """``(centred network input, row mean [B,1], known count [B,1])``: unit scale, centred by the row's mean."""
-        g, pre = self.g, self.pre
-        unit = g.op("Mul", g.op("Div", g.op("Sub", ratings, g.const(pre.mid)), g.const(pre.half_range)), known)
+            values, indices = g.op("Where", known, ratings, g.const(0.0)), None
+        else:
+            indices = self._input("indices", T.INT64, ["batch", "known"])
+            raw = self._input("values", T.FLOAT, ["batch", "known"])
+            known = g.op("GreaterOrEqual", indices, g.const(0, dtype=np.int64))
+            indices = g.op("Where", known, indices, g.const(0, dtype=np.int64))  # padding reads column 0, weight 0
+            values = g.op("Where", known, raw, g.const(0.0))
+        weight = g.op("Cast", known, to=T.FLOAT)
+        unit = g.op("Mul", g.op("Div", g.op("Sub", values, g.const(pre.mid)), g.const(pre.half_range)), weight)
         axis = g.const([1], dtype=np.int64)
-        count = g.op("ReduceSum", known, axis, keepdims=1)
+        count = g.op("ReduceSum", weight, axis, keepdims=1)
         total = g.op("ReduceSum", unit, axis, keepdims=1)
         has = g.op("Greater", count, g.const(0.0))
         mean = g.op("Where", has, g.op("Div", total, g.op("Max", count, g.const(1.0))), g.const(pre.global_mean))
-        return g.op("Mul", g.op("Sub", unit, mean), known), mean, count
+        centred = g.op("Mul", g.op("Sub", unit, mean), weight)
+        return _Rows(centred, indices, weight, mean, count)
+
+    def _first_product(self, rows: "_Rows") -> str:
+        """``centred @ W_0ᵀ`` ``[B, hidden[0]]``.  Sparse rows are scattered into a dense ``[B, n_inputs]``
+        matrix first: one dense MatMul keeps memory at O(B·n_inputs) whatever the rows' lengths (gathering
+        weight rows would need O(B·K_max·hidden), ruinous for batches of long and short rows)."""
+        g = self.g
+        weight_t = g.const(np.ascontiguousarray(self.layers[0].weight.T), "W0T")          # [n_inputs, H1]
+        centred = rows.centred if rows.indices is None else \
+            self._scatter_sum(self._batch(rows.indices), self.n_inputs, rows.indices, rows.centred)
+        return g.op("MatMul", centred, weight_t)
+
+    def _batch(self, value: str) -> str:
+        g = self.g
+        return g.op("Slice", g.op("Shape", value), g.const([0], dtype=np.int64), g.const([1], dtype=np.int64))
+
+    def _seen(self, rows: "_Rows") -> str:
+        """Boolean ``[B, n_inputs]``: the entries known in each row."""
+        g = self.g
+        if rows.indices is None:
+            return g.op("Greater", rows.weight, g.const(0.0))
+        return g.op("Greater", self._scatter_sum(self._batch(rows.indices), self.n_inputs, rows.indices, rows.weight),
+                    g.const(0.0))
+
+    def _scatter_sum(self, batch: str, width: int, indices: str, updates: str) -> str:
+        """Sum ``updates`` into a zero ``[batch, width]`` matrix at ``indices`` along axis 1."""
+        g = self.g
+        shape = g.op("Concat", batch, g.const([width], dtype=np.int64), axis=0)
+        zeros = g.op("ConstantOfShape", shape, value=self.onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
+        return g.op("ScatterElements", zeros, indices, updates, axis=1, reduction="add")
 
     # ------------------------------------------------------------------ network
     def _with_side(self, h: str, features: str | None) -> str:
@@ -167,9 +201,14 @@ class _Exporter:
         """``[W | V]``: the layer's weight with its side weight appended (side concatenated to the input)."""
         return layer.weight if layer.side_weight is None else np.concatenate([layer.weight, layer.side_weight], 1)
 
-    def _encode(self, centred: str, features: str | None) -> str:
-        g, h = self.g, centred
-        for layer in self.layers[:-1]:
+    def _encode(self, rows: "_Rows", features: str | None) -> str:
+        g = self.g
+        first = self.layers[0]
+        z = g.op("Add", self._first_product(rows), g.const(first.bias, "b"))
+        if features is not None:
+            z = g.op("Add", z, g.op("Gemm", features, g.const(first.side_weight, "V"), transB=1))
+        h = g.op("Tanh", z)
+        for layer in self.layers[1:-1]:
             h = g.op("Tanh", g.op("Gemm", self._with_side(h, features), g.const(self._stacked_weight(layer), "W"),
                                   g.const(layer.bias, "b"), transB=1))
         return h
@@ -197,12 +236,11 @@ class _Exporter:
     # ------------------------------------------------------------------ the graphs
     def reconstruct(self, input_format: str) -> None:
         T = self.onnx.TensorProto
-        ratings, known = self._rows(input_format)
+        rows = self._rows(input_format)
         features = self._features()
-        centred, mean, count = self._centre(ratings, known)
-        codes = self._encode(centred, features)
+        codes = self._encode(rows, features)
         out = self._full_output(codes, features)
-        rated = self._cold_fallback(self._to_ratings(out, mean), count)
+        rated = self._cold_fallback(self._to_ratings(out, rows.mean), rows.count)
         self._output(rated, "predictions", T.FLOAT, ["batch", self.n_inputs])
         self._output(codes, "codes", T.FLOAT, ["batch", int(self.layers[-1].weight.shape[1])])
 
@@ -214,17 +252,16 @@ class _Exporter:
 
     def predict(self, input_format: str) -> None:
         g, T = self.g, self.onnx.TensorProto
-        ratings, known = self._rows(input_format)
+        rows = self._rows(input_format)
         features = self._features()
         columns = self._input("columns", T.INT64, ["batch", "columns"])
-        centred, mean, count = self._centre(ratings, known)
-        codes = self._with_side(self._encode(centred, features), features)      # [B, H(+S)]
+        codes = self._with_side(self._encode(rows, features), features)         # [B, H(+S)]
         last = self.layers[-1]
         weight = g.op("Gather", g.const(self._stacked_weight(last), "W"), columns, axis=0)   # [B, C, H(+S)]
         z = g.op("Squeeze", g.op("MatMul", weight, g.op("Unsqueeze", codes, g.const([2], dtype=np.int64))),
                  g.const([2], dtype=np.int64))                                   # [B, C]
         z = g.op("Add", z, g.op("Gather", g.const(last.bias, "b"), columns, axis=0))
-        rated = self._cold_fallback(self._to_ratings(g.op("Tanh", z), mean), count, columns)
+        rated = self._cold_fallback(self._to_ratings(g.op("Tanh", z), rows.mean), rows.count, columns)
         self._output(rated, "predictions", T.FLOAT, ["batch", "columns"])
 
     def recommend(self, input_format: str) -> None:
@@ -243,12 +280,11 @@ class _Exporter:
 
     def _recommend_user_cfn(self, input_format: str) -> None:
         g = self.g
-        ratings, known = self._rows(input_format)
+        rows = self._rows(input_format)
         features = self._features()
-        centred, mean, count = self._centre(ratings, known)
-        out = self._full_output(self._encode(centred, features), features)
-        rated = self._cold_fallback(self._to_ratings(out, mean), count)
-        self._top_k(rated, g.op("Greater", known, g.const(0.0)))
+        out = self._full_output(self._encode(rows, features), features)
+        rated = self._cold_fallback(self._to_ratings(out, rows.mean), rows.count)
+        self._top_k(rated, self._seen(rows))
 
     def _recommend_item_cfn(self) -> None:
         """Scores of every item for the given users: the output columns ``users`` of the items' codes."""
@@ -272,10 +308,7 @@ class _Exporter:
             rated = g.op("Where", g.const(cold[None, :], "cold_item", dtype=bool), user_means, rated)
         valid = g.op("GreaterOrEqual", exclude, g.const(0, dtype=np.int64))
         safe = g.op("Where", valid, exclude, g.const(0, dtype=np.int64))
-        batch = g.op("Shape", users)
-        shape = g.op("Concat", batch, g.const([n_items], dtype=np.int64), axis=0)
-        zeros = g.op("ConstantOfShape", shape, value=self.onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
-        hits = g.op("ScatterElements", zeros, safe, g.op("Cast", valid, to=T.FLOAT), axis=1, reduction="add")
+        hits = self._scatter_sum(g.op("Shape", users), n_items, safe, g.op("Cast", valid, to=T.FLOAT))
         self._top_k(rated, g.op("Greater", hits, g.const(0.0)))
 
     # ------------------------------------------------------------------ the model
