@@ -198,3 +198,17 @@ def test_cli_export(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", "--model", str(saved), "--onnx", str(out), "--graph", "nope"])
     assert main(["export", "--model", str(saved), "--onnx", str(tmp_path / "no" / "m.onnx")]) == 2
+
+
+def test_stacked_cfn_exports_its_network(tmp_path):
+    from cfn_fast import StackedCFN
+    ratings = synthetic_ratings(80, 50, 1200, seed=4, side_info=False)
+    deep = StackedCFN("item", hidden=(10, 6), epochs=1, backend="cpu", pretrain={"epochs": 1}).fit(ratings)
+    sess = ort.InferenceSession(str(deep.to_onnx(tmp_path / "deep.onnx", graph="reconstruct")),
+                                providers=["CPUExecutionProvider"])
+    rows = training_rows(deep.model_)
+    predictions, codes = sess.run(None, {"ratings": rows})
+    np.testing.assert_allclose(codes, deep.encode(), atol=1e-5)
+    grid = np.meshgrid(np.arange(rows.shape[0]), np.arange(rows.shape[1]), indexing="ij")
+    expected = deep.predict_indices(grid[1].ravel(), grid[0].ravel()).reshape(rows.shape)
+    np.testing.assert_allclose(predictions, expected, atol=TOLERANCE, rtol=0)
