@@ -8,9 +8,11 @@ training and prediction (:mod:`cfn_fast.preprocessing`):
     rows (rating units) ──scale, centre by the row's mean──▶ network input ──encoder──▶ codes
     codes ──output layer──▶ centred unit outputs ──(+ mean, inverse scale, clip: with ``means=``)──▶ ratings
 
-So ``decode(*encode(rows, f, return_means=True), f)`` are the predictions a fold-in of those rows gives,
-and ``encode()`` / ``decode(..., means=...)`` without rows reproduce :meth:`CFN.predict` for the training
-samples.
+So ``codes, means = encode(rows, f, return_means=True); decode(codes, f, means=means)`` are the predictions
+a fold-in of those rows gives, and ``encode()`` / ``decode(..., means=...)`` without rows reproduce
+:meth:`CFN.predict` for the training samples.  A row with no rating in a model without side information
+gets a NaN mean: the network has nothing to go on, and ``decode`` then gives each input's mean training
+rating, the fallback of ``predict`` and ``fold_in``.
 """
 from __future__ import annotations
 
@@ -134,6 +136,8 @@ def _encode(model: "CFN", rows: Any, features: Any, output: str, like: interop.O
     else:
         inputs, means = centred_rows(model, rows)
         side = _side(model, features, inputs.shape[0])
+    if model.side_ is None:  # nothing to predict an empty row from: mark it for decode's fallback
+        means = np.where(np.diff(inputs.indptr) > 0, means, np.float32(np.nan))
     if _wants_device(model, output, like):
         codes = model.engine_.encode(inputs, side, on_device=True)
     else:
@@ -182,13 +186,20 @@ def _decode(model: "CFN", codes: Any, features: Any, cols: Any, means: Any, outp
     else:
         out = model.engine_.decode(codes, side, columns)
     if means is not None:
-        out = _to_ratings(model, out, means, interop._cupy() if interop._library(out) == "cupy" else np)
+        xp = interop._cupy() if interop._library(out) == "cupy" else np
+        out = _to_ratings(model, out, means, columns, xp)
     return interop.to_output(out, output, like)
 
 
-def _to_ratings(model: "CFN", out: Any, means: np.ndarray, xp: Any) -> Any:
-    """Undo centring and scaling (rating units, clipped), as predictions are made."""
+def _to_ratings(model: "CFN", out: Any, means: np.ndarray, columns: np.ndarray | None, xp: Any) -> Any:
+    """Undo centring and scaling (rating units, clipped), as predictions are made; rows whose mean is NaN
+    (no rating, no side information) get each input's mean training rating, as ``predict`` does."""
     pre = model.preprocessing_
-    unit = out.astype(xp.float64) + xp.asarray(means)[:, None]
-    return xp.clip(pre.mid + pre.half_range * unit, pre.low, pre.high)
+    empty = np.isnan(means)
+    unit = out.astype(xp.float64) + xp.asarray(np.where(empty, 0.0, means))[:, None]
+    ratings = xp.clip(pre.mid + pre.half_range * unit, pre.low, pre.high)
+    if empty.any():
+        fallback = model._input_mean_rating(np.arange(model.inputs_.shape[1]) if columns is None else columns)
+        ratings[xp.asarray(np.flatnonzero(empty))] = xp.asarray(fallback)[None, :]
+    return ratings
 

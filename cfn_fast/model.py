@@ -604,7 +604,9 @@ class CFN(EstimatorParams):
         array (NaN = unknown), of any array library.  Each row is scaled and centred by its own
         mean as in training.  ``features``: the rows' side information (required when the model
         has some).  ``rows=None`` encodes the training samples.  With ``return_means`` also
-        returns each row's centring mean (unit scale), which :meth:`decode` takes to give ratings.
+        returns each row's centring mean (unit scale), which :meth:`decode` takes to give ratings
+        (NaN for a row with no rating in a model without side information: decode then falls back
+        to each input's mean rating, as :meth:`predict` does).
         ``output`` / ``stream`` as in :meth:`predict` (``"like"``: the library of ``rows``).
         """
         from .encoding import encode

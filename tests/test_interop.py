@@ -287,3 +287,15 @@ def test_jax_cpu_arrays(model):
     out = model.decode(jnp.asarray(codes), jnp.asarray(model.side_), output="like")
     assert type(out).__module__.startswith("jax")
     np.testing.assert_allclose(np.asarray(out), model.decode(codes, model.side_), atol=0)
+
+
+def test_empty_rows_without_side_info_fall_back_like_predict(ratings):
+    plain = CFN("item", (6,), 1, backend="cpu", use_side_info=False).fit(ratings)
+    rows = np.full((2, ratings.n_users), np.nan)
+    rows[1, [0, 5]] = [4.0, 2.0]
+    codes, means = plain.encode(rows, return_means=True)
+    assert np.isnan(means[0]) and np.isfinite(means[1])
+    predicted = plain.decode(codes, means=means)
+    np.testing.assert_allclose(predicted[0], plain.fold_in([], []).ratings, atol=1e-12)
+    np.testing.assert_allclose(predicted[1], plain.fold_in(ratings.user_ids[[0, 5]], [4.0, 2.0]).ratings, atol=1e-6)
+    np.testing.assert_allclose(plain.decode(codes, cols=[3, 1], means=means)[0], predicted[0, [3, 1]])
