@@ -349,9 +349,10 @@ class CFN(EstimatorParams):
         with stream_scope(self, stream):  # device ids are copied to the host on the caller's stream
             users = self._ids_to_index(user_ids, "user")
             items = self._ids_to_index(item_ids, "item")
-        if len(users) != len(items):
-            raise ValueError(f"user_ids and item_ids differ in length: {len(users)} and {len(items)}")
-        return self.predict_indices(users, items, output=output, stream=stream, like=interop.origin_of(user_ids))
+            if len(users) != len(items):
+                raise ValueError(f"user_ids and item_ids differ in length: {len(users)} and {len(items)}")
+            ratings = self._predict_index_pairs(users, items)
+        return interop.to_output(ratings, output, interop.origin_of(user_ids))
 
     def _ids_to_index(self, ids: Any, side: str) -> np.ndarray:
         ids = interop.to_host(ids)
@@ -367,8 +368,7 @@ class CFN(EstimatorParams):
                         f"and needs retraining")
             raise KeyError(f"{text} ({hint})") from None
 
-    def predict_indices(self, users: Any, items: Any, *, output: str = "numpy", stream: Any = None,
-                        like: interop.Origin | None = None) -> Any:
+    def predict_indices(self, users: Any, items: Any, *, output: str = "numpy", stream: Any = None) -> Any:
         """Predicted ratings for pairs of user and item *indices* of the training RatingSet.
 
         A sample (user for U-CFN, item for I-CFN) with no training ratings is predicted from its
@@ -381,7 +381,7 @@ class CFN(EstimatorParams):
         from .encoding import stream_scope
         with stream_scope(self, stream):
             ratings = self._predict_index_pairs(users, items)
-        return interop.to_output(ratings, output, interop.origin_of(users) if like is None else like)
+        return interop.to_output(ratings, output, interop.origin_of(users))
 
     def _predict_index_pairs(self, users: Any, items: Any) -> np.ndarray:
         users = _as_index(users, self.train_.n_users, "user")

@@ -299,3 +299,33 @@ def test_empty_rows_without_side_info_fall_back_like_predict(ratings):
     np.testing.assert_allclose(predicted[0], plain.fold_in([], []).ratings, atol=1e-12)
     np.testing.assert_allclose(predicted[1], plain.fold_in(ratings.user_ids[[0, 5]], [4.0, 2.0]).ratings, atol=1e-6)
     np.testing.assert_allclose(plain.decode(codes, cols=[3, 1], means=means)[0], predicted[0, [3, 1]])
+
+
+# ----------------------------------------------------------------------------- CUDA (skipped without a GPU)
+@pytest.mark.gpu
+def test_cuda_arrays_and_streams(ratings):
+    from cfn_fast.backends import BackendUnavailable, resolve_backend
+    try:
+        resolve_backend("cuda")
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    import cupy as cp
+    model = CFN("item", (16,), 2, backend="cuda").fit(ratings)
+    host_codes = model.encode()
+    stream = cp.cuda.Stream(non_blocking=True)
+    codes = model.encode(output="cupy", stream=stream)
+    assert isinstance(codes, cp.ndarray)
+    side = cp.asarray(model.side_)
+    out = model.decode(codes, side, output="like", stream=stream.ptr)     # raw cudaStream_t pointer
+    assert isinstance(out, cp.ndarray)
+    stream.synchronize()
+    np.testing.assert_allclose(cp.asnumpy(codes), host_codes, atol=1e-5)
+    np.testing.assert_allclose(cp.asnumpy(out), model.decode(host_codes, model.side_), atol=1e-5)
+    users, items = cp.arange(20), cp.arange(20, 40)
+    on_stream = model.predict_indices(users, items, output="like", stream=stream)
+    assert isinstance(on_stream, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(on_stream), model.predict_indices(np.arange(20), np.arange(20, 40)),
+                               atol=1e-6)
+    cpu = CFN("item", (16,), 2, backend="cpu").fit(ratings)
+    np.testing.assert_array_equal(cpu.predict_indices(users, items), cpu.predict_indices(np.arange(20),
+                                                                                          np.arange(20, 40)))

@@ -891,6 +891,8 @@ class CudaEngine(Engine):
         """Output layer on ``codes`` (host or CuPy arrays; CuPy ones are used in place); a host result,
         or a CuPy one with ``on_device``."""
         cp, L, p = self._cp, self._L, self._params
+        if not isinstance(codes, cp.ndarray):
+            codes = np.asarray(codes, dtype=np.float32)
         width = self._widths[L - 1]
         if codes.ndim != 2 or codes.shape[1] != width:
             raise ValueError(f"codes must have shape (n, {width}), got {codes.shape}")
