@@ -329,3 +329,14 @@ def test_cuda_arrays_and_streams(ratings):
     cpu = CFN("item", (16,), 2, backend="cpu").fit(ratings)
     np.testing.assert_array_equal(cpu.predict_indices(users, items), cpu.predict_indices(np.arange(20),
                                                                                           np.arange(20, 40)))
+
+
+def test_fit_takes_side_features_of_any_library(ratings):
+    torch = pytest.importorskip("torch")
+    features = np.asarray(ratings.item_features, dtype=np.float32)
+    reference = CFN("item", (6,), 1, backend="cpu").fit(ratings, item_features=features)
+    tensor = CFN("item", (6,), 1, backend="cpu").fit(ratings, item_features=torch.from_numpy(features))
+    np.testing.assert_array_equal(tensor.predict_indices(np.arange(50), np.arange(50) % ratings.n_items),
+                                  reference.predict_indices(np.arange(50), np.arange(50) % ratings.n_items))
+    dlpack = CFN("item", (6,), 1, backend="cpu").fit(ratings, item_features=DLPackProducer(features))
+    np.testing.assert_array_equal(dlpack.layers_[0].side_weight, reference.layers_[0].side_weight)
