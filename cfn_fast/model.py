@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._concurrency import ModelBusyError, mutating, reading
+from . import interop
 from ._params import EstimatorParams
 from .backends import TrainConfig, engine_class, resolve_backend
 from .backends.base import Engine
@@ -349,21 +350,28 @@ class CFN(EstimatorParams):
             self.__dict__.pop(name, None)
 
     @reading
-    def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
+    def predict(self, user_ids: Any, item_ids: Any, *, output: str = "numpy", stream: Any = None) -> Any:
         """Predicted ratings for pairs of original ``user_ids`` and ``item_ids`` (clipped to the scale).
 
         Unknown ids raise ``KeyError``; use :meth:`fold_in` for users (U-CFN) or items (I-CFN)
-        not seen in training.
+        not seen in training.  Ids may be any array (NumPy, PyTorch, JAX, CuPy, ...; see
+        :mod:`cfn_fast.interop`); ``output`` picks the result's library (``"like"``: that of
+        ``user_ids``); ``stream`` (cuda backend) is the caller's CUDA stream to run on.
         """
         self._check_fitted()
+        interop.check_output(output)
         check_parallel({"user_ids": user_ids, "item_ids": item_ids})
-        users = self._ids_to_index(user_ids, "user")
-        items = self._ids_to_index(item_ids, "item")
-        if len(users) != len(items):
-            raise ValueError(f"user_ids and item_ids differ in length: {len(users)} and {len(items)}")
-        return self.predict_indices(users, items)
+        from .encoding import stream_scope
+        with stream_scope(self, stream):  # device ids are copied to the host on the caller's stream
+            users = self._ids_to_index(user_ids, "user")
+            items = self._ids_to_index(item_ids, "item")
+            if len(users) != len(items):
+                raise ValueError(f"user_ids and item_ids differ in length: {len(users)} and {len(items)}")
+            ratings = self._predict_index_pairs(users, items)
+        return interop.to_output(ratings, output, interop.origin_of(user_ids))
 
     def _ids_to_index(self, ids: Any, side: str) -> np.ndarray:
+        ids = interop.to_host(ids)
         lookup = self.train_.user_index if side == "user" else self.train_.item_index
         try:
             return lookup(ids)
@@ -377,14 +385,22 @@ class CFN(EstimatorParams):
             raise KeyError(f"{text} ({hint})") from None
 
     @reading
-    def predict_indices(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def predict_indices(self, users: Any, items: Any, *, output: str = "numpy", stream: Any = None) -> Any:
         """Predicted ratings for pairs of user and item *indices* of the training RatingSet.
 
         A sample (user for U-CFN, item for I-CFN) with no training ratings is predicted from its
         side information when the model has some, otherwise by the mean training rating of the
         input (the item's mean for U-CFN, the user's for I-CFN; the global mean if that has none).
+        ``output`` / ``stream`` as in :meth:`predict` (``"like"``: the library of ``users``).
         """
         self._check_fitted()
+        interop.check_output(output)
+        from .encoding import stream_scope
+        with stream_scope(self, stream):
+            ratings = self._predict_index_pairs(users, items)
+        return interop.to_output(ratings, output, interop.origin_of(users))
+
+    def _predict_index_pairs(self, users: Any, items: Any) -> np.ndarray:
         users = _as_index(users, self.train_.n_users, "user")
         items = _as_index(items, self.train_.n_items, "item")
         if len(users) != len(items):
@@ -445,6 +461,7 @@ class CFN(EstimatorParams):
         :meth:`predict_indices`.  For a user not in the training data use :meth:`fold_in`
         (U-CFN).
         """
+        user_id = interop.to_host(user_id)
         if np.ndim(user_id) != 0:
             raise ValueError(f"recommend takes one user id; use recommend_batch for several, got {user_id!r}")
         return self.recommend_batch([user_id], n, exclude_seen, min_support=min_support)[0]
@@ -594,6 +611,7 @@ class CFN(EstimatorParams):
         if features is None:
             raise ValueError(f"this model uses {dim} {sample_side} features: pass features= "
                              f"(a vector of {dim} numbers) for the new {sample_side}")
+        features = interop.to_host(features)
         names = (self.train_.user_feature_names if sample_side == "user" else self.train_.item_feature_names) \
             if self.use_side_info else None
         features = align_vector(features, names, "fold-in features")
@@ -610,6 +628,48 @@ class CFN(EstimatorParams):
         if not np.all(np.isfinite(arr)):
             raise ValueError("fold-in features contain NaN or infinite values")
         return np.ascontiguousarray(arr)
+
+    # ------------------------------------------------------------------ codes, export
+    @reading
+    def encode(self, rows: Any = None, features: Any = None, *, return_means: bool = False,
+               output: str = "numpy", stream: Any = None) -> Any:
+        """Hidden codes (the last hidden layer, ``(n, hidden[-1])`` float32) of rating rows.
+
+        ``rows`` are samples in the model's input space, in rating units: for a U-CFN users over
+        the training items, for an I-CFN items over the training users (columns in training
+        index order).  A SciPy sparse matrix (stored entries are the known ratings) or a dense
+        array (NaN = unknown), of any array library.  Each row is scaled and centred by its own
+        mean as in training.  ``features``: the rows' side information (required when the model
+        has some).  ``rows=None`` encodes the training samples.  With ``return_means`` also
+        returns each row's centring mean (unit scale), which :meth:`decode` takes to give ratings
+        (NaN for a row with no rating in a model without side information: decode then falls back
+        to each input's mean rating, as :meth:`predict` does).
+        ``output`` / ``stream`` as in :meth:`predict` (``"like"``: the library of ``rows``).
+        """
+        from .encoding import encode
+        return encode(self, rows, features, return_means=return_means, output=output, stream=stream)
+
+    @reading
+    def decode(self, codes: Any, features: Any = None, cols: Any = None, *, means: Any = None,
+               output: str = "numpy", stream: Any = None) -> Any:
+        """The output layer on hidden ``codes``: ``(n, n_inputs)``, or only the output columns
+        ``cols`` (input-space indices: items for U-CFN, users for I-CFN).
+
+        Without ``means`` the result is the network's raw output: centred unit scale, in (-1, 1).
+        With ``means`` (one centring mean per row, e.g. from ``encode(..., return_means=True)``)
+        it is in rating units, the centring and scaling undone and clipped to the scale, exactly
+        as :meth:`predict` and :meth:`fold_in` compute them.  ``features`` as in :meth:`encode`.
+        On the cuda backend, CUDA ``codes`` are used in place (no host copy).
+        """
+        from .encoding import decode
+        return decode(self, codes, features, cols, means=means, output=output, stream=stream)
+
+    def to_onnx(self, path: str | Path, graph: str = "predict", **options: Any) -> Path:
+        """Write the fitted network as an ONNX model (needs the ``onnx`` extra); ``graph`` is
+        ``"predict"``, ``"reconstruct"`` or ``"recommend"``.  See :mod:`cfn_fast.export.onnx` for
+        each graph's inputs, outputs and options."""
+        from .export.onnx import export_onnx
+        return export_onnx(self, path, graph=graph, **options)
 
     # ------------------------------------------------------------------ persistence
     @reading
@@ -690,12 +750,12 @@ def _check_hidden(hidden: Any) -> tuple[int, ...]:
 
 
 def _as_index(index: Any, n: int, what: str) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(index))
+    arr = np.atleast_1d(np.asarray(interop.to_host(index)))
     if arr.ndim != 1:
         raise ValueError(f"{what} indices must be one-dimensional, got shape {arr.shape}")
     if arr.size and arr.dtype.kind not in "iu":
         raise TypeError(f"{what} indices must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
+    arr = arr.astype(np.int64, copy=False)
     if arr.size and (arr.min() < 0 or arr.max() >= n):
         bad = arr[(arr < 0) | (arr >= n)]
         raise IndexError(f"{what} indices must lie in [0, {n}), got {bad[:5].tolist()}")
@@ -703,6 +763,7 @@ def _as_index(index: Any, n: int, what: str) -> np.ndarray:
 
 
 def _as_features(features: Any, n_rows: int, what: str) -> np.ndarray:
+    features = interop.to_host(features)  # any array library; no copy for host float32 data
     if sp.issparse(features):
         features = features.toarray()
     try:
@@ -774,6 +835,7 @@ def _fold_in_ratings(ids: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
         ids = []
     if ratings is None:
         ratings = []
+    ids, ratings = interop.to_host(ids), interop.to_host(ratings)
     ids_arr = np.asarray(ids)
     values = np.asarray(ratings)
     if ids_arr.ndim != 1 or values.ndim != 1:

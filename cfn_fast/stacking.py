@@ -154,11 +154,20 @@ class StackedCFN(EstimatorParams):
         """The last fine-tuning's epochs (the pre-training's are in ``pretrained_.history_``)."""
         return self._fitted().history_
 
-    def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
-        return self._fitted().predict(user_ids, item_ids)
+    def predict(self, user_ids: Any, item_ids: Any, **options: Any) -> Any:
+        return self._fitted().predict(user_ids, item_ids, **options)
 
-    def predict_indices(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self._fitted().predict_indices(users, items)
+    def predict_indices(self, users: Any, items: Any, **options: Any) -> Any:
+        return self._fitted().predict_indices(users, items, **options)
+
+    def encode(self, *args: Any, **options: Any) -> Any:
+        return self._fitted().encode(*args, **options)
+
+    def decode(self, *args: Any, **options: Any) -> Any:
+        return self._fitted().decode(*args, **options)
+
+    def to_onnx(self, path: str | Path, graph: str = "predict", **options: Any) -> Path:
+        return self._fitted().to_onnx(path, graph, **options)
 
     def score(self, test: RatingSet) -> float:
         return self._fitted().score(test)

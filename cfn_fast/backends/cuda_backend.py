@@ -839,11 +839,23 @@ class CudaEngine(Engine):
             codes[start:start + m] = h[L - 1][:m]
         return codes
 
-    def encode(self, inputs: sp.csr_matrix, side: np.ndarray | None) -> np.ndarray:
-        with self._stream:
+    def _inference_stream(self):
+        """The caller's stream (``stream=`` of the CFN inference methods, set per thread by
+        :func:`cfn_fast.interop.caller_stream`), ordered after this engine's own work; else the engine's."""
+        from ..interop import current_caller_stream
+        caller = current_caller_stream()
+        if caller is None:
+            return self._stream
+        caller.wait_event(self._stream.record())  # parameters written on the engine's stream come first
+        return caller
+
+    def encode(self, inputs: sp.csr_matrix, side: np.ndarray | None, *, on_device: bool = False) -> np.ndarray:
+        """Codes of every row of ``inputs``: a host array, or a CuPy array with ``on_device``."""
+        with self._inference_stream():
             csr, counts, d_side, sdim = self._device_inputs(inputs, side)
             codes = self._encode_device(csr, counts, d_side, sdim, np.arange(inputs.shape[0], dtype=np.int64))
-            return np.ascontiguousarray(codes[:, :self._widths[self._L - 1]].get())
+            codes = codes[:, :self._widths[self._L - 1]]
+            return self._cp.ascontiguousarray(codes) if on_device else np.ascontiguousarray(codes.get())
 
     def predict_entries(self, inputs: sp.csr_matrix, side: np.ndarray | None,
                         rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -859,7 +871,7 @@ class CudaEngine(Engine):
         if cols.min() < 0 or cols.max() >= self._n_inputs:
             raise ValueError(f"column indices must lie in [0, {self._n_inputs})")
         needed, local = np.unique(rows, return_inverse=True)
-        with self._stream:
+        with self._inference_stream():
             csr, counts, d_side, sdim = self._device_inputs(inputs, side)
             codes = self._encode_device(csr, counts, d_side, sdim, needed)
             pside = self._dummy_f
@@ -874,20 +886,26 @@ class CudaEngine(Engine):
                 pside, np.int32(sdim), np.float32(self._scale), out))
             return out.get()
 
-    def decode(self, codes: np.ndarray, side: np.ndarray | None, cols: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, codes: np.ndarray, side: np.ndarray | None, cols: np.ndarray | None = None, *,
+               on_device: bool = False) -> np.ndarray:
+        """Output layer on ``codes`` (host or CuPy arrays; CuPy ones are used in place); a host result,
+        or a CuPy one with ``on_device``."""
         cp, L, p = self._cp, self._L, self._params
-        codes = np.asarray(codes, dtype=np.float32)
+        if not isinstance(codes, cp.ndarray):
+            codes = np.asarray(codes, dtype=np.float32)
         width = self._widths[L - 1]
         if codes.ndim != 2 or codes.shape[1] != width:
             raise ValueError(f"codes must have shape (n, {width}), got {codes.shape}")
         s32 = np.float32(self._scale)
-        with self._stream:
-            sel = slice(None) if cols is None else cp.asarray(np.asarray(cols, dtype=np.int64))
+        with self._inference_stream():
+            codes = cp.asarray(codes, dtype=cp.float32)
+            sel = slice(None) if cols is None else cp.asarray(cols, dtype=cp.int64)
             weight = p.w[L - 1][:, :width][sel] * s32
-            z = cp.matmul(cp.asarray(codes), weight.T) + p.b[L - 1][sel] * s32
+            z = cp.matmul(codes, weight.T) + p.b[L - 1][sel] * s32
             if side is not None and self._sdim:
-                z += cp.matmul(cp.asarray(np.asarray(side, dtype=np.float32)), (p.s[L - 1][sel] * s32).T)
-            return cp.tanh(z).get().astype(np.float32, copy=False)
+                z += cp.matmul(cp.asarray(side, dtype=cp.float32), (p.s[L - 1][sel] * s32).T)
+            out = cp.tanh(z)
+            return out if on_device else out.get().astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ introspection
     def device_bytes(self) -> int:

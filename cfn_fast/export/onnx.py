@@ -1,0 +1,366 @@
+"""ONNX export of a fitted :class:`~cfn_fast.CFN`, built with the ``onnx`` package's helpers alone (opset 17).
+
+The whole prediction path lives in the graph: scaling to [-1, 1], centring each row by its own mean, the
+network (side information concatenated to every layer's input), the inverse scaling and the clipping to
+the rating scale.  A serving engine (ONNX Runtime, Triton, ...) feeds ratings and gets ratings.
+
+Vocabulary.  A *sample* is what the autoencoder completes: a user for a U-CFN, an item for an I-CFN.  Its
+*row* holds its ratings over the model's *inputs* (items for U-CFN, users for I-CFN), in **training index
+order**: column ``j`` is ``model.train_.item_ids[j]`` (U-CFN) or ``model.train_.user_ids[j]`` (I-CFN); the
+ids are also stored in the model's metadata (``input_ids``, JSON).  ``B`` is the batch (dynamic).
+
+Row inputs (``predict``, ``reconstruct``, U-CFN ``recommend``), chosen by ``input_format``:
+
+* ``"dense"``: ``ratings`` float32 ``[B, n_inputs]`` in rating units, **NaN for unknown**.
+* ``"sparse"``: ``indices`` int64 ``[B, K]`` and ``values`` float32 ``[B, K]``: each row's known ratings as
+  column indices and ratings, padded with index ``-1`` (padding values are ignored; an index at most once
+  per row).
+
+``features`` float32 ``[B, side_dim]``: the samples' side information, an input only when the model was
+trained with side information (CFN++).  Ratings must lie on the model's scale (the graph does not check).
+
+Graphs
+------
+``"reconstruct"``  → ``predictions`` float32 ``[B, n_inputs]`` (every input's predicted rating) and
+    ``codes`` float32 ``[B, hidden[-1]]`` (the last hidden layer).
+``"predict"``      inputs + ``columns`` int64 ``[B, C]`` (input-space indices to score for each row, the
+    candidate ids) → ``predictions`` float32 ``[B, C]``.  For a U-CFN: a user's item ratings in, that user's
+    predicted ratings of the requested items out; for an I-CFN: an item's ratings by the training users in,
+    the requested users' predicted ratings of that item out.  A known sample fed its training row gets
+    :meth:`CFN.predict`'s values; a new one gets :meth:`CFN.fold_in`'s.
+``"recommend"``    ``k`` int64 ``[1]`` (≤ the number of candidates) → ``top_indices`` int64 ``[B, k]`` and
+    ``top_scores`` float32 ``[B, k]``, best first, ties by lower index (TopK), as :meth:`CFN.recommend`.
+
+    * U-CFN: row inputs (a user's ratings over the items); the items rated in the row are excluded; indices
+      are item indices.  Rows with fewer than ``k`` unrated items end in ``-inf`` scores.
+    * I-CFN (users are the inputs, so a user's scores need every item): ``users`` int64 ``[B]`` (training
+      user indices) and ``exclude`` int64 ``[B, E]`` (item indices not to recommend, e.g. the user's seen
+      items, padded with ``-1``) → top item indices.  The items' codes and means are stored in the graph.
+
+A sample with no ratings in its row is centred by the global training mean; without side information
+it is predicted by each input's mean training rating, as :meth:`CFN.predict` does.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import GRAPHS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import CFN
+
+__all__ = ["export_onnx", "build_onnx", "OPSET", "INPUT_FORMATS"]
+
+OPSET = 17
+INPUT_FORMATS = ("dense", "sparse")
+_IR_VERSION = 8  # the oldest IR that carries opset 17: loads in older runtimes too
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("ONNX export needs the onnx package: pip install 'cfn_fast[onnx]'") from None
+    return onnx
+
+
+class _Builder:
+    """Accumulates nodes and initializers with unique names (a thin layer over ``onnx.helper``)."""
+
+    def __init__(self, onnx: Any) -> None:
+        self.onnx = onnx
+        self.helper = onnx.helper
+        self.nodes: list = []
+        self.initializers: list = []
+        self.count = 0
+
+    def name(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}_{self.count}"
+
+    def const(self, value: Any, stem: str = "const", dtype: Any = np.float32) -> str:
+        name = self.name(stem)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attrs: Any) -> Any:
+        names = [self.name(op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), names, **attrs))
+        return names[0] if outputs == 1 else names
+
+    def rename(self, value: str, name: str) -> str:
+        self.nodes.append(self.helper.make_node("Identity", [value], [name]))
+        return name
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Graph values of the row inputs: ``centred`` (``[B, n_inputs]`` dense or ``[B, K]`` sparse), the sparse
+    column ``indices`` (``None`` for dense rows), ``weight`` (1.0 where known), row ``mean`` and ``count``."""
+
+    centred: str
+    indices: str | None
+    weight: str
+    mean: str
+    count: str
+
+
+class _Exporter:
+    """Builds one graph for one fitted model (see the module notes)."""
+
+    def __init__(self, model: "CFN", onnx: Any) -> None:
+        self.model = model
+        self.g = _Builder(onnx)
+        self.onnx = onnx
+        self.pre = model.preprocessing_
+        self.layers = model.layers_
+        self.n_inputs = int(model.inputs_.shape[1])
+        self.side_dim = 0 if model.side_ is None else int(model.side_.shape[1])
+        self.inputs: list = []
+        self.outputs: list = []
+
+    # ------------------------------------------------------------------ graph inputs / outputs
+    def _input(self, name: str, elem: int, shape: list) -> str:
+        self.inputs.append(self.onnx.helper.make_tensor_value_info(name, elem, shape))
+        return name
+
+    def _output(self, value: str, name: str, elem: int, shape: list) -> None:
+        self.g.rename(value, name)
+        self.outputs.append(self.onnx.helper.make_tensor_value_info(name, elem, shape))
+
+    def _features(self) -> str | None:
+        if not self.side_dim:
+            return None
+        return self._input("features", self.onnx.TensorProto.FLOAT, ["batch", self.side_dim])
+
+    # ------------------------------------------------------------------ preprocessing
+    def _rows(self, input_format: str) -> "_Rows":
+        """The row inputs, centred as in training: unit scale, minus the row's mean over its known entries.
+
+        Dense rows stay ``[B, n_inputs]``; sparse rows ``[B, K]`` (see :meth:`_first_product`)."""
+        g, T, pre = self.g, self.onnx.TensorProto, self.pre
+        if input_format == "dense":
+            ratings = self._input("ratings", T.FLOAT, ["batch", self.n_inputs])
+            known = g.op("Not", g.op("IsNaN", ratings))
+            values, indices = g.op("Where", known, ratings, g.const(0.0)), None
+        else:
+            indices = self._input("indices", T.INT64, ["batch", "known"])
+            raw = self._input("values", T.FLOAT, ["batch", "known"])
+            known = g.op("GreaterOrEqual", indices, g.const(0, dtype=np.int64))
+            indices = g.op("Where", known, indices, g.const(0, dtype=np.int64))  # padding reads column 0, weight 0
+            values = g.op("Where", known, raw, g.const(0.0))
+        weight = g.op("Cast", known, to=T.FLOAT)
+        unit = g.op("Mul", g.op("Div", g.op("Sub", values, g.const(pre.mid)), g.const(pre.half_range)), weight)
+        axis = g.const([1], dtype=np.int64)
+        count = g.op("ReduceSum", weight, axis, keepdims=1)
+        total = g.op("ReduceSum", unit, axis, keepdims=1)
+        has = g.op("Greater", count, g.const(0.0))
+        mean = g.op("Where", has, g.op("Div", total, g.op("Max", count, g.const(1.0))), g.const(pre.global_mean))
+        centred = g.op("Mul", g.op("Sub", unit, mean), weight)
+        return _Rows(centred, indices, weight, mean, count)
+
+    def _first_product(self, rows: "_Rows") -> str:
+        """``centred @ W_0ᵀ`` ``[B, hidden[0]]``.  Sparse rows are scattered into a dense ``[B, n_inputs]``
+        matrix first: one dense MatMul keeps memory at O(B·n_inputs) whatever the rows' lengths (gathering
+        weight rows would need O(B·K_max·hidden), ruinous for batches of long and short rows)."""
+        g = self.g
+        weight_t = g.const(np.ascontiguousarray(self.layers[0].weight.T), "W0T")          # [n_inputs, H1]
+        centred = rows.centred if rows.indices is None else \
+            self._scatter_sum(self._batch(rows.indices), self.n_inputs, rows.indices, rows.centred)
+        return g.op("MatMul", centred, weight_t)
+
+    def _batch(self, value: str) -> str:
+        g = self.g
+        return g.op("Slice", g.op("Shape", value), g.const([0], dtype=np.int64), g.const([1], dtype=np.int64))
+
+    def _seen(self, rows: "_Rows") -> str:
+        """Boolean ``[B, n_inputs]``: the entries known in each row."""
+        g = self.g
+        if rows.indices is None:
+            return g.op("Greater", rows.weight, g.const(0.0))
+        return g.op("Greater", self._scatter_sum(self._batch(rows.indices), self.n_inputs, rows.indices, rows.weight),
+                    g.const(0.0))
+
+    def _scatter_sum(self, batch: str, width: int, indices: str, updates: str) -> str:
+        """Sum ``updates`` into a zero ``[batch, width]`` matrix at ``indices`` along axis 1."""
+        g = self.g
+        shape = g.op("Concat", batch, g.const([width], dtype=np.int64), axis=0)
+        zeros = g.op("ConstantOfShape", shape, value=self.onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
+        return g.op("ScatterElements", zeros, indices, updates, axis=1, reduction="add")
+
+    # ------------------------------------------------------------------ network
+    def _with_side(self, h: str, features: str | None) -> str:
+        return h if features is None else self.g.op("Concat", h, features, axis=1)
+
+    def _stacked_weight(self, layer: Any) -> np.ndarray:
+        """``[W | V]``: the layer's weight with its side weight appended (side concatenated to the input)."""
+        return layer.weight if layer.side_weight is None else np.concatenate([layer.weight, layer.side_weight], 1)
+
+    def _encode(self, rows: "_Rows", features: str | None) -> str:
+        g = self.g
+        first = self.layers[0]
+        z = g.op("Add", self._first_product(rows), g.const(first.bias, "b"))
+        if features is not None:
+            z = g.op("Add", z, g.op("Gemm", features, g.const(first.side_weight, "V"), transB=1))
+        h = g.op("Tanh", z)
+        for layer in self.layers[1:-1]:
+            h = g.op("Tanh", g.op("Gemm", self._with_side(h, features), g.const(self._stacked_weight(layer), "W"),
+                                  g.const(layer.bias, "b"), transB=1))
+        return h
+
+    def _to_ratings(self, out: str, mean: str) -> str:
+        g, pre = self.g, self.pre
+        rating = g.op("Add", g.const(pre.mid), g.op("Mul", g.const(pre.half_range), g.op("Add", out, mean)))
+        return g.op("Clip", rating, g.const(pre.low), g.const(pre.high))
+
+    def _input_means(self) -> np.ndarray:
+        return self.model._input_mean_rating(np.arange(self.n_inputs)).astype(np.float32)
+
+    def _cold_fallback(self, ratings: str, count: str, columns: str | None = None) -> str:
+        """Rows with no known rating and no side information: each input's mean rating (as CFN.predict);
+        ``columns`` selects the inputs (all of them when ``None``)."""
+        if self.side_dim:
+            return ratings
+        g = self.g
+        if columns is None:
+            means = g.const(self._input_means()[None, :], "input_mean_rating")
+        else:
+            means = g.op("Gather", g.const(self._input_means(), "input_mean_rating"), columns, axis=0)
+        return g.op("Where", g.op("Equal", count, g.const(0.0)), means, ratings)
+
+    # ------------------------------------------------------------------ the graphs
+    def reconstruct(self, input_format: str) -> None:
+        T = self.onnx.TensorProto
+        rows = self._rows(input_format)
+        features = self._features()
+        codes = self._encode(rows, features)
+        out = self._full_output(codes, features)
+        rated = self._cold_fallback(self._to_ratings(out, rows.mean), rows.count)
+        self._output(rated, "predictions", T.FLOAT, ["batch", self.n_inputs])
+        self._output(codes, "codes", T.FLOAT, ["batch", int(self.layers[-1].weight.shape[1])])
+
+    def _full_output(self, codes: str, features: str | None) -> str:
+        last = self.layers[-1]
+        g = self.g
+        return g.op("Tanh", g.op("Gemm", self._with_side(codes, features), g.const(self._stacked_weight(last), "W"),
+                                 g.const(last.bias, "b"), transB=1))
+
+    def predict(self, input_format: str) -> None:
+        g, T = self.g, self.onnx.TensorProto
+        rows = self._rows(input_format)
+        features = self._features()
+        columns = self._input("columns", T.INT64, ["batch", "columns"])
+        codes = self._with_side(self._encode(rows, features), features)         # [B, H(+S)]
+        last = self.layers[-1]
+        weight = g.op("Gather", g.const(self._stacked_weight(last), "W"), columns, axis=0)   # [B, C, H(+S)]
+        z = g.op("Squeeze", g.op("MatMul", weight, g.op("Unsqueeze", codes, g.const([2], dtype=np.int64))),
+                 g.const([2], dtype=np.int64))                                   # [B, C]
+        z = g.op("Add", z, g.op("Gather", g.const(last.bias, "b"), columns, axis=0))
+        rated = self._cold_fallback(self._to_ratings(g.op("Tanh", z), rows.mean), rows.count, columns)
+        self._output(rated, "predictions", T.FLOAT, ["batch", "columns"])
+
+    def recommend(self, input_format: str) -> None:
+        if self.model.kind == "user":
+            self._recommend_user_cfn(input_format)
+        else:
+            self._recommend_item_cfn()
+
+    def _top_k(self, scores: str, excluded: str) -> None:
+        g, T = self.g, self.onnx.TensorProto
+        k = self._input("k", T.INT64, [1])
+        masked = g.op("Where", excluded, g.const(-np.inf), scores)
+        values, indices = g.op("TopK", masked, k, outputs=2, axis=-1, largest=1, sorted=1)
+        self._output(indices, "top_indices", T.INT64, ["batch", "k"])
+        self._output(values, "top_scores", T.FLOAT, ["batch", "k"])
+
+    def _recommend_user_cfn(self, input_format: str) -> None:
+        g = self.g
+        rows = self._rows(input_format)
+        features = self._features()
+        out = self._full_output(self._encode(rows, features), features)
+        rated = self._cold_fallback(self._to_ratings(out, rows.mean), rows.count)
+        self._top_k(rated, self._seen(rows))
+
+    def _recommend_item_cfn(self) -> None:
+        """Scores of every item for the given users: the output columns ``users`` of the items' codes."""
+        g, T, model, pre = self.g, self.onnx.TensorProto, self.model, self.pre
+        users = self._input("users", T.INT64, ["batch"])
+        exclude = self._input("exclude", T.INT64, ["batch", "excluded"])
+        items = np.asarray(model.encode(), dtype=np.float32)                     # [n_items, H]
+        if self.side_dim:
+            items = np.concatenate([items, model.side_], axis=1)
+        last = self.layers[-1]
+        weight = g.op("Gather", g.const(self._stacked_weight(last), "W"), users, axis=0)      # [B, H(+S)]
+        z = g.op("Gemm", weight, g.const(items, "item_codes"), transB=1)                      # [B, n_items]
+        z = g.op("Add", z, g.op("Unsqueeze", g.op("Gather", g.const(last.bias, "b"), users, axis=0),
+                                g.const([1], dtype=np.int64)))
+        rated = self._to_ratings(g.op("Tanh", z), g.const(pre.sample_mean[None, :], "item_mean"))
+        n_items = items.shape[0]
+        cold = (pre.sample_count == 0) if self.side_dim == 0 else np.zeros(n_items, dtype=bool)
+        if cold.any():
+            user_means = g.op("Unsqueeze", g.op("Gather", g.const(self._input_means(), "user_mean_rating"),
+                                                users, axis=0), g.const([1], dtype=np.int64))
+            rated = g.op("Where", g.const(cold[None, :], "cold_item", dtype=bool), user_means, rated)
+        valid = g.op("GreaterOrEqual", exclude, g.const(0, dtype=np.int64))
+        safe = g.op("Where", valid, exclude, g.const(0, dtype=np.int64))
+        hits = self._scatter_sum(g.op("Shape", users), n_items, safe, g.op("Cast", valid, to=T.FLOAT))
+        self._top_k(rated, g.op("Greater", hits, g.const(0.0)))
+
+    # ------------------------------------------------------------------ the model
+    def model_proto(self, graph: str, input_format: str) -> Any:
+        getattr(self, graph)(input_format)
+        helper = self.onnx.helper
+        body = helper.make_graph(self.g.nodes, f"cfn_{graph}", self.inputs, self.outputs, self.g.initializers,
+                                 doc_string=__doc__.split("\n\n")[0])
+        proto = helper.make_model(body, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="cfn_fast", ir_version=_IR_VERSION,
+                                  doc_string=f"CFN {graph} graph; see cfn_fast.export.onnx for its contract")
+        helper.set_model_props(proto, self._metadata(graph, input_format))
+        self.onnx.checker.check_model(proto)
+        return proto
+
+    def _metadata(self, graph: str, input_format: str) -> dict[str, str]:
+        model, pre = self.model, self.pre
+        train = model.train_
+        input_ids, sample_ids = (train.item_ids, train.user_ids) if model.kind == "user" else \
+            (train.user_ids, train.item_ids)
+        meta = {"cfn_kind": model.kind, "graph": graph, "input_format": input_format,
+                "scale": json.dumps([pre.low, pre.high]), "n_inputs": str(self.n_inputs),
+                "side_dim": str(self.side_dim), "hidden": json.dumps([int(l.weight.shape[0]) for l in self.layers[:-1]]),
+                "inputs_are": "items" if model.kind == "user" else "users",
+                "input_ids": json.dumps(input_ids.tolist())}
+        if graph == "recommend" and model.kind == "item":
+            meta["item_ids"] = json.dumps(sample_ids.tolist())
+        return meta
+
+
+def build_onnx(model: "CFN", graph: str = "predict", *, input_format: str = "dense") -> Any:
+    """The ``onnx.ModelProto`` of ``graph`` for a fitted ``model`` (checked with ``onnx.checker``)."""
+    model._check_fitted()
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {', '.join(map(repr, GRAPHS))}, got {graph!r}")
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format must be 'dense' or 'sparse', got {input_format!r}")
+    return _Exporter(model, _onnx()).model_proto(graph, input_format)
+
+
+def export_onnx(model: "CFN", path: str | Path, graph: str = "predict", *, input_format: str = "dense") -> Path:
+    """Write :func:`build_onnx`'s model to ``path`` atomically (a temporary file renamed into place)."""
+    proto = build_onnx(model, graph, input_format=input_format)
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory; give a file name such as model.onnx")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(proto.SerializeToString())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
