@@ -204,7 +204,7 @@ int cfn_emu_launch(unsigned gx, unsigned bx, unsigned long long smem, const std:
 }
 """
 
-_SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(([^)]*)\)\s*\{',
+_SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:(?:__launch_bounds__\([^)]*\)|CFN_BOUNDS_\w*)\s+)?(\w+)\s*\(([^)]*)\)\s*\{',
                         re.S)
 _SCALAR = {"int": np.int32, "unsigned int": np.uint32, "long long": np.int64, "unsigned long long": np.uint64,
            "float": np.float32, "double": np.float64}
@@ -586,10 +586,19 @@ def random_problem(rng: np.random.Generator, n_samples: int, n_inputs: int, dens
     return samples, side
 
 
-def run_checks(emulate: bool, quick: bool, verbose: bool = True) -> list[tuple[str, str, float, bool]]:
-    """Run every configuration; returns rows (config, quantity, relative error, ok)."""
+def run_checks(emulate: bool, quick: bool, verbose: bool = True, reference: str = "numpy",
+               only: tuple[str, ...] | None = None) -> list[tuple[str, str, float, bool]]:
+    """Run every configuration; returns rows (config, quantity, relative error, ok).
+
+    ``reference`` is the engine the CUDA engine is compared with: "numpy" (the specification) or
+    "cpu" (the Cython engine, itself tested against the specification).  ``only``: the names of
+    the configurations to run (default: all, or the first three when ``quick``).
+    """
     from cfn_fast.backends.base import TrainConfig, epoch_order
-    from cfn_fast.backends.numpy_backend import NumpyEngine
+    if reference == "cpu":
+        from cfn_fast.backends.cpu_backend import CpuEngine as NumpyEngine
+    else:
+        from cfn_fast.backends.numpy_backend import NumpyEngine
     from cfn_fast.network import init_layers
     from cfn_fast.backends import cuda_backend
 
@@ -618,7 +627,9 @@ def run_checks(emulate: bool, quick: bool, verbose: bool = True) -> list[tuple[s
         configs += [("wide 1 hidden, side, segment, graphs", (600,), 16, "segment", True, 35, 0.25),
                     ("wide 1 hidden, side, atomic, graphs", (1100,), 4, "atomic", True, 35, 0.25),
                     ("wide 2 hidden, side, segment", (300, 200), 5, "segment", False, 35, 0.25)]
-    if quick:
+    if only is not None:
+        configs = [c for c in configs if c[0] in only]
+    elif quick:
         configs = configs[:3]
     rows_out: list[tuple[str, str, float, bool]] = []
 

@@ -72,7 +72,7 @@ def test_every_engine_kernel_is_defined():
     from cfn_fast.backends.cuda_backend import KERNEL_NAMES, kernel_source
     source = kernel_source()
     for name in KERNEL_NAMES:
-        assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+{name}\s*\(', source), f"kernel {name} not found"
+        assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+(CFN_BOUNDS_\w*\s+)?{name}\s*\(', source), f"kernel {name} not found"
     # the shared header is inlined exactly once, so the single RawModule needs no include path
     assert source.count("#define CFN_COMMON_CUH") == 1
     assert not re.search(r'^\s*#\s*include\s+"', source, re.M)

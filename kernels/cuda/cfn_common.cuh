@@ -24,6 +24,7 @@
 
 #define CFN_FULL 0xffffffffu
 #define CFN_NCOEF 4
+#define CFN_MAX_THREADS 256   // largest block of every kernel (cuda_backend checks block_threads against it)
 
 #ifdef CFN_EMULATE
 // host emulation (bench/gpu_numeric_check.py --emulate) provides the dynamic shared memory
@@ -119,22 +120,29 @@ __device__ __forceinline__ bool cfn_warp_range(int nnz, int per, long long gw, i
 
 // Deterministic row sums without atomics.  Each warp writes one partial row for every batch row
 // r its range touches, into slot (gw + r) of a partial buffer with (total_warps + rows) rows:
-// slots are unique and increase with (gw, r).  The full row r is then the sum, in warp order,
-// of slots gw + r for the warps gw = boff[r]/per .. (boff[r+1]-1)/per that cover its entries.
-// Returns that sum for column i (0 for a row without entries).
+// slots are unique and increase with (gw, r).  The full row r is then the sum of slots gw + r for
+// the warps gw = boff[r]/per .. (boff[r+1]-1)/per that cover its entries.
+// Returns that sum for column i (0 for a row without entries), in a fixed order: the slots are
+// taken 8 at a time (8 independent loads in flight instead of one dependent load per slot, for
+// long rows covered by hundreds of warps), each group summed as a pairwise tree, the group sums
+// added in warp order.  The same bits on every run.
 __device__ __forceinline__ float cfn_row_total(const float* __restrict__ part, const int* __restrict__ boff, int r,
                                                int per, int hp, int i) {
     const int b0 = boff[r], b1 = boff[r + 1];
     if (b1 <= b0) return 0.f;
     const int w0 = b0 / per, w1 = (b1 - 1) / per;
-    float s0 = 0.f, s1 = 0.f;
-    int w = w0;
-    for (; w + 1 <= w1; w += 2) {
-        s0 += part[((size_t)w + r) * hp + i];
-        s1 += part[((size_t)w + 1 + r) * hp + i];
+    const float* p = part + ((size_t)w0 + r) * hp + i;
+    const int n = w1 - w0 + 1;
+    float total = 0.f;
+    int w = 0;
+    for (; w + 8 <= n; w += 8) {
+        float v[8];
+#pragma unroll
+        for (int q = 0; q < 8; ++q) v[q] = p[(size_t)(w + q) * hp];
+        total += ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
     }
-    if (w <= w1) s0 += part[((size_t)w + r) * hp + i];
-    return s0 + s1;
+    for (; w < n; ++w) total += p[(size_t)w * hp];
+    return total;
 }
 
 // One lane's view of local entry e of the batch (valid lanes only; rr is advanced in place
