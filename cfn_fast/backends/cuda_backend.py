@@ -505,7 +505,10 @@ class CudaEngine(Engine):
         self._grid_enc = self._sparse_grid(nnz, self._wpb1, "cfn_encode", hp[1])
         self._grid_out = self._sparse_grid(nnz, self._wpbl, "cfn_output", hp[L - 1])
         self._grid_sct = self._sparse_grid(nnz, self._threads // 32, "cfn_scatter_atomic")
-        self._grid_seg = self._resident_grid("cfn_scatter_segment", self._threads // 32)
+        # one warp per touched column: no more warps than columns a batch can touch
+        touchable = min(self._n_inputs, nnz)
+        self._grid_seg = int(max(1, min(self._resident_grid("cfn_scatter_segment", self._threads // 32),
+                                         -(-touchable // (self._threads // 32)))))
         self._tw_enc = self._grid_enc * self._wpb1
         self._tw_out = self._grid_out * self._wpbl
         with self._stream:

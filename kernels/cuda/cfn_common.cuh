@@ -27,10 +27,13 @@
 #define CFN_MAX_THREADS 256   // largest block of every kernel (cuda_backend checks block_threads against it)
 
 #ifdef CFN_EMULATE
-// host emulation (bench/gpu_numeric_check.py --emulate) provides the dynamic shared memory
+// host emulation (bench/gpu_numeric_check.py --emulate) provides the dynamic shared memory and
+// checks that every 16-byte vector access is 16-byte aligned (the host would not fault)
 #define CFN_DYN_SMEM(T, name) T* name = reinterpret_cast<T*>(cfn_emu_dynamic_smem())
+#define CFN_ALIGNED16(p) cfn_emu_check_aligned16((const void*)(p), __LINE__)
 #else
 #define CFN_DYN_SMEM(T, name) extern __shared__ T name[]
+#define CFN_ALIGNED16(p) ((void)0)
 #endif
 
 // SplitMix64 finaliser, bit-identical to cfn_fast.corruption.splitmix64 (wrapping uint64).
@@ -68,9 +71,18 @@ __device__ __forceinline__ double cfn_warp_sum_d(double v) {
 __device__ __forceinline__ int cfn_imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ long long cfn_lmin(long long a, long long b) { return a < b ? a : b; }
 
-__device__ __forceinline__ float4 cfn_ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ __forceinline__ float4 cfn_ldg4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
-__device__ __forceinline__ void cfn_st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ float4 cfn_ld4(const float* p) {
+    CFN_ALIGNED16(p);
+    return *reinterpret_cast<const float4*>(p);
+}
+__device__ __forceinline__ float4 cfn_ldg4(const float* p) {
+    CFN_ALIGNED16(p);
+    return __ldg(reinterpret_cast<const float4*>(p));
+}
+__device__ __forceinline__ void cfn_st4(float* p, float4 v) {
+    CFN_ALIGNED16(p);
+    *reinterpret_cast<float4*>(p) = v;
+}
 __device__ __forceinline__ float4 cfn_zero4() { return make_float4(0.f, 0.f, 0.f, 0.f); }
 __device__ __forceinline__ float4 cfn_axpy4(float a, float4 x, float4 y) {   // y + a*x
     return make_float4(y.x + a * x.x, y.y + a * x.y, y.z + a * x.z, y.w + a * x.w);
@@ -81,6 +93,7 @@ __device__ __forceinline__ float cfn_dot4(float4 a, float4 b) {
 
 // p[0..3] += v with device-scope atomics (one 16-byte vector atomic on sm_90+).
 __device__ __forceinline__ void cfn_atomic_add4(float* p, float4 v) {
+    CFN_ALIGNED16(p);
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
     atomicAdd(reinterpret_cast<float4*>(p), v);
 #else
