@@ -45,9 +45,9 @@ for _path in (ROOT, ROOT / "bench"):
 from cfn_fast.data.synthetic import ML10M_SHAPE, ML20M_SHAPE, NETFLIX_SHAPE  # noqa: E402
 
 EPOCHS = 20
-HIDDEN = 600
+HIDDEN = 600          # --smoke: 8 hidden units, 2 epochs
 SHAPES = {"ML-10M": ML10M_SHAPE, "ML-20M": ML20M_SHAPE, "Netflix": NETFLIX_SHAPE}
-SMOKE_SHAPES = {"ML-10M": (300, 120, 4000), "ML-20M": (400, 150, 6000), "Netflix": (700, 90, 9000)}
+SMOKE_SHAPES = {"ML-10M": (60, 40, 500), "ML-20M": (70, 45, 600), "Netflix": (90, 30, 700)}
 #: the issue's targets for 20 epochs, 600 hidden units (seconds, GiB of peak GPU memory)
 TARGETS = {"ML-10M I-CFN": (1.0, 1.0), "ML-10M U-CFN": (2.0, None), "ML-20M I-CFN": (2.0, None),
            "Netflix I-CFN": (10.0, 8.0), "Netflix U-CFN": (None, 8.0)}
@@ -100,6 +100,8 @@ def _xp():
     """CuPy when a GPU is usable, else NumPy (only in --smoke)."""
     try:
         import cupy
+        if cupy.__version__ == "emulated":                   # --emulate: the host stand-in has no RNG
+            return np
         cupy.cuda.runtime.getDeviceCount()
         return cupy
     except Exception:
@@ -238,8 +240,9 @@ def _config(kind: str):
 
 
 # ============================================================================ timed runs
-def time_engine(matrix: sp.csr_matrix, side: np.ndarray, kind: str, epochs: int = EPOCHS) -> dict:
+def time_engine(matrix: sp.csr_matrix, side: np.ndarray, kind: str, epochs: int | None = None) -> dict:
     """20 epochs of the CUDA engine on ``matrix`` after one warm-up epoch (undone)."""
+    epochs = EPOCHS if epochs is None else epochs
     import cupy
     from cfn_fast.backends.cuda_backend import CudaEngine, max_batch_nnz, memory_plan
     from cfn_fast.trainer import learning_rate, run_epochs
@@ -273,7 +276,8 @@ def time_engine(matrix: sp.csr_matrix, side: np.ndarray, kind: str, epochs: int 
     seconds = cupy.cuda.get_elapsed_time(begin, end) / 1e3
     out = dict(seconds=seconds, wall_s=wall, epochs=epochs, setup_s=setup, warmup_s=warmup,
                peak_pool_gib=pool.total_bytes() / GIB, plan_gib=plan["total"] / GIB,
-               plan={k: round(v / GIB, 3) for k, v in plan.items()}, engine_gib=engine.device_bytes() / GIB,
+               plan_mib={k: round(v / (1 << 20), 1) for k, v in plan.items()},
+               engine_gib=engine.device_bytes() / GIB,
                final_loss=records[-1].train_loss if records else None, graphs=engine.uses_graphs,
                scatter=engine.scatter_mode, finite=bool(math.isfinite(engine.max_abs_param())))
     del engine
@@ -281,9 +285,10 @@ def time_engine(matrix: sp.csr_matrix, side: np.ndarray, kind: str, epochs: int 
     return out
 
 
-def time_peer(matrix: sp.csr_matrix, side: np.ndarray, kind: str, budget_s: float, epochs: int = EPOCHS) -> dict:
+def time_peer(matrix: sp.csr_matrix, side: np.ndarray, kind: str, budget_s: float, epochs: int | None = None) -> dict:
     """The dense PyTorch peer: SGD steps timed for about ``budget_s`` seconds after 2 warm-up steps,
     extrapolated to ``epochs`` epochs (it would take far too long to run them)."""
+    epochs = EPOCHS if epochs is None else epochs
     torch = importlib.import_module("torch")
     peer = importlib.import_module("torch_peer")
     from cfn_fast.backends.base import epoch_order
@@ -377,8 +382,9 @@ def _wait_for_build(args, limit: float = 120.0) -> None:
 
 def stage_pytest(res: Results, args) -> None:
     _wait_for_build(args)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-rs",
-           "tests/test_cuda_compile.py", "tests/test_backends.py"]
+    # only modules without optional test dependencies (hypothesis), and not the host emulation
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-rs", "tests/test_cuda_compile.py",
+           "tests/test_backends.py", "tests/test_cuda_emulation.py", "-k", "not emulation and not real_launch"]
     t0 = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     tail = (result.stdout + result.stderr).strip().splitlines()
@@ -477,7 +483,8 @@ def table(records: list[dict]) -> str:
     for r in records:
         if r.get("stage") == "machine" or (r.get("stage") in RUN_STAGES and "seconds" in r and "run" in r):
             continue                                         # the machine line above, the runs below
-        detail = {k: v for k, v in r.items() if k not in ("stage", "time", "status", "kernels", "plan", "tail")}
+        detail = {k: v for k, v in r.items() if k not in ("stage", "time", "status", "kernels", "plan", "tail",
+                                                          "plan_mib")}
         lines.append(f"| {r.get('stage')} | {r.get('status')} | {json.dumps(detail, default=str)[:300]} |")
     peers = {r["run"]: r for r in records if r.get("stage") == "peer" and "seconds" in r}
     lines += ["", f"| run ({EPOCHS} epochs, {HIDDEN} hidden) | CUDA s | target s | peak pool GiB | plan GiB | "
@@ -501,9 +508,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", required=True, help="JSON-lines file the stage appends to")
     parser.add_argument("--peer-seconds", type=float, default=6.0, help="seconds of peer steps timed per run")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (checks this script, not speed)")
+    parser.add_argument("--emulate", action="store_true", help="with --smoke and no GPU: the kernels in host "
+                        "emulation (bench/gpu_numeric_check.py) stand in for CuPy")
     args = parser.parse_args(argv)
-    global SMOKE
+    global SMOKE, EPOCHS, HIDDEN
     SMOKE = args.smoke
+    if SMOKE:
+        EPOCHS, HIDDEN = 2, 8
+    if args.emulate:
+        import gpu_numeric_check
+        gpu_numeric_check.install_fake_cupy(sms=2)
     if args.stage == "table":
         text = table(read_results(Path(args.results)))
         print(text)
