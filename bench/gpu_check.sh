@@ -38,6 +38,7 @@ stage() {
 }
 
 ( timeout 150 $PY setup.py build_ext --inplace > "$RESULTS/build.log" 2>&1; echo $? > "$CFN_BUILD_RC" ) &
+build_pid=$!
 
 stage machine 10
 stage nvrtc   35      # compile ~10-20 s (NVRTC), then the kernels' registers and the launch plan
@@ -48,7 +49,7 @@ stage ml10m   45      # data ~3 s per kind, setup+warm-up ~3 s, targets 1.0 s (I
 stage ml20m   30      # data ~5 s, target 2.0 s
 stage netflix 90      # data ~10 s per kind (90 M ratings), init ~5 s, targets 10 s (I-CFN)
 stage peer    60      # 4 shapes x (data + 6 s of peer steps)
-wait
+wait "$build_pid"      # (not a bare `wait`: that could wait for the tee of the log as well)
 printf '{"stage": "build", "status": "rc %s"}\n' "$(cat "$CFN_BUILD_RC" 2>/dev/null || echo '?')" >> "$JSONL"
 timeout 10 $PY bench/gpu_stages.py table --results "$JSONL"
 echo "---- done (+$(( $(date +%s) - started ))s); results in $RESULTS"

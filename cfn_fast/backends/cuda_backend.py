@@ -349,7 +349,9 @@ class CudaEngine(Engine):
     ``scatter``   ``"segment"`` (default: deterministic per-column sums, no float atomics) or
                   ``"atomic"`` (per-entry float atomics); env ``CFN_CUDA_SCATTER``.
     ``graphs``    capture runs of steps into CUDA graphs (default on; env ``CFN_CUDA_GRAPHS=0`` off).
-    ``min_per_warp``, ``blocks_per_sm``, ``block_threads``: launch tuning of the sparse kernels.
+    ``min_per_warp``, ``blocks_per_sm``, ``block_threads``: launch tuning of the sparse kernels
+                  (default ``blocks_per_sm``: what each compiled kernel's registers and shared
+                  memory allow, so every sparse kernel runs in one wave; see :func:`launch_plan`).
     """
 
     name = "cuda"
