@@ -204,7 +204,7 @@ def synthetic_matrix(shape: tuple[int, int, int], kind: str, seed: int = 0, trai
         side[:, :groups] = xp.maximum(side[:, :groups], (scores > 0.55).astype(xp.float32))
     ranks = xp.argsort(xp.argsort(counts))
     side[xp.arange(n_rows), groups + (ranks * 4 // n_rows)] = 1.0
-    matrix = sp.csr_matrix((_to_host(data), _to_host(cols).astype(np.int32), _to_host(indptr)),
+    matrix = sp.csr_matrix((_to_host(data), _to_host(cols.astype(xp.int32)), _to_host(indptr)),
                            shape=(n_rows, n_cols))
     matrix.has_canonical_format = True                       # unique keys, sorted within each row
     info = dict(generated_s=round(time.perf_counter() - start, 2), generator=xp.__name__, nnz=int(matrix.nnz),
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=[*STAGES, "table"])
     parser.add_argument("--data", default=".device_data", help="folder holding ml-1m/ (ratings.npz, users.csv, items.csv)")
     parser.add_argument("--results", required=True, help="JSON-lines file the stage appends to")
-    parser.add_argument("--peer-seconds", type=float, default=6.0, help="seconds of peer steps timed per run")
+    parser.add_argument("--peer-seconds", type=float, default=4.0, help="seconds of peer steps timed per run")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (checks this script, not speed)")
     parser.add_argument("--emulate", action="store_true", help="with --smoke and no GPU: the kernels in host "
                         "emulation (bench/gpu_numeric_check.py) stand in for CuPy")
