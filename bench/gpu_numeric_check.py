@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -56,6 +57,9 @@ EMU_HEADER = r"""
 #include <atomic>
 #include <string>
 #include <functional>
+#include <algorithm>
+#include <random>
+#include <cstdlib>
 #define CFN_EMULATE 1
 #define __global__
 #define __device__
@@ -63,7 +67,7 @@ EMU_HEADER = r"""
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
-struct float4 { float x, y, z, w; };
+struct alignas(16) float4 { float x, y, z, w; };   // as on the device: 16-byte vector type
 struct float2 { float x, y; };
 struct dim3 { unsigned x, y, z; };
 inline float4 make_float4(float x, float y, float z, float w) { float4 v; v.x = x; v.y = y; v.z = z; v.w = w; return v; }
@@ -75,6 +79,7 @@ const unsigned long long* cfn_emu_values();
 void cfn_emu_syncthreads(int site);
 void cfn_emu_atomic_lock();
 void cfn_emu_atomic_unlock();
+void cfn_emu_check_aligned16(const void* p, int site);
 #define __syncthreads() cfn_emu_syncthreads(__LINE__)
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 template <class T> inline unsigned long long cfn_emu_bits(T v) { unsigned long long b = 0; std::memcpy(&b, &v, sizeof(T)); return b; }
@@ -104,6 +109,10 @@ template <class T> inline T __ldg(const T* p) { return *p; }
 template <class T> inline T atomicAdd(T* p, T v) { cfn_emu_atomic_lock(); T o = *p; *p = o + v; cfn_emu_atomic_unlock(); return o; }
 inline int atomicExch(int* p, int v) { cfn_emu_atomic_lock(); int o = *p; *p = v; cfn_emu_atomic_unlock(); return o; }
 inline int atomicCAS(int* p, int c, int v) { cfn_emu_atomic_lock(); int o = *p; if (o == c) *p = v; cfn_emu_atomic_unlock(); return o; }
+// sm_90's 16-byte vector atomic (compiled with --arch 900): needs a 16-byte aligned address
+inline float4 atomicAdd(float4* p, float4 v) {
+    cfn_emu_check_aligned16(p, __LINE__); cfn_emu_atomic_lock(); float4 o = *p;
+    p->x = o.x + v.x; p->y = o.y + v.y; p->z = o.z + v.z; p->w = o.w + v.w; cfn_emu_atomic_unlock(); return o; }
 """
 
 EMU_RUNTIME = r"""
@@ -115,18 +124,28 @@ struct Barrier {
     std::mutex m; std::condition_variable cv; int arrived = 0; long gen = 0; int exited = 0;
     unsigned long long vals[2][32]; int site[2];
 };
-std::vector<unsigned char> g_smem;
-std::vector<std::unique_ptr<Barrier>> g_warps;
-std::unique_ptr<Barrier> g_block;
-std::mutex g_atomic, g_err_m;
+// one running block: its warps' and its own barrier, its dynamic shared memory (16-byte aligned)
+struct Block {
+    std::vector<std::unique_ptr<Barrier>> warps;
+    Barrier block;
+    std::vector<unsigned char> smem;
+    unsigned char* smem_base = nullptr;
+};
+std::vector<Block*> g_running;
+std::mutex g_atomic, g_err_m, g_running_m;
 std::atomic<bool> g_poison(false);
 std::string g_error;
 thread_local const unsigned long long* t_vals = nullptr;
+thread_local Block* t_block = nullptr;
+unsigned long long g_launch = 0;
 
 void poison_all() {
     g_poison = true;
-    for (auto& w : g_warps) { std::lock_guard<std::mutex> lk(w->m); w->cv.notify_all(); }
-    if (g_block) { std::lock_guard<std::mutex> lk(g_block->m); g_block->cv.notify_all(); }
+    std::lock_guard<std::mutex> lk(g_running_m);
+    for (Block* b : g_running) {
+        for (auto& w : b->warps) { std::lock_guard<std::mutex> l2(w->m); w->cv.notify_all(); }
+        std::lock_guard<std::mutex> l3(b->block.m); b->block.cv.notify_all();
+    }
 }
 [[noreturn]] void fail(const std::string& msg) {
     { std::lock_guard<std::mutex> lk(g_err_m);
@@ -156,55 +175,86 @@ const unsigned long long* arrive(Barrier& b, int count, int slot, unsigned long 
     return b.vals[g & 1];
 }
 void thread_exit() {
-    Barrier& w = *g_warps[threadIdx.x >> 5];
+    Barrier& w = *t_block->warps[threadIdx.x >> 5];
     { std::lock_guard<std::mutex> lk(w.m); w.exited++; w.cv.notify_all(); }
-    { std::lock_guard<std::mutex> lk(g_block->m); g_block->exited++; g_block->cv.notify_all(); }
+    { std::lock_guard<std::mutex> lk(t_block->block.m); t_block->block.exited++; t_block->block.cv.notify_all(); }
+}
+int env_int(const char* name, int fallback) {
+    const char* v = std::getenv(name);
+    return (v && *v) ? std::atoi(v) : fallback;
 }
 }  // namespace
 
-void* cfn_emu_dynamic_smem() { return g_smem.data(); }
+void* cfn_emu_dynamic_smem() { return t_block->smem_base; }
 unsigned long long cfn_emu_exchange(unsigned long long v, unsigned mask, int site) {
     if (mask != 0xffffffffu) fail("warp collective with a partial mask");
-    t_vals = arrive(*g_warps[threadIdx.x >> 5], 32, threadIdx.x & 31, v, site, "warp collective");
+    t_vals = arrive(*t_block->warps[threadIdx.x >> 5], 32, threadIdx.x & 31, v, site, "warp collective");
     return 0;
 }
 const unsigned long long* cfn_emu_values() { return t_vals; }
-void cfn_emu_syncthreads(int site) { arrive(*g_block, (int)blockDim.x, -1, 0, site, "__syncthreads"); }
+void cfn_emu_syncthreads(int site) { arrive(t_block->block, (int)blockDim.x, -1, 0, site, "__syncthreads"); }
 void cfn_emu_atomic_lock() { g_atomic.lock(); }
 void cfn_emu_atomic_unlock() { g_atomic.unlock(); }
+void cfn_emu_check_aligned16(const void* p, int site) {
+    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0)
+        fail("misaligned 16-byte vector access at line " + std::to_string(site));
+}
 
 extern "C" const char* cfn_emu_error() { return g_error.c_str(); }
 
+// Blocks run in a shuffled order (seed CFN_EMU_SEED, a new order every launch) and CFN_EMU_CONCURRENT
+// of them at a time (default 4; threads of different blocks interleave freely), so a kernel whose
+// result depends on block order, or whose blocks race on the same data, shows it.  Static
+// __shared__ variables are one object per process: only single-block kernels may use them.
 int cfn_emu_launch(unsigned gx, unsigned bx, unsigned long long smem, const std::function<void()>& body) {
     g_error.clear();
     g_poison = false;
     if (gx == 0 || bx == 0 || bx > 1024 || bx % 32) { g_error = "bad launch configuration"; return 1; }
     blockDim = dim3{bx, 1, 1};
     gridDim = dim3{gx, 1, 1};
-    g_smem.assign((size_t)smem + 16, 0xFF);          // uninitialised shared memory reads as NaN
-    for (unsigned b = 0; b < gx && !g_poison; ++b) {
-        g_warps.clear();
-        for (unsigned w = 0; w < bx / 32; ++w) g_warps.emplace_back(new Barrier());
-        g_block.reset(new Barrier());
-        std::fill(g_smem.begin(), g_smem.end(), 0xFF);
+    std::vector<unsigned> order(gx);
+    for (unsigned b = 0; b < gx; ++b) order[b] = b;
+    std::mt19937_64 rng((unsigned long long)env_int("CFN_EMU_SEED", 1) * 0x9E3779B97F4A7C15ULL + (++g_launch));
+    std::shuffle(order.begin(), order.end(), rng);
+    const unsigned together = (unsigned)std::max(1, env_int("CFN_EMU_CONCURRENT", 4));
+    for (unsigned first = 0; first < gx && !g_poison; first += together) {
+        const unsigned n = std::min(together, gx - first);
+        std::vector<std::unique_ptr<Block>> blocks;
+        for (unsigned i = 0; i < n; ++i) {
+            std::unique_ptr<Block> blk(new Block());
+            for (unsigned w = 0; w < bx / 32; ++w) blk->warps.emplace_back(new Barrier());
+            blk->smem.assign((size_t)smem + 32, 0xFF);          // uninitialised shared memory reads as NaN
+            std::uintptr_t a = reinterpret_cast<std::uintptr_t>(blk->smem.data());
+            blk->smem_base = blk->smem.data() + ((16 - a % 16) % 16);
+            blocks.push_back(std::move(blk));
+        }
+        { std::lock_guard<std::mutex> lk(g_running_m); g_running.clear();
+          for (auto& blk : blocks) g_running.push_back(blk.get()); }
         std::vector<std::thread> threads;
-        threads.reserve(bx);
-        for (unsigned t = 0; t < bx; ++t) {
-            threads.emplace_back([=, &body] {
-                threadIdx = dim3{t, 0, 0};
-                blockIdx = dim3{b, 0, 0};
-                try { body(); } catch (Abort&) {} catch (...) {
-                    std::lock_guard<std::mutex> lk(g_err_m); if (g_error.empty()) g_error = "C++ exception"; poison_all(); }
-                thread_exit();
-            });
+        threads.reserve((size_t)n * bx);
+        for (unsigned i = 0; i < n; ++i) {
+            Block* blk = blocks[i].get();
+            const unsigned b = order[first + i];
+            for (unsigned t = 0; t < bx; ++t) {
+                threads.emplace_back([=, &body] {
+                    threadIdx = dim3{t, 0, 0};
+                    blockIdx = dim3{b, 0, 0};
+                    t_block = blk;
+                    try { body(); } catch (Abort&) {} catch (...) {
+                        { std::lock_guard<std::mutex> lk(g_err_m); if (g_error.empty()) g_error = "C++ exception"; }
+                        poison_all(); }
+                    thread_exit();
+                });
+            }
         }
         for (auto& th : threads) th.join();
+        { std::lock_guard<std::mutex> lk(g_running_m); g_running.clear(); }
     }
     return g_poison ? 1 : 0;
 }
 """
 
-_SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(([^)]*)\)\s*\{',
+_SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:(?:__launch_bounds__\([^)]*\)|CFN_BOUNDS_\w*)\s+)?(\w+)\s*\(([^)]*)\)\s*\{',
                         re.S)
 _SCALAR = {"int": np.int32, "unsigned int": np.uint32, "long long": np.int64, "unsigned long long": np.uint64,
            "float": np.float32, "double": np.float64}
@@ -225,25 +275,32 @@ def _parse_params(params: str) -> list[tuple[str, str, bool]]:
     return out
 
 
-def build_emulator(source: str, workdir: Path) -> tuple[ctypes.CDLL, dict[str, list]]:
-    """Compile the kernel source for the host; returns the library and each kernel's parameters."""
+def build_emulator(source: str, workdir: Path, arch: int = 0) -> tuple[ctypes.CDLL, dict[str, list]]:
+    """Compile the kernel source for the host; returns the library and each kernel's parameters.
+
+    ``arch`` (e.g. 900) defines ``__CUDA_ARCH__`` so that the code paths of that architecture are
+    the ones compiled (sm_90's vector atomics run on the shim's ``atomicAdd(float4*, float4)``).
+    """
     kernels = {m.group(1): _parse_params(m.group(2)) for m in _SIGNATURE.finditer(source)}
     wrappers = []
     for name, params in kernels.items():
         args = ", ".join(f"*({decl}*)a[{i}]" for i, (decl, _, _) in enumerate(params))
         wrappers.append(f'extern "C" int emu_{name}(unsigned gx, unsigned bx, unsigned long long smem, void** a) {{\n'
                         f'    return cfn_emu_launch(gx, bx, smem, [a] {{ {name}({args}); }});\n}}')
-    text = (EMU_HEADER + "\nint cfn_emu_launch(unsigned, unsigned, unsigned long long, const std::function<void()>&);\n"
+    arch_line = f"#define __CUDA_ARCH__ {int(arch)}\n" if arch else ""
+    text = (arch_line + EMU_HEADER + "\nint cfn_emu_launch(unsigned, unsigned, unsigned long long, const std::function<void()>&);\n"
             + source + "\n" + EMU_RUNTIME + "\n" + "\n".join(wrappers) + "\n")
     digest = hashlib.sha1(text.encode()).hexdigest()[:16]
     lib_path = workdir / f"cfn_emu_{digest}.so"
     if not lib_path.exists():
         src = workdir / f"cfn_emu_{digest}.cpp"
         src.write_text(text)
-        cmd = ["g++", "-std=c++17", "-O1", "-g", "-pthread", "-fPIC", "-shared", "-w", str(src), "-o", str(lib_path)]
+        tmp = lib_path.with_name(f".{lib_path.name}.{os.getpid()}")
+        cmd = ["g++", "-std=c++17", "-O1", "-g", "-pthread", "-fPIC", "-shared", "-w", str(src), "-o", str(tmp)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError("host compilation of the CUDA kernels failed:\n" + result.stderr[-6000:])
+        os.replace(tmp, lib_path)                       # atomic: parallel builds never see half a library
     lib = ctypes.CDLL(str(lib_path))
     lib.cfn_emu_error.restype = ctypes.c_char_p
     for name in kernels:
@@ -298,21 +355,24 @@ def _alloc(shape, dtype) -> FakeArray:
     shape = (shape,) if np.isscalar(shape) else tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    buf = np.empty(nbytes + 2 * _PAD, dtype=np.uint8)
+    raw = np.empty(nbytes + 2 * _PAD + 256, dtype=np.uint8)
+    skip = (-raw.ctypes.data) % 256                    # CuPy's pool hands out 256-byte aligned blocks
+    buf = raw[skip:skip + nbytes + 2 * _PAD]
     buf[:_PAD] = _CANARY
     buf[_PAD + nbytes:] = _CANARY
     arr = buf[_PAD:_PAD + nbytes].view(dtype).reshape(shape).view(FakeArray)
-    _State.guarded.append((weakref.ref(buf), nbytes))
+    _State.guarded.append((weakref.ref(raw), (skip, nbytes)))
     return arr
 
 
 def check_guards() -> None:
     alive = []
-    for ref, nbytes in _State.guarded:
-        buf = ref()
-        if buf is None:
+    for ref, (skip, nbytes) in _State.guarded:
+        raw = ref()
+        if raw is None:
             continue
-        alive.append((ref, nbytes))
+        alive.append((ref, (skip, nbytes)))
+        buf = raw[skip:skip + nbytes + 2 * _PAD]
         if not (np.all(buf[:_PAD] == _CANARY) and np.all(buf[_PAD + nbytes:] == _CANARY)):
             raise EmulationError(f"out-of-bounds write next to a device array of {nbytes} bytes")
     _State.guarded = alive
@@ -323,12 +383,22 @@ def _no_capture(what: str) -> None:
         raise EmulationError(f"{what} inside a CUDA graph capture (only kernel launches may be captured)")
 
 
+#: registers per thread of each kernel, as ptxas reports them for the emulated device (tests set it
+#: from ``nvcc -Xptxas -v``; env CFN_EMU_KERNEL_REGS as JSON); the engine sizes its grids from them
+KERNEL_REGS: dict[str, int] = {}
+DEFAULT_REGS = 64
+
+
 class FakeKernel:
     def __init__(self, lib, name: str, params: list) -> None:
         self.name, self.params = name, params
         self._fn = getattr(lib, f"emu_{name}")
         self._lib = lib
         self.max_dynamic_shared_size_bytes = 48 * 1024
+        regs = KERNEL_REGS.get(name) or json.loads(os.environ.get("CFN_EMU_KERNEL_REGS", "{}")).get(name, DEFAULT_REGS)
+        self.attributes = {"num_regs": int(regs), "shared_size_bytes": 0, "local_size_bytes": 0,
+                           "max_threads_per_block": 1024}
+        self.num_regs = int(regs)
 
     def __call__(self, grid, block, args, *, shared_mem=0):
         if not (isinstance(grid, tuple) and isinstance(block, tuple)):
@@ -431,7 +501,7 @@ class FakeModule:
         if key not in FakeModule._cache:
             workdir = Path(os.environ.get("CFN_EMU_DIR", tempfile.gettempdir())) / "cfn_fast_emu"
             workdir.mkdir(parents=True, exist_ok=True)
-            FakeModule._cache[key] = build_emulator(self.code, workdir)
+            FakeModule._cache[key] = build_emulator(self.code, workdir, int(os.environ.get("CFN_EMU_ARCH", "0")))
         lib, kernels = FakeModule._cache[key]
         if name not in kernels:
             raise EmulationError(f"no kernel named {name!r} in the module")
@@ -496,7 +566,9 @@ def fake_cupy(sms: int = 1) -> types.ModuleType:
 
     class Device:
         id = 0
-        attributes = {"MultiProcessorCount": sms}
+        attributes = {"MultiProcessorCount": sms, "MaxRegistersPerMultiprocessor": 65536,    # sm_90
+                      "MaxSharedMemoryPerMultiprocessor": 233472, "MaxThreadsPerMultiProcessor": 2048,
+                      "MaxBlocksPerMultiprocessor": 32}
 
         def __init__(self, device=None):
             pass
@@ -586,10 +658,21 @@ def random_problem(rng: np.random.Generator, n_samples: int, n_inputs: int, dens
     return samples, side
 
 
-def run_checks(emulate: bool, quick: bool, verbose: bool = True) -> list[tuple[str, str, float, bool]]:
-    """Run every configuration; returns rows (config, quantity, relative error, ok)."""
+def run_checks(emulate: bool, quick: bool, verbose: bool = True, reference: str = "numpy",
+               only: tuple[str, ...] | None = None, medium: bool = False) -> list[tuple[str, str, float, bool]]:
+    """Run every configuration; returns rows (config, quantity, relative error, ok).
+
+    ``reference`` is the engine the CUDA engine is compared with: "numpy" (the specification) or
+    "cpu" (the Cython engine, itself tested against the specification).  ``only``: the names of
+    the configurations to run (default: all, or the first three when ``quick``).  ``medium``: one
+    case at the engine's real launch configuration (256-thread blocks, grids from the kernels'
+    occupancy on the device's SMs, 600 hidden units, batches of 35 with rows covered by many warps).
+    """
     from cfn_fast.backends.base import TrainConfig, epoch_order
-    from cfn_fast.backends.numpy_backend import NumpyEngine
+    if reference == "cpu":
+        from cfn_fast.backends.cpu_backend import CpuEngine as NumpyEngine
+    else:
+        from cfn_fast.backends.numpy_backend import NumpyEngine
     from cfn_fast.network import init_layers
     from cfn_fast.backends import cuda_backend
 
@@ -618,7 +701,14 @@ def run_checks(emulate: bool, quick: bool, verbose: bool = True) -> list[tuple[s
         configs += [("wide 1 hidden, side, segment, graphs", (600,), 16, "segment", True, 35, 0.25),
                     ("wide 1 hidden, side, atomic, graphs", (1100,), 4, "atomic", True, 35, 0.25),
                     ("wide 2 hidden, side, segment", (300, 200), 5, "segment", False, 35, 0.25)]
-    if quick:
+    if medium:
+        sizes = dict(n_samples=80, n_inputs=400, density=0.06)
+        engine_kw = {}
+        configs = [("medium: 600 hidden, side, segment, graphs, real launch configuration", (600,), 4, "segment",
+                    True, 35, 0.25)]
+    if only is not None:
+        configs = [c for c in configs if c[0] in only]
+    elif quick:
         configs = configs[:3]
     rows_out: list[tuple[str, str, float, bool]] = []
 
@@ -642,6 +732,12 @@ def run_checks(emulate: bool, quick: bool, verbose: bool = True) -> list[tuple[s
         cfg = TrainConfig(alpha=1.1, beta=0.6, mask_ratio=mask, weight_decay=0.05, batch_size=batch, seed=7)
         ref = NumpyEngine(layers, cfg, samples, side)
         cu = cuda_backend.CudaEngine(layers, cfg, samples, side, scatter=scatter, graphs=graphs, **engine_kw)
+        if not engine_kw:                              # the real launch configuration: at most one wave
+            plan = cuda_backend.launch_plan(cu._kernels, cu._cp, hidden)
+            for kernel, grid in (("cfn_encode", cu._grid_enc), ("cfn_output", cu._grid_out),
+                                 ("cfn_scatter_segment", cu._grid_seg)):
+                record(name, f"{kernel} grid {grid} <= one wave {plan[kernel]['grid']}",
+                       0.0 if 1 <= grid <= plan[kernel]["grid"] else 1.0)
         record(name, "get_layers round trip", max(e for _, e in layer_errors(cu.get_layers(), layers)), 1e-7)
         # gradients of a few batches (epoch 3's corruption)
         order = epoch_order(cfg.seed, 3, ref.trainable)
@@ -693,16 +789,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emulate", action="store_true", help="run the kernels on the host (no GPU needed)")
     parser.add_argument("--quick", action="store_true", help="fewer configurations")
+    parser.add_argument("--medium", action="store_true",
+                        help="one 600-hidden case at the real launch configuration (with --emulate: 132 SMs)")
+    parser.add_argument("--arch", type=int, default=0, help="with --emulate: compile the code paths of this "
+                        "__CUDA_ARCH__ (e.g. 900: sm_90's vector atomics)")
+    parser.add_argument("--only", default="", help="configuration names separated by semicolons")
+    parser.add_argument("--reference", default="numpy", choices=("numpy", "cpu"))
     args = parser.parse_args(argv)
     if args.emulate:
-        install_fake_cupy()
+        if args.arch:
+            os.environ["CFN_EMU_ARCH"] = str(args.arch)
+        install_fake_cupy(sms=132 if args.medium else 1)
     else:
         import cupy
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         print(f"device: {props['name'].decode() if isinstance(props['name'], bytes) else props['name']}, "
               f"CuPy {cupy.__version__}")
     start = time.perf_counter()
-    rows = run_checks(args.emulate, args.quick)
+    only = tuple(x.strip() for x in args.only.split(";") if x.strip()) or None
+    rows = run_checks(args.emulate, args.quick, only=only, medium=args.medium, reference=args.reference)
     bad = [r for r in rows if not r[3]]
     worst = max(rows, key=lambda r: r[2])
     print(f"\n{len(rows)} checks, {len(bad)} failed, worst {worst[2]:.2e} ({worst[0]}: {worst[1]}), "

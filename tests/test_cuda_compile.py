@@ -72,33 +72,121 @@ def test_every_engine_kernel_is_defined():
     from cfn_fast.backends.cuda_backend import KERNEL_NAMES, kernel_source
     source = kernel_source()
     for name in KERNEL_NAMES:
-        assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+{name}\s*\(', source), f"kernel {name} not found"
+        assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+(CFN_BOUNDS_\w*\s+)?{name}\s*\(', source), f"kernel {name} not found"
     # the shared header is inlined exactly once, so the single RawModule needs no include path
     assert source.count("#define CFN_COMMON_CUH") == 1
     assert not re.search(r'^\s*#\s*include\s+"', source, re.M)
 
 
-def test_nvrtc_compiles_the_module_when_available():
-    """The exact source CuPy compiles (one translation unit), through NVRTC, for sm_80 and sm_90."""
+def _ptxas_kernels(log: str) -> dict[str, dict[str, int]]:
+    """``{kernel: {regs, smem, spill}}`` from a ptxas -v report (nvcc or NVRTC)."""
+    out = {}
+    for block in re.split(r"Compiling entry function '", log)[1:]:
+        name = block.split("'", 1)[0]
+        regs = re.search(r"Used (\d+) registers", block)
+        smem = re.search(r"(\d+) bytes smem", block)
+        spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", block)
+        out[name] = dict(regs=int(regs.group(1)) if regs else -1, smem=int(smem.group(1)) if smem else 0,
+                         spill=int(spill.group(1)) + int(spill.group(2)) if spill else 0)
+    return out
+
+
+def _min_blocks_promised(arch: str) -> dict[str, int]:
+    """The minimum resident blocks each sparse kernel's __launch_bounds__ asks for on ``arch``."""
+    source = (CUDA_DIR / "cfn_train.cu").read_text()
+    sm90 = source.split("#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)", 1)[1]
+    encode = re.search(r"CFN_BOUNDS_ENCODE __launch_bounds__\(CFN_MAX_THREADS, (\d)\)",
+                       sm90 if arch == "sm_90" else sm90.split("#else", 1)[1])
+    found = {"cfn_encode": int(encode.group(1))}
+    for kernel, macro in (("cfn_output", "OUTPUT"), ("cfn_scatter_atomic", "ATOMIC")):
+        found[kernel] = int(re.search(rf"CFN_BOUNDS_{macro} __launch_bounds__\(CFN_MAX_THREADS, (\d)\)", source).group(1))
+    return found
+
+
+def _nvrtc_with_cupys_flags(arch: str) -> str:
+    """Compile the engine's module exactly as CuPy's RawModule does (cupy.cuda.compiler, NVRTC), for
+    an explicit arch; returns the ptxas log.  Only CuPy's device query for the arch is bypassed."""
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed (the test extra installs cupy-cuda13x)")
+    from cupy.cuda import compiler
     try:
         from cupy_backends.cuda.libs import nvrtc
         nvrtc.getVersion()
-    except Exception as exc:  # no CuPy or no libnvrtc here
-        pytest.skip(f"NVRTC is not available ({type(exc).__name__})")
+    except Exception as exc:
+        pytest.skip(f"libnvrtc is not loadable ({type(exc).__name__}: {exc}); pip install nvidia-cuda-nvrtc")
     from cfn_fast.backends.cuda_backend import _COMPILE_OPTIONS, kernel_source
-    source = kernel_source()
-    for arch in ARCHS:
-        prog = nvrtc.createProgram(source, "cfn_fast.cu", (), ())
-        try:
-            nvrtc.compileProgram(prog, list(_COMPILE_OPTIONS) + [f"-arch={arch}", "-Xptxas=-v"])
-            log = nvrtc.getProgramLog(prog)
-            assert len(nvrtc.getCUBIN(prog)) > 0
-        except Exception as exc:
-            pytest.fail(f"NVRTC failed for {arch}: {exc}\n{nvrtc.getProgramLog(prog)[-3000:]}")
-        finally:
-            nvrtc.destroyProgram(prog)
-        spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
-        assert spills and not any(int(a) or int(b) for a, b in spills), f"spills under NVRTC ({arch}):\n{log}"
+    import io
+    log = io.StringIO()
+    original = compiler._get_arch_for_options_for_nvrtc
+    compiler._get_arch_for_options_for_nvrtc = lambda a=None: (f"-arch={arch}", "cubin")
+    try:
+        # RawModule -> _compile_with_cache_cuda adds -ftz=true, compile_using_nvrtc the arch,
+        # --device-as-default-execution-space (and --pch on new NVRTC): the same path here
+        cubin, _ = compiler.compile_using_nvrtc(kernel_source(), tuple(_COMPILE_OPTIONS) + ("-ftz=true", "-Xptxas=-v"),
+                                                arch=arch[3:], log_stream=log)
+    finally:
+        compiler._get_arch_for_options_for_nvrtc = original
+    assert len(cubin) > 0, f"no cubin from NVRTC (CuPy {cupy.__version__})"
+    return log.getvalue()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nvrtc_compiles_the_module_with_cupys_flags(arch):
+    """The exact source CuPy compiles (one translation unit) through CuPy's own NVRTC path: no errors,
+    no spills, and every sparse kernel keeps the occupancy its __launch_bounds__ promise."""
+    from cfn_fast.backends.cuda_backend import KERNEL_NAMES
+    kernels = _ptxas_kernels(_nvrtc_with_cupys_flags(arch))
+    assert set(KERNEL_NAMES) <= set(kernels), sorted(kernels)
+    spills = {k: v["spill"] for k, v in kernels.items() if v["spill"]}
+    assert not spills, f"register spills under NVRTC ({arch}): {spills}"
+    for kernel, blocks in _min_blocks_promised(arch).items():
+        assert kernels[kernel]["regs"] * 256 * blocks <= 65536, (kernel, kernels[kernel], blocks)
+
+
+@pytest.fixture(scope="module")
+def sm90_registers(nvcc_reports) -> dict[str, dict[str, int]]:
+    result = nvcc_reports[("cfn_train.cu", "sm_90")]
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _ptxas_kernels(result.stdout + result.stderr)
+
+
+def test_occupancy_of_ptxas_registers_matches_the_launched_grid(sm90_registers):
+    """ptxas's register and shared-memory counts (sm_90, 600 hidden units) give the resident blocks
+    per SM the engine's grids are sized from: at least 2 blocks of 256 threads for every sparse kernel,
+    the __launch_bounds__ minimum where one is set, and a grid of exactly one wave on 132 SMs."""
+    from types import SimpleNamespace
+    from cfn_fast.backends.cuda_backend import SPARSE_KERNELS, launch_plan, resident_blocks
+    fake_kernels = {k: SimpleNamespace(attributes={"num_regs": sm90_registers[k]["regs"],
+                                                   "shared_size_bytes": sm90_registers[k]["smem"]})
+                    for k in SPARSE_KERNELS}
+    fake_cp = SimpleNamespace(cuda=SimpleNamespace(Device=lambda: SimpleNamespace(
+        attributes={"MultiProcessorCount": 132, "MaxRegistersPerMultiprocessor": 65536,
+                    "MaxSharedMemoryPerMultiprocessor": 233472, "MaxThreadsPerMultiProcessor": 2048,
+                    "MaxBlocksPerMultiprocessor": 32})))
+    plan = launch_plan(fake_kernels, fake_cp, hidden=(600,))
+    promised = _min_blocks_promised("sm_90")
+    for kernel in SPARSE_KERNELS:
+        p, regs = plan[kernel], sm90_registers[kernel]["regs"]
+        # by hand: registers are allocated per warp in units of 256
+        warps_by_regs = 65536 // (-(-regs * 32 // 256) * 256)
+        by_smem = 233472 // (p["dynamic_smem"] + 1024) if p["dynamic_smem"] else 32
+        expected = min(warps_by_regs // p["warps_per_block"], 2048 // (32 * p["warps_per_block"]), by_smem, 32)
+        assert p["blocks_per_sm"] == expected == resident_blocks(regs, 32 * p["warps_per_block"], p["dynamic_smem"])
+        assert p["grid"] == 132 * expected
+        assert expected >= max(2, promised.get(kernel, 0)), (kernel, regs, p)
+
+
+def test_kernels_at_the_real_launch_configuration_in_emulation(sm90_registers):
+    """600 hidden units, 256-thread blocks, grids sized from ptxas's sm_90 registers on 132 SMs, rows
+    covered by dozens of warps (the tree reduction), in the emulator with shuffled concurrent blocks."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed: the kernels cannot be emulated here")
+    import json
+    env = _env()
+    env["CFN_EMU_KERNEL_REGS"] = json.dumps({k: v["regs"] for k, v in sm90_registers.items()})
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_numeric_check.py"), "--emulate", "--medium"],
+                            capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, (result.stdout[-4000:] + result.stderr[-4000:])
+    assert " 0 failed" in result.stdout and "grid" in result.stdout
 
 
 # ----------------------------------------------------------------------------- lazy loading

@@ -43,11 +43,14 @@ from ..network import Layer
 from .base import Engine, TrainConfig, epoch_order
 
 __all__ = ["CudaEngine", "kernel_source", "KERNEL_NAMES", "batch_sizes", "max_batch_nnz", "plan_steps",
-           "StepPlan", "NCOEF", "FOLD_BELOW"]
+           "StepPlan", "NCOEF", "FOLD_BELOW", "memory_plan", "resident_blocks", "launch_plan", "SPARSE_KERNELS"]
 
 #: every ``extern "C"`` kernel the engine fetches from the module
 KERNEL_NAMES = ("cfn_batch_setup", "cfn_encode", "cfn_hidden_act", "cfn_output", "cfn_hidden_delta",
                 "cfn_bias_side", "cfn_scatter_atomic", "cfn_scatter_segment", "cfn_scale", "cfn_predict_pairs")
+#: the load-balanced sparse kernels, whose grids are sized from their occupancy
+SPARSE_KERNELS = ("cfn_encode", "cfn_output", "cfn_scatter_atomic", "cfn_scatter_segment")
+MAX_THREADS = 256         # CFN_MAX_THREADS of kernels/cuda/cfn_common.cuh (the kernels' __launch_bounds__)
 NCOEF = 4                 # per-step coefficients: s before the step, eta_lazy, eta_dense, shrink
 FOLD_BELOW = 1e-6         # fold V *= s before the lazy scale s would drop below this
 GRAPH_CHUNK = 64          # training steps per captured CUDA graph
@@ -205,6 +208,96 @@ def plan_steps(sizes: np.ndarray, lr: float, weight_decay: float, scale: float, 
     return StepPlan(coef=coef, chunks=chunks, end_scale=s)
 
 
+def memory_plan(n_samples: int, n_inputs: int, nnz: int, hidden: tuple[int, ...], *, batch_size: int = 35,
+                batch_nnz: int | None = None, side_dim: int = 0, scatter: str = "segment", snapshot: bool = True,
+                n_sm: int = 132, blocks_per_sm: int = 4, block_threads: int = 256) -> dict[str, int]:
+    """Bytes of device memory the engine allocates for a training run, by buffer group.
+
+    Mirrors :class:`CudaEngine`'s allocations (``__init__``, ``_upload_params``,
+    ``_ensure_capacity``): the training CSR (int64 indptr, int32 indices, float32 data), the
+    parameters in the padded device layout, one lazily materialised snapshot (the trainer keeps
+    the last good epoch), the segment scatter's column tables and the per-batch scratch.
+    ``batch_nnz`` is the largest batch's known entries (default: every known entry, an upper
+    bound).  The CuPy pool rounds each allocation up to 512 bytes, which this leaves out.
+    """
+    hp = [_pad4(h) for h in hidden]
+    rows, L = int(batch_size), len(hidden) + 1
+    batch_nnz = int(nnz if batch_nnz is None else batch_nnz)
+    params = 4 * (n_inputs * hp[0] + n_inputs * hp[-1]                      # W_in^T, W_out (lazy scale)
+                  + sum(hp[i + 1] * hp[i] for i in range(L - 2))            # dense hidden layers
+                  + sum(hidden) + n_inputs                                  # biases
+                  + side_dim * (sum(hidden) + n_inputs))                    # side weights
+    data = 8 * (n_samples + 1) + 8 * nnz + 4 * n_samples                    # CSR + epoch order
+    n_steps = -(-n_samples // rows)
+    warps = n_sm * blocks_per_sm * (block_threads // 32)                    # an upper bound of the grid
+    scratch = (4 * n_steps * NCOEF + 4 * 3 * rows + 4 * (rows + 1)          # coefficients, batch tables
+               + 4 * (warps + rows) * (hp[0] + hp[-1]) + 8 * warps          # warp partial rows, loss partials
+               + 4 * rows * (2 * sum(hp) + 2 * sum(hp[1:])))                # h, delta, dense z / dacc
+    side = 4 * n_samples * side_dim
+    if scatter == "segment":
+        tables = 8 * n_inputs * rows + 8 * n_inputs                         # tdelta, tx; stamp, touched
+    else:
+        tables = 4 * batch_nnz
+    plan = dict(parameters=params, snapshot=params if snapshot else 0, data=data, side=side,
+                scatter_tables=tables, scratch=scratch)
+    plan["total"] = sum(plan.values())
+    return plan
+
+
+#: per-SM limits of sm_90 (H100/H200), used when the device does not report its own
+SM90_LIMITS = {"MaxRegistersPerMultiprocessor": 65536, "MaxSharedMemoryPerMultiprocessor": 233472,
+               "MaxThreadsPerMultiProcessor": 2048, "MaxBlocksPerMultiprocessor": 32}
+
+
+def resident_blocks(num_regs: int, threads: int, dynamic_smem: int = 0, static_smem: int = 0,
+                    limits: dict | None = None) -> int:
+    """Blocks of ``threads`` threads that fit on one SM at once (the CUDA occupancy calculation):
+    registers are allocated per warp in units of 256, shared memory per block with 1 KiB reserved."""
+    lim = dict(SM90_LIMITS)
+    lim.update({k: v for k, v in (limits or {}).items() if k in SM90_LIMITS and v})
+    warps = -(-int(threads) // 32)
+    regs_per_warp = -(-max(int(num_regs), 1) * 32 // 256) * 256
+    by_regs = (lim["MaxRegistersPerMultiprocessor"] // regs_per_warp) // warps
+    by_threads = lim["MaxThreadsPerMultiProcessor"] // (warps * 32)
+    smem = int(dynamic_smem) + int(static_smem)
+    by_smem = lim["MaxSharedMemoryPerMultiprocessor"] // (smem + 1024) if smem else lim["MaxBlocksPerMultiprocessor"]
+    return max(1, min(by_regs, by_threads, by_smem, lim["MaxBlocksPerMultiprocessor"]))
+
+
+def _kernel_attr(fn, name: str, default: int = 0) -> int:
+    try:
+        value = fn.attributes.get(name)
+    except Exception:
+        value = getattr(fn, name, None)
+    return default if value is None else int(value)
+
+
+def _device_limits(cp) -> dict:
+    try:
+        attrs = cp.cuda.Device().attributes
+        return {k: int(attrs[k]) for k in SM90_LIMITS if k in attrs}
+    except Exception:
+        return {}
+
+
+def launch_plan(kernels: dict, cp, hidden: tuple[int, ...], block_threads: int = MAX_THREADS) -> dict:
+    """What the engine launches for a network with ``hidden`` units: for each sparse kernel its
+    registers, warps per block, dynamic shared memory, resident blocks per SM and grid."""
+    n_sm, limits = _multiprocessors(cp), _device_limits(cp)
+    widths = {"cfn_encode": _pad4(hidden[0]), "cfn_output": _pad4(hidden[-1])}
+    out = {}
+    for name in SPARSE_KERNELS:
+        fn = kernels[name]
+        hp = widths.get(name)
+        wpb = block_threads // 32 if hp is None else max(1, min(block_threads // 32, SMEM_LIMIT // (hp * 4)))
+        smem = 0 if hp is None else wpb * hp * 4
+        regs = _kernel_attr(fn, "num_regs", 32)
+        per_sm = resident_blocks(regs, 32 * wpb, smem, _kernel_attr(fn, "shared_size_bytes"), limits)
+        out[name] = dict(num_regs=regs, warps_per_block=wpb, dynamic_smem=smem, blocks_per_sm=per_sm,
+                         grid=per_sm * n_sm, sms=n_sm)
+    return out
+
+
 def _pad4(n: int) -> int:
     return (int(n) + 3) // 4 * 4
 
@@ -256,7 +349,9 @@ class CudaEngine(Engine):
     ``scatter``   ``"segment"`` (default: deterministic per-column sums, no float atomics) or
                   ``"atomic"`` (per-entry float atomics); env ``CFN_CUDA_SCATTER``.
     ``graphs``    capture runs of steps into CUDA graphs (default on; env ``CFN_CUDA_GRAPHS=0`` off).
-    ``min_per_warp``, ``blocks_per_sm``, ``block_threads``: launch tuning of the sparse kernels.
+    ``min_per_warp``, ``blocks_per_sm``, ``block_threads``: launch tuning of the sparse kernels
+                  (default ``blocks_per_sm``: what each compiled kernel's registers and shared
+                  memory allow, so every sparse kernel runs in one wave; see :func:`launch_plan`).
     """
 
     name = "cuda"
@@ -295,13 +390,15 @@ class CudaEngine(Engine):
             graphs = _env("CFN_CUDA_GRAPHS", "1") not in ("0", "false", "no", "off")
         self._use_graphs = bool(graphs) and self._L == 2
         self._min_per_warp = int(min_per_warp or _env("CFN_CUDA_MIN_PER_WARP", "16"))
-        threads = int(block_threads or _env("CFN_CUDA_BLOCK_THREADS", "256"))
-        if threads % 32 or not 32 <= threads <= 256:
-            raise ValueError(f"block_threads must be a multiple of 32 in [32, 256], got {threads}")
+        threads = int(block_threads or _env("CFN_CUDA_BLOCK_THREADS", str(MAX_THREADS)))
+        if threads % 32 or not 32 <= threads <= MAX_THREADS:
+            raise ValueError(f"block_threads must be a multiple of 32 in [32, {MAX_THREADS}], got {threads}")
         self._threads = threads
-        per_sm = int(blocks_per_sm or _env("CFN_CUDA_BLOCKS_PER_SM", "4"))
+        # blocks per SM: fixed when asked for, else what the compiled kernels' occupancy allows
+        self._per_sm = int(blocks_per_sm or _env("CFN_CUDA_BLOCKS_PER_SM", "0"))
         self._n_sm = _multiprocessors(cp)
-        self._blocks = max(1, per_sm * self._n_sm)
+        self._limits = _device_limits(cp)
+        self._blocks = max(1, (self._per_sm or 4) * self._n_sm)
         for hp in self._hp[1:]:
             if hp * 4 > SMEM_LIMIT:
                 raise ValueError(f"hidden width {hp} is too wide for the CUDA engine (at most {SMEM_LIMIT // 4})")
@@ -407,9 +504,13 @@ class CudaEngine(Engine):
         self._graphs.clear()            # captured graphs point at the old buffers
         # fixed grids of the sparse kernels (graph-capturable): enough warps for the largest batch
         self._wpb1, self._wpbl = self._wpb(hp[1]), self._wpb(hp[L - 1])
-        self._grid_enc = self._sparse_grid(nnz, self._wpb1)
-        self._grid_out = self._sparse_grid(nnz, self._wpbl)
-        self._grid_sct = self._sparse_grid(nnz, self._threads // 32)
+        self._grid_enc = self._sparse_grid(nnz, self._wpb1, "cfn_encode", hp[1])
+        self._grid_out = self._sparse_grid(nnz, self._wpbl, "cfn_output", hp[L - 1])
+        self._grid_sct = self._sparse_grid(nnz, self._threads // 32, "cfn_scatter_atomic")
+        # one warp per touched column: no more warps than columns a batch can touch
+        touchable = min(self._n_inputs, nnz)
+        self._grid_seg = int(max(1, min(self._resident_grid("cfn_scatter_segment", self._threads // 32),
+                                         -(-touchable // (self._threads // 32)))))
         self._tw_enc = self._grid_enc * self._wpb1
         self._tw_out = self._grid_out * self._wpbl
         with self._stream:
@@ -441,8 +542,20 @@ class CudaEngine(Engine):
         """Warps per block of the sparse kernels (each warp holds one shared row of hp floats)."""
         return max(1, min(self._threads // 32, SMEM_LIMIT // (hp * 4)))
 
-    def _sparse_grid(self, nnz_bound: int, wpb: int) -> int:
-        return int(max(1, min(self._blocks, -(-nnz_bound // (self._min_per_warp * wpb)))))
+    def _resident_grid(self, kernel: str, wpb: int, smem: int = 0) -> int:
+        """Blocks of ``kernel`` that run in ONE wave on the device (its occupancy x the SMs)."""
+        if self._per_sm:
+            return self._per_sm * self._n_sm
+        fn = self._kernels[kernel]
+        per_sm = resident_blocks(_kernel_attr(fn, "num_regs", 32), 32 * wpb, smem,
+                                 _kernel_attr(fn, "shared_size_bytes"), self._limits)
+        return per_sm * self._n_sm
+
+    def _sparse_grid(self, nnz_bound: int, wpb: int, kernel: str = "cfn_encode", hp: int = 0) -> int:
+        """Grid of a load-balanced sparse kernel: enough warps for ``nnz_bound`` entries at
+        ``min_per_warp`` each, at most one wave (more warps only shrink each warp's range)."""
+        wave = self._resident_grid(kernel, wpb, wpb * hp * 4)
+        return int(max(1, min(wave, -(-nnz_bound // (self._min_per_warp * wpb)))))
 
     def _launch_step(self, tg: _Params, n_order: int, batch_arg: int, bt: int | None = None,
                      coef_row: np.ndarray | None = None, grads: bool = False) -> None:
@@ -494,7 +607,7 @@ class CudaEngine(Engine):
                 self.d_edelta, self.d_side, i32(S), tg.w[L - 1], tg.b[L - 1], tg.s[L - 1], tg.w[0], tg.b[0],
                 tg.s[0], mpw))
         else:
-            k["cfn_scatter_segment"]((self._blocks,), (self._threads,), (
+            k["cfn_scatter_segment"]((self._grid_seg,), (self._threads,), (
                 self.d_bh, self.d_brow, self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), self.d_delta[1],
                 i32(self._widths[1]), i32(hp[1]), self.d_side, i32(S), self.d_td, self.d_tx, i32(self._cap),
                 self.d_touched, self.d_ntouched, tg.w[L - 1], tg.b[L - 1], tg.s[L - 1], tg.w[0], tg.b[0], tg.s[0]))
@@ -813,7 +926,7 @@ class CudaEngine(Engine):
         h = [None] + [cp.zeros((chunk, hp[l]), dtype=np.float32) for l in range(1, L)]
         z = [None] + [cp.zeros((chunk, hp[l]), dtype=np.float32) for l in range(1, L)]
         wpb = self._wpb(hp[1])
-        grid = self._sparse_grid(int(max(counts[row_ids].max(), 1)) * chunk, wpb)
+        grid = self._sparse_grid(int(max(counts[row_ids].max(), 1)) * chunk, wpb, "cfn_encode", hp[1])
         part = cp.zeros((grid * wpb + chunk, hp[1]), dtype=np.float32)
         for start in range(0, n, chunk):
             ids = row_ids[start:start + chunk]

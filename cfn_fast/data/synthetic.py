@@ -12,11 +12,13 @@ import numpy as np
 
 from .ratings import RatingSet
 
-__all__ = ["synthetic_ratings", "ML10M_SHAPE", "ML20M_SHAPE"]
+__all__ = ["synthetic_ratings", "ML10M_SHAPE", "ML20M_SHAPE", "NETFLIX_SHAPE"]
 
 #: (users, items, ratings) of the MovieLens sets that are not on these machines.
 ML10M_SHAPE = (69_878, 10_677, 10_000_054)
 ML20M_SHAPE = (138_493, 26_744, 20_000_263)
+#: (users, items, ratings) of the Netflix Prize training set.
+NETFLIX_SHAPE = (480_189, 17_770, 100_480_507)
 
 
 def synthetic_ratings(n_users: int = 2000, n_items: int = 1000, n_ratings: int = 100_000, *,

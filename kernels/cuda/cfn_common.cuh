@@ -24,12 +24,16 @@
 
 #define CFN_FULL 0xffffffffu
 #define CFN_NCOEF 4
+#define CFN_MAX_THREADS 256   // largest block of every kernel (cuda_backend checks block_threads against it)
 
 #ifdef CFN_EMULATE
-// host emulation (bench/gpu_numeric_check.py --emulate) provides the dynamic shared memory
+// host emulation (bench/gpu_numeric_check.py --emulate) provides the dynamic shared memory and
+// checks that every 16-byte vector access is 16-byte aligned (the host would not fault)
 #define CFN_DYN_SMEM(T, name) T* name = reinterpret_cast<T*>(cfn_emu_dynamic_smem())
+#define CFN_ALIGNED16(p) cfn_emu_check_aligned16((const void*)(p), __LINE__)
 #else
 #define CFN_DYN_SMEM(T, name) extern __shared__ T name[]
+#define CFN_ALIGNED16(p) ((void)0)
 #endif
 
 // SplitMix64 finaliser, bit-identical to cfn_fast.corruption.splitmix64 (wrapping uint64).
@@ -67,9 +71,18 @@ __device__ __forceinline__ double cfn_warp_sum_d(double v) {
 __device__ __forceinline__ int cfn_imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ long long cfn_lmin(long long a, long long b) { return a < b ? a : b; }
 
-__device__ __forceinline__ float4 cfn_ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ __forceinline__ float4 cfn_ldg4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
-__device__ __forceinline__ void cfn_st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ float4 cfn_ld4(const float* p) {
+    CFN_ALIGNED16(p);
+    return *reinterpret_cast<const float4*>(p);
+}
+__device__ __forceinline__ float4 cfn_ldg4(const float* p) {
+    CFN_ALIGNED16(p);
+    return __ldg(reinterpret_cast<const float4*>(p));
+}
+__device__ __forceinline__ void cfn_st4(float* p, float4 v) {
+    CFN_ALIGNED16(p);
+    *reinterpret_cast<float4*>(p) = v;
+}
 __device__ __forceinline__ float4 cfn_zero4() { return make_float4(0.f, 0.f, 0.f, 0.f); }
 __device__ __forceinline__ float4 cfn_axpy4(float a, float4 x, float4 y) {   // y + a*x
     return make_float4(y.x + a * x.x, y.y + a * x.y, y.z + a * x.z, y.w + a * x.w);
@@ -80,6 +93,7 @@ __device__ __forceinline__ float cfn_dot4(float4 a, float4 b) {
 
 // p[0..3] += v with device-scope atomics (one 16-byte vector atomic on sm_90+).
 __device__ __forceinline__ void cfn_atomic_add4(float* p, float4 v) {
+    CFN_ALIGNED16(p);
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
     atomicAdd(reinterpret_cast<float4*>(p), v);
 #else
@@ -119,22 +133,29 @@ __device__ __forceinline__ bool cfn_warp_range(int nnz, int per, long long gw, i
 
 // Deterministic row sums without atomics.  Each warp writes one partial row for every batch row
 // r its range touches, into slot (gw + r) of a partial buffer with (total_warps + rows) rows:
-// slots are unique and increase with (gw, r).  The full row r is then the sum, in warp order,
-// of slots gw + r for the warps gw = boff[r]/per .. (boff[r+1]-1)/per that cover its entries.
-// Returns that sum for column i (0 for a row without entries).
+// slots are unique and increase with (gw, r).  The full row r is then the sum of slots gw + r for
+// the warps gw = boff[r]/per .. (boff[r+1]-1)/per that cover its entries.
+// Returns that sum for column i (0 for a row without entries), in a fixed order: the slots are
+// taken 8 at a time (8 independent loads in flight instead of one dependent load per slot, for
+// long rows covered by hundreds of warps), each group summed as a pairwise tree, the group sums
+// added in warp order.  The same bits on every run.
 __device__ __forceinline__ float cfn_row_total(const float* __restrict__ part, const int* __restrict__ boff, int r,
                                                int per, int hp, int i) {
     const int b0 = boff[r], b1 = boff[r + 1];
     if (b1 <= b0) return 0.f;
     const int w0 = b0 / per, w1 = (b1 - 1) / per;
-    float s0 = 0.f, s1 = 0.f;
-    int w = w0;
-    for (; w + 1 <= w1; w += 2) {
-        s0 += part[((size_t)w + r) * hp + i];
-        s1 += part[((size_t)w + 1 + r) * hp + i];
+    const float* p = part + ((size_t)w0 + r) * hp + i;
+    const int n = w1 - w0 + 1;
+    float total = 0.f;
+    int w = 0;
+    for (; w + 8 <= n; w += 8) {
+        float v[8];
+#pragma unroll
+        for (int q = 0; q < 8; ++q) v[q] = p[(size_t)(w + q) * hp];
+        total += ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
     }
-    if (w <= w1) s0 += part[((size_t)w + r) * hp + i];
-    return s0 + s1;
+    for (; w < n; ++w) total += p[(size_t)w * hp];
+    return total;
 }
 
 // One lane's view of local entry e of the batch (valid lanes only; rr is advanced in place

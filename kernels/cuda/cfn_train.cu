@@ -25,6 +25,21 @@
 //   theta <- (1 - lr*lambda) theta - (lr/B) dloss/dtheta          for every parameter
 #include "cfn_common.cuh"
 
+// The sparse kernels are launched with at most CFN_MAX_THREADS threads per block, and their grids
+// are sized from the occupancy of the compiled kernel (cuda_backend.resident_blocks: registers and
+// shared memory as ptxas reports them), never a guess.  The minimum resident blocks below are the
+// most each kernel reaches on sm_90 WITHOUT spills (checked by tests/test_cuda_compile.py): asking
+// cfn_output or cfn_scatter_segment for 3 makes ptxas spill, and __launch_bounds__ with no minimum
+// lets it trade occupancy for registers.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+#define CFN_BOUNDS_ENCODE __launch_bounds__(CFN_MAX_THREADS, 3)
+#else
+#define CFN_BOUNDS_ENCODE __launch_bounds__(CFN_MAX_THREADS, 2)   // 3 spills on sm_80
+#endif
+#define CFN_BOUNDS_OUTPUT __launch_bounds__(CFN_MAX_THREADS, 2)
+#define CFN_BOUNDS_ATOMIC __launch_bounds__(CFN_MAX_THREADS, 3)
+#define CFN_BOUNDS_SEGMENT
+
 #define CFN_RT 5   // register tiles of 128 floats: rows of up to 640 hidden units stay in registers (600 in the paper)
 
 // acc[0:hp) += sum_q a[q] * w[q][0:hp) for NE gathered rows: every tile is loaded before the first
@@ -195,7 +210,7 @@ cfn_batch_setup(const int* __restrict__ order, int n_order, int batch_size, cons
 // cfn_hidden_act sums the partials of each row in warp order (cfn_row_total): no atomics, the
 // same bits on every run.  Accumulation happens in the warp's private shared-memory row.
 // threshold = 0 and bswap = 0 give the uncorrupted input (inference).
-extern "C" __global__ void
+extern "C" __global__ void CFN_BOUNDS_ENCODE
 cfn_encode(const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ data,
            const int* __restrict__ bh, const int* __restrict__ brow, const int* __restrict__ boff,
            const int* __restrict__ bswap, const unsigned long long* __restrict__ key_ptr, unsigned int threshold,
@@ -288,7 +303,7 @@ cfn_hidden_act(const int* __restrict__ bh, const float* __restrict__ coef, int u
 // mode 0 (atomic scatter): edelta[k_local] = delta_k.
 // mode 1 (segment scatter): tdelta[c*tld + r] = delta_k, tx[c*tld + r] = x if visible, and the
 //   first entry of each column c in this batch (stamp[c] != bh[3]) appends c to touched.
-extern "C" __global__ void
+extern "C" __global__ void CFN_BOUNDS_OUTPUT
 cfn_output(const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ data,
            const int* __restrict__ bh, const int* __restrict__ brow, const int* __restrict__ boff,
            const int* __restrict__ bswap, const unsigned long long* __restrict__ key_ptr, unsigned int threshold,
@@ -323,6 +338,7 @@ cfn_output(const long long* __restrict__ indptr, const int* __restrict__ indices
             hid = en.hidden;
         }
         unsigned m = __ballot_sync(CFN_FULL, e < e1);
+        float dmine = 0.f;
         while (m) {
             const int j = __ffs(m) - 1;
             m &= m - 1;
@@ -363,17 +379,27 @@ cfn_output(const long long* __restrict__ indptr, const int* __restrict__ indices
             }
             for (int c = CFN_RT * 128 + lane * 4; c < hp; c += 128)
                 cfn_st4(acc + c, cfn_axpy4(d, cfn_ldg4(w + c), cfn_ld4(acc + c)));
-            if (lane == 0) {
-                lsum += (double)wk * (double)res * (double)res;
-                if (mode == 0) {
-                    edelta[g + j] = d;
-                } else {
-                    const long long ti = (long long)cj * tld + rj;
-                    tdelta[ti] = d;
-                    if (!hj) tx[ti] = xj;
-                    if (atomicExch(stamp + cj, tag) != tag) touched[atomicAdd(ntouched, 1)] = cj;
-                }
+            if (lane == 0) lsum += (double)wk * (double)res * (double)res;
+            if (lane == j) dmine = d;                            // each lane keeps its own entry's delta
+        }
+        // Bookkeeping of the scatter, one entry per lane after the loop (no lane-0 atomics inside
+        // it for the next shuffle to wait on): the deltas, and in segment mode the columns touched
+        // for the first time in this batch, appended with ONE atomicAdd per warp (ballot + popc).
+        if (mode == 0) {
+            if (e < e1) edelta[e] = dmine;
+        } else {
+            int fresh = 0;
+            if (e < e1) {
+                const long long ti = (long long)col * tld + rr;
+                tdelta[ti] = dmine;
+                if (!hid) tx[ti] = x;
+                fresh = atomicExch(stamp + col, tag) != tag;     // exactly one entry per column wins
             }
+            const unsigned fm = __ballot_sync(CFN_FULL, fresh);
+            int base = 0;
+            if (lane == 0 && fm) base = atomicAdd(ntouched, __popc(fm));
+            base = __shfl_sync(CFN_FULL, base, 0);
+            if (fresh) touched[base + __popc(fm & ((1u << lane) - 1u))] = col;
         }
         rbase = __shfl_sync(CFN_FULL, rr, 31);
     }
@@ -443,7 +469,7 @@ cfn_bias_side(const int* __restrict__ bh, const float* __restrict__ coef, const 
 // additions varies from run to run (not bit-reproducible).  In training the targets are the
 // lazily scaled V arrays (eta = lr/B / s_new); for raw gradients zeroed buffers and eta = -1.
 // Also takes the step of the first layer's dense bias and side weight (cfn_bias_side_step on d1).
-extern "C" __global__ void
+extern "C" __global__ void CFN_BOUNDS_ATOMIC
 cfn_scatter_atomic(const long long* __restrict__ indptr, const int* __restrict__ indices,
                    const float* __restrict__ data, const int* __restrict__ bh, const int* __restrict__ brow,
                    const int* __restrict__ boff, const int* __restrict__ bswap,
@@ -563,7 +589,7 @@ __device__ __forceinline__ void cfn_segment_update(float* w, const float* __rest
 // the contributions of the segment and updates the rows of c once; then clears the tables'
 // segment.  Deterministic (no float atomics): the same bits on every run.
 // Also takes the step of the first layer's dense bias and side weight (cfn_bias_side_step on d1).
-extern "C" __global__ void
+extern "C" __global__ void CFN_BOUNDS_SEGMENT
 cfn_scatter_segment(const int* __restrict__ bh, const int* __restrict__ brow, const float* __restrict__ coef,
                     const float* __restrict__ hlast, int hpl, const float* __restrict__ d1, int h1, int hp1,
                     const float* __restrict__ side, int sdim, float* tdelta, float* tx, int tld,
