@@ -107,6 +107,7 @@ def _fit(args: argparse.Namespace) -> dict:
     else:
         (train, test), validation = train_test_split(ratings, args.test_ratio, seed=args.split_seed), None
     model = _model_from_args(args)
+    model.profile = bool(args.profile or args.trace)
     start = time.perf_counter()
     model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json),))
     seconds = time.perf_counter() - start
@@ -119,6 +120,9 @@ def _fit(args: argparse.Namespace) -> dict:
     if args.save:
         model.save(args.save)
         result["saved"] = str(args.save)
+    if model.profile:
+        from .profiling import report_profile
+        result.update(report_profile(model.profile_, args.trace, echo=not args.json))
     if not args.json:
         print(f"test RMSE {result['test_rmse']:.4f}  ({seconds:.1f}s on {model.backend_})"
               + (f"; saved {args.save}" if args.save else ""))
@@ -188,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-ratio", type=float, default=0.0, help="carve a validation split from train")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--save", default=None, help="write the trained model to this .npz")
+    p.add_argument("--profile", action="store_true", help="print where each epoch's time goes, phase by phase")
+    p.add_argument("--trace", default=None, metavar="FILE", help="write a Chrome trace (Perfetto) of the run")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("eval", help="RMSE of a saved model on a ratings file")
