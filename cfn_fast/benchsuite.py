@@ -42,28 +42,43 @@ def suite_dir() -> Path:
 
 # ----------------------------------------------------------------------------- running
 def _pytest(suite: Path, json_path: Path, *, quick: bool, slow: bool, select: str | None,
-            nodes: list[str] | None = None, extra: list[str] | None = None) -> subprocess.CompletedProcess:
+            nodes: list[str] | None = None, extra: list[str] | None = None,
+            progress: bool = False) -> tuple[int, str]:
     cmd = [sys.executable, "-m", "pytest", *(nodes or [str(suite)]), "-q", "-p", "no:cacheprovider",
            f"--benchmark-json={json_path}", "--benchmark-sort=name", "--benchmark-columns=min,median,rounds"]
     cmd += ["--cfn-quick"] if quick else []
     cmd += ["--cfn-slow"] if slow else []
     cmd += ["-k", select] if select else []
     cmd += list(extra or [])
-    return subprocess.run(cmd, cwd=suite.parents[1], capture_output=True, text=True)
+    return _stream(cmd, suite.parents[1], progress)
 
 
-def _checked(proc: subprocess.CompletedProcess, json_path: Path) -> dict:
-    if proc.returncode not in (0, 5) or not json_path.is_file():   # 5: nothing selected
-        raise RuntimeError(f"the benchmark suite failed (pytest exit {proc.returncode}):\n"
-                           + (proc.stdout[-3000:] + proc.stderr[-2000:]).strip())
+def _stream(cmd: list[str], cwd: Path, progress: bool) -> tuple[int, str]:
+    """Run ``cmd``, echoing its output to stderr as it comes (``progress``); (exit status, output)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if progress:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    return proc.wait(), "".join(lines)
+
+
+def _checked(run: tuple[int, str], json_path: Path) -> dict:
+    code, output = run
+    if code not in (0, 5) or not json_path.is_file():   # 5: nothing selected
+        raise RuntimeError(f"the benchmark suite failed (pytest exit {code}):\n{output[-4000:].strip()}")
     return json.loads(json_path.read_text())
 
 
 def run_suite(*, quick: bool = False, slow: bool = False, json_path: str | Path | None = None,
               baseline: str | Path | None = None, threshold: float = DEFAULT_THRESHOLD, confirm: int = 2,
               select: str | None = None, suite: str | Path | None = None,
-              pytest_args: list[str] | None = None, echo: bool = True) -> dict[str, Any]:
-    """Run the suite; with ``baseline``, compare (module docstring).  Returns the result dict."""
+              pytest_args: list[str] | None = None, echo: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Run the suite; with ``baseline``, compare (module docstring).  Returns the result dict.
+    ``echo`` prints the tables on stdout, ``progress`` pytest's output on stderr."""
     suite = Path(suite) if suite else suite_dir()
     if not (suite / "conftest.py").is_file():
         raise FileNotFoundError(f"no benchmark suite at {suite} (bench/suite of a cfn_fast checkout); "
@@ -73,7 +88,8 @@ def run_suite(*, quick: bool = False, slow: bool = False, json_path: str | Path 
     base = json.loads(Path(baseline).read_text()) if baseline else None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(json_path) if json_path else Path(tmp) / "suite.json"
-        data = _checked(_pytest(suite, out, quick=quick, slow=slow, select=select, extra=pytest_args), out)
+        data = _checked(_pytest(suite, out, quick=quick, slow=slow, select=select, extra=pytest_args,
+                                progress=progress), out)
         rows = case_rows(data)
         result: dict[str, Any] = {"json": str(out) if json_path else None, "machine": data.get("machine_info", {}),
                                   "cases": rows}
@@ -88,7 +104,7 @@ def run_suite(*, quick: bool = False, slow: bool = False, json_path: str | Path 
                 again = Path(tmp) / f"confirm{attempt}.json"
                 nodes = [str(suite / data_fullname(data, name)) for name in suspects]
                 data = merge_min(data, _checked(_pytest(suite, again, quick=quick, slow=slow, select=None,
-                                                        nodes=nodes, extra=pytest_args), again))
+                                                        nodes=nodes, extra=pytest_args, progress=progress), again))
                 cmp = compare(data, base, threshold)
             result["comparison"] = cmp
             result["threshold"] = threshold
@@ -218,11 +234,13 @@ def add_parser(bench_sub: Any) -> None:
     p.add_argument("--confirm", type=int, default=2, help="re-runs of suspect cases before they count")
     p.add_argument("-k", dest="select", default=None, help="pytest -k expression selecting cases")
     p.add_argument("--suite-dir", default=None, help="the suite folder (default: bench/suite of this checkout)")
+    p.add_argument("--quiet", action="store_true", help="no pytest progress on stderr")
 
 
 def run_from_args(args: argparse.Namespace) -> dict:
     result = run_suite(quick=args.quick, slow=args.slow, json_path=args.json_out, baseline=args.compare,
-                       threshold=args.threshold, confirm=args.confirm, select=args.select, suite=args.suite_dir)
+                       threshold=args.threshold, confirm=args.confirm, select=args.select, suite=args.suite_dir,
+                       progress=not args.quiet)
     if result.get("regressions"):
         raise RuntimeError(f"{len(result['regressions'])} case(s) slower than the baseline by more than "
                            f"{100 * args.threshold:.0f}%: {', '.join(result['regressions'])}")

@@ -17,8 +17,10 @@ pytestmark = pytest.mark.macro
 
 
 def _rounds(epochs: int, data: str, quick: bool, backend: str) -> int:
-    if data == "ml-10m-shape" or epochs == 20 or backend == "numpy":
-        return 1 if quick or data == "ml-10m-shape" else 3
+    if data == "ml-10m-shape":
+        return 1
+    if epochs == 20 or backend == "numpy":
+        return 1 if quick else 3
     return 2 if quick else 5
 
 
@@ -28,8 +30,8 @@ def _rounds(epochs: int, data: str, quick: bool, backend: str) -> int:
 def test_training(benchmark, backend, data, kind, epochs, quick, slow):
     if backend == "numpy" and data != "synthetic":
         pytest.skip("the dense reference runs the synthetic default only")
-    if backend == "numpy" and epochs == 20:
-        pytest.skip("the dense reference runs 1 epoch only (20 take minutes)")
+    if backend == "numpy" and (epochs == 20 or quick):
+        pytest.skip("the dense reference runs 1 epoch only (20 take minutes), and not with --cfn-quick")
     if data == "ml-10m-shape" and not (backend == "cuda" or (backend == "cpu" and (slow or W.SMOKE))):
         pytest.skip("the ML-10M shape runs on cuda, or on cpu with --cfn-slow")
     if W.ratings(data) is None:
