@@ -16,6 +16,11 @@ Comparison (``--compare BASELINE``), built to ignore the noise of a shared machi
   of load during one run does not fail the comparison.
 
 A regression makes the command exit with status 1 after printing the comparison.
+
+Timer: ``--timer wall`` (default, ``time.perf_counter``) gives the throughput figures;
+``--timer cpu`` (``time.process_time``: CPU seconds of all threads) is far less sensitive to other
+jobs on a shared machine — use it for regression checks there, against a baseline taken with the
+same timer (runs with different timers are not compared).
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ __all__ = ["add_parser", "run_from_args", "run_suite", "compare", "format_table"
            "suite_dir"]
 
 DEFAULT_THRESHOLD = 0.25
+TIMERS = {"wall": "time.perf_counter", "cpu": "time.process_time"}
 
 
 def suite_dir() -> Path:
@@ -43,9 +49,10 @@ def suite_dir() -> Path:
 # ----------------------------------------------------------------------------- running
 def _pytest(suite: Path, json_path: Path, *, quick: bool, slow: bool, select: str | None,
             nodes: list[str] | None = None, extra: list[str] | None = None,
-            progress: bool = False) -> tuple[int, str]:
+            progress: bool = False, timer: str = "wall") -> tuple[int, str]:
     cmd = [sys.executable, "-m", "pytest", *(nodes or [str(suite)]), "-q", "-p", "no:cacheprovider",
            f"--benchmark-json={json_path}", "--benchmark-sort=name", "--benchmark-columns=min,median,rounds"]
+    cmd += [f"--benchmark-timer={TIMERS[timer]}"]
     cmd += ["--cfn-quick"] if quick else []
     cmd += ["--cfn-slow"] if slow else []
     cmd += ["-k", select] if select else []
@@ -76,7 +83,8 @@ def _checked(run: tuple[int, str], json_path: Path) -> dict:
 def run_suite(*, quick: bool = False, slow: bool = False, json_path: str | Path | None = None,
               baseline: str | Path | None = None, threshold: float = DEFAULT_THRESHOLD, confirm: int = 2,
               select: str | None = None, suite: str | Path | None = None,
-              pytest_args: list[str] | None = None, echo: bool = True, progress: bool = True) -> dict[str, Any]:
+              pytest_args: list[str] | None = None, echo: bool = True, progress: bool = True,
+              timer: str = "wall") -> dict[str, Any]:
     """Run the suite; with ``baseline``, compare (module docstring).  Returns the result dict.
     ``echo`` prints the tables on stdout, ``progress`` pytest's output on stderr."""
     suite = Path(suite) if suite else suite_dir()
@@ -85,16 +93,23 @@ def run_suite(*, quick: bool = False, slow: bool = False, json_path: str | Path 
                                 "pass --suite-dir")
     if not 0 < threshold < 10:
         raise ValueError(f"threshold must lie in (0, 10), got {threshold}")
+    if timer not in TIMERS:
+        raise ValueError(f"timer must be one of {sorted(TIMERS)}, got {timer!r}")
     base = json.loads(Path(baseline).read_text()) if baseline else None
+    if base is not None and _timer_of(base) not in (None, TIMERS[timer].split(".")[-1]):
+        raise ValueError(f"the baseline {baseline} was timed with {_timer_of(base)}, this run with "
+                         f"{TIMERS[timer]}: pass --timer {'cpu' if _timer_of(base) == 'process_time' else 'wall'}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(json_path) if json_path else Path(tmp) / "suite.json"
         data = _checked(_pytest(suite, out, quick=quick, slow=slow, select=select, extra=pytest_args,
-                                progress=progress), out)
+                                progress=progress, timer=timer), out)
         rows = case_rows(data)
         result: dict[str, Any] = {"json": str(out) if json_path else None, "machine": data.get("machine_info", {}),
-                                  "cases": rows}
+                                  "timer": TIMERS[timer], "cases": rows}
         if echo:
             print(format_table(rows, data.get("machine_info", {})))
+            if timer != "wall":
+                print("(timer: CPU time of all threads; throughput, floor and paper columns need --timer wall)")
         if base is not None:
             cmp = compare(data, base, threshold)
             for attempt in range(confirm):
@@ -104,7 +119,8 @@ def run_suite(*, quick: bool = False, slow: bool = False, json_path: str | Path 
                 again = Path(tmp) / f"confirm{attempt}.json"
                 nodes = [str(suite / data_fullname(data, name)) for name in suspects]
                 data = merge_min(data, _checked(_pytest(suite, again, quick=quick, slow=slow, select=None,
-                                                        nodes=nodes, extra=pytest_args, progress=progress), again))
+                                                        nodes=nodes, extra=pytest_args, progress=progress,
+                                                        timer=timer), again))
                 cmp = compare(data, base, threshold)
             result["comparison"] = cmp
             result["threshold"] = threshold
@@ -112,6 +128,13 @@ def run_suite(*, quick: bool = False, slow: bool = False, json_path: str | Path 
             if echo:
                 print(format_comparison(cmp, threshold))
     return result
+
+
+def _timer_of(data: dict) -> str | None:
+    """The timer a run used (pytest-benchmark's ``options.timer``: 'perf_counter', 'process_time')."""
+    timers = {str(b.get("options", {}).get("timer", "")).split(".")[-1] for b in data.get("benchmarks", [])}
+    timers.discard("")
+    return timers.pop() if len(timers) == 1 else None
 
 
 def data_fullname(data: dict, name: str) -> str:
@@ -138,6 +161,7 @@ def merge_min(data: dict, again: dict) -> dict:
 def case_rows(data: dict) -> list[dict[str, Any]]:
     """One row per case: times (min, median), throughput, bandwidth, floor and paper figures."""
     bandwidth = data.get("machine_info", {}).get("triad_gb_per_s")
+    wall = _timer_of(data) in (None, "perf_counter")      # CPU seconds make no throughput
     rows = []
     for bench in data["benchmarks"]:
         info, stats = bench.get("extra_info", {}), bench["stats"]
@@ -145,14 +169,14 @@ def case_rows(data: dict) -> list[dict[str, Any]]:
         row = {"name": bench["name"], "case": info.get("case", bench["name"]), "backend": info.get("backend"),
                "min_s": best, "median_s": stats["median"], "rounds": stats["rounds"],
                "bytes": info.get("bytes"), "sizes": info.get("sizes", {})}
-        if info.get("ratings_epochs"):
+        if info.get("ratings_epochs") and wall:
             row["ratings_epochs_per_s"] = info["ratings_epochs"] / best
-        if info.get("bytes"):
+        if info.get("bytes") and wall:
             row["gb_per_s"] = info["bytes"] / best / 1e9
-        if "floor_s" in info and bandwidth:
+        if "floor_s" in info and bandwidth and wall:
             row["floor_s"] = info["bytes"] / (bandwidth * 1e9)
             row["fraction_of_floor"] = row["floor_s"] / best
-        if info.get("paper_gtx980_s"):
+        if info.get("paper_gtx980_s") and wall:
             row["paper_gtx980_s"] = info["paper_gtx980_s"]
             row["speedup_vs_paper"] = info["paper_gtx980_s"] / best
         rows.append(row)
@@ -232,6 +256,8 @@ def add_parser(bench_sub: Any) -> None:
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"relative slow-down that counts as a regression (default {DEFAULT_THRESHOLD})")
     p.add_argument("--confirm", type=int, default=2, help="re-runs of suspect cases before they count")
+    p.add_argument("--timer", choices=sorted(TIMERS), default="wall",
+                   help="wall (perf_counter; throughput figures) or cpu (process_time; robust on a shared machine)")
     p.add_argument("-k", dest="select", default=None, help="pytest -k expression selecting cases")
     p.add_argument("--suite-dir", default=None, help="the suite folder (default: bench/suite of this checkout)")
     p.add_argument("--quiet", action="store_true", help="no pytest progress on stderr")
@@ -240,7 +266,7 @@ def add_parser(bench_sub: Any) -> None:
 def run_from_args(args: argparse.Namespace) -> dict:
     result = run_suite(quick=args.quick, slow=args.slow, json_path=args.json_out, baseline=args.compare,
                        threshold=args.threshold, confirm=args.confirm, select=args.select, suite=args.suite_dir,
-                       progress=not args.quiet)
+                       progress=not args.quiet, timer=args.timer)
     if result.get("regressions"):
         raise RuntimeError(f"{len(result['regressions'])} case(s) slower than the baseline by more than "
                            f"{100 * args.threshold:.0f}%: {', '.join(result['regressions'])}")

@@ -101,3 +101,15 @@ def test_stored_baseline_is_pytest_benchmark_json():
         assert data["machine_info"]["triad_gb_per_s"] > 0 and data["benchmarks"]
         for bench in data["benchmarks"]:
             assert bench["stats"]["min"] > 0 and bench["extra_info"]["backend"] in ("numpy", "cpu", "cuda")
+
+
+def test_cpu_timer_runs_are_not_compared_with_wall_time(tmp_path, capsys):
+    base = _data(x=(1.0, 1.0))
+    base["benchmarks"][0]["options"] = {"timer": "perf_counter"}
+    path = tmp_path / "wall.json"
+    path.write_text(json.dumps(base))
+    assert main(["bench", "suite", "--timer", "cpu", "--compare", str(path), "-k", "nothing"]) == 2
+    assert "--timer wall" in capsys.readouterr().err
+    cpu = _data(x=(1.0, 1.0))
+    cpu["benchmarks"][0]["options"] = {"timer": "time.process_time"}
+    assert "gb_per_s" not in benchsuite.case_rows(cpu)[0] and "gb_per_s" in benchsuite.case_rows(base)[0]

@@ -151,7 +151,8 @@ def record(benchmark, *, backend: str, case: str, bytes_moved: int, ratings_epoc
                 sizes={k: (int(v) if isinstance(v, (int, np.integer)) else v) for k, v in sizes.items()})
     stats = getattr(benchmark, "stats", None)
     best = getattr(getattr(stats, "stats", None), "min", None)
-    if best:
+    timer = str(getattr(stats, "options", {}).get("timer", "perf_counter")) if stats else ""
+    if best and "perf_counter" in timer:     # CPU seconds (--benchmark-timer) make no throughput
         info["gb_per_s"] = bytes_moved / best / 1e9
         if ratings_epochs:
             info["ratings_epochs_per_s"] = ratings_epochs / best

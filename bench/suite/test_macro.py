@@ -32,6 +32,8 @@ def test_training(benchmark, backend, data, kind, epochs, quick, slow):
         pytest.skip("the dense reference runs the synthetic default only")
     if backend == "numpy" and (epochs == 20 or quick):
         pytest.skip("the dense reference runs 1 epoch only (20 take minutes), and not with --cfn-quick")
+    if quick and epochs == 20 and data != "synthetic":
+        pytest.skip("--cfn-quick: 20-epoch runs on the synthetic default only")
     if data == "ml-10m-shape" and not (backend == "cuda" or (backend == "cpu" and (slow or W.SMOKE))):
         pytest.skip("the ML-10M shape runs on cuda, or on cpu with --cfn-slow")
     if W.ratings(data) is None:
