@@ -69,7 +69,7 @@ def test_deliberately_slower_kernel_is_flagged(tmp_path, monkeypatch, capsys):
     """CFN_BENCH_SLOWDOWN runs the cpu encode stage 6 times per call: --compare must flag it."""
     baseline = tmp_path / "base.json"
     select = "test_stage and cpu and (encode or batch_setup)"
-    assert main(["bench", "suite", "--quick", "-k", select, "--json", str(baseline)]) == 0
+    assert main(["bench", "suite", "--quick", "--timer", "cpu", "-k", select, "--json", str(baseline)]) == 0
     out = capsys.readouterr().out
     assert "micro encode" in out and "micro batch_setup" in out
     # pytest-benchmark's own tool reads the JSON
@@ -78,7 +78,8 @@ def test_deliberately_slower_kernel_is_flagged(tmp_path, monkeypatch, capsys):
                            capture_output=True, text=True, cwd=tmp_path)
     assert check.returncode == 0 and "test_stage[cpu-encode]" in check.stdout, check.stderr[-2000:]
     monkeypatch.setenv("CFN_BENCH_SLOWDOWN", "encode:6")
-    code = main(["bench", "suite", "--quick", "-k", select, "--compare", str(baseline), "--confirm", "1"])
+    code = main(["bench", "suite", "--quick", "--timer", "cpu", "-k", select, "--compare", str(baseline),
+                 "--confirm", "1"])
     captured = capsys.readouterr()
     assert code == 1
     verdict = [line for line in captured.err.splitlines() if "slower than the baseline" in line]
