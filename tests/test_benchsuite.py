@@ -114,3 +114,19 @@ def test_cpu_timer_runs_are_not_compared_with_wall_time(tmp_path, capsys):
     cpu = _data(x=(1.0, 1.0))
     cpu["benchmarks"][0]["options"] = {"timer": "time.process_time"}
     assert "gb_per_s" not in benchsuite.case_rows(cpu)[0] and "gb_per_s" in benchsuite.case_rows(base)[0]
+
+
+def test_suite_cuda_cases_in_host_emulation():
+    """The suite's cuda cases (a step, the fold, predict_pairs, top_n, one epoch) on the emulated
+    kernels of bench/gpu_numeric_check.py: their code paths run without a GPU."""
+    import os
+    import shutil
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed: the kernels cannot be emulated here")
+    env = {**os.environ, "CFN_BENCH_SMOKE": "1", "CFN_BENCH_EMULATE_CUDA": "1"}
+    result = subprocess.run([sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider",
+                             "--benchmark-disable", "--cfn-quick", "-k",
+                             "cuda and (test_stage or predict or top_n or synthetic-item-1)"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "5 passed" in result.stdout
