@@ -166,7 +166,8 @@ def _fit(args: argparse.Namespace) -> dict:
     if args.split_seed < 0:
         raise ValueError(f"--split-seed must be an integer >= 0, got {args.split_seed}")
     splits = split_paths(args.save_split, args.validation_ratio > 0) if args.save_split else None
-    check_writable_outputs({"--save": args.save, "--save-split": splits}, {"--ratings": args.ratings},
+    check_writable_outputs({"--save": args.save, "--save-split": splits, "--trace": args.trace},
+                           {"--ratings": args.ratings},
                            {"--save-split": args.save_split})
     model = _model_from_args(args)
     resolve_backend_early(args.backend)
@@ -180,6 +181,7 @@ def _fit(args: argparse.Namespace) -> dict:
         (train, test), validation = train_test_split(ratings, args.test_ratio, seed=args.split_seed), None
     if splits:
         save_split(splits, {"train": train, "validation": validation, "test": test})
+    model.profile = bool(args.profile or args.trace)
     start = time.perf_counter()
     model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json),))
     seconds = time.perf_counter() - start
@@ -195,6 +197,9 @@ def _fit(args: argparse.Namespace) -> dict:
         result["saved"] = str(args.save)
     if splits:
         result["split_files"] = {part: str(path) for part, path in splits.items()}
+    if model.profile:
+        from .profiling import report_profile
+        result.update(report_profile(model.profile_, args.trace, echo=not args.json))
     if not args.json:
         print(f"test RMSE {result['test_rmse']:.4f}  ({seconds:.1f}s on {model.backend_})"
               + (f"; saved {args.save}" if args.save else "")
@@ -294,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the split into DIR (train.npz, test.npz[, validation.npz]: original ids) for "
                         "`cfn eval --ratings DIR/test.npz`")
     _add_scale_option(p)
+    p.add_argument("--profile", action="store_true", help="print where each epoch's time goes, phase by phase")
+    p.add_argument("--trace", default=None, metavar="FILE", help="write a Chrome trace (Perfetto) of the run")
     _add_common(p)
 
     p = sub.add_parser("eval", help="RMSE of a saved model on a ratings file")

@@ -24,6 +24,7 @@ from ._params import EstimatorParams
 from .backends import TrainConfig, engine_class, resolve_backend
 from .backends.base import Engine
 from .data.labelled import align_rows, align_vector, check_parallel
+from .profiling import engine_for_training
 from .data.ratings import RatingSet, build_csr
 from .defaults import DEFAULTS
 from .metrics import rmse
@@ -74,6 +75,9 @@ class CFN(EstimatorParams):
     seed : seeds initialisation, batch order and corruption (runs are deterministic for a seed).
     verbose : 0 silent, 1 tqdm progress bar, 2 also one line per epoch (logged at INFO on the
         ``"cfn_fast"`` logger, or written to stderr when logging is not configured).
+    profile : time every phase of every mini-batch into ``profile_`` (a
+        :class:`~cfn_fast.profiling.Profile`: table, JSON, Chrome trace) and push NVTX ranges;
+        see :mod:`cfn_fast.profiling`.
 
     ``None`` hyper-parameters take the per-kind :data:`DEFAULTS`.
 
@@ -88,13 +92,13 @@ class CFN(EstimatorParams):
     """
 
     param_names = ("kind", "hidden", "epochs", "alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay",
-                   "batch_size", "backend", "use_side_info", "seed", "verbose")
+                   "batch_size", "backend", "use_side_info", "seed", "verbose", "profile")
 
     def __init__(self, kind: str = "item", hidden: Sequence[int] = (600,), epochs: int = 20, *,
                  alpha: float | None = None, beta: float | None = None, mask_ratio: float | None = None,
                  lr: float | None = None, lr_decay: float | None = None, weight_decay: float | None = None,
                  batch_size: int | None = None, backend: str = "auto", use_side_info: bool = True,
-                 seed: int = 0, verbose: int = 0) -> None:
+                 seed: int = 0, verbose: int = 0, profile: bool = False) -> None:
         self.kind = kind
         self.hidden = hidden
         self.epochs = epochs
@@ -109,6 +113,7 @@ class CFN(EstimatorParams):
         self.use_side_info = use_side_info
         self.seed = seed
         self.verbose = verbose
+        self.profile = profile
 
     def resolved_params(self) -> dict[str, Any]:
         """Hyper-parameters with per-kind defaults filled in, validated (``ValueError`` naming the
@@ -136,6 +141,7 @@ class CFN(EstimatorParams):
                self.verbose, "an integer >= 0")
         _check(isinstance(self.use_side_info, (bool, np.bool_)), "use_side_info", self.use_side_info,
                "True or False")
+        _check(isinstance(self.profile, (bool, np.bool_)), "profile", self.profile, "True or False")
         _check(isinstance(self.backend, str), "backend", self.backend, "'auto', 'numpy', 'cpu' or 'cuda'")
         for name in ("alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay"):
             p[name] = float(p[name])
@@ -201,6 +207,7 @@ class CFN(EstimatorParams):
             self.history_: list[EpochRecord] = []
             self.epochs_trained_ = 0
             self.best_epoch_: int | None = None
+            self.profile_ = None
             self._validation = validation
         except BaseException:  # an interrupt or error before training starts leaves the object as it was
             self.__dict__.clear()
@@ -242,7 +249,7 @@ class CFN(EstimatorParams):
         self._clear_caches()
         try:
             with self._memory_guard("training"):
-                run_epochs(self.engine_, first_epoch=self.epochs_trained_ + 1, epochs=epochs,
+                run_epochs(engine_for_training(self), first_epoch=self.epochs_trained_ + 1, epochs=epochs,
                            lr=p["lr"], lr_decay=p["lr_decay"], n_known=max(self.inputs_.nnz, 1),
                            evaluate=evaluate, early_stopping=early_stopping, callbacks=callbacks,
                            progress=self.verbose >= 1, divergence=self._divergence_rule(divergence, p),

@@ -110,7 +110,7 @@ def kernel_source() -> str:
     return "\n".join(f"// ==== {name}\n{expand(files[name], name)}" for name in sorted(files) if name.endswith(".cu"))
 
 
-_MODULES: dict[int, Any] = {}
+_MODULES: dict[tuple, Any] = {}
 
 
 def _cupy():
@@ -123,9 +123,11 @@ def _cupy():
 
 def _kernels(cp) -> dict[str, Any]:
     """The compiled kernels (one RawModule per CuPy module, compiled on first use)."""
-    key = id(cp)
+    from ..profiling import cuda_compile_options     # -lineinfo on request (Nsight Compute)
+    options = cuda_compile_options(_COMPILE_OPTIONS)
+    key = (id(cp), options)
     if key not in _MODULES:
-        module = cp.RawModule(code=kernel_source(), options=_COMPILE_OPTIONS)
+        module = cp.RawModule(code=kernel_source(), options=options)
         _MODULES[key] = {name: module.get_function(name) for name in KERNEL_NAMES}
     return _MODULES[key]
 

@@ -60,9 +60,13 @@ def register(sub: Any, command: Callable[[str], Callable]) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on stdout (the summary, or {\"error\": ..., \"type\": ...})")
+    from .. import benchsuite
+    benchsuite.add_parser(bench_sub)
 
     @command("bench")
     def _bench(args: argparse.Namespace) -> dict:
+        if args.bench_command == "suite":
+            return benchsuite.run_from_args(args)
         if args.bench_command != "paper":  # pragma: no cover - argparse enforces the choice
             raise ValueError(f"unknown bench command {args.bench_command!r}")
         return run_from_args(args)

@@ -616,6 +616,40 @@ cdef void tanh_backward(float* dh, const float* h, Py_ssize_t n) noexcept nogil:
         dh[k] = dh[k] * (1.0 - h[k] * h[k])
 
 
+# ============================================================================= phase timers
+# Per-phase timers of the training step (cfn_fast.profiling); one branch per phase when off.
+cdef extern from *:
+    """
+    #include <time.h>
+    static double cfn_now(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);   /* the clock of Python's time.monotonic() */
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
+    """
+    double cfn_now() nogil
+
+cdef enum:
+    PH_GATHER = 0
+    PH_SORT = 1
+    PH_ENCODE = 2
+    PH_DENSE_FWD = 3
+    PH_OUTPUT = 4
+    PH_DENSE_BWD = 5
+    PH_INPUT = 6
+    PH_FOLD = 7
+    NPHASES = 8
+    PH_BATCH = 8       # hook id of a whole mini-batch
+
+#: names of the phases of the training step, in the order of ``profile_log``'s axis 1
+PHASE_NAMES = ("gather", "sort", "encode", "dense_forward", "output", "dense_backward", "input_update", "fold")
+
+
+def monotonic():
+    """The clock of the phase timers (seconds)."""
+    return cfn_now()
+
+
 # ============================================================================= the training state
 cdef class SparseCFN:
     """CFN parameters and work buffers, with the sparse training step in C.
@@ -688,9 +722,20 @@ cdef class SparseCFN:
     cdef float* dA
     cdef float* dB
     cdef float* dhp
+    # phase timers: off unless set_profiling(True); per mini-batch and phase: start, seconds
+    cdef bint prof_on, prof_hook_on
+    cdef object prof_hook, prof_arr
+    cdef int prof_cur
+    cdef double prof_t0
+    cdef double* prof_log
+    cdef Py_ssize_t prof_row, prof_rows
+    cdef int last_nd, last_G
 
     def __cinit__(self):
         self.pend_nd = 0
+        self.prof_on = self.prof_hook_on = 0
+        self.prof_log = NULL
+        self.prof_cur = -1
         self.w = NULL
         self.p_dw = self.p_db = self.p_ds = NULL
         self.g_dw = self.g_db = self.g_ds = NULL
@@ -954,13 +999,16 @@ cdef class SparseCFN:
         if n == 0:
             return 0.0
         self.ensure_capacity(batch_size, self.max_batch_entries(batch_size))
+        self._profile_rows((n + batch_size - 1) // batch_size)
         with nogil:
             start = 0
             while start < n:
                 B = batch_size if start + batch_size <= n else <int>(n - start)
                 total += self._step(&order[start], B, key, lr, weight_decay, 1, 1)
                 start += batch_size
+            self._tick(PH_INPUT)     # the last batch's deferred input update
             self._flush_pending()
+            self._tick(-1)
         return total
 
     def step(self, const int64_t[::1] rows, uint64_t key, double lr, double weight_decay, bint train):
@@ -968,9 +1016,98 @@ cdef class SparseCFN:
         cdef int B = rows.shape[0]
         cdef double loss
         self.ensure_capacity(B, self.batch_entries(rows))
+        self._profile_rows(1)
         with nogil:
             loss = self._step(&rows[0], B, key, lr, weight_decay, train, 0)
         return loss
+
+    # ----------------------------------------------------------------- phase timers
+    def set_profiling(self, bint on, hook=None):
+        """Phase timers on/off; ``hook(phase, begin)`` (phase ids of PHASE_NAMES, 8 = a mini-batch)
+        is called with the GIL at every phase boundary (NVTX ranges), or None."""
+        self.prof_on = on
+        self.prof_hook = hook if on else None
+        self.prof_hook_on = on and hook is not None
+        if not on:
+            self.prof_arr = None
+            self.prof_log = NULL
+            self.prof_rows = 0
+
+    def profile_log(self):
+        """(batches, phases, 2) float64 of the last train_epoch/step: start (monotonic s), seconds
+        (0 where the phase did not run)."""
+        if self.prof_arr is None:
+            return np.zeros((0, NPHASES, 2))
+        return self.prof_arr[:self.prof_row + 1].copy()
+
+    def _profile_rows(self, Py_ssize_t rows):
+        if not self.prof_on:
+            return
+        self.prof_arr = np.zeros((rows, NPHASES, 2))
+        self.prof_log = dptr(self.prof_arr)
+        self.prof_rows = rows
+        self.prof_row = -1
+        self.prof_cur = -1
+
+    cdef void _tick(self, int phase) noexcept nogil:
+        """End the running phase and start ``phase`` (-1: none)."""
+        cdef double t
+        cdef double* slot
+        if not self.prof_on or self.prof_row < 0:
+            return
+        t = cfn_now()
+        if self.prof_cur >= 0:
+            slot = self.prof_log + (self.prof_row * NPHASES + self.prof_cur) * 2
+            if slot[1] == 0:
+                slot[0] = self.prof_t0
+            slot[1] += t - self.prof_t0
+            if self.prof_hook_on:
+                with gil:
+                    self.prof_hook(self.prof_cur, False)
+        self.prof_cur = phase
+        if phase >= 0 and self.prof_hook_on:
+            with gil:
+                self.prof_hook(phase, True)
+        self.prof_t0 = cfn_now()     # the hook's own time is not counted
+
+    cdef void _batch_mark(self, bint begin) noexcept nogil:
+        """Next log row (begin) and the mini-batch hook."""
+        if not self.prof_on:
+            return
+        if begin and self.prof_row + 1 < self.prof_rows:
+            self.prof_row += 1
+        if self.prof_hook_on:
+            with gil:
+                self.prof_hook(PH_BATCH, begin)
+
+    def run_phase(self, int phase, const int64_t[::1] rows, uint64_t key, double lr, double weight_decay):
+        """Re-run one phase of the training step on the buffers a previous ``step`` of the same
+        ``rows`` left behind (micro-benchmarks): 0 batch set-up (gather, sort, partition), 1 encode,
+        2 output (fused decoder, loss, deltas, dh and output update), 3 input-layer update, 4 fold."""
+        cdef int B = rows.shape[0]
+        cdef Py_ssize_t ne
+        cdef float shrink = <float>(1.0 - lr * weight_decay)
+        cdef float step = <float>(lr / B)
+        cdef float upd = <float>(-<double>step / self.scale)
+        if B > self.cap_b or self.batch_entries(rows) > self.cap_e:
+            raise ValueError("run_phase needs a step() of the same rows first")
+        with nogil:
+            if phase == 0:
+                ne = self._gather(&rows[0], B, key)
+                self.last_nd = self._sort_columns(ne)
+                self.last_G = self._partition(ne, self.last_nd, B)
+            elif phase == 1:
+                self._encode_columns(B, self.last_G, <float>self.scale)
+            elif phase == 2:
+                self._output_pass(B, self.last_G, <float>self.scale, upd, self.dA)
+            elif phase == 3:
+                dense_vector_update(self.p_bin, self.dA, B, self.w[1], shrink, step, self.g_bin, self.nthreads)
+                if self.side_dim > 0:
+                    side_input_update(self.p_sin, self.dA, self.sideb, B, self.w[1], self.side_dim, shrink, step,
+                                      self.g_sin, self.nthreads)
+                self._input_pass(B, self.last_nd, self.dA, upd)
+            elif phase == 4:
+                self._fold(1.0)
 
     def set_grads(self, grads):
         """Gradient outputs (same internal layouts as the parameters) or None."""
@@ -1374,19 +1511,30 @@ cdef class SparseCFN:
         cdef float* other
         cdef float* tmp
         cdef int nt = self.nthreads
+        self._batch_mark(1)
+        self._tick(PH_GATHER)
         ne = self._gather(rows, B, key)
+        self._tick(PH_SORT)
         nd = self._sort_columns(ne)
         G = self._partition(ne, nd, B)
+        self.last_nd = nd
+        self.last_G = G
         # forward
+        self._tick(PH_ENCODE)
         self._encode_columns(B, G, sc)
+        if nl > 2:
+            self._tick(PH_DENSE_FWD)
         for l in range(1, nl - 1):
             dense_forward(self.p_dw[l], self.p_db[l], self.p_ds[l], self.act[l], self.sideb, self.act[l + 1],
                           B, self.w[l], self.w[l + 1], sd, nt)
         # output layer (fused forward, loss, backward and update), then dh
         delta = self.dA
         other = self.dB
+        self._tick(PH_OUTPUT)
         loss = self._output_pass(B, G, sc, upd, delta)
         # dense layers, top down: dh_prev with the old weights, then update
+        if nl > 2:
+            self._tick(PH_DENSE_BWD)
         for l in range(nl - 2, 0, -1):
             dense_backward_input(self.p_dw[l], delta, other, B, self.w[l], self.w[l + 1], nt)
             dense_update(self.p_dw[l], self.p_db[l], self.p_ds[l], delta, self.act[l], self.sideb, B,
@@ -1396,6 +1544,7 @@ cdef class SparseCFN:
             delta = other
             other = tmp
         # input layer: dense bias and side weight, sparse rows of the visible columns
+        self._tick(PH_INPUT)
         dense_vector_update(self.p_bin, delta, B, self.w[1], shrink, step, self.g_bin, nt)
         if sd > 0:
             side_input_update(self.p_sin, delta, self.sideb, B, self.w[1], sd, shrink, step, self.g_sin, nt)
@@ -1406,9 +1555,12 @@ cdef class SparseCFN:
         if train:
             self.scale = scale_new
             if self.scale < FOLD_BELOW:
+                self._tick(PH_FOLD)
                 self._flush_pending()
                 self._fold(self.scale)
                 self.scale = 1.0
+        self._tick(-1)
+        self._batch_mark(0)
         return loss
 
     # ----------------------------------------------------------------- inference

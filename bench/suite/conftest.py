@@ -1,0 +1,165 @@
+"""pytest-benchmark suite of cfn_fast (run it with ``cfn bench suite``; see bench/suite/README.md).
+
+Options: ``--cfn-quick`` (fewer rounds), ``--cfn-slow`` (ML-10M shape on the cpu backend too).
+Machine info (CPU model, cores, threads, SIMD path, GPU, CuPy / CUDA versions and the memory
+bandwidth of a STREAM-like triad, measured once per run) goes into the JSON's ``machine_info``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+if os.environ.get("CFN_BENCH_EMULATE_CUDA") == "1":
+    # smoke test without a GPU: the cuda cases run the real kernels on the host, through
+    # bench/gpu_numeric_check.py's emulated CuPy (slow: tiny CFN_BENCH_SMOKE data only)
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    import gpu_numeric_check  # noqa: E402
+    gpu_numeric_check.install_fake_cupy()
+
+from cfn_fast.backends import BACKENDS, BackendUnavailable, resolve_backend  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cfn_fast benchmark suite")
+    group.addoption("--cfn-quick", action="store_true", help="fewer rounds per case (a few minutes in all)")
+    group.addoption("--cfn-slow", action="store_true", help="also the ML-10M shape on the cpu backend")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "macro: whole training runs")
+    config.addinivalue_line("markers", "micro: one stage of the training step or of inference")
+
+
+# ----------------------------------------------------------------------------- machine info
+def triad_bandwidth(n: int = 1 << 23, repeats: int = 5) -> float:
+    """Memory bandwidth in GB/s of a STREAM-like triad ``a = b + s c`` on float64 arrays of n
+    elements (64 MiB each: well beyond the caches), one slice per core in threads (NumPy releases the
+    GIL), best of ``repeats``.  NumPy computes it in two passes (``a = s c``; ``a += b``), so 5 array
+    transfers are counted (STREAM counts 3 for its fused loop)."""
+    threads = max(1, os.cpu_count() or 1)
+    a, b, c = (np.full(n, v) for v in (0.0, 1.0, 2.0))
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+
+    def part(lo: int, hi: int) -> None:
+        np.multiply(c[lo:hi], 3.0, out=a[lo:hi])
+        np.add(a[lo:hi], b[lo:hi], out=a[lo:hi])
+
+    best = np.inf
+    for _ in range(repeats):
+        workers = [threading.Thread(target=part, args=(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        start = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = min(best, time.perf_counter() - start)
+    return 5 * 8 * n / best / 1e9
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _physical_cores() -> int | None:
+    """Distinct (socket, core) pairs of /proc/cpuinfo."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    pairs, socket = set(), None
+    for line in lines:
+        if line.startswith("physical id"):
+            socket = line.split(":")[1].strip()
+        elif line.startswith("core id"):
+            pairs.add((socket, line.split(":")[1].strip()))
+    return len(pairs) or None
+
+
+def _gpu_info() -> dict[str, Any]:
+    try:
+        resolve_backend("cuda")
+    except BackendUnavailable as exc:
+        return {"gpu": None, "gpu_unavailable": str(exc)}
+    import cupy as cp
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return {"gpu": name, "cupy": cp.__version__, "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
+            "cuda_driver": cp.cuda.runtime.driverGetVersion()}
+
+
+_BANDWIDTH: dict[str, float] = {}
+
+
+def machine_bandwidth() -> float:
+    """The triad bandwidth, measured once per process."""
+    if "gbs" not in _BANDWIDTH:
+        _BANDWIDTH["gbs"] = triad_bandwidth()
+    return _BANDWIDTH["gbs"]
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    from cfn_fast.backends import cpu_backend
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    machine_info.update({
+        "cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(), "physical_cores": _physical_cores(),
+        "cfn_threads": cpu_backend.get_num_threads(), "cfn_simd": cpu_backend.simd_level(),
+        "cfn_openmp": cpu_backend.has_openmp(), "numpy": np.__version__,
+        "triad_gb_per_s": round(machine_bandwidth(), 3), "load_average_1m": load[0],
+        "cfn_quick": bool(config.getoption("--cfn-quick")), "cfn_slow": bool(config.getoption("--cfn-slow")),
+        **_gpu_info()})
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def quick(pytestconfig) -> bool:
+    return bool(pytestconfig.getoption("--cfn-quick"))
+
+
+@pytest.fixture(scope="session")
+def slow(pytestconfig) -> bool:
+    return bool(pytestconfig.getoption("--cfn-slow"))
+
+
+def require(backend: str) -> str:
+    """Skip the case (with the reason) when ``backend`` cannot run here."""
+    try:
+        resolve_backend(backend)
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    return backend
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return require(request.param)
+
+
+def record(benchmark, *, backend: str, case: str, bytes_moved: int, ratings_epochs: int = 0,
+           **sizes: Any) -> None:
+    """Describe a case in ``extra_info``; after the run, add its throughput figures (min over rounds)."""
+    info = benchmark.extra_info
+    info.update(backend=backend, case=case, bytes=int(bytes_moved), ratings_epochs=int(ratings_epochs),
+                sizes={k: (int(v) if isinstance(v, (int, np.integer)) else v) for k, v in sizes.items()})
+    stats = getattr(benchmark, "stats", None)
+    best = getattr(getattr(stats, "stats", None), "min", None)
+    timer = str(getattr(stats, "options", {}).get("timer", "perf_counter")) if stats else ""
+    if best and "perf_counter" in timer:     # CPU seconds (--benchmark-timer) make no throughput
+        info["gb_per_s"] = bytes_moved / best / 1e9
+        if ratings_epochs:
+            info["ratings_epochs_per_s"] = ratings_epochs / best

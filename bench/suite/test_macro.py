@@ -1,0 +1,66 @@
+"""Macro cases: 1 and 20 epochs of I-CFN and U-CFN (one hidden layer, no side information).
+
+Data: the synthetic default (600 hidden), MovieLens-1M from the shared data folder (skipped when
+absent) and the ML-10M shape (synthetic, 69,878 x 10,677, 10M ratings; cuda, or cpu with
+``--cfn-slow``), the last two with Table 3's 700 hidden units.  Each round trains a fresh model
+(built untimed) through ``partial_fit`` with the library's per-kind defaults.  The numpy reference
+runs 1 epoch of the synthetic default only (it is dense: ML-1M takes it minutes per epoch).
+"""
+from __future__ import annotations
+
+import pytest
+
+import workloads as W
+from conftest import machine_bandwidth, record
+
+pytestmark = pytest.mark.macro
+
+
+def _rounds(epochs: int, data: str, quick: bool, backend: str) -> int:
+    if data == "ml-10m-shape":
+        return 1
+    if epochs == 20 or backend == "numpy":
+        return 1 if quick else 3
+    return 2 if quick else 5
+
+
+@pytest.mark.parametrize("epochs", [1, 20])
+@pytest.mark.parametrize("kind", ["item", "user"])
+@pytest.mark.parametrize("data", ["synthetic", "ml-1m", "ml-10m-shape"])
+def test_training(benchmark, backend, data, kind, epochs, quick, slow):
+    if backend == "numpy" and data != "synthetic":
+        pytest.skip("the dense reference runs the synthetic default only")
+    if backend == "numpy" and (epochs == 20 or quick):
+        pytest.skip("the dense reference runs 1 epoch only (20 take minutes), and not with --cfn-quick")
+    if quick and epochs == 20 and data != "synthetic":
+        pytest.skip("--cfn-quick: 20-epoch runs on the synthetic default only")
+    if data == "ml-10m-shape" and not (backend == "cuda" or (backend == "cpu" and (slow or W.SMOKE))):
+        pytest.skip("the ML-10M shape runs on cuda, or on cpu with --cfn-slow")
+    if W.ratings(data) is None:
+        pytest.skip(f"{data} is not in {W.DATA_DIR}")
+    spec = W.DATASETS[data]
+    hidden = spec.hidden
+
+    def setup():
+        return (W.prepared(kind, data, hidden, backend),), {}
+
+    def train(model):
+        model.partial_fit(epochs)
+        if backend == "cuda":
+            model.engine_.stream.synchronize()
+
+    benchmark.group = f"macro-{data}-{kind}-{epochs}ep"
+    benchmark.pedantic(train, setup=setup, rounds=_rounds(epochs, data, quick, backend), iterations=1)
+    probe = W.prepared(kind, data, hidden, backend)
+    per_epoch = W.epoch_bytes(probe.inputs_, hidden, 0, probe.resolved_params()["batch_size"])
+    ratings = probe.inputs_.nnz
+    floor = epochs * per_epoch / (machine_bandwidth() * 1e9)
+    record(benchmark, backend=backend, case=f"{'I' if kind == 'item' else 'U'}-CFN {data} {epochs} ep",
+           bytes_moved=epochs * per_epoch, ratings_epochs=epochs * ratings,
+           data=data, kind=kind, epochs=epochs, hidden=hidden, samples=probe.inputs_.shape[0],
+           inputs=probe.inputs_.shape[1], ratings=ratings)
+    info = benchmark.extra_info
+    info["floor_s"] = floor
+    paper = W.paper_seconds(kind, spec) if epochs == 20 else None
+    if paper is not None:
+        info["paper_gtx980_s"] = paper
