@@ -49,13 +49,57 @@ def test_cli_help_lists_the_options():
         assert option in text
 
 
+def test_auto_kind_searches_both_kinds_starting_from_their_defaults():
+    pytest.importorskip("ray.tune", reason="the 'tune' extra (ray[tune]) is not installed")
+    from cfn_fast.defaults import DEFAULTS
+    from cfn_fast.tune.space import first_points, tune_space
+    points = first_points(("item", "user"))
+    for kind in ("item", "user"):
+        d = DEFAULTS[kind]
+        assert {"kind": kind, "lr": d.lr, "lr_decay": d.lr_decay, "weight_decay": d.weight_decay, "alpha": d.alpha,
+                "beta": d.beta, "mask_ratio": d.mask_ratio} in points
+    assert len(points) == len({tuple(sorted(p.items())) for p in points})      # each tried once
+    space = tune_space(("item", "user"))
+    assert set(space) == {"kind", "lr", "lr_decay", "weight_decay", "alpha", "beta", "mask_ratio"}
+    assert set(tune_space(("item",))) == set(space) - {"kind"}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"algo": "grid"}, "algo must be one of random, nsga2, pbt"), ({"kind": "both"}, "kind must be"),
+    ({"trials": 0}, "trials must be an integer >= 1"), ({"algo": "pbt", "trials": 1}, "pbt needs a population"),
+    ({"gpus_per_trial": 1.5}, "gpus_per_trial must be"), ({"cpus_per_trial": 0}, "cpus_per_trial must be > 0")])
+def test_bad_arguments_are_refused_before_ray_starts(tmp_path, bad, message):
+    from cfn_fast.tune import tune_cfn
+    with pytest.raises(ValueError, match=message):
+        tune_cfn(synthetic_ratings(30, 20, 200, seed=0), out=tmp_path / "h.json", **bad)
+
+
+def test_an_existing_file_that_is_not_a_result_is_not_overwritten(tmp_path):
+    from cfn_fast.tune import tune_cfn
+    precious = tmp_path / "hyperparams_x.json"
+    precious.write_text("my notes, not JSON")
+    with pytest.raises(ValueError, match="exists and is not a hyperparams JSON"):
+        tune_cfn(synthetic_ratings(30, 20, 200, seed=0), out=precious)
+    assert precious.read_text() == "my notes, not JSON"
+
+
 # ----------------------------------------------------------------------------- on Ray
 @pytest.fixture(scope="module")
-def killed_search(tmp_path_factory):
-    """A 4-trial random search (2 CPUs) in which the worker of the first trial reaching epoch 2 is
-    SIGKILLed once; max_failures lets it resume from its epoch-1 checkpoint."""
+def ray_cluster():
+    """One embedded Ray (2 CPUs) for every search of this module; tune_cfn joins a running Ray."""
+    ray = pytest.importorskip("ray", reason="the 'tune' extra (ray[tune]) is not installed")
     pytest.importorskip("ray.tune", reason="the 'tune' extra (ray[tune]) is not installed")
     pytest.importorskip("optuna", reason="the 'tune' extra (optuna) is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+             _system_config={"worker_niceness": 0})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def killed_search(ray_cluster, tmp_path_factory):
+    """A 4-trial random search (2 CPUs) in which the worker of the first trial reaching epoch 2 is
+    SIGKILLed once; max_failures lets it resume from its epoch-1 checkpoint."""
     from cfn_fast.tune import KillWorkerOnce, tune_cfn
     folder = tmp_path_factory.mktemp("tune")
     ratings = synthetic_ratings(*SHAPE, seed=0)
@@ -80,6 +124,7 @@ def test_search_survives_a_killed_worker(killed_search):
     killed_pid = int(marker.read_text().split()[2])
     assert retried[0]["pid"] != killed_pid                   # finished by another worker process
     assert store["tune"]["retried_trials"] == 1
+    assert all(t["threads"] == 1 for t in trials)             # OpenMP threads follow --cpus-per-trial 1
 
 
 def test_resumed_trial_equals_an_uninterrupted_one(killed_search):
@@ -99,6 +144,7 @@ def test_result_is_the_paper_schema_with_an_honest_refit(killed_search):
     store = load_store(killed_search["folder"] / f"hyperparams_{DATASET}.json")
     entry = store["methods"]["I-CFN"]
     assert store["dataset"] == DATASET and store["format"] == 1
+    assert entry["fixed"] == {"hidden": [8], "epochs": EPOCHS, "batch_size": 35, "backend": "cpu", "side_info": False}
     assert store["protocol"]["split_seed"] == 1 and store["protocol"]["validation_ratio"] == 0.1
     best = min(t["validation_rmse"] for t in entry["trials"])
     assert entry["validation_rmse"] == best
@@ -128,3 +174,20 @@ def test_cfn_bench_paper_from_json_reads_the_result(killed_search, tmp_path):
     tuned = killed_search["store"]["methods"]["I-CFN"]["params"]
     assert {k: settings[k] for k in tuned} == tuned
     assert "read from" in results["meta"]["hyperparams"]
+
+
+def test_pbt_changes_settings_during_training(ray_cluster, tmp_path):
+    """PBT: the worst trials continue from a better trial's checkpoint (CFN.load) with perturbed settings
+    (set_params reaching the engine); every trial completes its epochs."""
+    from cfn_fast.tune import tune_cfn
+    store = tune_cfn(synthetic_ratings(*SHAPE, seed=0), out=tmp_path / "hyperparams_pbt.json", algo="pbt",
+                     trials=4, num_cpus=2, hidden=(8,), epochs=6, pbt_interval=2, progress=False, log=lambda s: None)
+    trials = store["methods"]["I-CFN"]["trials"]
+    assert len(trials) == 4 and all(t["epochs"] == 6 and t["validation_rmse"] is not None for t in trials)
+    changed = [t for t in trials if "schedule" in t]
+    assert changed, "no trial was perturbed"
+    for trial in changed:
+        first, *later = trial["schedule"]
+        assert all(step["params"] != first["params"] and step["from_epoch"] > 2 for step in later)
+        assert trial["params"] == trial["schedule"][-1]["params"]
+    assert store["tune"]["population"] == 4 and store["tune"]["complete"]

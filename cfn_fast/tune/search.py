@@ -68,9 +68,10 @@ def tune_cfn(ratings: RatingSet, *, out: str | Path, kind: str = "item", trials:
     run = _run_search(setup, kinds, trials, algo, address, num_cpus, cpus_per_trial, gpus_per_trial, population,
                       pbt_interval, max_failures, storage, out, search_seed, progress)
     wall = time.time() - started
-    history = _trial_history(run["results"], run["attempts"], kinds, started)
-    fixed = {"hidden": list(hidden), "epochs": int(epochs), "batch_size": int(batch_size), "backend": backend,
-             "side_info": False}
+    history = _trial_history(run["results"], run["trial_log"], kinds, started)
+    ran_on = sorted({t["backend"] for t in history if t.get("backend")})     # what "auto" resolved to
+    fixed = {"hidden": list(hidden), "epochs": int(epochs), "batch_size": int(batch_size),
+             "backend": ran_on[0] if len(ran_on) == 1 else backend, "side_info": False}
     entries: dict[str, Any] = {}
     for k in kinds:
         mine = [t for t in history if t["kind"] == k]
@@ -174,18 +175,18 @@ def _run_search(setup: TrialSetup, kinds, trials, algo, address, num_cpus, cpus_
         tuner = tune.Tuner(
             trainable, param_space=tune_space(kinds),
             tune_config=tune.TuneConfig(metric=METRIC, mode="min", num_samples=trials, search_alg=search_alg,
-                                        scheduler=scheduler, reuse_actors=True),   # no process start per trial
+                                        # no process start per trial; PBT's pause/clone needs fresh actors
+                                        scheduler=scheduler, reuse_actors=algo != "pbt"),
             run_config=tune.RunConfig(
                 name=f"cfn_tune_{algo}", storage_path=str(storage.resolve()),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if algo == "pbt" else 2),
                 callbacks=[trial_log], progress_reporter=_reporter(tune, kinds) if progress else None,
                 verbose=1 if progress else 0))
         results = tuner.fit()
         cluster = {"resources": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
                    "nodes": [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]}
-        return {"results": results, "cluster": cluster, "versions": versions, "attempts": trial_log.attempts,
-                **extra}
+        return {"results": results, "cluster": cluster, "versions": versions, "trial_log": trial_log, **extra}
     finally:
         if started_here:
             ray.shutdown()
@@ -213,7 +214,7 @@ def _algorithm(algo, kinds, trials, population, pbt_interval, search_seed, epoch
     scheduler = PopulationBasedTraining(
         time_attr="training_iteration", perturbation_interval=pbt_interval, hyperparam_mutations=mutations,
         custom_explore_fn=lambda config: clip_to_space(config, config.get("kind", kinds[0])),
-        synch=False)
+        synch=True)   # trials compared at the same epoch (asynchronously, the one arriving later always looks better)
     from ray.tune.search.basic_variant import BasicVariantGenerator
     return BasicVariantGenerator(points_to_evaluate=points, random_state=search_seed), scheduler, \
         {"population": trials, "pbt_interval": pbt_interval}
@@ -231,11 +232,20 @@ def _reporter(tune: Any, kinds: tuple[str, ...]) -> Any:
 
 # ----------------------------------------------------------------------------- results
 def _trial_log(tune: Any) -> Any:
-    """A Tune callback keeping, per trial, the worker restarts after a failure and the nodes it ran on."""
+    """A Tune callback keeping, per trial, its worker restarts after a failure, the nodes it ran on, the settings
+    it trained with (PBT changes them) and how it ended."""
 
     class TrialLog(tune.Callback):
         def __init__(self) -> None:
             self.attempts: dict[str, dict[str, Any]] = {}
+            self.ends: dict[str, dict[str, Any]] = {}
+
+        def _end(self, trial: Any, error: str | None) -> None:
+            self.ends[trial.trial_id] = {"config": dict(trial.config), "metrics": dict(trial.last_result or {}),
+                                         "error": error}
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._end(trial, None)
 
         def _entry(self, trial: Any) -> dict[str, Any]:
             return self.attempts.setdefault(trial.trial_id, {"retries": 0, "nodes": [], "errors": [], "schedule": []})
@@ -255,31 +265,33 @@ def _trial_log(tune: Any) -> Any:
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._entry(trial)["errors"].append(str(getattr(trial, "error_file", "") or "error"))
+            self._end(trial, f"failed after {self._entry(trial)['retries']} retries, see {trial.error_file}")
 
     return TrialLog()
 
 
-def _trial_history(results: Any, attempts: dict[str, dict[str, Any]], kinds: tuple[str, ...],
-                   started: float) -> list[dict[str, Any]]:
-    """One row per trial, in the order trials finished."""
+def _trial_history(results: Any, trial_log: Any, kinds: tuple[str, ...], started: float) -> list[dict[str, Any]]:
+    """One row per trial, in the order trials finished: the controller's view of each trial as the callback saw
+    it end (a reused actor may report a stale ``trial_id`` in its metrics), else Ray's result grid (Ray Client,
+    where callbacks run remotely)."""
+    ends = list(trial_log.ends.items()) or [
+        ((r.metrics or {}).get("trial_id"), {"config": r.config or {}, "metrics": r.metrics or {},
+                                              "error": None if r.error is None else str(r.error)}) for r in results]
     history = []
-    for result in results:
-        metrics = result.metrics or {}
-        config = result.config or {}
+    for trial_id, end in ends:
+        metrics, config = end["metrics"], end["config"]
         rmse = metrics.get(METRIC)
-        ok = result.error is None and rmse is not None and math.isfinite(rmse) and not metrics.get("diverged")
-        error = None if ok else (metrics.get("error") or (" ".join(str(result.error).split())[:200]
-                                                          if result.error else "no result"))
+        ok = end["error"] is None and rmse is not None and math.isfinite(rmse) and not metrics.get("diverged")
+        error = None if ok else (metrics.get("error") or " ".join(str(end["error"] or "no result").split())[:200])
         params = {name: round(float(config[name]), 6) for name in TUNED if name in config}
-        trial_id = metrics.get("trial_id")
-        attempt = attempts.get(trial_id, {})
+        attempt = trial_log.attempts.get(trial_id, {})
         history.append({
             "trial_id": trial_id, "kind": config.get("kind", kinds[0]),
             "params": params, "validation_rmse": float(rmse) if ok else None,
             "epochs": metrics.get("epoch"), "seconds": round(float(metrics.get("time_total_s", 0.0)), 2),
             "finished_s": float(metrics.get("timestamp", time.time())) - started,
             "node_ip": metrics.get("node_ip"), "node_id": metrics.get("node_id"), "pid": metrics.get("pid"),
-            "nodes": attempt.get("nodes", []), "restarts": attempt.get("retries", 0),
+            "backend": metrics.get("backend"), "threads": metrics.get("threads"), "nodes": attempt.get("nodes", []), "restarts": attempt.get("retries", 0),
             "schedule": attempt.get("schedule", []),
             "resumed_from_epoch": metrics.get("resumed_from"), "error": error})
     history.sort(key=lambda t: t["finished_s"])
@@ -293,8 +305,8 @@ def _complete(history: list[dict[str, Any]], trials: int) -> bool:
 
 
 def _stored_trial(trial: dict[str, Any]) -> dict[str, Any]:
-    keys = ("params", "validation_rmse", "seconds", "epochs", "trial_id", "node_ip", "node_id", "pid", "nodes",
-            "restarts", "resumed_from_epoch")
+    keys = ("params", "validation_rmse", "seconds", "epochs", "trial_id", "node_ip", "node_id", "pid", "threads",
+            "nodes", "restarts", "resumed_from_epoch")
     row = {k: trial[k] for k in keys}
     if len(trial["schedule"]) > 1:                   # population-based training changed its settings
         row["schedule"] = trial["schedule"]
@@ -357,6 +369,8 @@ def _plot(history: list[dict[str, Any]], out: Path, title: str) -> Path | None:
     left.set_xlabel("trials finished")
     left.set_ylabel("validation RMSE (dots: each trial, line: best so far)")
     right.step(seconds, best, where="post")
+    right.scatter([t["finished_s"] for t in history if t["validation_rmse"] is not None],
+                  [t["validation_rmse"] for t in history if t["validation_rmse"] is not None], s=12, alpha=0.5)
     right.set_xlabel("seconds since the search started")
     fig.suptitle(title)
     fig.tight_layout()

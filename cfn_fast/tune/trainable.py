@@ -62,12 +62,20 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
                 tune.report({METRIC: math.inf, "epoch": epoch, "diverged": True, "error": error or "non-finite RMSE",
                              "resumed_from": resumed_from, **where})
                 return
-            metrics = {METRIC: rmse, "epoch": epoch, "train_loss": model.history_[-1].train_loss,
-                       "epoch_seconds": time.perf_counter() - start, "diverged": False,
-                       "resumed_from": resumed_from, "threads": threads, **where}
-            with tempfile.TemporaryDirectory(prefix="cfn_ckpt_") as folder:
-                model.save(Path(folder) / MODEL_FILE)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            _report(model, {METRIC: rmse, "epoch": epoch, "train_loss": model.history_[-1].train_loss,
+                            "epoch_seconds": time.perf_counter() - start, "diverged": False,
+                            "resumed_from": resumed_from, "threads": threads, "backend": model.backend_, **where})
+        if resumed_from >= setup.epochs:          # PBT cloned a finished model: this trial ends as its copy
+            _report(model, {METRIC: float(model.score(setup.validation)), "epoch": resumed_from, "diverged": False,
+                            "resumed_from": resumed_from, "threads": threads, **where})
+
+
+def _report(model: Any, metrics: dict[str, Any]) -> None:
+    """Report one epoch with the model as its checkpoint (the model's own .npz)."""
+    tune = require("ray.tune")
+    with tempfile.TemporaryDirectory(prefix="cfn_ckpt_") as folder:
+        model.save(Path(folder) / MODEL_FILE)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _start(config: dict[str, Any], setup: TrialSetup):
