@@ -181,8 +181,7 @@ def _run_search(setup: TrialSetup, kinds, trials, algo, address, num_cpus, cpus_
                 name=f"cfn_tune_{algo}", storage_path=str(storage.resolve()),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if algo == "pbt" else 2),
-                callbacks=[trial_log], progress_reporter=_reporter(tune, kinds) if progress else None,
-                verbose=1 if progress else 0))
+                callbacks=[trial_log], verbose=1 if progress else 0))   # verbose 1: Ray's live table of trials
         results = tuner.fit()
         cluster = {"resources": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
                    "nodes": [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]}
@@ -220,16 +219,6 @@ def _algorithm(algo, kinds, trials, population, pbt_interval, search_seed, epoch
         {"population": trials, "pbt_interval": pbt_interval}
 
 
-def _reporter(tune: Any, kinds: tuple[str, ...]) -> Any:
-    """The live table: one row per trial with its settings, epoch and validation RMSE."""
-    columns = {name: name for name in TUNED}
-    if len(kinds) > 1:
-        columns["kind"] = "kind"
-    return tune.CLIReporter(parameter_columns=columns,
-                            metric_columns={METRIC: "val RMSE", "epoch": "epoch", "node_ip": "node"},
-                            max_report_frequency=15, sort_by_metric=True, metric=METRIC, mode="min")
-
-
 # ----------------------------------------------------------------------------- results
 def _trial_log(tune: Any) -> Any:
     """A Tune callback keeping, per trial, its worker restarts after a failure, the nodes it ran on, the settings
@@ -255,7 +244,7 @@ def _trial_log(tune: Any) -> Any:
             entry = self._entry(trial)
             if node and node not in entry["nodes"]:
                 entry["nodes"].append(node)
-            params = {name: round(float(value), 6) for name, value in (result.get("config") or {}).items()
+            params = {name: float(value) for name, value in (result.get("config") or {}).items()
                       if name in TUNED}
             if not entry["schedule"] or entry["schedule"][-1]["params"] != params:   # PBT changed the settings
                 entry["schedule"].append({"from_epoch": result.get("epoch"), "params": params})
@@ -283,7 +272,7 @@ def _trial_history(results: Any, trial_log: Any, kinds: tuple[str, ...], started
         rmse = metrics.get(METRIC)
         ok = end["error"] is None and rmse is not None and math.isfinite(rmse) and not metrics.get("diverged")
         error = None if ok else (metrics.get("error") or " ".join(str(end["error"] or "no result").split())[:200])
-        params = {name: round(float(config[name]), 6) for name in TUNED if name in config}
+        params = {name: float(config[name]) for name in TUNED if name in config}   # exactly what trained
         attempt = trial_log.attempts.get(trial_id, {})
         history.append({
             "trial_id": trial_id, "kind": config.get("kind", kinds[0]),
