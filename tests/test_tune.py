@@ -191,3 +191,21 @@ def test_pbt_changes_settings_during_training(ray_cluster, tmp_path):
         assert all(step["params"] != first["params"] and step["from_epoch"] > 2 for step in later)
         assert trial["params"] == trial["schedule"][-1]["params"]
     assert store["tune"]["population"] == 4 and store["tune"]["complete"]
+
+
+def test_cli_auto_kind_stores_one_entry_per_kind(ray_cluster, tmp_path):
+    """``cfn tune --kind auto`` (joining the running Ray): both kinds tried, each kind's best stored and refitted."""
+    from cfn_fast.cli import main
+    ratings = tmp_path / "ratings.csv"
+    data = synthetic_ratings(120, 80, 2500, seed=2)
+    ratings.write_text("user,item,rating\n" + "".join(f"{u},{i},{r:g}\n" for u, i, r in
+                                                       zip(data.user, data.item, data.rating)))
+    out = tmp_path / "hyperparams_small.json"
+    code = main(["tune", "--ratings", str(ratings), "--kind", "auto", "--trials", "3", "--algo", "random",
+                 "--epochs", "2", "--hidden", "6", "--quiet", "--out", str(out), "--json"])
+    assert code == 0
+    store = json.loads(out.read_text())
+    assert set(store["methods"]) == {"I-CFN", "U-CFN"} and store["dataset"] == "small"
+    assert store["tune"]["chosen"] in ("I-CFN", "U-CFN")
+    for entry in store["methods"].values():
+        assert entry["test_rmse"] > 0 and entry["trials"]

@@ -77,8 +77,9 @@ def tune_cfn(ratings: RatingSet, *, out: str | Path, kind: str = "item", trials:
         mine = [t for t in history if t["kind"] == k]
         scored = [t for t in mine if t["validation_rmse"] is not None]
         if not scored:
-            raise RuntimeError(f"every {method_name(k)} trial failed; last error: "
-                               f"{mine[-1].get('error') if mine else 'no trial ran'}")
+            log(f"tune: no {method_name(k)} trial succeeded"
+                + (f"; last error: {mine[-1]['error']}" if mine else " (none ran: more --trials)"))
+            continue
         best = min(scored, key=lambda t: t["validation_rmse"])
         log(f"tune: refitting {method_name(k)} {best['params']} on all {train.nnz + validation.nnz:,} training "
             f"ratings, scoring the test part once")
@@ -88,6 +89,9 @@ def tune_cfn(ratings: RatingSet, *, out: str | Path, kind: str = "item", trials:
             "params": best["params"], "validation_rmse": best["validation_rmse"], "search_seed": int(search_seed),
             "n_trials": len(mine), "fixed": fixed, "trials": [_stored_trial(t) for t in mine],
             "test_rmse": test_rmse, "refit_seconds": round(refit_seconds, 2)}
+    if not entries:
+        errors = [t["error"] for t in history if t["error"]]
+        raise RuntimeError(f"every trial failed; last error: {errors[-1] if errors else 'no trial ran'}")
     chosen = min(entries, key=lambda name: entries[name]["validation_rmse"])
     plot = _plot(history, out, f"{dataset}: {algo}, {len(history)} trials")
     store = _store(existing, dataset, ratings, entries, split_seed, test_ratio, validation_ratio, hidden, epochs,

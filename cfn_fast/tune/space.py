@@ -45,14 +45,14 @@ def tune_space(kinds: tuple[str, ...]) -> dict[str, Any]:
 
 def first_points(kinds: tuple[str, ...]) -> list[dict[str, Any]]:
     """Trials run before any sampled one, as in the paper bench: each kind's defaults, then the
-    authors' configurations (each once)."""
+    authors' configurations (each once; kinds interleaved)."""
+    per_kind = [[{**params, **({"kind": kind} if len(kinds) > 1 else {})}
+                 for params in (cfn_method(kind).defaults, *cfn_method(kind).candidates)] for kind in kinds]
     points: list[dict[str, Any]] = []
-    for kind in kinds:
-        method = cfn_method(kind)
-        for params in (method.defaults, *method.candidates):
-            point = {**params, **({"kind": kind} if len(kinds) > 1 else {})}
-            if point not in points:
-                points.append(point)
+    for rank in range(max(map(len, per_kind))):          # interleaved: every kind's defaults come first
+        for candidates in per_kind:
+            if rank < len(candidates) and candidates[rank] not in points:
+                points.append(candidates[rank])
     return points
 
 
