@@ -337,7 +337,8 @@ def _deprecated_count(text: str) -> int:
 
 
 #: Modules that add further subcommands: each has ``register(subparsers, command_decorator)``.
-_EXTENSION_MODULES = tuple(name for name in ("cfn_fast.cli_product", "cfn_fast.cli_export", "cfn_fast.paper.cli")
+_EXTENSION_MODULES = tuple(name for name in ("cfn_fast.cli_product", "cfn_fast.cli_export", "cfn_fast.paper.cli",
+                                              "cfn_fast.tune.cli")
                            if importlib.util.find_spec(name.rsplit(".", 1)[0]) is not None
                            and importlib.util.find_spec(name) is not None)
 

@@ -231,7 +231,20 @@ class CFN(EstimatorParams):
             if not validation.same_universe(self.train_):
                 raise ValueError("validation must share train's users and items (split both from one RatingSet)")
             self._validation = validation
-        return self._train(int(epochs), self.resolved_params(), early_stopping, callbacks, divergence)
+        p = self.resolved_params()
+        self._sync_engine(p)
+        return self._train(int(epochs), p, early_stopping, callbacks, divergence)
+
+    def _sync_engine(self, p: dict[str, Any]) -> None:
+        """Settings changed since the engine was built (``set_params`` after ``fit``, population-based
+        training) take effect: the engine is rebuilt from the canonical layers with the new
+        :class:`TrainConfig`, so it equals a fresh engine with those settings (lr and lr_decay come
+        per epoch and need no rebuild).  The architecture cannot change without refitting."""
+        sizes = [layer.weight.shape[::-1] for layer in self.layers_]
+        if sizes != layer_sizes(self.inputs_.shape[1], p["hidden"]):
+            raise ValueError(f"hidden={p['hidden']} does not match the fitted network; call fit to train a new one")
+        if self.engine_.config != self._train_config(p):
+            self.engine_ = self._make_engine([layer.copy() for layer in self.layers_], p)
 
     def _train(self, epochs: int, p: dict[str, Any], early_stopping: EarlyStopping | None,
                callbacks: Sequence[Callback], divergence: DivergenceRule | str | None) -> "CFN":
@@ -300,9 +313,12 @@ class CFN(EstimatorParams):
         network = float(np.mean((np.asarray(output, dtype=np.float64) - sub.data) ** 2))
         return max(zero_output, network if np.isfinite(network) else 0.0, _REFERENCE_FLOOR)
 
+    def _train_config(self, p: dict[str, Any]) -> TrainConfig:
+        return TrainConfig(alpha=float(p["alpha"]), beta=float(p["beta"]), mask_ratio=float(p["mask_ratio"]),
+                           weight_decay=float(p["weight_decay"]), batch_size=p["batch_size"], seed=int(self.seed))
+
     def _make_engine(self, layers: list[Layer], p: dict[str, Any]) -> Engine:
-        config = TrainConfig(alpha=float(p["alpha"]), beta=float(p["beta"]), mask_ratio=float(p["mask_ratio"]),
-                             weight_decay=float(p["weight_decay"]), batch_size=p["batch_size"], seed=int(self.seed))
+        config = self._train_config(p)
         with self._memory_guard("building the engine"):
             return engine_class(self.backend_)(layers, config, self.inputs_, self.side_)
 
