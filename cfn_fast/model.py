@@ -8,6 +8,7 @@ new user in U-CFN or a new item in I-CFN without retraining), :meth:`CFN.save` /
 """
 from __future__ import annotations
 
+import copy
 import logging
 import numbers
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from . import state as _state
+from ._locks import object_lock
 from ._params import EstimatorParams
 from .backends import TrainConfig, engine_class, resolve_backend
 from .backends.base import Engine
@@ -51,6 +54,7 @@ class FoldInError(ValueError):
     """The requested fold-in is impossible for this kind of model (e.g. a new user in I-CFN)."""
 
 
+@_state.register_model_class
 class CFN(EstimatorParams):
     """Collaborative Filtering Network (Strub, Mary & Gaudel 2016): a denoising autoencoder that
     completes a sparse rating matrix, optionally with side information in every layer (CFN++).
@@ -327,12 +331,63 @@ class CFN(EstimatorParams):
 
     # ------------------------------------------------------------------ prediction
     def _check_fitted(self) -> None:
-        if not hasattr(self, "engine_"):
+        if "_engine" not in self.__dict__ and not _state.is_fitted(self):
             raise NotFittedError("this CFN model is not fitted yet: call fit(train) first")
 
     def _clear_caches(self) -> None:
         for name in ("_codes", "_input_means", "_seen"):
             self.__dict__.pop(name, None)
+
+    # ------------------------------------------------------------------ engine, pickling, backends
+    @property
+    def engine_(self) -> Engine:
+        """The backend engine holding the network; built from ``layers_`` on first use after
+        unpickling, :meth:`load` or :meth:`to_backend` (once, even when many threads ask at once)."""
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            if not _state.is_fitted(self):
+                raise AttributeError("engine_: this CFN model is not fitted yet")
+            with object_lock(self):
+                engine = self.__dict__.get("_engine")
+                if engine is None:
+                    engine = self._make_engine([layer.copy() for layer in self.layers_], self.resolved_params())
+                    self._engine = engine
+        return engine
+
+    @engine_.setter
+    def engine_(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _cached(self, name: str, compute: Any) -> Any:
+        """``self.<name>``, computed once under the model's lock (thread-safe lazy caches)."""
+        value = self.__dict__.get(name)
+        if value is None:
+            with object_lock(self):
+                value = self.__dict__.get(name)
+                if value is None:
+                    value = compute()
+                    self.__dict__[name] = value
+        return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Plain data only (see :mod:`cfn_fast.state`): pickle, cloudpickle, deepcopy, joblib, Ray
+        and Dask ship the parameters, preprocessing and settings; the engine is rebuilt on first use."""
+        return _state.pickle_state(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _state.unpickle_state(self, state)
+
+    def to_backend(self, backend: str) -> "CFN":
+        """A new model equal to this one that runs on ``backend`` (``"cpu"``, ``"cuda"``, ``"numpy"``
+        or ``"auto"``); this model is left as it is.  The copy predicts from the same canonical
+        parameters (bit for bit the same on ``cpu`` and ``numpy``) and can go on training with
+        :meth:`partial_fit`.  Raises :class:`~cfn_fast.backends.BackendUnavailable` when the
+        backend cannot run here."""
+        resolved = resolve_backend(backend)
+        moved = type(self).__new__(type(self))
+        _state.unpickle_state(moved, copy.deepcopy(self.__getstate__()), backend=resolved)
+        moved.backend = backend
+        return moved
 
     def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
         """Predicted ratings for pairs of original ``user_ids`` and ``item_ids`` (clipped to the scale).
@@ -391,15 +446,15 @@ class CFN(EstimatorParams):
 
     def _input_mean_rating(self, inputs: np.ndarray) -> np.ndarray:
         """Mean training rating of each input (item for U-CFN, user for I-CFN); global mean if none."""
-        if "_input_means" not in self.__dict__:
+        def compute() -> np.ndarray:
             pre, train = self.preprocessing_, self.train_
             index, n = (train.item, train.n_items) if self.kind == "user" else (train.user, train.n_users)
             counts = np.bincount(index, minlength=n)
             sums = np.bincount(index, weights=train.rating.astype(np.float64), minlength=n)
             global_rating = pre.mid + pre.half_range * pre.global_mean
             means = np.where(counts > 0, sums / np.maximum(counts, 1), global_rating)
-            self._input_means = np.clip(means, pre.low, pre.high)
-        return self._input_means[inputs]
+            return np.clip(means, pre.low, pre.high)
+        return self._cached("_input_means", compute)[inputs]
 
     def score(self, test: RatingSet) -> float:
         """RMSE in rating units on ``test`` (ids matched by original id, or by index on the same universe)."""
@@ -451,18 +506,16 @@ class CFN(EstimatorParams):
         return result
 
     def _seen_items(self) -> sp.csr_matrix:
-        if "_seen" not in self.__dict__:
-            train = self.train_
-            self._seen = build_csr(train.user, train.item, np.ones(train.nnz, dtype=np.float32),
-                                   (train.n_users, train.n_items))
-        return self._seen
+        train = self.train_
+        return self._cached("_seen", lambda: build_csr(train.user, train.item, np.ones(train.nnz, dtype=np.float32),
+                                                       (train.n_users, train.n_items)))
 
     def _item_codes(self) -> np.ndarray:
         """Hidden codes of every item's training vector (I-CFN), cached until the next training."""
-        if "_codes" not in self.__dict__:
+        def compute() -> np.ndarray:
             with self._memory_guard("encoding every item"):
-                self._codes = self.engine_.encode(self.inputs_, self.side_)
-        return self._codes
+                return self.engine_.encode(self.inputs_, self.side_)
+        return self._cached("_codes", compute)
 
     def _user_scores(self, users: np.ndarray) -> np.ndarray:
         """Predicted ratings ``(len(users), n_items)`` of known user indices."""
