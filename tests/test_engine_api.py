@@ -169,3 +169,16 @@ def test_the_contract_is_versioned_and_exported():
     for name in engine_api.__all__:
         assert hasattr(engine_api, name), name
     assert cfn_fast.engine is engine_api
+
+
+def test_readme_embedding_examples_run():
+    """The README's shipping and engine-loop examples run as written (in order, sharing names)."""
+    if "cpu" not in available_backends():
+        pytest.skip("the README examples use the cpu backend")
+    readme = (DOC.parents[1] / "README.md").read_text()
+    section = readme.split("## Embedding in other engines", 1)[1]
+    namespace: dict = {}
+    for heading in ("### Shipping models to workers", "### Driving training from your own loop"):
+        for code in re.findall(r"```python\n(.*?)```", section.split(heading, 1)[1].split("\n### ", 1)[0], re.S):
+            exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["engine"].name == "cpu" and len(namespace["layers"]) == 2
