@@ -8,7 +8,6 @@ new user in U-CFN or a new item in I-CFN without retraining), :meth:`CFN.save` /
 """
 from __future__ import annotations
 
-import copy
 import logging
 import numbers
 from contextlib import contextmanager
@@ -19,7 +18,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import state as _state
-from ._locks import object_lock
 from ._params import EstimatorParams
 from .backends import TrainConfig, engine_class, resolve_backend
 from .backends.base import Engine
@@ -55,7 +53,7 @@ class FoldInError(ValueError):
 
 
 @_state.register_model_class
-class CFN(EstimatorParams):
+class CFN(_state.PortableModel, EstimatorParams):
     """Collaborative Filtering Network (Strub, Mary & Gaudel 2016): a denoising autoencoder that
     completes a sparse rating matrix, optionally with side information in every layer (CFN++).
 
@@ -337,57 +335,6 @@ class CFN(EstimatorParams):
     def _clear_caches(self) -> None:
         for name in ("_codes", "_input_means", "_seen"):
             self.__dict__.pop(name, None)
-
-    # ------------------------------------------------------------------ engine, pickling, backends
-    @property
-    def engine_(self) -> Engine:
-        """The backend engine holding the network; built from ``layers_`` on first use after
-        unpickling, :meth:`load` or :meth:`to_backend` (once, even when many threads ask at once)."""
-        engine = self.__dict__.get("_engine")
-        if engine is None:
-            if not _state.is_fitted(self):
-                raise AttributeError("engine_: this CFN model is not fitted yet")
-            with object_lock(self):
-                engine = self.__dict__.get("_engine")
-                if engine is None:
-                    engine = self._make_engine([layer.copy() for layer in self.layers_], self.resolved_params())
-                    self._engine = engine
-        return engine
-
-    @engine_.setter
-    def engine_(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def _cached(self, name: str, compute: Any) -> Any:
-        """``self.<name>``, computed once under the model's lock (thread-safe lazy caches)."""
-        value = self.__dict__.get(name)
-        if value is None:
-            with object_lock(self):
-                value = self.__dict__.get(name)
-                if value is None:
-                    value = compute()
-                    self.__dict__[name] = value
-        return value
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Plain data only (see :mod:`cfn_fast.state`): pickle, cloudpickle, deepcopy, joblib, Ray
-        and Dask ship the parameters, preprocessing and settings; the engine is rebuilt on first use."""
-        return _state.pickle_state(self)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        _state.unpickle_state(self, state)
-
-    def to_backend(self, backend: str) -> "CFN":
-        """A new model equal to this one that runs on ``backend`` (``"cpu"``, ``"cuda"``, ``"numpy"``
-        or ``"auto"``); this model is left as it is.  The copy predicts from the same canonical
-        parameters (bit for bit the same on ``cpu`` and ``numpy``) and can go on training with
-        :meth:`partial_fit`.  Raises :class:`~cfn_fast.backends.BackendUnavailable` when the
-        backend cannot run here."""
-        resolved = resolve_backend(backend)
-        moved = type(self).__new__(type(self))
-        _state.unpickle_state(moved, copy.deepcopy(self.__getstate__()), backend=resolved)
-        moved.backend = backend
-        return moved
 
     def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
         """Predicted ratings for pairs of original ``user_ids`` and ``item_ids`` (clipped to the scale).

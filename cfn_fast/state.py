@@ -23,12 +23,14 @@ recommendation modules free of import cycles.
 """
 from __future__ import annotations
 
+import copy
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
 
+from ._locks import object_lock
 from .data.ratings import RatingSet
 from .network import Layer
 from .preprocessing import Preprocessing
@@ -36,7 +38,7 @@ from .trainer import EpochRecord
 
 __all__ = ["STATE_VERSION", "TRANSIENT_ATTRIBUTES", "FITTED_ATTRIBUTES", "register_model_class", "model_class",
            "is_fitted", "fitted_arrays",
-           "fitted_config", "restore_fitted", "pickle_state", "unpickle_state", "travel_backend"]
+           "fitted_config", "restore_fitted", "pickle_state", "unpickle_state", "travel_backend", "PortableModel"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -207,3 +209,62 @@ def unpickle_state(model: Any, state: dict[str, Any], backend: str | None = None
         if backend is None:
             backend = travel_backend(config["backend_trained"], model.__dict__.get("backend", "auto"))
         restore_fitted(model, state["arrays"], config, backend)
+
+
+# ----------------------------------------------------------------------------- the estimator side
+class PortableModel:
+    """What makes an estimator travel and share across threads (mixed into :class:`~cfn_fast.CFN`):
+    pickling through :func:`pickle_state`, ``engine_`` built lazily from ``layers_``, thread-safe
+    lazy caches, and :meth:`to_backend`.  The estimator provides ``_make_engine(layers, params)``,
+    ``resolved_params()`` and a ``backend`` parameter."""
+
+    @property
+    def engine_(self) -> Any:
+        """The backend engine holding the network; built from ``layers_`` on first use after
+        unpickling, ``load`` or :meth:`to_backend` (once, however many threads ask at once)."""
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            if not is_fitted(self):
+                raise AttributeError(f"engine_: this {type(self).__name__} model is not fitted yet")
+            with object_lock(self):
+                engine = self.__dict__.get("_engine")
+                if engine is None:
+                    engine = self._make_engine([layer.copy() for layer in self.layers_], self.resolved_params())
+                    self._engine = engine
+        return engine
+
+    @engine_.setter
+    def engine_(self, engine: Any) -> None:
+        self._engine = engine
+
+    def _cached(self, name: str, compute: Callable[[], Any]) -> Any:
+        """``self.<name>``, computed once under the model's lock (the inference caches)."""
+        value = self.__dict__.get(name)
+        if value is None:
+            with object_lock(self):
+                value = self.__dict__.get(name)
+                if value is None:
+                    value = compute()
+                    self.__dict__[name] = value
+        return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Plain data only: pickle, cloudpickle, deepcopy, joblib, Ray and Dask ship the parameters,
+        preprocessing, training data and settings; the engine is rebuilt on first use."""
+        return pickle_state(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpickle_state(self, state)
+
+    def to_backend(self, backend: str) -> Any:
+        """A **new** model equal to this one that runs on ``backend`` (``"cpu"``, ``"cuda"``,
+        ``"numpy"`` or ``"auto"``); this model is left as it is.  The copy predicts from the same
+        canonical parameters (bit for bit what this model predicts when the backend is the same) and
+        can go on training with ``partial_fit``.  Raises
+        :class:`~cfn_fast.backends.BackendUnavailable` when the backend cannot run here."""
+        from .backends import resolve_backend
+        resolved = resolve_backend(backend)
+        moved = type(self).__new__(type(self))
+        unpickle_state(moved, copy.deepcopy(self.__getstate__()), backend=resolved)
+        moved.backend = backend
+        return moved

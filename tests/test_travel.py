@@ -139,8 +139,9 @@ def test_multiprocessing_spawn_worker_predicts_bit_for_bit(backend):
     _assert_identical(result, expected)
 
 
-def test_stacked_model_travels():
-    stacked = StackedCFN("item", (10, 5), 1, pretrain={"epochs": 1}, backend=CPU_BACKENDS[-1], seed=1).fit(TRAIN)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_stacked_model_travels(backend):
+    stacked = StackedCFN("item", (10, 5), 1, pretrain={"epochs": 1}, backend=backend, seed=1).fit(TRAIN)
     expected = stacked.predict_indices(TEST.user, TEST.item)
     for copied in (pickle.loads(pickle.dumps(stacked)), cloudpickle.loads(cloudpickle.dumps(stacked)),
                    copy.deepcopy(stacked)):
