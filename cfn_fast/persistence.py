@@ -38,14 +38,12 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import state
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import CFN
+from .state import PortableModel
 
 __all__ = ["save_model", "load_model", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -61,7 +59,7 @@ class ModelFileError(ValueError):
 
 
 # ----------------------------------------------------------------------------- save
-def save_model(model: "CFN", path: str | os.PathLike) -> Path:
+def save_model(model: PortableModel, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` (exactly that name) atomically; returns the path."""
     from . import __version__
     model._check_fitted()
@@ -123,7 +121,7 @@ def _jsonable(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- load
-def load_model(path: str | os.PathLike, backend: str | None = None) -> "CFN":
+def load_model(path: str | os.PathLike, backend: str | None = None) -> PortableModel:
     """Read a model written by :func:`save_model`; see :meth:`cfn_fast.CFN.load`."""
     from . import __version__
 
@@ -163,7 +161,7 @@ def load_model(path: str | os.PathLike, backend: str | None = None) -> "CFN":
         raise ModelFileError(f"{path} is missing model data ({type(exc).__name__}: {exc})") from None
 
 
-def _build_model(cls: type, arrays: dict[str, np.ndarray], config: dict, backend: str | None) -> "CFN":
+def _build_model(cls: type, arrays: dict[str, np.ndarray], config: dict, backend: str | None) -> PortableModel:
     from .backends import BackendUnavailable, resolve_backend
     params = dict(config["params"])
     if isinstance(params.get("hidden"), list):
