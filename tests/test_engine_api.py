@@ -2,6 +2,8 @@
 is run here and must reproduce CFN.fit bit for bit on cpu and numpy; the documented guarantees are checked."""
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 from pathlib import Path
 
@@ -182,3 +184,13 @@ def test_readme_embedding_examples_run():
         for code in re.findall(r"```python\n(.*?)```", section.split(heading, 1)[1].split("\n### ", 1)[0], re.S):
             exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["engine"].name == "cpu" and len(namespace["layers"]) == 2
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_engines_refuse_pickling_with_a_clear_message(backend):
+    inputs = training_inputs(TRAIN, "item")
+    engine = make_engine(backend, init_layers(inputs.n_inputs, (5,), inputs.side_dim), TrainConfig(), inputs.samples,
+                         inputs.side)
+    for attempt in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match=f"a cfn_fast '{backend}' engine cannot be pickled: ship the fitted model"):
+            attempt(engine)
