@@ -68,6 +68,33 @@ def run(model: CFN, batches: list[tuple[np.ndarray, np.ndarray]], threads: int) 
     return time.perf_counter() - start, time.process_time() - cpu
 
 
+def gil_probe(call) -> tuple[float, float]:
+    """``(seconds of call(), longest stall of a pure-Python thread during it)``.
+
+    A kernel that held the GIL would stall the other thread for the whole kernel; a released GIL lets
+    it tick every few milliseconds (plus whatever the OS scheduler adds on a loaded machine).  Unlike
+    the throughput, this does not need idle cores to tell the two apart.  The control is
+    ``sum(range(n))``, one C call that holds the GIL throughout."""
+    done = threading.Event()
+    ticks: list[float] = []
+
+    def ticker() -> None:
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    time.sleep(0.05)
+    start = time.perf_counter()
+    call()
+    seconds = time.perf_counter() - start
+    done.set()
+    thread.join()
+    during = np.array([t for t in ticks if start <= t <= start + seconds])
+    edges = np.concatenate([[start], during, [start + seconds]])
+    return seconds, float(np.diff(edges).max())
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="Python threads of the parallel run (default 2)")
@@ -99,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
                 wall, cpu = run(model, batches, threads)
                 report[name].append(wall)
                 report[f"{name}_cpu"].append(cpu)
+        report["probe_call_s"], report["probe_longest_stall_s"] = gil_probe(lambda: model.predict_indices(*batches[0]))
+        report["control_call_s"], report["control_longest_stall_s"] = gil_probe(lambda: sum(range(20_000_000)))
     pairs = args.batch * args.calls
     best_single, best_parallel = min(report["single"]), min(report["parallel"])
     report["pairs_per_s_single"] = pairs / best_single
@@ -115,6 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  repeat {k}: 1 thread {s:.2f} s wall ({report['single_cpu'][k]:.2f} s CPU), "
                   f"{args.threads} threads {p:.2f} s wall ({report['parallel_cpu'][k]:.2f} s CPU), "
                   f"speedup {s / p:.2f}x")
+        print(f"GIL probe: a pure-Python thread stalled at most {report['probe_longest_stall_s'] * 1e3:.1f} ms "
+              f"during a {report['probe_call_s'] * 1e3:.0f} ms predict call (control, a GIL-holding C call: "
+              f"{report['control_longest_stall_s'] * 1e3:.0f} ms stall during {report['control_call_s'] * 1e3:.0f} ms)")
         print(f"best: 1 thread {report['pairs_per_s_single']:,.0f} pairs/s, {args.threads} threads "
               f"{report['pairs_per_s_parallel']:,.0f} pairs/s, speedup {report['speedup']:.2f}x "
               f"(target >= 1.5x with 2 threads on 2 cores); median of the paired repeats "
