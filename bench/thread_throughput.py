@@ -16,9 +16,10 @@ stay at one core's.  Target on the 2-core CI machine: two threads >= 1.5x one th
     python bench/thread_throughput.py --synthetic --batch 50000 --calls 4
     python bench/thread_throughput.py --json
 
-The figures are wall-clock on a machine that may be shared: the best of ``--repeats`` runs is
-reported beside every run, with the process CPU seconds of each run (CPU seconds above the wall
-seconds show threads computing at the same time, whatever else loads the machine).
+The figures are wall-clock on a machine that may be shared: every run is printed (with its process CPU
+seconds), then the best run of each kind and the median of the paired speedups.  The speedup needs
+idle cores.  The GIL probe does not: it runs one predict call while a pure-Python thread ticks and
+reports how much CPU that thread got meanwhile, against a control call that holds the GIL.
 """
 from __future__ import annotations
 
@@ -68,31 +69,37 @@ def run(model: CFN, batches: list[tuple[np.ndarray, np.ndarray]], threads: int) 
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def gil_probe(call) -> tuple[float, float]:
-    """``(seconds of call(), longest stall of a pure-Python thread during it)``.
+def gil_probe(call) -> dict[str, float]:
+    """Run ``call()`` while a pure-Python thread ticks; how much did that thread get done meanwhile?
 
-    A kernel that held the GIL would stall the other thread for the whole kernel; a released GIL lets
-    it tick every few milliseconds (plus whatever the OS scheduler adds on a loaded machine).  Unlike
-    the throughput, this does not need idle cores to tell the two apart.  The control is
-    ``sum(range(n))``, one C call that holds the GIL throughout."""
-    done = threading.Event()
+    ``stall_s``: its longest stall during the call; ``cpu_share``: the CPU seconds it used during the
+    call over the CPU seconds the calling thread used.  A call that held the GIL throughout would stall
+    the ticker for the whole call and leave it ~0 CPU; a released GIL lets both run whenever the OS
+    gives them a core, so ``cpu_share`` nears 1 on idle cores and stays well above 0 on a loaded
+    machine, where the wall-clock throughput cannot show it.  Control: ``sum(range(n))``, one C call
+    that holds the GIL throughout."""
+    done, started = threading.Event(), threading.Event()
     ticks: list[float] = []
+    cpu: dict[str, float] = {}
 
     def ticker() -> None:
+        cpu["ticker0"] = time.thread_time()
+        started.set()
         while not done.is_set():
             ticks.append(time.perf_counter())
+        cpu["ticker"] = time.thread_time() - cpu["ticker0"]
 
     thread = threading.Thread(target=ticker)
     thread.start()
-    time.sleep(0.05)
-    start = time.perf_counter()
+    started.wait()
+    start, own = time.perf_counter(), time.thread_time()
     call()
-    seconds = time.perf_counter() - start
+    seconds, own = time.perf_counter() - start, time.thread_time() - own
     done.set()
     thread.join()
     during = np.array([t for t in ticks if start <= t <= start + seconds])
     edges = np.concatenate([[start], during, [start + seconds]])
-    return seconds, float(np.diff(edges).max())
+    return {"call_s": seconds, "stall_s": float(np.diff(edges).max()), "cpu_share": cpu["ticker"] / max(own, 1e-9)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -126,8 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
                 wall, cpu = run(model, batches, threads)
                 report[name].append(wall)
                 report[f"{name}_cpu"].append(cpu)
-        report["probe_call_s"], report["probe_longest_stall_s"] = gil_probe(lambda: model.predict_indices(*batches[0]))
-        report["control_call_s"], report["control_longest_stall_s"] = gil_probe(lambda: sum(range(20_000_000)))
+        report["gil_probe_predict"] = gil_probe(lambda: model.predict_indices(*batches[0]))
+        report["gil_probe_control"] = gil_probe(lambda: sum(range(20_000_000)))
     pairs = args.batch * args.calls
     best_single, best_parallel = min(report["single"]), min(report["parallel"])
     report["pairs_per_s_single"] = pairs / best_single
@@ -144,9 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  repeat {k}: 1 thread {s:.2f} s wall ({report['single_cpu'][k]:.2f} s CPU), "
                   f"{args.threads} threads {p:.2f} s wall ({report['parallel_cpu'][k]:.2f} s CPU), "
                   f"speedup {s / p:.2f}x")
-        print(f"GIL probe: a pure-Python thread stalled at most {report['probe_longest_stall_s'] * 1e3:.1f} ms "
-              f"during a {report['probe_call_s'] * 1e3:.0f} ms predict call (control, a GIL-holding C call: "
-              f"{report['control_longest_stall_s'] * 1e3:.0f} ms stall during {report['control_call_s'] * 1e3:.0f} ms)")
+        for name, probe in (("predict call", report["gil_probe_predict"]),
+                            ("control (GIL held)", report["gil_probe_control"])):
+            print(f"GIL probe, {name}: {probe['call_s'] * 1e3:.0f} ms; a pure-Python thread meanwhile stalled at "
+                  f"most {probe['stall_s'] * 1e3:.0f} ms and got {probe['cpu_share']:.2f}x the caller's CPU time")
         print(f"best: 1 thread {report['pairs_per_s_single']:,.0f} pairs/s, {args.threads} threads "
               f"{report['pairs_per_s_parallel']:,.0f} pairs/s, speedup {report['speedup']:.2f}x "
               f"(target >= 1.5x with 2 threads on 2 cores); median of the paired repeats "
