@@ -8,6 +8,8 @@ from .backends import available_backends, resolve_backend
 from .metrics import mean_ci, rmse, rmse_by_popularity
 from .model import CFN, DEFAULTS, ModelBusyError, NotFittedError
 from .stacking import StackedCFN
+from . import engine
+from .engine import ENGINE_API_VERSION, make_engine
 from .trainer import EarlyStopping, TrainingDiverged
 
 __version__ = "0.1.0"
@@ -16,5 +18,5 @@ __all__ = [
     "CFN", "StackedCFN", "DEFAULTS", "NotFittedError", "ModelBusyError", "EarlyStopping", "TrainingDiverged", "RatingSet", "load_ratings",
     "load_movielens", "download_movielens", "synthetic_ratings", "train_test_split",
     "train_validation_test_split", "rmse", "mean_ci", "rmse_by_popularity", "available_backends",
-    "resolve_backend", "__version__",
+    "resolve_backend", "__version__", "engine", "make_engine", "ENGINE_API_VERSION",
 ]

@@ -10,7 +10,9 @@ __all__ = ["EstimatorParams"]
 class EstimatorParams:
     param_names: ClassVar[tuple[str, ...]] = ()
 
-    def get_params(self) -> dict[str, Any]:
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters by name (scikit-learn's contract; ``deep`` is accepted for
+        ``sklearn.base.clone`` and friends: no parameter is itself an estimator here)."""
         return {name: getattr(self, name) for name in self.param_names}
 
     def set_params(self, **params: Any) -> Any:

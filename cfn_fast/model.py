@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from ._concurrency import ModelBusyError, mutating, reading
 from . import interop
+from . import state as _state
 from ._params import EstimatorParams
 from .backends import TrainConfig, engine_class, resolve_backend
 from .backends.base import Engine
@@ -56,7 +57,8 @@ class FoldInError(ValueError):
     """The requested fold-in is impossible for this kind of model (e.g. a new user in I-CFN)."""
 
 
-class CFN(EstimatorParams):
+@_state.register_model_class
+class CFN(_state.PortableModel, EstimatorParams):
     """Collaborative Filtering Network (Strub, Mary & Gaudel 2016): a denoising autoencoder that
     completes a sparse rating matrix, optionally with side information in every layer (CFN++).
 
@@ -365,7 +367,7 @@ class CFN(EstimatorParams):
 
     # ------------------------------------------------------------------ prediction
     def _check_fitted(self) -> None:
-        if not hasattr(self, "engine_"):
+        if "_engine" not in self.__dict__ and not _state.is_fitted(self):
             raise NotFittedError("this CFN model is not fitted yet: call fit(train) first")
 
     def _clear_caches(self) -> None:
@@ -447,15 +449,15 @@ class CFN(EstimatorParams):
 
     def _input_mean_rating(self, inputs: np.ndarray) -> np.ndarray:
         """Mean training rating of each input (item for U-CFN, user for I-CFN); global mean if none."""
-        if "_input_means" not in self.__dict__:
+        def compute() -> np.ndarray:
             pre, train = self.preprocessing_, self.train_
             index, n = (train.item, train.n_items) if self.kind == "user" else (train.user, train.n_users)
             counts = np.bincount(index, minlength=n)
             sums = np.bincount(index, weights=train.rating.astype(np.float64), minlength=n)
             global_rating = pre.mid + pre.half_range * pre.global_mean
             means = np.where(counts > 0, sums / np.maximum(counts, 1), global_rating)
-            self._input_means = np.clip(means, pre.low, pre.high)
-        return self._input_means[inputs]
+            return np.clip(means, pre.low, pre.high)
+        return self._cached("_input_means", compute)[inputs]
 
     @reading
     def score(self, test: RatingSet) -> float:
@@ -518,18 +520,16 @@ class CFN(EstimatorParams):
         return result
 
     def _seen_items(self) -> sp.csr_matrix:
-        if "_seen" not in self.__dict__:
-            train = self.train_
-            self._seen = build_csr(train.user, train.item, np.ones(train.nnz, dtype=np.float32),
-                                   (train.n_users, train.n_items))
-        return self._seen
+        train = self.train_
+        return self._cached("_seen", lambda: build_csr(train.user, train.item, np.ones(train.nnz, dtype=np.float32),
+                                                       (train.n_users, train.n_items)))
 
     def _item_codes(self) -> np.ndarray:
         """Hidden codes of every item's training vector (I-CFN), cached until the next training."""
-        if "_codes" not in self.__dict__:
+        def compute() -> np.ndarray:
             with self._memory_guard("encoding every item"):
-                self._codes = self.engine_.encode(self.inputs_, self.side_)
-        return self._codes
+                return self.engine_.encode(self.inputs_, self.side_)
+        return self._cached("_codes", compute)
 
     def _user_scores(self, users: np.ndarray, unclipped: bool = False) -> Any:
         """Predicted ratings ``(len(users), n_items)`` of known user indices; with ``unclipped``

@@ -24,6 +24,11 @@ Files are written atomically through :func:`cfn_fast.fileio.atomic_write`: to a 
 the target directory, flushed and fsynced, then moved over the target with ``os.replace``.  A new
 file's mode follows the umask, an overwritten file keeps its mode, and temporary files are removed
 on errors, interrupts, SIGTERM and (left by a killed process) at the next save to the same target.
+
+This file is *the* storage format.  Pickling a model (``pickle``, ``joblib``, Ray, Dask) is for
+moving it between processes of one installation; both go through :mod:`cfn_fast.state`, so a
+file and a pickle hold the same data, but only this format is versioned, checksummed and free of
+pickles — never store a model as a pickle.
 """
 from __future__ import annotations
 
@@ -34,19 +39,13 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
-from .data.ratings import RatingSet
+from . import state
 from .fileio import atomic_write
-from .network import Layer
-from .preprocessing import Preprocessing
-from .trainer import EpochRecord
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import CFN
+from .state import PortableModel
 
 __all__ = ["save_model", "load_model", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -62,7 +61,7 @@ class ModelFileError(ValueError):
 
 
 # ----------------------------------------------------------------------------- save
-def save_model(model: "CFN", path: str | os.PathLike) -> Path:
+def save_model(model: PortableModel, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` (exactly that name) atomically; returns the path."""
     from . import __version__
     model._check_fitted()
@@ -70,14 +69,11 @@ def save_model(model: "CFN", path: str | os.PathLike) -> Path:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot save the model: directory {str(directory)!r} does not exist")
-    arrays = _model_arrays(model)
+    arrays = state.fitted_arrays(model, portable=True)
     config = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "library_version": __version__,
         "params": _jsonable(model.get_params()), "resolved": _jsonable(model.resolved_params()),
-        "backend_trained": model.backend_, "epochs_trained": int(model.epochs_trained_),
-        "best_epoch": getattr(model, "best_epoch_", None), "n_layers": len(model.layers_),
-        "has_side": model.side_ is not None, "scale": [float(s) for s in model.train_.scale],
-        "history": [_jsonable(r.as_dict()) for r in model.history_],
+        **_jsonable(state.fitted_config(model)),
     }
     arrays["config"] = np.array([json.dumps(config, sort_keys=True)])
     arrays["cfn_format"] = np.array([FORMAT_NAME])
@@ -89,46 +85,6 @@ def save_model(model: "CFN", path: str | os.PathLike) -> Path:
     with atomic_write(path) as fh:
         np.savez(fh, **arrays)
     return path
-
-
-def _model_arrays(model: "CFN") -> dict[str, np.ndarray]:
-    train, pre, inputs = model.train_, model.preprocessing_, model.inputs_
-    arrays: dict[str, np.ndarray] = {}
-    for k, layer in enumerate(model.layers_):
-        arrays[f"layer{k}_weight"] = np.asarray(layer.weight, dtype=np.float32)
-        arrays[f"layer{k}_bias"] = np.asarray(layer.bias, dtype=np.float32)
-        if layer.side_weight is not None:
-            arrays[f"layer{k}_side_weight"] = np.asarray(layer.side_weight, dtype=np.float32)
-    arrays["user_ids"] = _id_array(train.user_ids)
-    arrays["item_ids"] = _id_array(train.item_ids)
-    arrays["train_user"] = np.asarray(train.user)
-    arrays["train_item"] = np.asarray(train.item)
-    arrays["train_rating"] = np.asarray(train.rating)
-    arrays["input_data"] = inputs.data
-    arrays["input_indices"] = inputs.indices
-    arrays["input_indptr"] = inputs.indptr
-    arrays["input_shape"] = np.array(inputs.shape, dtype=np.int64)
-    arrays["pre_sample_mean"] = pre.sample_mean
-    arrays["pre_sample_count"] = pre.sample_count
-    arrays["pre_scalars"] = np.array([pre.low, pre.high, pre.global_mean], dtype=np.float64)
-    if model.side_ is not None:
-        arrays["side"] = model.side_
-    for name in ("user_features", "item_features"):
-        value = getattr(train, name)
-        if value is not None:
-            arrays[name] = np.asarray(value)
-    for name in ("user_feature_names", "item_feature_names"):
-        value = getattr(train, name)
-        if value is not None:
-            arrays[name] = np.array([str(v) for v in value], dtype=str) if len(value) else np.zeros(0, dtype="<U1")
-    return arrays
-
-
-def _id_array(ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.dtype.kind in "iuU":
-        return ids
-    return ids.astype(str)  # object or bytes ids become fixed-width unicode
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -157,10 +113,9 @@ def _jsonable(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- load
-def load_model(path: str | os.PathLike, backend: str | None = None) -> "CFN":
+def load_model(path: str | os.PathLike, backend: str | None = None) -> PortableModel:
     """Read a model written by :func:`save_model`; see :meth:`cfn_fast.CFN.load`."""
     from . import __version__
-    from .model import CFN
 
     path = Path(path)
     if not path.is_file():
@@ -191,14 +146,14 @@ def load_model(path: str | os.PathLike, backend: str | None = None) -> "CFN":
         raise ModelFileError(f"{path} failed its SHA-256 checksum: the file was modified or corrupted")
     try:
         config = json.loads(str(arrays["config"][0]))
-        return _build_model(CFN, arrays, config, backend)
+        return _build_model(state.model_class(), arrays, config, backend)
     except ModelFileError:
         raise
     except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path} is missing model data ({type(exc).__name__}: {exc})") from None
 
 
-def _build_model(cls: type, arrays: dict[str, np.ndarray], config: dict, backend: str | None) -> "CFN":
+def _build_model(cls: type, arrays: dict[str, np.ndarray], config: dict, backend: str | None) -> PortableModel:
     from .backends import BackendUnavailable, resolve_backend
     params = dict(config["params"])
     if isinstance(params.get("hidden"), list):
@@ -206,33 +161,14 @@ def _build_model(cls: type, arrays: dict[str, np.ndarray], config: dict, backend
     model = cls(**params)
     if backend is None:
         try:
-            model.backend_ = resolve_backend(model.backend)
+            resolved = resolve_backend(model.backend)
         except BackendUnavailable as exc:
             log.warning("%s; loading on backend 'auto' instead", exc)
             model.backend = "auto"
-            model.backend_ = resolve_backend("auto")
+            resolved = resolve_backend("auto")
     else:
         model.backend = backend
-        model.backend_ = resolve_backend(backend)
-    low, high, global_mean = (float(v) for v in arrays["pre_scalars"])
-    names = {name: tuple(arrays[name].tolist()) if name in arrays else None
-             for name in ("user_feature_names", "item_feature_names")}
-    model.train_ = RatingSet(arrays["train_user"], arrays["train_item"], arrays["train_rating"],
-                             arrays["user_ids"], arrays["item_ids"], (float(config["scale"][0]),
-                                                                      float(config["scale"][1])),
-                             arrays.get("user_features"), arrays.get("item_features"),
-                             names["user_feature_names"], names["item_feature_names"])
-    model.preprocessing_ = Preprocessing(model.kind, low, high, arrays["pre_sample_mean"],
-                                         arrays["pre_sample_count"], global_mean)
-    model.inputs_ = sp.csr_matrix((arrays["input_data"], arrays["input_indices"], arrays["input_indptr"]),
-                                  shape=tuple(int(s) for s in arrays["input_shape"]))
-    model.side_ = arrays.get("side")
-    model.layers_ = [Layer(arrays[f"layer{k}_weight"], arrays[f"layer{k}_bias"], arrays.get(f"layer{k}_side_weight"))
-                     for k in range(int(config["n_layers"]))]
-    model.history_ = [EpochRecord(**record) for record in config["history"]]
-    model.epochs_trained_ = int(config["epochs_trained"])
-    model.best_epoch_ = config.get("best_epoch")
+        resolved = resolve_backend(backend)
     model._validation = None
-    model._clear_caches()
-    model.engine_ = model._make_engine([layer.copy() for layer in model.layers_], model.resolved_params())
+    state.restore_fitted(model, arrays, config, resolved)   # the engine is built on first use
     return model

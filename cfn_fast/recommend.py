@@ -17,12 +17,15 @@ row folded into a trained model (``CFN.fold_in``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import CFN
+from .data.ratings import RatingSet
+
+
+class _FittedModel(Protocol):   # what FoldIn needs of a fitted CFN (no import of the model module)
+    train_: RatingSet
 
 __all__ = ["top_n", "FoldIn", "DEFAULT_MIN_SUPPORT", "check_min_support"]
 
@@ -83,7 +86,7 @@ class FoldIn:
     mean : the row's centring mean in unit scale (the global mean when it had no ratings).
     """
 
-    def __init__(self, model: "CFN", new: str, ids: np.ndarray, ratings: np.ndarray, rated: np.ndarray,
+    def __init__(self, model: _FittedModel, new: str, ids: np.ndarray, ratings: np.ndarray, rated: np.ndarray,
                  mean: float, unclipped: np.ndarray | None = None, support: np.ndarray | None = None) -> None:
         self.model = model
         self.new = new

@@ -21,6 +21,7 @@ After ``fit``, :attr:`StackedCFN.model_` is an ordinary fitted :class:`~cfn_fast
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from ._concurrency import mutating
 from ._params import EstimatorParams
+from .backends import resolve_backend
 from .data.ratings import RatingSet
 from .model import CFN, _check_hidden
 from .network import Layer, init_layers
@@ -175,6 +177,17 @@ class StackedCFN(EstimatorParams):
     def recommend(self, user_id: Any, n: int = 10, exclude_seen: bool = True, *,
                   min_support: int = DEFAULT_MIN_SUPPORT) -> tuple[np.ndarray, np.ndarray]:
         return self._fitted().recommend(user_id, n, exclude_seen, min_support=min_support)
+
+    def to_backend(self, backend: str) -> "StackedCFN":
+        """A new StackedCFN equal to this one whose fitted networks run on ``backend`` (see
+        :meth:`CFN.to_backend`); this one is left as it is."""
+        resolve_backend(backend)
+        moved = copy.copy(self)
+        moved.backend = backend
+        for name in ("pretrained_", "model_"):
+            if name in self.__dict__:
+                setattr(moved, name, getattr(self, name).to_backend(backend))
+        return moved
 
     def save(self, path: str | Path) -> Path:
         """Save the fitted network as a plain :class:`CFN` model file (``CFN.load`` reads it)."""

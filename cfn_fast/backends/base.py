@@ -60,6 +60,12 @@ class Engine(ABC):
         self.side = None if side is None else np.ascontiguousarray(side, dtype=np.float32)
         self.trainable = np.flatnonzero(np.diff(samples.indptr) > 0)
 
+    def __reduce__(self):
+        # compiled state and device buffers do not travel; a clear message instead of Cython's
+        raise TypeError(f"a cfn_fast {self.name!r} engine cannot be pickled: ship the fitted model (it pickles "
+                        f"without its engine) or get_layers(), the TrainConfig and the data, and call "
+                        f"cfn_fast.engine.make_engine in the worker")
+
     # ---------------------------------------------------------------- training
     @abstractmethod
     def train_epoch(self, epoch: int, lr: float) -> float:

@@ -1,0 +1,161 @@
+"""The public engine API: drive CFN training from your own loop (version :data:`ENGINE_API_VERSION`).
+
+:class:`~cfn_fast.CFN` is a thin loop around an *engine*: the object that holds the network on one
+backend (``numpy`` reference, ``cpu`` Cython + OpenMP, ``cuda``) and runs the paper's training step.
+Engines that schedule training themselves (a parameter server, population-based training, a custom
+learning-rate schedule, federated averaging) use the engine directly::
+
+    from cfn_fast.engine import make_engine, training_inputs, minibatches, TrainConfig, init_layers, learning_rate
+
+    inputs = training_inputs(train, "item")
+    engine = make_engine("cpu", init_layers(inputs.n_inputs, (600,), inputs.side_dim, seed=0),
+                         TrainConfig(seed=0), inputs.samples, inputs.side)
+    for epoch in range(1, 21):
+        lr = learning_rate(0.04, 0.1, epoch)
+        for rows in minibatches(engine, epoch):
+            engine.sgd_step(rows, epoch, lr)
+    layers = engine.get_layers()
+
+The contract — names, argument meanings, what is guaranteed — is documented in ``docs/engine_api.md``
+and versioned by :data:`ENGINE_API_VERSION` (``major.minor``: a minor version only adds, a major
+version may change or remove).  Everything in ``__all__`` is covered; other attributes of engines are
+private.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from .backends import BACKENDS, BackendUnavailable, TrainConfig, available_backends, engine_class, resolve_backend
+from .backends.base import Engine, epoch_order
+from .data.ratings import RatingSet
+from .network import Layer, init_layers, layer_sizes
+from .preprocessing import Preprocessing
+from .trainer import learning_rate
+
+__all__ = ["ENGINE_API_VERSION", "Engine", "TrainConfig", "Layer", "TrainingInputs", "make_engine",
+           "training_inputs", "minibatches", "epoch_order", "init_layers", "layer_sizes", "learning_rate",
+           "BACKENDS", "available_backends", "BackendUnavailable"]
+
+#: Version of the contract in ``docs/engine_api.md`` (``"major.minor"``).
+ENGINE_API_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What an engine trains on, built exactly as :meth:`cfn_fast.CFN.fit` builds it.
+
+    ``samples``: samples x inputs float32 CSR of centred unit ratings (users x items for
+    ``kind="user"``, items x users for ``kind="item"``); ``side``: float32 side information of the
+    samples (or ``None``); ``preprocessing``: the scaling and centring, to turn network outputs back
+    into ratings (:meth:`~cfn_fast.preprocessing.Preprocessing.to_rating`)."""
+
+    samples: sp.csr_matrix
+    side: np.ndarray | None
+    preprocessing: Preprocessing
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def side_dim(self) -> int:
+        return 0 if self.side is None else int(self.side.shape[1])
+
+
+def training_inputs(train: RatingSet, kind: str = "item", *, use_side_info: bool = True,
+                    features: Any = None) -> TrainingInputs:
+    """The samples CSR, side information and preprocessing :meth:`CFN.fit <cfn_fast.CFN.fit>` would
+    train on: ``kind`` ``"user"`` (U-CFN) or ``"item"`` (I-CFN); ``features`` overrides the sample
+    side's features stored in ``train`` (user features for U-CFN, item features for I-CFN)."""
+    if not isinstance(train, RatingSet):
+        raise TypeError(f"train must be a RatingSet, got {type(train).__name__}")
+    if kind not in ("user", "item"):
+        raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
+    preprocessing = Preprocessing.fit(kind, train)
+    samples = preprocessing.centred_matrix(train)
+    side = None
+    if use_side_info:
+        stored = train.user_features if kind == "user" else train.item_features
+        side = _side_matrix(stored if features is None else features, samples.shape[0])
+    return TrainingInputs(samples, side, preprocessing)
+
+
+def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samples: Any,
+                side: Any = None, **options: Any) -> Engine:
+    """A training engine on ``backend`` (``"numpy"``, ``"cpu"``, ``"cuda"`` or ``"auto"``).
+
+    ``layers``: the network in the canonical layout (:class:`~cfn_fast.network.Layer` per Linear
+    layer, from :func:`init_layers` or a model's ``layers_``), copied into the engine.  ``config``:
+    the step's hyper-parameters and seed.  ``samples``: the samples x inputs matrix of centred unit
+    ratings (any SciPy sparse matrix; converted to float32 CSR with sorted indices, a stored zero is
+    a known rating).  ``side``: one row of side features per sample, or ``None``.  ``options`` go to
+    the backend's engine (``threads=`` for ``cpu``).  Raises :class:`BackendUnavailable` when the
+    backend cannot run here, ``TypeError`` / ``ValueError`` naming any inconsistent argument."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be one of {BACKENDS} or 'auto', got {backend!r}")
+    name = resolve_backend(backend)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
+    if isinstance(layers, Layer) or not isinstance(layers, Sequence) or not all(isinstance(l, Layer) for l in layers):
+        raise TypeError("layers must be a sequence of cfn_fast.engine.Layer (e.g. init_layers(...) or model.layers_)")
+    if not sp.issparse(samples):
+        raise TypeError(f"samples must be a SciPy sparse matrix (samples x inputs), got {type(samples).__name__}")
+    samples = sp.csr_matrix(samples, dtype=np.float32, copy=True)
+    samples.sort_indices()
+    side = None if side is None else _side_matrix(side, samples.shape[0])
+    layers = [Layer(np.array(l.weight, dtype=np.float32), np.array(l.bias, dtype=np.float32),
+                    None if l.side_weight is None else np.array(l.side_weight, dtype=np.float32)) for l in layers]
+    _check_network(layers, samples.shape[1], 0 if side is None else side.shape[1])
+    return engine_class(name)(layers, config, samples, side, **options)
+
+
+def _check_network(layers: list[Layer], n_inputs: int, side_dim: int) -> None:
+    """An autoencoder over ``n_inputs`` with side weights of width ``side_dim`` in every layer, finite."""
+    if len(layers) < 2:
+        raise ValueError(f"a CFN network needs at least 2 layers (one hidden), got {len(layers)}")
+    fan_in = n_inputs
+    for k, layer in enumerate(layers):
+        fan_out = layer.weight.shape[0] if layer.weight.ndim == 2 else -1
+        if layer.weight.ndim != 2 or layer.weight.shape[1] != fan_in:
+            raise ValueError(f"layers[{k}].weight has shape {layer.weight.shape}; expected (fan_out, {fan_in})")
+        if layer.bias.shape != (fan_out,):
+            raise ValueError(f"layers[{k}].bias has shape {layer.bias.shape}; expected ({fan_out},)")
+        side_shape = None if layer.side_weight is None else layer.side_weight.shape
+        if side_shape != ((fan_out, side_dim) if side_dim else None):
+            raise ValueError(f"layers[{k}].side_weight has shape {side_shape}; expected "
+                             f"{(fan_out, side_dim) if side_dim else 'None (no side information given)'}")
+        if not all(np.all(np.isfinite(a)) for a in layer.arrays()):
+            raise ValueError(f"layers[{k}] has NaN or infinite parameters")
+        fan_in = fan_out
+    if fan_in != n_inputs:
+        raise ValueError(f"the output layer has {fan_in} units; expected {n_inputs} (an autoencoder over the "
+                         f"samples' {n_inputs} inputs)")
+
+
+def minibatches(engine: Engine, epoch: int) -> list[np.ndarray]:
+    """The mini-batches (arrays of sample rows) of ``epoch`` in the order ``engine.train_epoch``
+    takes them: a fresh permutation of the samples with ratings, cut every ``config.batch_size``."""
+    order = epoch_order(engine.config.seed, epoch, engine.trainable)
+    size = int(engine.config.batch_size)
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
+def _side_matrix(features: Any, n_rows: int) -> np.ndarray | None:
+    if features is None:
+        return None
+    if sp.issparse(features):
+        features = features.toarray()
+    try:
+        side = np.ascontiguousarray(features, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"side information must be a numeric (n_samples, n_features) array, got "
+                         f"{type(features).__name__}") from None
+    if side.ndim != 2 or side.shape[0] != n_rows:
+        raise ValueError(f"side information must have shape ({n_rows}, n_features), got {side.shape}")
+    if not np.all(np.isfinite(side)):
+        raise ValueError("side information contains NaN or infinite values")
+    return side
