@@ -25,13 +25,16 @@ def register(sub: Any, command: Callable) -> None:
                         "recommend: top-k with TopK, seen entries excluded (default predict)")
     p.add_argument("--input-format", choices=("dense", "sparse"), default="dense",
                    help="rating rows as a dense NaN-padded matrix or as padded indices + values")
-    p.add_argument("--json", action="store_true")
+    from .cli import _add_common
+    _add_common(p)
     command("export")(_export)
 
 
 def _export(args: argparse.Namespace) -> dict:
     from .export.onnx import build_onnx, export_onnx
+    from .cli_io import check_writable_outputs
     from .model import CFN
+    check_writable_outputs({"--onnx": args.onnx}, {"--model": args.model})
     model = CFN.load(args.model, backend="numpy")  # export reads the canonical layers: no engine choice needed
     path = export_onnx(model, args.onnx, graph=args.graph, input_format=args.input_format)
     graph = build_onnx(model, args.graph, input_format=args.input_format).graph

@@ -138,10 +138,15 @@ def test_recommend_graph_top10_equals_recommend_for_100_users(case):
         seen = training_rows(model).T[users]  # each user's ratings over the items
         exclude, _ = as_padded(seen)
         feeds = {"users": users.astype(np.int64), "exclude": exclude, "k": k}
-    top, scores = session(model, "recommend").run(None, feeds)
-    for row, (ids, expected_scores) in enumerate(expected):
-        np.testing.assert_array_equal(train.item_ids[top[row]], ids)
-        np.testing.assert_allclose(scores[row], expected_scores, atol=TOLERANCE, rtol=0)
+    sess = session(model, "recommend")
+    for min_support in (None, 0, 3):  # None: the graph's default, DEFAULT_MIN_SUPPORT as in recommend_batch
+        if min_support is not None:
+            expected = model.recommend_batch(train.user_ids[users], n=10, min_support=min_support)
+            feeds["min_support"] = np.array([min_support], dtype=np.int64)
+        top, scores = sess.run(None, feeds)
+        for row, (ids, expected_scores) in enumerate(expected):
+            np.testing.assert_array_equal(train.item_ids[top[row][:len(ids)]], ids)
+            np.testing.assert_allclose(scores[row][:len(ids)], expected_scores, atol=TOLERANCE, rtol=0)
 
 
 def test_graph_contract_and_metadata():
@@ -190,13 +195,14 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", "--model", str(saved), "--onnx", str(out), "--graph", "recommend", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["onnx"] == str(out) and result["graph"] == "recommend"
-    assert [i["name"] for i in result["inputs"]] == ["users", "exclude", "k"]
+    assert [i["name"] for i in result["inputs"]] == ["users", "exclude", "k", "min_support"]
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     top, _ = sess.run(None, {"users": np.array([0], np.int64), "exclude": np.full((1, 1), -1, np.int64),
                              "k": np.array([5], np.int64)})
     assert top.shape == (1, 5)
-    with pytest.raises(SystemExit):
-        main(["export", "--model", str(saved), "--onnx", str(out), "--graph", "nope"])
+    assert main(["export", "--model", str(saved), "--onnx", str(out), "--graph", "nope"]) == 2  # bad option
+    assert main(["export", "--model", str(saved), "--onnx", str(saved)]) == 2  # the output is the input
+    assert CFN.load(saved).layers_[0].weight.shape == model.layers_[0].weight.shape  # and it is intact
     assert main(["export", "--model", str(saved), "--onnx", str(tmp_path / "no" / "m.onnx")]) == 2
 
 

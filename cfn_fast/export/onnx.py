@@ -28,8 +28,10 @@ Graphs
     predicted ratings of the requested items out; for an I-CFN: an item's ratings by the training users in,
     the requested users' predicted ratings of that item out.  A known sample fed its training row gets
     :meth:`CFN.predict`'s values; a new one gets :meth:`CFN.fold_in`'s.
-``"recommend"``    ``k`` int64 ``[1]`` (≤ the number of candidates) → ``top_indices`` int64 ``[B, k]`` and
-    ``top_scores`` float32 ``[B, k]``, best first, ties by lower index (TopK), as :meth:`CFN.recommend`.
+``"recommend"``    ``k`` int64 ``[1]`` (≤ the number of candidates) and the optional ``min_support`` int64
+    ``[1]`` (default :data:`~cfn_fast.recommend.DEFAULT_MIN_SUPPORT`: items with fewer training ratings are
+    never recommended) → ``top_indices`` int64 ``[B, k]`` and ``top_scores`` float32 ``[B, k]``, best first,
+    ties broken by the unclipped score then by lower index (TopK), as :meth:`CFN.recommend`.
 
     * U-CFN: row inputs (a user's ratings over the items); the items rated in the row are excluded; indices
       are item indices.  Rows with fewer than ``k`` unrated items end in ``-inf`` scores.
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..recommend import DEFAULT_MIN_SUPPORT
 from . import GRAPHS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -214,9 +217,15 @@ class _Exporter:
         return h
 
     def _to_ratings(self, out: str, mean: str) -> str:
+        return self._clip(self._to_unclipped(out, mean))
+
+    def _to_unclipped(self, out: str, mean: str) -> str:
+        """Centring and scaling undone, not yet clipped to the scale (the ranking's tie-breaker)."""
         g, pre = self.g, self.pre
-        rating = g.op("Add", g.const(pre.mid), g.op("Mul", g.const(pre.half_range), g.op("Add", out, mean)))
-        return g.op("Clip", rating, g.const(pre.low), g.const(pre.high))
+        return g.op("Add", g.const(pre.mid), g.op("Mul", g.const(pre.half_range), g.op("Add", out, mean)))
+
+    def _clip(self, rating: str) -> str:
+        return self.g.op("Clip", rating, self.g.const(self.pre.low), self.g.const(self.pre.high))
 
     def _input_means(self) -> np.ndarray:
         return self.model._input_mean_rating(np.arange(self.n_inputs)).astype(np.float32)
@@ -270,21 +279,30 @@ class _Exporter:
         else:
             self._recommend_item_cfn()
 
-    def _top_k(self, scores: str, excluded: str) -> None:
+    def _top_k(self, unclipped: str, excluded: str, support: np.ndarray) -> None:
+        """TopK on the unclipped scores: ranking by the clipped score with ties broken by the unclipped one
+        (as :func:`cfn_fast.recommend.top_n`) is ranking by the unclipped score, clipping being monotone.
+        Candidates with fewer than ``min_support`` training ratings are excluded like seen ones."""
         g, T = self.g, self.onnx.TensorProto
         k = self._input("k", T.INT64, [1])
-        masked = g.op("Where", excluded, g.const(-np.inf), scores)
+        min_support = self._input("min_support", T.INT64, [1])
+        self.g.initializers.append(self.onnx.numpy_helper.from_array(
+            np.array([DEFAULT_MIN_SUPPORT], dtype=np.int64), "min_support"))  # an overridable default
+        rare = g.op("Less", g.const(np.asarray(support, dtype=np.int64)[None, :], "support", dtype=np.int64),
+                    min_support)
+        masked = g.op("Where", g.op("Or", excluded, rare), g.const(-np.inf), unclipped)
         values, indices = g.op("TopK", masked, k, outputs=2, axis=-1, largest=1, sorted=1)
         self._output(indices, "top_indices", T.INT64, ["batch", "k"])
-        self._output(values, "top_scores", T.FLOAT, ["batch", "k"])
+        excluded_slot = g.op("IsInf", values, detect_negative=1, detect_positive=0)  # fewer than k candidates
+        self._output(g.op("Where", excluded_slot, values, self._clip(values)), "top_scores", T.FLOAT, ["batch", "k"])
 
     def _recommend_user_cfn(self, input_format: str) -> None:
         g = self.g
         rows = self._rows(input_format)
         features = self._features()
         out = self._full_output(self._encode(rows, features), features)
-        rated = self._cold_fallback(self._to_ratings(out, rows.mean), rows.count)
-        self._top_k(rated, self._seen(rows))
+        unclipped = self._cold_fallback(self._to_unclipped(out, rows.mean), rows.count)
+        self._top_k(unclipped, self._seen(rows), np.bincount(self.model.train_.item, minlength=self.n_inputs))
 
     def _recommend_item_cfn(self) -> None:
         """Scores of every item for the given users: the output columns ``users`` of the items' codes."""
@@ -299,7 +317,7 @@ class _Exporter:
         z = g.op("Gemm", weight, g.const(items, "item_codes"), transB=1)                      # [B, n_items]
         z = g.op("Add", z, g.op("Unsqueeze", g.op("Gather", g.const(last.bias, "b"), users, axis=0),
                                 g.const([1], dtype=np.int64)))
-        rated = self._to_ratings(g.op("Tanh", z), g.const(pre.sample_mean[None, :], "item_mean"))
+        rated = self._to_unclipped(g.op("Tanh", z), g.const(pre.sample_mean[None, :], "item_mean"))
         n_items = items.shape[0]
         cold = (pre.sample_count == 0) if self.side_dim == 0 else np.zeros(n_items, dtype=bool)
         if cold.any():
@@ -309,7 +327,7 @@ class _Exporter:
         valid = g.op("GreaterOrEqual", exclude, g.const(0, dtype=np.int64))
         safe = g.op("Where", valid, exclude, g.const(0, dtype=np.int64))
         hits = self._scatter_sum(g.op("Shape", users), n_items, safe, g.op("Cast", valid, to=T.FLOAT))
-        self._top_k(rated, g.op("Greater", hits, g.const(0.0)))
+        self._top_k(rated, g.op("Greater", hits, g.const(0.0)), pre.sample_count)
 
     # ------------------------------------------------------------------ the model
     def model_proto(self, graph: str, input_format: str) -> Any:
@@ -350,17 +368,14 @@ def build_onnx(model: "CFN", graph: str = "predict", *, input_format: str = "den
 
 
 def export_onnx(model: "CFN", path: str | Path, graph: str = "predict", *, input_format: str = "dense") -> Path:
-    """Write :func:`build_onnx`'s model to ``path`` atomically (a temporary file renamed into place)."""
+    """Write :func:`build_onnx`'s model to ``path`` atomically (see :mod:`cfn_fast.fileio`)."""
     proto = build_onnx(model, graph, input_format=input_format)
+    from ..fileio import atomic_write
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{str(path)!r} is a directory; give a file name such as model.onnx")
     if not path.parent.exists():
         raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(proto.SerializeToString())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as fh:  # umask / kept mode, temporaries cleaned (cfn_fast.fileio)
+        fh.write(proto.SerializeToString())
     return path
