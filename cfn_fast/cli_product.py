@@ -73,7 +73,7 @@ def _fold_in(args: argparse.Namespace) -> dict:
     if args.n < 0:
         raise ValueError(f"-n must be >= 0, got {args.n}")
     model = CFN.load(args.model, backend=args.backend)
-    new, other = ("user", "item") if model.kind == "user" else ("item", "user")
+    new, other = ("user", "item") if model.kind_ == "user" else ("item", "user")
     known = model.train_.item_ids if other == "item" else model.train_.user_ids
     raw_ids, ratings = read_ratings_of_new(args.ratings_of_new)
     ids = _parse_ids(raw_ids, known) if raw_ids else np.zeros(0, dtype=known.dtype)

@@ -230,7 +230,8 @@ def _build_model(cls: type, arrays: dict[str, np.ndarray], config: dict, backend
                                                                       float(config["scale"][1])),
                              arrays.get("user_features"), arrays.get("item_features"),
                              names["user_feature_names"], names["item_feature_names"])
-    model.preprocessing_ = Preprocessing(model.kind, low, high, arrays["pre_sample_mean"],
+    model.kind_ = model.kind if model.kind != "auto" else config["resolved"]["kind"]
+    model.preprocessing_ = Preprocessing(model.kind_, low, high, arrays["pre_sample_mean"],
                                          arrays["pre_sample_count"], global_mean)
     model.inputs_ = sp.csr_matrix((arrays["input_data"], arrays["input_indices"], arrays["input_indptr"]),
                                   shape=tuple(int(s) for s in arrays["input_shape"]))
