@@ -14,7 +14,7 @@ training time of:
 
 Usage::
 
-    python bench/sweep_defaults.py                # the full sweep (about 15-20 min on 2 cores)
+    python bench/sweep_defaults.py                # the full sweep (about 15-20 min on 2 idle cores)
     python bench/sweep_defaults.py --quick        # tiny sets, few epochs: a smoke run (CI test)
     python bench/sweep_defaults.py --sets narrow-dense,ml-100k --json out.json
 
@@ -75,9 +75,9 @@ FULL_SETS = [
     SweepSet("half-stars", _synthetic(1500, 800, 80_000, half_stars=True), "0.5..5, 48 /user, 90 /item"),
     SweepSet("scale-100", _synthetic(2000, 500, 100_000, scale=(1, 100)), "1..100, 45 /user, 180 /item"),
     SweepSet("scale-pm10", _synthetic(1500, 1000, 150_000, scale=(-10, 10)), "-10..10, 90 /user, 135 /item"),
-    SweepSet("dense-square", _synthetic(1000, 1000, 400_000), "1..5, 360 /sample"),
-    SweepSet("narrow-dense", _synthetic(6000, 100, 540_000, scale=(-10, 10)), "-10..10, 6000 x 100, ~4,900 /item"),
-    SweepSet("wide-dense", _synthetic(100, 6000, 540_000, scale=(1, 100)), "1..100, 100 x 6000, ~4,900 /user"),
+    SweepSet("dense-square", _synthetic(700, 700, 240_000), "1..5, ~310 /sample"),
+    SweepSet("narrow-dense", _synthetic(5600, 60, 300_000, scale=(-10, 10)), "-10..10, 5600 x 60, ~4,500 /item"),
+    SweepSet("wide-dense", _synthetic(60, 5600, 300_000, scale=(1, 100)), "1..100, 60 x 5600, ~4,500 /user"),
     SweepSet("ml-100k", _movielens("ml-100k", 1.0), "MovieLens 100K"),
     SweepSet("ml-1m-10pct", _movielens("ml-1m", 0.1), "ML-1M, 10 % of ratings kept"),
 ]
@@ -87,6 +87,10 @@ QUICK_SETS = [
     SweepSet("q-scale-100", _synthetic(200, 100, 4000, scale=(1, 100)), "1..100"),
     SweepSet("q-narrow", _synthetic(400, 20, 6000, scale=(-10, 10)), "-10..10, 400 x 20"),
 ]
+
+#: Baselines whose defaults cost minutes on a 100k-rating set on 2 busy cores: run only on smaller sets
+#: (unless --slow-max-ratings says otherwise) to keep the full sweep near 15-20 minutes.
+SLOW_BASELINES = ("I-AutoRec", "Linear I-CFN")
 
 BASELINES: dict[str, Callable[[bool], B.Baseline]] = {
     "Global mean": lambda quick: B.GlobalMean(),
@@ -105,7 +109,8 @@ def _cfn(kind: str, seed: int, quick: bool) -> CFN:
     return CFN(kind, hidden=(20,) if quick else (600,), epochs=3 if quick else 20, seed=seed)
 
 
-def run_set(sweep_set: SweepSet, seeds: tuple[int, ...], quick: bool, baselines: list[str]) -> dict[str, Any]:
+def run_set(sweep_set: SweepSet, seeds: tuple[int, ...], quick: bool, baselines: list[str],
+            slow_max_ratings: int = 10**9) -> dict[str, Any]:
     ratings = sweep_set.make()
     train, test = train_test_split(ratings, 0.1, seed=0)
     kind = choose_kind(train.n_users, train.n_items, train.nnz)
@@ -117,6 +122,9 @@ def run_set(sweep_set: SweepSet, seeds: tuple[int, ...], quick: bool, baselines:
     rows["auto"] = dict(rows["I-CFN" if kind == "item" else "U-CFN"], note=f"= {kind}")
     rows["Residual CFN (auto)"] = _cfn_row(lambda seed: ResidualCFN(_cfn("auto", seed, quick)), train, test, seeds[:1])
     for name in baselines:
+        if name in SLOW_BASELINES and train.nnz > slow_max_ratings:
+            rows[name] = {"rmse": math.nan, "seconds": 0.0, "error": "skipped (slow on this size)", "skipped": True}
+            continue
         rows[name] = _timed(lambda: BASELINES[name](quick).fit(train).score(test))
     return {"set": sweep_set.name, "note": sweep_set.note, "scale": list(train.scale), "n_users": train.n_users,
             "n_items": train.n_items, "n_train": train.nnz, "known_per_user": known["user"],
@@ -157,7 +165,7 @@ def check(result: dict[str, Any]) -> list[str]:
         problems.append(f"auto ({rows['auto']['rmse']:.4f}) above the bias model ({bias:.4f})")
     floor = rows["Global mean"]["rmse"] if "Global mean" in rows else math.inf
     for name in BASELINES:
-        if name in rows and not (math.isfinite(rows[name]["rmse"]) and rows[name]["rmse"] <= floor):
+        if name in rows and not rows[name].get("skipped") and not (math.isfinite(rows[name]["rmse"]) and rows[name]["rmse"] <= floor):
             problems.append(f"{name} {rows[name]['rmse']:.4f} not finite or above the global mean {floor:.4f}")
     return problems
 
@@ -173,6 +181,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
         cells = []
         for r in results:
             row = r["rows"][name]
+            if row.get("skipped"):
+                cells.append("not run")
+                continue
             text = "—" if not math.isfinite(row["rmse"]) else f"{row['rmse']:.4f}"
             if row.get("diverged"):
                 text += f" ({row['diverged']}/{row['seeds']} div.)"
@@ -183,14 +194,30 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _report(results: list[dict[str, Any]], failures: dict[str, list[str]]) -> None:
+    print()
+    print(format_table(results))
+    print()
+    for name, problems in failures.items():
+        print(f"{name}: " + ("all checks hold" if not problems else "; ".join(problems)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sets, few epochs (a smoke run)")
     parser.add_argument("--sets", default=None, help="comma-separated set names (default: all)")
     parser.add_argument("--seeds", type=int, default=3, help="CFN model seeds per set (default 3)")
     parser.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated baseline names")
+    parser.add_argument("--slow-max-ratings", type=int, default=60_000,
+                        help=f"run {', '.join(SLOW_BASELINES)} only on sets with at most this many training ratings")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--table-from", nargs="+", default=None, metavar="JSON",
+                        help="print the table and checks of earlier --json runs (e.g. the sweep run in parts)")
     args = parser.parse_args(argv)
+    if args.table_from:
+        stored = [json.loads(Path(f).read_text()) for f in args.table_from]
+        _report([r for s in stored for r in s["results"]], {k: v for s in stored for k, v in s["failures"].items()})
+        return 0
     sets = QUICK_SETS if args.quick else FULL_SETS
     if args.sets:
         wanted = args.sets.split(",")
@@ -206,16 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     results, failures = [], {}
     for sweep_set in sets:
         start = time.perf_counter()
-        result = run_set(sweep_set, tuple(range(args.seeds)), args.quick, baselines)
+        result = run_set(sweep_set, tuple(range(args.seeds)), args.quick, baselines, args.slow_max_ratings)
         results.append(result)
         failures[sweep_set.name] = check(result)
         print(f"[{sweep_set.name}] {time.perf_counter() - start:.0f}s: " +
               ", ".join(f"{k} {v['rmse']:.4f}" for k, v in result["rows"].items()), flush=True)
-    print()
-    print(format_table(results))
-    print()
-    for name, problems in failures.items():
-        print(f"{name}: " + ("all checks hold" if not problems else "; ".join(problems)))
+    _report(results, failures)
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "failures": failures}, indent=1))
     return 0
