@@ -16,7 +16,7 @@ from cfn_fast import baselines as B
 from cfn_fast.baselines._common import REFERENCE_SCALE, to_reference_scale
 from cfn_fast.data import synthetic_ratings, train_test_split
 from cfn_fast.data.ratings import RatingSet
-from cfn_fast.defaults import (AUTO_MIN_ITEMS, DEFAULTS, REFERENCE_KNOWN_PER_SAMPLE, choose_kind,
+from cfn_fast.defaults import (AUTO_MIN_SAMPLES, DEFAULTS, REFERENCE_KNOWN_PER_SAMPLE, choose_kind,
                                density_step_factor)
 from cfn_fast.residual import ResidualCFN
 
@@ -69,11 +69,13 @@ def test_resolved_lr_survives_save_and_load(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- kind="auto"
 def test_choose_kind_rule() -> None:
-    assert choose_kind(6040, 3706, 900_000) == "item"          # ML-1M
-    assert choose_kind(943, 1682, 90_000) == "item"            # ML-100K
-    assert choose_kind(100, 5000, 400_000) == "item"           # wide
+    assert choose_kind(6040, 3706, 900_000) == "item"          # ML-1M: items are the better-observed side
+    assert choose_kind(943, 1682, 90_000) == "item"            # ML-100K: users denser but under 1,000 of them
+    assert choose_kind(1000, 4000, 24_000) == "user"           # many sparse items, 1,000 users
+    assert choose_kind(100, 5000, 400_000) == "item"           # wide: too few users for U-CFN
     assert choose_kind(5000, 100, 400_000) == "user"           # narrow: too few items for I-CFN
-    assert choose_kind(5000, AUTO_MIN_ITEMS, 10_000) == "item"
+    assert choose_kind(5000, AUTO_MIN_SAMPLES, 10_000) == "item"
+    assert choose_kind(500, 500, 10_000) == "item"             # ties go to items
     assert choose_kind(300, 200, 5_000) == "user"
 
 
