@@ -59,8 +59,8 @@ class CFN(EstimatorParams):
     Parameters
     ----------
     kind : ``"item"`` (I-CFN: one sample per item, over users), ``"user"`` (U-CFN) or ``"auto"``
-        (chosen at fit by :func:`cfn_fast.defaults.choose_kind`: the side whose samples have more
-        known entries; the choice is ``kind_``).
+        (chosen at fit by :func:`cfn_fast.defaults.choose_kind`: the better-observed side unless it
+        has under 1,000 samples; the choice is ``kind_``).
     hidden : widths of the hidden layers, e.g. ``(600,)`` or ``(700, 500)``.
     epochs : number of training epochs for :meth:`fit`.
     alpha, beta : loss weights of hidden (masked) and visible known entries.
