@@ -38,7 +38,8 @@ def command(name: str) -> Callable[[Handler], Handler]:
 # ----------------------------------------------------------------------------- shared options
 def _add_model_options(p: argparse.ArgumentParser, *, epochs: int = 20) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--kind", choices=("item", "user"), default="item", help="I-CFN (item) or U-CFN (user)")
+    g.add_argument("--kind", choices=("auto", "item", "user"), default="auto",
+                   help="I-CFN (item), U-CFN (user) or auto: the side with more ratings per sample")
     g.add_argument("--hidden", type=_int_in(1), nargs="+", default=[600], help="hidden layer widths")
     g.add_argument("--epochs", type=_int_in(0), default=epochs, help="training epochs")
     for name in ("alpha", "beta", "mask-ratio", "lr", "lr-decay", "weight-decay", "batch-size"):
@@ -139,14 +140,14 @@ def _demo(args: argparse.Namespace) -> dict:
     if not args.json:
         print(f"data: {ratings} (synthetic, seed {args.seed}); {train.nnz:,} train / {validation.nnz:,} "
               f"validation / {test.nnz:,} test ratings")
-        print(f"model: {'I' if args.kind == 'item' else 'U'}-CFN{'' if args.no_side_info else '++'} "
+        print(f"model: {dict(item='I-CFN', user='U-CFN').get(args.kind, 'CFN (kind auto)')}{'' if args.no_side_info else '++'} "
               f"hidden={tuple(args.hidden)} backend={model.backend if model.backend != 'auto' else 'auto'}")
     start = time.perf_counter()
     model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json, "validation RMSE"),))
     seconds = time.perf_counter() - start
     baseline = ItemMean().fit(train).score(test)
     final = model.score(test)
-    result = {"command": "demo", "data": "synthetic", "n_ratings": ratings.nnz, "kind": args.kind,
+    result = {"command": "demo", "data": "synthetic", "n_ratings": ratings.nnz, "kind": model.kind_,
               "backend": model.backend_, "epochs": model.epochs_trained_, "train_seconds": round(seconds, 3),
               "test_rmse": final, "item_mean_rmse": baseline,
               "improvement_vs_item_mean": 1.0 - final / baseline,
@@ -186,7 +187,7 @@ def _fit(args: argparse.Namespace) -> dict:
     model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json),))
     seconds = time.perf_counter() - start
     result = {"command": "fit", "ratings": str(args.ratings), "scale": list(ratings.scale),
-              "scale_source": "declared" if args.scale else "observed", "kind": args.kind, "backend": model.backend_,
+              "scale_source": "declared" if args.scale else "observed", "kind": model.kind_, "backend": model.backend_,
               "hidden": list(args.hidden), "epochs": model.epochs_trained_, "train_seconds": round(seconds, 3),
               "test_rmse": model.score(test),
               "validation_rmse": None if validation is None else model.history_[-1].validation_rmse

@@ -40,7 +40,7 @@ def _export(args: argparse.Namespace) -> dict:
     graph = build_onnx(model, args.graph, input_format=args.input_format).graph
     inputs, outputs = (_describe(v) for v in (graph.input, graph.output))
     if not args.json:
-        print(f"wrote {path} ({args.graph} graph of {'a U' if model.kind == 'user' else 'an I'}-CFN)")
+        print(f"wrote {path} ({args.graph} graph of {'a U' if model.kind_ == 'user' else 'an I'}-CFN)")
         for role, values in (("input", inputs), ("output", outputs)):
             for v in values:
                 print(f"  {role:6s} {v['name']:12s} {v['dtype']:7s} {v['shape']}")

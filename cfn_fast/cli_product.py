@@ -99,7 +99,7 @@ def _fold_in(args: argparse.Namespace) -> dict:
     if args.n < 0:
         raise ValueError(f"-n must be >= 0, got {args.n}")
     model = CFN.load(args.model, backend=args.backend)
-    new, other = ("user", "item") if model.kind == "user" else ("item", "user")
+    new, other = ("user", "item") if model.kind_ == "user" else ("item", "user")
     if args.new is None:
         from .cli_errors import UsageError
         raise UsageError(f"--new is required: say what the new row is; this {'U' if new == 'user' else 'I'}-CFN "

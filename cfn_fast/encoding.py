@@ -73,7 +73,7 @@ def centred_rows(model: "CFN", rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
         r, c = np.nonzero(known)
         matrix = sp.csr_matrix((dense[r, c], (r, c)), shape=dense.shape)
         matrix.sort_indices()
-    what = "users" if model.kind == "item" else "items"
+    what = "users" if model.kind_ == "item" else "items"
     if matrix.shape[1] != n_inputs:
         raise ValueError(f"rows must have {n_inputs} columns (the model's {what}, in training index order), "
                          f"got {matrix.shape[1]}")
@@ -97,7 +97,7 @@ def centred_rows(model: "CFN", rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
 
 def _side(model: "CFN", features: Any, n_rows: int) -> np.ndarray | None:
     from .model import _as_features
-    what = "user" if model.kind == "user" else "item"
+    what = "user" if model.kind_ == "user" else "item"
     if model.side_ is None:
         if features is not None:
             raise ValueError(f"this model was trained without {what} side information; pass features=None")

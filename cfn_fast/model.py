@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -27,7 +28,7 @@ from .backends.base import Engine
 from .data.labelled import align_rows, align_vector, check_parallel
 from .profiling import engine_for_training
 from .data.ratings import RatingSet, build_csr
-from .defaults import DEFAULTS
+from .defaults import DEFAULTS, choose_kind, density_step_factor
 from .metrics import rmse
 from .network import Layer, init_layers, layer_sizes
 from .preprocessing import Preprocessing
@@ -64,7 +65,9 @@ class CFN(_state.PortableModel, EstimatorParams):
 
     Parameters
     ----------
-    kind : ``"item"`` (I-CFN: one sample per item, over users) or ``"user"`` (U-CFN).
+    kind : ``"item"`` (I-CFN: one sample per item, over users), ``"user"`` (U-CFN) or ``"auto"``
+        (chosen at fit by :func:`cfn_fast.defaults.choose_kind`: the better-observed side unless it
+        has under 1,000 samples; the choice is ``kind_``).
     hidden : widths of the hidden layers, e.g. ``(600,)`` or ``(700, 500)``.
     epochs : number of training epochs for :meth:`fit`.
     alpha, beta : loss weights of hidden (masked) and visible known entries.
@@ -81,9 +84,11 @@ class CFN(_state.PortableModel, EstimatorParams):
         :class:`~cfn_fast.profiling.Profile`: table, JSON, Chrome trace) and push NVTX ranges;
         see :mod:`cfn_fast.profiling`.
 
-    ``None`` hyper-parameters take the per-kind :data:`DEFAULTS`.
+    ``None`` hyper-parameters take the per-kind :data:`DEFAULTS`; a default ``lr`` is scaled
+    down on data denser than ML-1M (:func:`cfn_fast.defaults.density_step_factor`), an explicit
+    ``lr`` is used as given.
 
-    Fitted attributes: ``history_`` (one :class:`~cfn_fast.trainer.EpochRecord` per epoch: epoch,
+    Fitted attributes: ``kind_`` (the kind trained), ``history_`` (one :class:`~cfn_fast.trainer.EpochRecord` per epoch: epoch,
     lr, train_loss, validation_rmse, seconds), ``epochs_trained_``, ``best_epoch_`` (with early
     stopping), ``backend_``, ``layers_``, ``train_``, ``preprocessing_``.
 
@@ -120,11 +125,15 @@ class CFN(_state.PortableModel, EstimatorParams):
     def resolved_params(self) -> dict[str, Any]:
         """Hyper-parameters with per-kind defaults filled in, validated (``ValueError`` naming the
         parameter, the allowed range and the value given)."""
-        if not isinstance(self.kind, str) or self.kind not in DEFAULTS:
-            raise ValueError(f"kind must be 'item' or 'user', got {self.kind!r}")
-        defaults = DEFAULTS[self.kind]
+        if not isinstance(self.kind, str) or (self.kind not in DEFAULTS and self.kind != _AUTO):
+            raise ValueError(f"kind must be 'item', 'user' or 'auto', got {self.kind!r}")
+        # before fit, "auto" is validated against the item defaults; fit resolves it again
+        kind = self.kind if self.kind != _AUTO else getattr(self, "kind_", "item")
+        defaults = DEFAULTS[kind]
         p = {name: getattr(self, name) if getattr(self, name) is not None else getattr(defaults, name)
              for name in defaults.__dataclass_fields__}
+        if self.lr is None and hasattr(self, "inputs_"):  # the default step adapts to the data's density
+            p["lr"] = p["lr"] * density_step_factor(kind, _known_per_sample(self.inputs_))
         p["hidden"] = _check_hidden(self.hidden)
         _check(_is_int(self.epochs) and self.epochs >= 0, "epochs", self.epochs, "an integer >= 0")
         for name in ("alpha", "beta", "weight_decay", "lr_decay"):
@@ -148,6 +157,7 @@ class CFN(_state.PortableModel, EstimatorParams):
         for name in ("alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay"):
             p[name] = float(p[name])
         p["batch_size"] = int(p["batch_size"])
+        p["kind"] = kind
         return p
 
     # ------------------------------------------------------------------ training
@@ -188,14 +198,19 @@ class CFN(_state.PortableModel, EstimatorParams):
                 raise ValueError("validation must share train's users and items (split both from one RatingSet)")
         previous = dict(self.__dict__)
         try:
+            self.kind_ = self.kind if self.kind != _AUTO else choose_kind(train.n_users, train.n_items, train.nnz)
+            if self.kind == _AUTO:
+                log.info("kind='auto' chose %s-CFN (%d users, %d items)", "I" if self.kind_ == "item" else "U",
+                         train.n_users, train.n_items)
             side = self._select_side(train, user_features, item_features)
-            preprocessing = Preprocessing.fit(self.kind, train)
+            preprocessing = Preprocessing.fit(self.kind_, train)
             inputs = preprocessing.centred_matrix(train)
-            _check_no_duplicate_entries(inputs, self.kind)
+            _check_no_duplicate_entries(inputs, self.kind_)
             self.backend_ = backend
             self.train_ = train
             self.preprocessing_ = preprocessing
             self.inputs_ = inputs
+            p = self.resolved_params()  # again, now that the kind and the data's density are known
             self.side_ = side
             self._clear_caches()
             side_dim = 0 if side is None else side.shape[1]
@@ -350,7 +365,7 @@ class CFN(_state.PortableModel, EstimatorParams):
         # a pandas DataFrame / Series is aligned on its index to the rating set's ids
         user_features = align_rows(user_features, train.user_ids, "user_features", "user")
         item_features = align_rows(item_features, train.item_ids, "item_features", "item")
-        if self.kind == "user":
+        if self.kind_ == "user":
             given, stored, n, what = user_features, train.user_features, train.n_users, "user_features"
         else:
             given, stored, n, what = item_features, train.item_features, train.n_items, "item_features"
@@ -358,6 +373,7 @@ class CFN(_state.PortableModel, EstimatorParams):
                                   ("item_features", item_features, train.n_items)):
             if value is not None:  # validate both, even the side this kind does not use
                 _as_features(value, rows, name)
+        _warn_unused_side(self.kind_, user_features, item_features)
         if not self.use_side_info:
             return None
         features = stored if given is None else given
@@ -402,10 +418,10 @@ class CFN(_state.PortableModel, EstimatorParams):
             return lookup(ids)
         except KeyError as exc:
             text = exc.args[0] if exc.args else str(exc)
-            if side == ("user" if self.kind == "user" else "item"):
+            if side == ("user" if self.kind_ == "user" else "item"):
                 hint = f"use fold_in to score a new {side} without retraining"
             else:
-                hint = (f"a new {side} is an input dimension of this {'U' if self.kind == 'user' else 'I'}-CFN "
+                hint = (f"a new {side} is an input dimension of this {'U' if self.kind_ == 'user' else 'I'}-CFN "
                         f"and needs retraining")
             raise KeyError(f"{text} ({hint})") from None
 
@@ -430,7 +446,7 @@ class CFN(_state.PortableModel, EstimatorParams):
         items = _as_index(items, self.train_.n_items, "item")
         if len(users) != len(items):
             raise ValueError(f"users and items differ in length: {len(users)} and {len(items)}")
-        samples, inputs = (users, items) if self.kind == "user" else (items, users)
+        samples, inputs = (users, items) if self.kind_ == "user" else (items, users)
         outputs = np.zeros(len(samples), dtype=np.float32)
         if len(samples) == 0:
             return outputs.astype(np.float64)
@@ -451,7 +467,7 @@ class CFN(_state.PortableModel, EstimatorParams):
         """Mean training rating of each input (item for U-CFN, user for I-CFN); global mean if none."""
         def compute() -> np.ndarray:
             pre, train = self.preprocessing_, self.train_
-            index, n = (train.item, train.n_items) if self.kind == "user" else (train.user, train.n_users)
+            index, n = (train.item, train.n_items) if self.kind_ == "user" else (train.user, train.n_users)
             counts = np.bincount(index, minlength=n)
             sums = np.bincount(index, weights=train.rating.astype(np.float64), minlength=n)
             global_rating = pre.mid + pre.half_range * pre.global_mean
@@ -537,7 +553,7 @@ class CFN(_state.PortableModel, EstimatorParams):
         pre = self.preprocessing_
         n_items = self.train_.n_items
         raw = np.empty((len(users), n_items), dtype=np.float64)
-        if self.kind == "user":
+        if self.kind_ == "user":
             use_net = (pre.sample_count[users] > 0) | (self.side_ is not None)
             net = users[use_net]
             if len(net):
@@ -582,12 +598,12 @@ class CFN(_state.PortableModel, EstimatorParams):
         ``fold.recommend(n)``, ``fold.ratings`` (every known id of the other side).
         """
         self._check_fitted()
-        sample_side = "user" if self.kind == "user" else "item"
+        sample_side = "user" if self.kind_ == "user" else "item"
         other_side = "item" if sample_side == "user" else "user"
         if new is not None and new not in ("user", "item"):
             raise ValueError(f"new must be 'user' or 'item', got {new!r}")
         if new is not None and new != sample_side:
-            model = "an I-CFN" if self.kind == "item" else "a U-CFN"
+            model = "an I-CFN" if self.kind_ == "item" else "a U-CFN"
             raise FoldInError(
                 f"{model} cannot fold in a new {new}: {new}s are the input dimensions of its "
                 f"{sample_side} autoencoder, so a new {new} needs retraining "
@@ -831,6 +847,22 @@ def _validate_rating_set(ratings: RatingSet, what: str) -> None:
                            ("item_features", ratings.item_features, ratings.n_items)):
         if feats is not None:
             _as_features(feats, n, f"{what}.{name}")
+
+
+def _known_per_sample(inputs: sp.csr_matrix) -> float:
+    """Mean number of known entries of the samples (rows) that have any."""
+    non_empty = int(np.count_nonzero(np.diff(inputs.indptr)))
+    return inputs.nnz / non_empty if non_empty else 0.0
+
+
+def _warn_unused_side(kind: str, user_features: Any, item_features: Any) -> None:
+    """Features of the side a CFN does not read are ignored: say so rather than silently train plain CFN."""
+    unused, used = ("item", "user") if kind == "user" else ("user", "item")
+    given = item_features if unused == "item" else user_features
+    if given is not None:
+        warnings.warn(f"{unused}_features are ignored: a {'U' if kind == 'user' else 'I'}-CFN uses only "
+                      f"{used} features (pass {used}_features=, or train kind={unused!r} to use "
+                      f"{unused} features)", UserWarning, stacklevel=4)
 
 
 def _check_no_duplicate_entries(inputs: sp.csr_matrix, kind: str) -> None:

@@ -117,7 +117,7 @@ def fitted_arrays(model: Any, *, portable: bool = True) -> dict[str, np.ndarray]
 def fitted_config(model: Any) -> dict[str, Any]:
     """The fitted model's settings beside the arrays: training backend, epochs, history."""
     return {
-        "backend_trained": model.backend_, "epochs_trained": int(model.epochs_trained_),
+        "backend_trained": model.backend_, "kind": model.kind_, "epochs_trained": int(model.epochs_trained_),
         "best_epoch": getattr(model, "best_epoch_", None), "n_layers": len(model.layers_),
         "has_side": model.side_ is not None, "scale": [float(s) for s in model.train_.scale],
         "history": [record.as_dict() for record in model.history_],
@@ -144,7 +144,10 @@ def restore_fitted(model: Any, arrays: dict[str, np.ndarray], config: dict[str, 
                              (float(config["scale"][0]), float(config["scale"][1])),
                              arrays.get("user_features"), arrays.get("item_features"),
                              names["user_feature_names"], names["item_feature_names"])
-    model.preprocessing_ = Preprocessing(model.kind, low, high, arrays["pre_sample_mean"],
+    # the kind trained (kind="auto" resolved at fit); files of format 1 written before kind_ existed
+    # hold an explicit kind in their parameters
+    model.kind_ = config.get("kind") or (config.get("resolved") or {}).get("kind") or model.kind
+    model.preprocessing_ = Preprocessing(model.kind_, low, high, arrays["pre_sample_mean"],
                                          arrays["pre_sample_count"], global_mean)
     model.inputs_ = sp.csr_matrix((arrays["input_data"], arrays["input_indices"], arrays["input_indptr"]),
                                   shape=tuple(int(s) for s in arrays["input_shape"]))

@@ -250,7 +250,7 @@ CASES: list[Case] = [
          ValueError, "early_stopping needs a validation set: fit(..., validation=...)"),
     # ---------------------------------------------------------------- hyper-parameters
     Case("unknown kind", "CFN(kind=\"users\")", fit_with(kind="users"), ValueError,
-         "kind must be 'item' or 'user', got 'users'"),
+         "kind must be 'item', 'user' or 'auto', got 'users'"),
     Case("hidden empty", "CFN(hidden=())", fit_with(hidden=()), ValueError,
          "hidden must be a positive integer or a non-empty sequence of positive integers (layer widths), got ()"),
     Case("hidden not integer", "CFN(hidden=(10.5,))", fit_with(hidden=(10.5,)), ValueError,

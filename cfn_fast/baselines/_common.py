@@ -10,12 +10,19 @@ The interface, deliberately small so the paper harness treats CFN and every base
 Predictions are clipped to the rating scale, and pairs the model cannot cover (a user or item
 without training ratings) fall back to the item / user / global mean: the harness never skips a
 test rating.
+
+Scale: every baseline trains on ratings mapped linearly onto the 1..5 scale its defaults were
+tuned on (:data:`REFERENCE_SCALE`), and maps its predictions back, just as CFN trains on ratings
+normalised to [-1, 1].  On a 1..5 set the map is the identity (exactly the paper's baselines); on
+1..100 or -10..10 the defaults (learning rates, ridge penalties, BPMF's noise precision, the
+initial factor sizes) see the magnitudes they were tuned for, instead of diverging or scoring
+below the global mean.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Iterator
 
 import numpy as np
@@ -26,8 +33,23 @@ from .._params import EstimatorParams
 from ..data.ratings import RatingSet
 from ..metrics import rmse
 
-__all__ = ["Baseline", "GlobalMean", "ItemMean", "UserItemBias", "MeanStats", "ridge_rows", "check_train",
+__all__ = ["REFERENCE_SCALE", "to_reference_scale", "Baseline", "GlobalMean", "ItemMean", "UserItemBias", "MeanStats", "ridge_rows", "check_train",
            "single_thread_blas", "blas_threads"]
+
+
+#: The scale every baseline's defaults assume (MovieLens stars); other scales are mapped onto it.
+REFERENCE_SCALE = (1.0, 5.0)
+
+
+def to_reference_scale(ratings: RatingSet) -> RatingSet:
+    """``ratings`` with values mapped linearly from their scale onto :data:`REFERENCE_SCALE`
+    (the same object when the scale already is the reference)."""
+    low, high = (float(s) for s in ratings.scale)
+    if (low, high) == REFERENCE_SCALE:
+        return ratings
+    ref_low, ref_high = REFERENCE_SCALE
+    mapped = ref_low + (ratings.rating.astype(np.float64) - low) * ((ref_high - ref_low) / (high - low))
+    return replace(ratings, rating=mapped.astype(np.float32), scale=REFERENCE_SCALE)
 
 
 def check_train(train: Any) -> RatingSet:
@@ -121,8 +143,15 @@ class Baseline(EstimatorParams):
         covered = self._covered(users, items)
         if covered.any():
             out[covered] = self._raw_predict(users[covered], items[covered])
-        low, high = self.train_.scale
-        return np.clip(out, low, high)
+        return self._from_reference_scale(out)
+
+    def _from_reference_scale(self, values: np.ndarray) -> np.ndarray:
+        """Predictions made on :data:`REFERENCE_SCALE` back on the data's scale, clipped to it."""
+        low, high = getattr(self, "scale_", self.train_.scale)
+        ref_low, ref_high = REFERENCE_SCALE
+        if (low, high) != REFERENCE_SCALE:
+            values = low + (values - ref_low) * ((high - low) / (ref_high - ref_low))
+        return np.clip(values, low, high)
 
     def score(self, test: RatingSet) -> float:
         """RMSE on ``test`` (split from the same RatingSet as the training data)."""
@@ -132,7 +161,12 @@ class Baseline(EstimatorParams):
         return rmse(self.predict_indices(test.user, test.item), test.rating)
 
     def _start(self, train: RatingSet) -> RatingSet:
-        self.train_ = check_train(train)
+        """Check ``train``, keep its scale in ``scale_`` and return it mapped onto the reference
+        scale: the fit trains on that (``train_`` and ``stats_`` are in reference units)."""
+        check_train(train)
+        self.scale_ = tuple(float(s) for s in train.scale)
+        train = to_reference_scale(train)
+        self.train_ = train
         self.stats_ = MeanStats.of(train)
         return train
 
@@ -144,7 +178,7 @@ class GlobalMean(Baseline):
     source = "reference predictor"
 
     def fit(self, train: RatingSet) -> "GlobalMean":
-        self._start(train)
+        train = self._start(train)
         return self
 
     def _covered(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -161,7 +195,7 @@ class ItemMean(Baseline):
     source = "reference predictor"
 
     def fit(self, train: RatingSet) -> "ItemMean":
-        self._start(train)
+        train = self._start(train)
         return self
 
     def _covered(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -180,7 +214,7 @@ class UserItemBias(Baseline):
         self.n_iter = n_iter
 
     def fit(self, train: RatingSet) -> "UserItemBias":
-        self._start(train)
+        train = self._start(train)
         mu = self.stats_.global_mean
         r = train.rating.astype(np.float64) - mu
         bu = np.zeros(train.n_users)
@@ -204,7 +238,7 @@ def blas_threads(n: int | None) -> Iterator[None]:
     """Limit BLAS to ``n`` threads inside the block (``None``: all cores); a no-op without threadpoolctl."""
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is in the bench extra
+    except ImportError:  # pragma: no cover - threadpoolctl is a core dependency; tolerate a stripped install
         yield
         return
     with threadpool_limits(limits=n if n is not None else (os.cpu_count() or 1), user_api="blas"):

@@ -33,7 +33,7 @@ class ALSWR(Baseline):
     def fit(self, train: RatingSet) -> "ALSWR":
         if int(self.rank) < 1 or not self.reg > 0 or int(self.n_iter) < 1:
             raise ValueError(f"ALSWR needs rank >= 1, reg > 0, n_iter >= 1; got {self.get_params()}")
-        self._start(train)
+        train = self._start(train)
         k = int(self.rank)
         rng = np.random.default_rng(self.seed)
         r = train.rating.astype(np.float64)

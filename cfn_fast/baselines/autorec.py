@@ -47,7 +47,7 @@ class IAutoRec(Baseline):
             raise ValueError(f"IAutoRec needs hidden >= 1, reg >= 0, max_iter >= 1; got {self.get_params()}")
         if self.optimizer not in ("lbfgs", "rprop"):
             raise ValueError(f"optimizer must be 'lbfgs' or 'rprop', got {self.optimizer!r}")
-        self._start(train)
+        train = self._start(train)
         n_users, k = train.n_users, int(self.hidden)
         self._X = sp.csr_matrix((train.rating.astype(np.float32), (train.item, train.user)),
                                 shape=(train.n_items, n_users))

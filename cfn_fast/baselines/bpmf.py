@@ -44,7 +44,7 @@ class BPMF(Baseline):
     def fit(self, train: RatingSet) -> "BPMF":
         if int(self.rank) < 1 or int(self.n_samples) < 1 or int(self.burn_in) < 0 or not self.alpha > 0:
             raise ValueError(f"BPMF needs rank >= 1, n_samples >= 1, burn_in >= 0, alpha > 0; got {self.get_params()}")
-        self._start(train)
+        train = self._start(train)
         k = int(self.rank)
         rng = np.random.default_rng(self.seed)
         y = train.rating.astype(np.float64) - self.stats_.global_mean

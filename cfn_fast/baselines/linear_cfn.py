@@ -90,7 +90,7 @@ class LinearICFN(Baseline):
     def fit(self, train: RatingSet) -> "LinearICFN":
         if not 0 <= self.mask_ratio < 1 or not self.lr > 0 or self.lr * self.weight_decay >= 1:
             raise ValueError(f"LinearICFN needs 0 <= mask_ratio < 1, lr > 0, lr*weight_decay < 1; got {self.get_params()}")
-        self._start(train)
+        train = self._start(train)
         self.preprocessing_ = Preprocessing.fit("item", train)
         self.inputs_ = self.preprocessing_.centred_matrix(train)
         hidden = tuple(int(h) for h in np.atleast_1d(self.hidden))

@@ -56,7 +56,7 @@ class LLORMA(Baseline):
     def fit(self, train: RatingSet) -> "LLORMA":
         if int(self.rank) < 1 or int(self.n_anchors) < 1 or not self.width > 0 or not self.reg > 0:
             raise ValueError(f"LLORMA needs rank >= 1, n_anchors >= 1, width > 0, reg > 0; got {self.get_params()}")
-        self._start(train)
+        train = self._start(train)
         rng = np.random.default_rng(self.seed)
         u, i = train.user, train.item
         self.bias_ = UserItemBias().fit(train)

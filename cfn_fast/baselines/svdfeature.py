@@ -69,7 +69,7 @@ class SVDFeature(Baseline):
     def fit(self, train: RatingSet) -> "SVDFeature":
         if int(self.rank) < 1 or not self.lr > 0 or self.reg < 0 or int(self.n_epochs) < 1:
             raise ValueError(f"SVDFeature needs rank >= 1, lr > 0, reg >= 0, n_epochs >= 1; got {self.get_params()}")
-        self._start(train)
+        train = self._start(train)
         k = int(self.rank)
         rng = np.random.default_rng(self.seed)
         Fu = _normalised(train.user_features if self.use_side_info else None, train.n_users)

@@ -23,18 +23,29 @@ NETFLIX_SHAPE = (480_189, 17_770, 100_480_507)
 
 def synthetic_ratings(n_users: int = 2000, n_items: int = 1000, n_ratings: int = 100_000, *,
                       rank: int = 8, noise: float = 0.45, half_stars: bool = False, side_info: bool = True,
-                      seed: int = 0) -> RatingSet:
+                      seed: int = 0, scale: tuple[float, float] | None = None,
+                      max_density: float = 0.5) -> RatingSet:
     """Generate a MovieLens-like rating set on the 1-5 star scale, deterministic for ``seed``.
 
     Every user and item has at least one rating.  With ``side_info=True`` user features are
     a one-hot latent segment (8) + activity bracket (4), item features multi-hot genres (12) +
     popularity bracket (4).
+
+    ``scale=(low, high)`` maps the same latent ratings linearly onto another integer scale
+    (e.g. ``(1, 100)`` or ``(-10, 10)``), rounded to whole numbers; ``half_stars`` then has no
+    effect.  ``max_density`` (at most 0.9) bounds ``n_ratings / (n_users · n_items)``: dense
+    sets (thousands of ratings per item) need more than the default half.
     """
     if n_users < 1 or n_items < 1:
         raise ValueError("n_users and n_items must be positive")
-    if not n_users + n_items <= n_ratings <= n_users * n_items // 2:
-        raise ValueError(f"n_ratings must lie in [n_users + n_items, n_users * n_items / 2] "
-                         f"= [{n_users + n_items}, {n_users * n_items // 2}], got {n_ratings}")
+    if not 0 < max_density <= 0.9:
+        raise ValueError(f"max_density must lie in (0, 0.9], got {max_density}")
+    most = int(n_users * n_items * max_density)
+    if not n_users + n_items <= n_ratings <= most:
+        raise ValueError(f"n_ratings must lie in [n_users + n_items, n_users * n_items * max_density] "
+                         f"= [{n_users + n_items}, {most}], got {n_ratings}")
+    if scale is not None and not (len(scale) == 2 and float(scale[0]) < float(scale[1])):
+        raise ValueError(f"scale must be (low, high) with low < high, got {scale!r}")
     rng = np.random.default_rng(seed)
     user_activity = _long_tail(rng, n_users, 1.0)
     item_popularity = _long_tail(rng, n_items, 1.1)
@@ -47,9 +58,13 @@ def synthetic_ratings(n_users: int = 2000, n_items: int = 1000, n_ratings: int =
     item_bias = (rng.normal(0.0, 0.4, n_items) + 0.3 * (np.argsort(np.argsort(item_popularity)) / n_items - 0.5))
     signal = np.einsum("ij,ij->i", user_factors[user], item_factors[item]) * 1.6
     raw = 3.55 + user_bias[user] + item_bias[item] + signal + rng.normal(0.0, noise, len(user))
-    step = 0.5 if half_stars else 1.0
-    low = 0.5 if half_stars else 1.0
-    rating = np.clip(np.round(raw / step) * step, low, 5.0).astype(np.float32)
+    if scale is None:
+        step = 0.5 if half_stars else 1.0
+        low, high = (0.5 if half_stars else 1.0), 5.0
+        rating = np.clip(np.round(raw / step) * step, low, high).astype(np.float32)
+    else:
+        low, high = float(scale[0]), float(scale[1])
+        rating = np.clip(np.round(low + (raw - 1.0) / 4.0 * (high - low)), low, high).astype(np.float32)
 
     user_features = item_features = None
     if side_info:
@@ -62,7 +77,7 @@ def synthetic_ratings(n_users: int = 2000, n_items: int = 1000, n_ratings: int =
         genres[np.arange(n_items), np.argmax(genre_scores, axis=1)] = True  # at least one genre
         item_features = np.hstack([genres.astype(np.float32),
                                    _one_hot(_bracket(np.bincount(item, minlength=n_items), 4), 4)])
-    ratings = RatingSet.from_arrays(user, item, rating, scale=(low, 5.0),
+    ratings = RatingSet.from_arrays(user, item, rating, scale=(low, high),
                                     user_ids=np.arange(n_users), item_ids=np.arange(n_items),
                                     user_features=user_features, item_features=item_features)
     names_u = tuple(f"segment_{k}" for k in range(8)) + tuple(f"activity_{k}" for k in range(4))

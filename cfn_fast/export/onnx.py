@@ -274,7 +274,7 @@ class _Exporter:
         self._output(rated, "predictions", T.FLOAT, ["batch", "columns"])
 
     def recommend(self, input_format: str) -> None:
-        if self.model.kind == "user":
+        if self.model.kind_ == "user":
             self._recommend_user_cfn(input_format)
         else:
             self._recommend_item_cfn()
@@ -345,14 +345,14 @@ class _Exporter:
     def _metadata(self, graph: str, input_format: str) -> dict[str, str]:
         model, pre = self.model, self.pre
         train = model.train_
-        input_ids, sample_ids = (train.item_ids, train.user_ids) if model.kind == "user" else \
+        input_ids, sample_ids = (train.item_ids, train.user_ids) if model.kind_ == "user" else \
             (train.user_ids, train.item_ids)
-        meta = {"cfn_kind": model.kind, "graph": graph, "input_format": input_format,
+        meta = {"cfn_kind": model.kind_, "graph": graph, "input_format": input_format,
                 "scale": json.dumps([pre.low, pre.high]), "n_inputs": str(self.n_inputs),
                 "side_dim": str(self.side_dim), "hidden": json.dumps([int(l.weight.shape[0]) for l in self.layers[:-1]]),
-                "inputs_are": "items" if model.kind == "user" else "users",
+                "inputs_are": "items" if model.kind_ == "user" else "users",
                 "input_ids": json.dumps(input_ids.tolist())}
-        if graph == "recommend" and model.kind == "item":
+        if graph == "recommend" and model.kind_ == "item":
             meta["item_ids"] = json.dumps(sample_ids.tolist())
         return meta
 

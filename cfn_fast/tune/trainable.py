@@ -88,8 +88,8 @@ def _start(config: dict[str, Any], setup: TrialSetup):
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             model = CFN.load(Path(folder) / MODEL_FILE, backend=setup.backend)
-        if model.kind != kind:                              # PBT exploited a trial of the other kind
-            raise ValueError(f"checkpoint of a {model.kind} model given to a {kind} trial")
+        if model.kind_ != kind:                              # PBT exploited a trial of the other kind
+            raise ValueError(f"checkpoint of a {model.kind_} model given to a {kind} trial")
         model.set_params(**params)
         return model, model.epochs_trained_
     model = CFN(kind=kind, hidden=setup.hidden, epochs=0, batch_size=setup.batch_size, backend=setup.backend,
