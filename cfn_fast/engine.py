@@ -145,17 +145,5 @@ def minibatches(engine: Engine, epoch: int) -> list[np.ndarray]:
 
 
 def _side_matrix(features: Any, n_rows: int) -> np.ndarray | None:
-    if features is None:
-        return None
-    if sp.issparse(features):
-        features = features.toarray()
-    try:
-        side = np.ascontiguousarray(features, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise ValueError(f"side information must be a numeric (n_samples, n_features) array, got "
-                         f"{type(features).__name__}") from None
-    if side.ndim != 2 or side.shape[0] != n_rows:
-        raise ValueError(f"side information must have shape ({n_rows}, n_features), got {side.shape}")
-    if not np.all(np.isfinite(side)):
-        raise ValueError("side information contains NaN or infinite values")
-    return side
+    from .data.side_info import as_feature_matrix
+    return None if features is None else as_feature_matrix(features, n_rows, "side information")

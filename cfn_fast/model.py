@@ -28,6 +28,7 @@ from .backends.base import Engine
 from .data.labelled import align_rows, align_vector, check_parallel
 from .profiling import engine_for_training
 from .data.ratings import RatingSet, build_csr
+from .data.side_info import as_feature_matrix
 from .defaults import DEFAULTS, choose_kind, density_step_factor
 from .metrics import rmse
 from .network import Layer, init_layers, layer_sizes
@@ -802,19 +803,7 @@ def _as_index(index: Any, n: int, what: str) -> np.ndarray:
 
 
 def _as_features(features: Any, n_rows: int, what: str) -> np.ndarray:
-    features = interop.to_host(features)  # any array library; no copy for host float32 data
-    if sp.issparse(features):
-        features = features.toarray()
-    try:
-        arr = np.asarray(features, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a numeric array of shape ({n_rows}, n_features), "
-                         f"got {type(features).__name__}") from None
-    if arr.ndim != 2 or arr.shape[0] != n_rows:
-        raise ValueError(f"{what} must have shape ({n_rows}, n_features) for this data set, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} contains NaN or infinite values")
-    return np.ascontiguousarray(arr)
+    return as_feature_matrix(features, n_rows, what)
 
 
 def _validate_rating_set(ratings: RatingSet, what: str) -> None:

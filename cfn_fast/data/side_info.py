@@ -158,3 +158,23 @@ def low_rank_embedding(matrix: Any, rank: int = 50) -> np.ndarray:
     order = np.argsort(-d, kind="stable")[:k]
     p, d = p[:, order], np.clip(d[order], 0.0, None)
     return (_fix_signs(p) * np.sqrt(d)).astype(np.float32)
+
+
+def as_feature_matrix(features: Any, n_rows: int, what: str = "side information") -> np.ndarray:
+    """``features`` (dense, SciPy sparse, or any array library) as a C-contiguous float32
+    ``(n_rows, n_features)`` matrix; ``ValueError`` naming ``what`` when it is not numeric, has
+    another number of rows, or holds NaN or infinite values."""
+    from ..interop import to_host
+    features = to_host(features)  # any array library; no copy for host float32 data
+    if sp.issparse(features):
+        features = features.toarray()
+    try:
+        arr = np.asarray(features, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a numeric array of shape ({n_rows}, n_features), "
+                         f"got {type(features).__name__}") from None
+    if arr.ndim != 2 or arr.shape[0] != n_rows:
+        raise ValueError(f"{what} must have shape ({n_rows}, n_features) for this data set, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return np.ascontiguousarray(arr)
