@@ -71,6 +71,12 @@ def _int_in(low: int, high: int = 2**31 - 1) -> Callable[[str], int]:
     return parse
 
 
+def _kind_label(model) -> str:
+    """``I-CFN`` / ``U-CFN``, and whether ``--kind auto`` chose it."""
+    label = "I-CFN" if model.kind_ == "item" else "U-CFN"
+    return f"{label} (chosen by --kind auto)" if model.kind == "auto" else label
+
+
 def _per_kind_default(name: str) -> str:
     from .defaults import DEFAULTS
     field = name.replace("-", "_")
@@ -154,7 +160,8 @@ def _demo(args: argparse.Namespace) -> dict:
               "validation_rmse_per_epoch": [r.validation_rmse for r in model.history_]}
     if not args.json:
         print(f"test RMSE {final:.4f} after the last epoch (per-item mean {baseline:.4f}, "
-              f"{100 * result['improvement_vs_item_mean']:.1f}% better) on backend {model.backend_} in {seconds:.1f}s")
+              f"{100 * result['improvement_vs_item_mean']:.1f}% better) with {_kind_label(model)} on backend "
+              f"{model.backend_} in {seconds:.1f}s")
     return result
 
 
@@ -202,7 +209,7 @@ def _fit(args: argparse.Namespace) -> dict:
         from .profiling import report_profile
         result.update(report_profile(model.profile_, args.trace, echo=not args.json))
     if not args.json:
-        print(f"test RMSE {result['test_rmse']:.4f}  ({seconds:.1f}s on {model.backend_})"
+        print(f"test RMSE {result['test_rmse']:.4f}  ({_kind_label(model)}, {seconds:.1f}s on {model.backend_})"
               + (f"; saved {args.save}" if args.save else "")
               + (f"; split written to {args.save_split}" if splits else ""))
     return result
