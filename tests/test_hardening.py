@@ -248,7 +248,7 @@ def test_header_and_rows_with_different_field_counts_is_an_error(tmp_path):
 
 def test_double_colon_file_with_trailing_separator(tmp_path):
     path = tmp_path / "ratings.dat"
-    path.write_text("1::1193::5::978300760::\n2::661::3::978302109::\n")
+    path.write_text("1::10::5::900000000::\n2::20::3::900000100::\n")  # made-up rows in the ratings.dat layout
     assert load_ratings(path).nnz == 2
 
 
