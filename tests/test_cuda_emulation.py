@@ -268,3 +268,37 @@ def test_epoch_entry_tables_match_the_reference_batches(emu, monkeypatch, mask_r
     np.testing.assert_array_equal(engine.d_erh.get()[:nnz], 2 * row + hidden.astype(np.int64))
     starts = np.concatenate([[0], np.cumsum(counts)])
     np.testing.assert_array_equal(engine.d_estart.get()[:len(order) + 1], starts)
+
+
+@needs_gxx
+@pytest.mark.parametrize("side_dim", [0, 3])
+def test_fused_encode_activation_gives_the_same_bits(emu, monkeypatch, side_dim):
+    """cfn_encode with the activation fused (training epochs: the last warp of a row, found with a
+    fenced counter, applies cfn_hidden_act's expression) gives the same bits as the separate
+    launch, for rows spread over many warps of concurrently running, shuffled blocks."""
+    from cfn_fast.backends.base import TrainConfig, epoch_order
+    from cfn_fast.backends.cuda_backend import plan_steps
+    from cfn_fast.network import init_layers
+    cp = emu.fake_cupy(sms=3)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    from cfn_fast.backends import cuda_backend
+    samples, side = emu.random_problem(np.random.default_rng(4), 19, 40, 0.4, side_dim)
+    cfg = TrainConfig(alpha=1.0, beta=0.5, mask_ratio=0.25, weight_decay=0.01, batch_size=5, seed=7)
+    results = []
+    for fuse in (False, True):
+        engine = cuda_backend.CudaEngine(init_layers(40, (10,), side_dim, 0), cfg, samples, side,
+                                         scatter="segment", graphs=False, block_threads=64, blocks_per_sm=2,
+                                         min_per_warp=2)
+        order = epoch_order(cfg.seed, 1, engine.trainable)
+        plan = plan_steps(cuda_backend.batch_sizes(len(order), 5), 0.05, cfg.weight_decay, 1.0)
+        engine._upload_batch_inputs(order, plan.coef, 1)
+        h1 = []
+        for t in range(3):
+            engine._launch_step(engine._params, len(order), 5, fuse=fuse)
+            h1.append(engine.d_h[1].get().copy())
+        assert engine._tw_enc > 1 and engine.d_bh.get()[1] > 2 * 2 * engine._min_per_warp
+        results.append((h1, [a.get().copy() for a in engine._params.arrays()]))
+    (h_sep, p_sep), (h_fused, p_fused) = results
+    assert np.abs(h_sep[0]).max() > 0
+    for a, b in zip(h_sep + p_sep, h_fused + p_fused, strict=True):
+        np.testing.assert_array_equal(a, b)

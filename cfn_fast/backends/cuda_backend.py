@@ -233,7 +233,7 @@ def memory_plan(n_samples: int, n_inputs: int, nnz: int, hidden: tuple[int, ...]
     data += 12 * nnz + 8 * (n_samples + 1) + 4 * n_samples                  # epoch entry tables, starts, swaps
     n_steps = -(-n_samples // rows)
     warps = n_sm * blocks_per_sm * (block_threads // 32)                    # an upper bound of the grid
-    scratch = (4 * n_steps * NCOEF + 4 * 2 * rows + 4 * (rows + 1)          # coefficients, batch tables
+    scratch = (4 * n_steps * NCOEF + 4 * 3 * rows + 4 * (rows + 1)          # coefficients, batch tables
                + 4 * (warps + rows) * (hp[0] + hp[-1]) + 8 * warps          # warp partial rows, loss partials
                + 4 * rows * (2 * sum(hp) + 2 * sum(hp[1:])))                # h, delta, dense z / dacc
     side = 4 * n_samples * side_dim
@@ -523,6 +523,7 @@ class CudaEngine(Engine):
         with self._stream:
             self.d_brow = cp.zeros(rows, dtype=np.int32)
             self.d_boff = cp.zeros(rows + 1, dtype=np.int32)
+            self.d_rowdone = cp.zeros(rows, dtype=np.int32)   # warps done per row (fused activation)
             # warp partial rows: slot (warp + row), see cfn_row_total in kernels/cuda/cfn_common.cuh
             self.d_part1 = cp.zeros((self._tw_enc + rows, hp[1]), dtype=np.float32)
             self.d_partl = cp.zeros((self._tw_out + rows, hp[L - 1]), dtype=np.float32)
@@ -584,8 +585,11 @@ class CudaEngine(Engine):
         return int(max(1, min(wave, -(-nnz_bound // (self._min_per_warp * wpb)))))
 
     def _launch_step(self, tg: _Params, n_order: int, batch_arg: int, bt: int | None = None,
-                     coef_row: np.ndarray | None = None, grads: bool = False) -> None:
+                     coef_row: np.ndarray | None = None, grads: bool = False, fuse: bool = False) -> None:
         """Enqueue one SGD step (or gradient evaluation) on the current stream.
+
+        ``fuse``: cfn_encode also computes the first hidden layer's activations (one launch less
+        per step); only where every batch row has known entries (training epochs: ``trainable``).
 
         Everything the kernels need per step is read from device memory (counter, coefficient
         table, batch description), so with one hidden layer this sequence is graph-capturable.
@@ -598,10 +602,11 @@ class CudaEngine(Engine):
         ent = (self.d_ebase, self.d_ecol, self.d_ex, self.d_erh, self.d_bh)
         k["cfn_batch_setup"]((1,), (self._threads,), (
             self.d_order, i32(n_order), i32(batch_arg), self.d_estart,
-            self.d_ctl, self.d_bh, self.d_brow, self.d_boff, self.d_ebase, self.d_ntouched))
+            self.d_ctl, self.d_bh, self.d_brow, self.d_boff, self.d_ebase, self.d_ntouched, self.d_rowdone))
         k["cfn_encode"]((self._grid_enc,), (32 * self._wpb1,), ent + (
-            p.w[0], i32(hp[1]), self.d_part1, mpw), shared_mem=self._wpb1 * hp[1] * 4)
-        self._act(1, layer=0, use_scale=1, z=self.d_part1, sparse=1, total_warps=self._tw_enc, rows=self._cap)
+            p.w[0], i32(hp[1]), self.d_part1, mpw) + self._fused_act(fuse), shared_mem=self._wpb1 * hp[1] * 4)
+        if not fuse:
+            self._act(1, layer=0, use_scale=1, z=self.d_part1, sparse=1, total_warps=self._tw_enc, rows=self._cap)
         for l in range(1, L - 1):                           # dense hidden layers (eager only)
             cp.matmul(self.d_h[l][:bt], p.w[l].T, out=self.d_z[l + 1][:bt])
             self._act(l + 1, layer=l, use_scale=0, z=self.d_z[l + 1], sparse=0, total_warps=1, rows=self._cap)
@@ -636,6 +641,13 @@ class CudaEngine(Engine):
                 self.d_bh, self.d_brow, self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), self.d_delta[1],
                 i32(self._widths[1]), i32(hp[1]), self.d_side, i32(S), self.d_td, self.d_tx, i32(self._cap),
                 self.d_touched, self.d_ntouched, tg.w[L - 1], tg.b[L - 1], tg.s[L - 1], tg.w[0], tg.b[0], tg.s[0]))
+
+    def _fused_act(self, fuse: bool, **kw) -> tuple:
+        """The arguments of cfn_encode's fused activation (cfn_hidden_act's, for the first layer)."""
+        i32 = np.int32
+        return (i32(1 if fuse else 0), self.d_rowdone, kw.get("boff", self.d_boff), kw.get("coef", self.d_coef),
+                self._params.b[0], self._params.s[0], kw.get("side", self.d_side), kw.get("brow", self.d_brow),
+                i32(kw.get("sdim", self._sdim)), i32(self._widths[1]), kw.get("out", self.d_h[1]))
 
     def _stamp(self):
         return self.d_stamp if self._scatter == "segment" else self._dummy_i
@@ -774,7 +786,7 @@ class CudaEngine(Engine):
                 graph.launch(self._stream)
                 return
         for t in range(t0, t0 + length):
-            self._launch_step(self._params, n_order, B, int(sizes[t]), coef[t])
+            self._launch_step(self._params, n_order, B, int(sizes[t]), coef[t], fuse=True)
         self._warm = True               # every kernel has run once: modules are loaded
 
     def _capture(self, length: int, n_order: int):
@@ -789,7 +801,7 @@ class CudaEngine(Engine):
             return None
         try:
             for _ in range(length):
-                self._launch_step(self._params, n_order, self.config.batch_size)
+                self._launch_step(self._params, n_order, self.config.batch_size, fuse=True)
         except Exception as exc:
             try:
                 stream.end_capture()
@@ -985,7 +997,8 @@ class CudaEngine(Engine):
             self._build_entry_tables(off, chunk, csr, key, 0, (estart, ecol, ex, erh, pswap, brow))
             k["cfn_encode"]((grid,), (32 * wpb,), (
                 ebase, ecol, ex, erh, bh, self._params.w[0],
-                i32(hp[1]), part, i32(self._min_per_warp)), shared_mem=wpb * hp[1] * 4)
+                i32(hp[1]), part, i32(self._min_per_warp)) + self._fused_act(False, out=h[1]),
+                shared_mem=wpb * hp[1] * 4)
             self._act(1, layer=0, use_scale=1, z=part, sparse=1, total_warps=grid * wpb, rows=m, bh=bh,
                       boff=boff, coef=coef, side=d_side, brow=brow, sdim=sdim, out=h[1])
             for l in range(1, L - 1):

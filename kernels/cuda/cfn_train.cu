@@ -9,6 +9,7 @@
 //   cfn_batch_setup    1 block      which samples, where the batch's entries start
 //   cfn_encode         many warps   per-warp partial rows of  sum_k x_k Win^T[col_k]  (visible k)
 //   cfn_hidden_act     small        h1 = tanh(s * (row sums of the partials) + b_in + side S_in^T)
+//                      (in training epochs fused into cfn_encode: the last warp of each row applies it)
 //   (dense hidden layers: cuBLAS + cfn_hidden_act / cfn_hidden_delta / cfn_bias_side, eager mode)
 //   cfn_output         many warps   y_k, loss, delta_k, partial rows of sum_k delta_k Wout[col_k]
 //   cfn_hidden_delta   small        delta1 = s * (row sums) (1 - h1^2); the batch loss
@@ -122,6 +123,22 @@ __device__ __forceinline__ void cfn_bias_side_step(int nrows, const float* __res
     }
 }
 
+// tanh(sc * z + bias[i] + side[brow[r], :] . sidew[i, :]) -- the activation of unit i of batch row r
+// (cfn_hidden_act, and cfn_encode when it fuses the activation: the same expression, the same bits).
+__device__ __forceinline__ float cfn_act_value(float sc, float z, int i, int r, const float* __restrict__ bias,
+                                               const float* __restrict__ sidew, const float* __restrict__ side,
+                                               const int* __restrict__ brow, int sdim) {
+    float v = sc * z + bias[i];
+    if (sdim > 0) {
+        const float* sr = side + (long long)brow[r] * sdim;
+        const float* vr = sidew + (long long)i * sdim;
+        float sv = 0.f;
+        for (int q = 0; q < sdim; ++q) sv += sr[q] * vr[q];
+        v += sv;
+    }
+    return tanhf(v);
+}
+
 // ------------------------------------------------------------------------------------------
 // cfn_epoch_tables  <<<any, 32*k>>>   (once per epoch, outside the per-step graphs)
 // Contract: for every position i < n_order of the epoch's sample order (one warp per position,
@@ -175,11 +192,11 @@ cfn_epoch_tables(const int* __restrict__ order, int n_order, int batch_size, con
 // ... of the epoch order (at most batch_size, fewer at the end of order).  Writes brow[r] =
 // order[start + r], boff[r] = estart[start + r] - estart[start] (boff[rows] = nnz), *ebase =
 // estart[start], bh = {rows, nnz, t, stamp}; then ctl[0] = t + 1, ctl[1] = stamp (a fresh
-// positive tag per batch), *ntouched = 0.  Single block, so reading and advancing the counter
+// positive tag per batch), *ntouched = 0, rowdone[0 .. rows) = 0.  Single block, so reading and advancing the counter
 // is safe.  (The entries themselves were laid out by cfn_epoch_tables.)
 extern "C" __global__ void
 cfn_batch_setup(const int* __restrict__ order, int n_order, int batch_size, const long long* __restrict__ estart,
-                int* ctl, int* bh, int* brow, int* boff, long long* ebase, int* ntouched) {
+                int* ctl, int* bh, int* brow, int* boff, long long* ebase, int* ntouched, int* rowdone) {
     const int tid = threadIdx.x;
     const int t = ctl[0];
     const long long start = (long long)t * batch_size;
@@ -187,7 +204,10 @@ cfn_batch_setup(const int* __restrict__ order, int n_order, int batch_size, cons
     const int bt = (int)(left < 0 ? 0 : cfn_lmin(left, (long long)batch_size));
     const long long first = bt > 0 ? estart[start] : 0;
     for (int r = tid; r <= bt; r += blockDim.x) {
-        if (r < bt) brow[r] = order[start + r];
+        if (r < bt) {
+            brow[r] = order[start + r];
+            rowdone[r] = 0;
+        }
         boff[r] = bt > 0 ? (int)(estart[start + r] - first) : 0;
     }
     __syncthreads();                                             // every thread has read ctl[0]
@@ -215,16 +235,23 @@ cfn_batch_setup(const int* __restrict__ order, int n_order, int batch_size, cons
 // cfn_hidden_act sums the partials of each row in warp order (cfn_row_total): no atomics, the
 // same bits on every run.  Accumulation happens in the warp's private shared-memory row.
 // Entry tables built with threshold = 0 give the uncorrupted input (inference).
+// fuse = 1 (training epochs, where every batch row has entries; rowdone zeroed by cfn_batch_setup):
+// also hout = cfn_hidden_act's output for this layer (coef, bias, sidew, side, brow, sdim, h as
+// there), so the step needs no separate activation launch.  fuse = 0: the other arguments are unused.
 extern "C" __global__ void CFN_BOUNDS_ENCODE
 cfn_encode(const long long* __restrict__ ebase, const int* __restrict__ ecol_all, const float* __restrict__ ex_all,
            const int* __restrict__ erh_all, const int* __restrict__ bh,
-           const float* __restrict__ win_t, int hp, float* __restrict__ part, int min_per_warp) {
+           const float* __restrict__ win_t, int hp, float* __restrict__ part, int min_per_warp, int fuse,
+           int* __restrict__ rowdone, const int* __restrict__ boff, const float* __restrict__ coef,
+           const float* __restrict__ bias, const float* __restrict__ sidew, const float* __restrict__ side,
+           const int* __restrict__ brow, int sdim, int h, float* __restrict__ hout) {
     CFN_DYN_SMEM(float4, cfn_smem);
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, wpb = blockDim.x >> 5;
     const int nnz = bh[1];
     const long long gw = (long long)blockIdx.x * wpb + wib;
+    const int per = cfn_per_warp(nnz, gridDim.x * wpb, min_per_warp);
     int e0, e1;
-    if (!cfn_warp_range(nnz, cfn_per_warp(nnz, gridDim.x * wpb, min_per_warp), gw, &e0, &e1))
+    if (!cfn_warp_range(nnz, per, gw, &e0, &e1))
         return;                                                  // warp-uniform exit
     const long long eb = *ebase;
     const int* ecol = ecol_all + eb;
@@ -233,7 +260,8 @@ cfn_encode(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
     float* acc = reinterpret_cast<float*>(cfn_smem) + (size_t)wib * hp;
     for (int c = lane * 4; c < hp; c += 128) cfn_st4(acc + c, cfn_zero4());
     const int rlast = cfn_entry_row(erh, e1 - 1);
-    int rcur = cfn_entry_row(erh, e0);
+    const int rfirst = cfn_entry_row(erh, e0);
+    int rcur = rfirst;
     for (int g = e0; g < e1; g += 32) {
         const int e = g + lane;
         int rr = 0, col = 0, vis = 0;
@@ -258,6 +286,26 @@ cfn_encode(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
     }
     cfn_store_row(acc, cfn_slot(part, gw, rcur, hp), hp, lane);
     for (int r = rcur + 1; r <= rlast; ++r) cfn_zero_row(cfn_slot(part, gw, r, hp), hp, lane);
+    if (!fuse) return;
+    // Fused activation (every row of the batch has entries): the last warp to finish a row --
+    // counted in rowdone[r] after a fence -- sums its partials in the fixed warp order
+    // (cfn_row_total) and writes hout[r, :] exactly as cfn_hidden_act would.  Which warp does it
+    // varies; the order of the sum does not, so the bits are the same on every run.
+    __threadfence();                                             // this lane's partials are visible...
+    __syncwarp();                                                // ...and so are every other lane's
+    const float sc = coef[bh[2] * CFN_NCOEF];
+    for (int r = rfirst; r <= rlast; ++r) {                      // warp-uniform
+        const int b0 = boff[r], b1 = boff[r + 1];
+        if (b1 <= b0) continue;
+        int last = 0;
+        if (lane == 0) last = atomicAdd(rowdone + r, 1) == (b1 - 1) / per - b0 / per;
+        if (!__shfl_sync(CFN_FULL, last, 0)) continue;
+        __threadfence();
+        for (int i = lane; i < hp; i += 32)
+            hout[(size_t)r * hp + i] =
+                i < h ? cfn_act_value(sc, cfn_row_total(part, boff, r, per, hp, i), i, r, bias, sidew, side, brow, sdim)
+                      : 0.f;
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -283,15 +331,7 @@ cfn_hidden_act(const int* __restrict__ bh, const float* __restrict__ coef, int u
         float out = 0.f;
         if (i < h) {
             const float zi = sparse ? cfn_row_total(z, boff, r, per, hp, i) : z[idx];
-            float v = sc * zi + bias[i];
-            if (sdim > 0) {
-                const float* sr = side + (long long)brow[r] * sdim;
-                const float* vr = sidew + (long long)i * sdim;
-                float sv = 0.f;
-                for (int q = 0; q < sdim; ++q) sv += sr[q] * vr[q];
-                v += sv;
-            }
-            out = tanhf(v);
+            out = cfn_act_value(sc, zi, i, r, bias, sidew, side, brow, sdim);
         }
         hout[idx] = out;
     }
