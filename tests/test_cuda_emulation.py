@@ -272,10 +272,11 @@ def test_epoch_entry_tables_match_the_reference_batches(emu, monkeypatch, mask_r
 
 @needs_gxx
 @pytest.mark.parametrize("side_dim", [0, 3])
-def test_fused_encode_activation_gives_the_same_bits(emu, monkeypatch, side_dim):
-    """cfn_encode with the activation fused (training epochs: the last warp of a row, found with a
-    fenced counter, applies cfn_hidden_act's expression) gives the same bits as the separate
-    launch, for rows spread over many warps of concurrently running, shuffled blocks."""
+def test_fused_activation_and_delta_give_the_same_bits(emu, monkeypatch, side_dim):
+    """cfn_encode with the activation fused and cfn_output with the delta and batch loss fused
+    (training epochs: the last warp of a row, found with a fenced counter, applies cfn_hidden_act's /
+    cfn_hidden_delta's expression; the last warp of all sums the loss) give the same bits as the
+    separate launches, for rows spread over many warps of concurrently running, shuffled blocks."""
     from cfn_fast.backends.base import TrainConfig, epoch_order
     from cfn_fast.backends.cuda_backend import plan_steps
     from cfn_fast.network import init_layers
@@ -295,7 +296,7 @@ def test_fused_encode_activation_gives_the_same_bits(emu, monkeypatch, side_dim)
         h1 = []
         for t in range(3):
             engine._launch_step(engine._params, len(order), 5, fuse=fuse)
-            h1.append(engine.d_h[1].get().copy())
+            h1 += [engine.d_h[1].get().copy(), engine.d_delta[1].get().copy(), engine.d_loss.get().copy()]
         assert engine._tw_enc > 1 and engine.d_bh.get()[1] > 2 * 2 * engine._min_per_warp
         results.append((h1, [a.get().copy() for a in engine._params.arrays()]))
     (h_sep, p_sep), (h_fused, p_fused) = results

@@ -233,7 +233,7 @@ def memory_plan(n_samples: int, n_inputs: int, nnz: int, hidden: tuple[int, ...]
     data += 12 * nnz + 8 * (n_samples + 1) + 4 * n_samples                  # epoch entry tables, starts, swaps
     n_steps = -(-n_samples // rows)
     warps = n_sm * blocks_per_sm * (block_threads // 32)                    # an upper bound of the grid
-    scratch = (4 * n_steps * NCOEF + 4 * 3 * rows + 4 * (rows + 1)          # coefficients, batch tables
+    scratch = (4 * n_steps * NCOEF + 4 * 4 * rows + 4 * (rows + 1)          # coefficients, batch tables
                + 4 * (warps + rows) * (hp[0] + hp[-1]) + 8 * warps          # warp partial rows, loss partials
                + 4 * rows * (2 * sum(hp) + 2 * sum(hp[1:])))                # h, delta, dense z / dacc
     side = 4 * n_samples * side_dim
@@ -523,7 +523,8 @@ class CudaEngine(Engine):
         with self._stream:
             self.d_brow = cp.zeros(rows, dtype=np.int32)
             self.d_boff = cp.zeros(rows + 1, dtype=np.int32)
-            self.d_rowdone = cp.zeros(rows, dtype=np.int32)   # warps done per row (fused activation)
+            self.d_rowdone = cp.zeros(rows + 1, dtype=np.int32)      # warps done per row (fused encode)
+            self.d_rowdone_out = cp.zeros(rows + 1, dtype=np.int32)  # and of cfn_output (+ all warps)
             # warp partial rows: slot (warp + row), see cfn_row_total in kernels/cuda/cfn_common.cuh
             self.d_part1 = cp.zeros((self._tw_enc + rows, hp[1]), dtype=np.float32)
             self.d_partl = cp.zeros((self._tw_out + rows, hp[L - 1]), dtype=np.float32)
@@ -602,7 +603,8 @@ class CudaEngine(Engine):
         ent = (self.d_ebase, self.d_ecol, self.d_ex, self.d_erh, self.d_bh)
         k["cfn_batch_setup"]((1,), (self._threads,), (
             self.d_order, i32(n_order), i32(batch_arg), self.d_estart,
-            self.d_ctl, self.d_bh, self.d_brow, self.d_boff, self.d_ebase, self.d_ntouched, self.d_rowdone))
+            self.d_ctl, self.d_bh, self.d_brow, self.d_boff, self.d_ebase, self.d_ntouched, self.d_rowdone,
+            self.d_rowdone_out))
         k["cfn_encode"]((self._grid_enc,), (32 * self._wpb1,), ent + (
             p.w[0], i32(hp[1]), self.d_part1, mpw) + self._fused_act(fuse), shared_mem=self._wpb1 * hp[1] * 4)
         if not fuse:
@@ -615,8 +617,10 @@ class CudaEngine(Engine):
             self.d_brow, self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), p.w[L - 1], p.b[L - 1], p.s[L - 1],
             self.d_side, i32(S), f32(cfg.alpha), f32(cfg.beta), self.d_partl, self.d_lpart, i32(mode),
             self.d_edelta, self.d_td, self.d_tx, i32(self._cap), self._stamp(), self._touched(), self.d_ntouched,
-            mpw), shared_mem=self._wpbl * hp[L - 1] * 4)
-        self._delta(L - 1, use_scale=1, acc=self.d_partl, sparse=1, total_warps=self._tw_out, reduce_loss=1)
+            mpw, i32(1 if fuse else 0), self.d_rowdone_out, self.d_boff, self.d_delta[L - 1],
+            i32(self._widths[L - 1]), self.d_loss), shared_mem=self._wpbl * hp[L - 1] * 4)
+        if not fuse:
+            self._delta(L - 1, use_scale=1, acc=self.d_partl, sparse=1, total_warps=self._tw_out, reduce_loss=1)
         for lev in range(L - 1, 1, -1):                     # dense layer lev-1: h[lev-1] -> h[lev] (eager)
             below = lev - 1
             k["cfn_bias_side"]((-(-hp[lev] // self._threads),), (self._threads,), (

@@ -13,6 +13,7 @@
 //   (dense hidden layers: cuBLAS + cfn_hidden_act / cfn_hidden_delta / cfn_bias_side, eager mode)
 //   cfn_output         many warps   y_k, loss, delta_k, partial rows of sum_k delta_k Wout[col_k]
 //   cfn_hidden_delta   small        delta1 = s * (row sums) (1 - h1^2); the batch loss
+//                      (in training epochs fused into cfn_output: the last warp of each row / of all)
 //   cfn_scatter_atomic | cfn_scatter_segment
 //                                   Wout, bout, Sout, Win^T rows of the touched columns; b_in, S_in
 //
@@ -192,11 +193,12 @@ cfn_epoch_tables(const int* __restrict__ order, int n_order, int batch_size, con
 // ... of the epoch order (at most batch_size, fewer at the end of order).  Writes brow[r] =
 // order[start + r], boff[r] = estart[start + r] - estart[start] (boff[rows] = nnz), *ebase =
 // estart[start], bh = {rows, nnz, t, stamp}; then ctl[0] = t + 1, ctl[1] = stamp (a fresh
-// positive tag per batch), *ntouched = 0, rowdone[0 .. rows) = 0.  Single block, so reading and advancing the counter
+// positive tag per batch), *ntouched = 0, rowdone[0 .. rows] = rowdone_out[0 .. rows] = 0.  Single block, so reading and advancing the counter
 // is safe.  (The entries themselves were laid out by cfn_epoch_tables.)
 extern "C" __global__ void
 cfn_batch_setup(const int* __restrict__ order, int n_order, int batch_size, const long long* __restrict__ estart,
-                int* ctl, int* bh, int* brow, int* boff, long long* ebase, int* ntouched, int* rowdone) {
+                int* ctl, int* bh, int* brow, int* boff, long long* ebase, int* ntouched, int* rowdone,
+                int* rowdone_out) {
     const int tid = threadIdx.x;
     const int t = ctl[0];
     const long long start = (long long)t * batch_size;
@@ -204,10 +206,9 @@ cfn_batch_setup(const int* __restrict__ order, int n_order, int batch_size, cons
     const int bt = (int)(left < 0 ? 0 : cfn_lmin(left, (long long)batch_size));
     const long long first = bt > 0 ? estart[start] : 0;
     for (int r = tid; r <= bt; r += blockDim.x) {
-        if (r < bt) {
-            brow[r] = order[start + r];
-            rowdone[r] = 0;
-        }
+        if (r < bt) brow[r] = order[start + r];
+        rowdone[r] = 0;
+        rowdone_out[r] = 0;                                      // r == bt: cfn_output's count of all warps
         boff[r] = bt > 0 ? (int)(estart[start + r] - first) : 0;
     }
     __syncthreads();                                             // every thread has read ctl[0]
@@ -357,13 +358,15 @@ cfn_output(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
            const float* __restrict__ side, int sdim, float alpha, float beta,
            float* __restrict__ part, double* __restrict__ lpart, int mode, float* __restrict__ edelta,
            float* __restrict__ tdelta, float* __restrict__ tx, int tld, int* stamp, int* touched, int* ntouched,
-           int min_per_warp) {
+           int min_per_warp, int fuse, int* __restrict__ rowdone, const int* __restrict__ boff,
+           float* __restrict__ dout, int hdim, double* loss) {
     CFN_DYN_SMEM(float4, cfn_smem);
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, wpb = blockDim.x >> 5;
     const int nnz = bh[1], tag = bh[3];
     const long long gw = (long long)blockIdx.x * wpb + wib;
+    const int per = cfn_per_warp(nnz, gridDim.x * wpb, min_per_warp);
     int e0, e1;
-    if (!cfn_warp_range(nnz, cfn_per_warp(nnz, gridDim.x * wpb, min_per_warp), gw, &e0, &e1))
+    if (!cfn_warp_range(nnz, per, gw, &e0, &e1))
         return;
     const long long eb = *ebase;
     const int* ecol = ecol_all + eb;
@@ -372,7 +375,8 @@ cfn_output(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
     const float s = coef[bh[2] * CFN_NCOEF];
     float* acc = reinterpret_cast<float*>(cfn_smem) + (size_t)wib * hp;
     for (int c = lane * 4; c < hp; c += 128) cfn_st4(acc + c, cfn_zero4());
-    int rcur = cfn_entry_row(erh, e0);
+    const int rfirst = cfn_entry_row(erh, e0);
+    int rcur = rfirst;
     double lsum = 0.0;
     for (int g = e0; g < e1; g += 32) {
         const int e = g + lane;
@@ -454,6 +458,40 @@ cfn_output(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
     const int rlast = cfn_entry_row(erh, e1 - 1);
     for (int r = rcur + 1; r <= rlast; ++r) cfn_zero_row(cfn_slot(part, gw, r, hp), hp, lane);
     if (lane == 0) lpart[gw] = lsum;
+    if (!fuse) return;
+    // Fused cfn_hidden_delta (every row of the batch has entries; rowdone[0 .. rows] zeroed by
+    // cfn_batch_setup, rowdone[rows] counting all warps): the last warp to finish a row computes
+    // its deltas, the last warp of all the batch loss, both in the fixed orders of
+    // cfn_hidden_delta -- the same bits.
+    __threadfence();                                             // this lane's partials are visible...
+    __syncwarp();                                                // ...and so are every other lane's
+    const int nrows = bh[0];
+    for (int r = rfirst; r <= rlast; ++r) {                      // warp-uniform
+        const int b0 = boff[r], b1 = boff[r + 1];
+        if (b1 <= b0) continue;
+        int last = 0;
+        if (lane == 0) last = atomicAdd(rowdone + r, 1) == (b1 - 1) / per - b0 / per;
+        if (!__shfl_sync(CFN_FULL, last, 0)) continue;
+        __threadfence();
+        for (int i = lane; i < hp; i += 32) {
+            float d = 0.f;
+            if (i < hdim) {
+                const float hv = hlast[(size_t)r * hp + i];
+                d = (s * cfn_row_total(part, boff, r, per, hp, i)) * (1.f - hv * hv);
+            }
+            dout[(size_t)r * hp + i] = d;
+        }
+    }
+    const int active = (int)cfn_lmin((long long)gridDim.x * wpb, ((long long)nnz + per - 1) / per);
+    int last = 0;
+    if (lane == 0) last = atomicAdd(rowdone + nrows, 1) == active - 1;
+    if (__shfl_sync(CFN_FULL, last, 0)) {
+        __threadfence();
+        double v = 0.0;
+        for (int w = lane; w < active; w += 32) v += lpart[w];
+        v = cfn_warp_sum_d(v);
+        if (lane == 0) *loss += v;
+    }
 }
 
 // ------------------------------------------------------------------------------------------
