@@ -132,6 +132,26 @@ __device__ __forceinline__ bool cfn_warp_range(int nnz, int per, long long gw, i
 // taken 8 at a time (8 independent loads in flight instead of one dependent load per slot, for
 // long rows covered by hundreds of warps), each group summed as a pairwise tree, the group sums
 // added in warp order.  The same bits on every run.
+// FromL2: load through L2 only (__ldcg), for partials written by other warps of the SAME kernel
+// (the fused activation / delta): neither L1 nor the read-only cache is coherent within a kernel.
+template <bool FromL2>
+__device__ __forceinline__ float cfn_part_load(const float* p) {
+#ifdef CFN_EMULATE
+    return *p;
+#else
+    return FromL2 ? __ldcg(p) : *p;
+#endif
+}
+
+__device__ __forceinline__ double cfn_load_l2(const double* p) {
+#ifdef CFN_EMULATE
+    return *p;
+#else
+    return __ldcg(p);
+#endif
+}
+
+template <bool FromL2 = false>
 __device__ __forceinline__ float cfn_row_total(const float* __restrict__ part, const int* __restrict__ boff, int r,
                                                int per, int hp, int i) {
     const int b0 = boff[r], b1 = boff[r + 1];
@@ -144,10 +164,10 @@ __device__ __forceinline__ float cfn_row_total(const float* __restrict__ part, c
     for (; w + 8 <= n; w += 8) {
         float v[8];
 #pragma unroll
-        for (int q = 0; q < 8; ++q) v[q] = p[(size_t)(w + q) * hp];
+        for (int q = 0; q < 8; ++q) v[q] = cfn_part_load<FromL2>(p + (size_t)(w + q) * hp);
         total += ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
     }
-    for (; w < n; ++w) total += p[(size_t)w * hp];
+    for (; w < n; ++w) total += cfn_part_load<FromL2>(p + (size_t)w * hp);
     return total;
 }
 

@@ -304,7 +304,7 @@ cfn_encode(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
         __threadfence();
         for (int i = lane; i < hp; i += 32)
             hout[(size_t)r * hp + i] =
-                i < h ? cfn_act_value(sc, cfn_row_total(part, boff, r, per, hp, i), i, r, bias, sidew, side, brow, sdim)
+                i < h ? cfn_act_value(sc, cfn_row_total<true>(part, boff, r, per, hp, i), i, r, bias, sidew, side, brow, sdim)
                       : 0.f;
     }
 }
@@ -477,7 +477,7 @@ cfn_output(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
             float d = 0.f;
             if (i < hdim) {
                 const float hv = hlast[(size_t)r * hp + i];
-                d = (s * cfn_row_total(part, boff, r, per, hp, i)) * (1.f - hv * hv);
+                d = (s * cfn_row_total<true>(part, boff, r, per, hp, i)) * (1.f - hv * hv);
             }
             dout[(size_t)r * hp + i] = d;
         }
@@ -488,7 +488,7 @@ cfn_output(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
     if (__shfl_sync(CFN_FULL, last, 0)) {
         __threadfence();
         double v = 0.0;
-        for (int w = lane; w < active; w += 32) v += lpart[w];
+        for (int w = lane; w < active; w += 32) v += cfn_load_l2(lpart + w);
         v = cfn_warp_sum_d(v);
         if (lane == 0) *loss += v;
     }
