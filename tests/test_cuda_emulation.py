@@ -224,3 +224,82 @@ def test_memory_plan_matches_the_engine_buffers(emu, monkeypatch):
                            side_dim=3, scatter=scatter, snapshot=False, n_sm=2, blocks_per_sm=4)
         used = engine.device_bytes()
         assert abs(used - plan["total"]) <= 0.05 * plan["total"] + 4096, (used, plan)
+
+
+# ----------------------------------------------------------------------------- per-epoch entry tables
+@needs_gxx
+@pytest.mark.parametrize("mask_ratio", [0.0, 0.3, 0.97])
+def test_epoch_entry_tables_match_the_reference_batches(emu, monkeypatch, mask_ratio):
+    """cfn_epoch_tables lays out every entry of the epoch once, batch after batch in epoch order:
+    its column, value, batch row and hidden flag after the swap rule are the reference's
+    (corruption.hidden_entries on the same key), so the step kernels need no search of the CSR."""
+    from cfn_fast.backends.base import TrainConfig, epoch_order
+    from cfn_fast.corruption import epoch_key, hidden_entries, mask_threshold, splitmix64
+    from cfn_fast.network import init_layers
+    cp = emu.fake_cupy(sms=2)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    from cfn_fast.backends import cuda_backend
+    samples, side = emu.random_problem(np.random.default_rng(1), 41, 30, 0.25, 0)
+    batch = 6
+    cfg = TrainConfig(alpha=1.0, beta=0.5, mask_ratio=mask_ratio, weight_decay=0.0, batch_size=batch, seed=3)
+    engine = cuda_backend.CudaEngine(init_layers(30, (8,), 0, 0), cfg, samples, side, block_threads=64,
+                                     blocks_per_sm=2)
+    epoch = 2
+    order = epoch_order(cfg.seed, epoch, engine.trainable)
+    coef = np.zeros((-(-len(order) // batch), 4), dtype=np.float32)
+    engine._upload_batch_inputs(order, coef, epoch)
+    counts = np.diff(samples.indptr)[order]
+    nnz = int(counts.sum())
+    entries = np.concatenate([np.arange(samples.indptr[s], samples.indptr[s + 1]) for s in order])
+    row = np.repeat(np.arange(len(order)) % batch, counts)
+    hidden = hidden_entries(samples.indptr, order, epoch_key(cfg.seed, epoch), mask_threshold(mask_ratio))
+    assert hidden.shape == (nnz,)
+    # the swap rule, row by row: every entry of the row drawn hidden (the reference's raw draw)
+    key, threshold = epoch_key(cfg.seed, epoch), mask_threshold(mask_ratio)
+    with np.errstate(over="ignore"):
+        raw = (splitmix64(np.uint64(key) + entries.astype(np.uint64)) >> np.uint64(40)) < np.uint64(threshold)
+    position = np.repeat(np.arange(len(order)), counts)
+    swapped = (np.bincount(position, weights=raw, minlength=len(order)) == counts) & (counts > 0)
+    np.testing.assert_array_equal(engine.d_pswap.get()[:len(order)], swapped.astype(np.int32))
+    if mask_ratio > 0.9:
+        assert swapped.any() and not swapped.all()        # the swap rule is exercised both ways
+    np.testing.assert_array_equal(engine.d_ecol.get()[:nnz], samples.indices[entries])
+    np.testing.assert_array_equal(engine.d_ex.get()[:nnz], samples.data[entries].astype(np.float32))
+    np.testing.assert_array_equal(engine.d_erh.get()[:nnz], 2 * row + hidden.astype(np.int64))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    np.testing.assert_array_equal(engine.d_estart.get()[:len(order) + 1], starts)
+
+
+@needs_gxx
+@pytest.mark.parametrize("side_dim", [0, 3])
+def test_fused_activation_and_delta_give_the_same_bits(emu, monkeypatch, side_dim):
+    """cfn_encode with the activation fused and cfn_output with the delta and batch loss fused
+    (training epochs: the last warp of a row, found with a fenced counter, applies cfn_hidden_act's /
+    cfn_hidden_delta's expression; the last warp of all sums the loss) give the same bits as the
+    separate launches, for rows spread over many warps of concurrently running, shuffled blocks."""
+    from cfn_fast.backends.base import TrainConfig, epoch_order
+    from cfn_fast.backends.cuda_backend import plan_steps
+    from cfn_fast.network import init_layers
+    cp = emu.fake_cupy(sms=3)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    from cfn_fast.backends import cuda_backend
+    samples, side = emu.random_problem(np.random.default_rng(4), 19, 40, 0.4, side_dim)
+    cfg = TrainConfig(alpha=1.0, beta=0.5, mask_ratio=0.25, weight_decay=0.01, batch_size=5, seed=7)
+    results = []
+    for fuse in (False, True):
+        engine = cuda_backend.CudaEngine(init_layers(40, (10,), side_dim, 0), cfg, samples, side,
+                                         scatter="segment", graphs=False, block_threads=64, blocks_per_sm=2,
+                                         min_per_warp=2)
+        order = epoch_order(cfg.seed, 1, engine.trainable)
+        plan = plan_steps(cuda_backend.batch_sizes(len(order), 5), 0.05, cfg.weight_decay, 1.0)
+        engine._upload_batch_inputs(order, plan.coef, 1)
+        h1 = []
+        for t in range(3):
+            engine._launch_step(engine._params, len(order), 5, fuse=fuse)
+            h1 += [engine.d_h[1].get().copy(), engine.d_delta[1].get().copy(), engine.d_loss.get().copy()]
+        assert engine._tw_enc > 1 and engine.d_bh.get()[1] > 2 * 2 * engine._min_per_warp
+        results.append((h1, [a.get().copy() for a in engine._params.arrays()]))
+    (h_sep, p_sep), (h_fused, p_fused) = results
+    assert np.abs(h_sep[0]).max() > 0
+    for a, b in zip(h_sep + p_sep, h_fused + p_fused, strict=True):
+        np.testing.assert_array_equal(a, b)

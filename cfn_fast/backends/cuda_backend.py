@@ -46,7 +46,7 @@ __all__ = ["CudaEngine", "kernel_source", "KERNEL_NAMES", "batch_sizes", "max_ba
            "StepPlan", "NCOEF", "FOLD_BELOW", "memory_plan", "resident_blocks", "launch_plan", "SPARSE_KERNELS"]
 
 #: every ``extern "C"`` kernel the engine fetches from the module
-KERNEL_NAMES = ("cfn_batch_setup", "cfn_encode", "cfn_hidden_act", "cfn_output", "cfn_hidden_delta",
+KERNEL_NAMES = ("cfn_epoch_tables", "cfn_batch_setup", "cfn_encode", "cfn_hidden_act", "cfn_output", "cfn_hidden_delta",
                 "cfn_bias_side", "cfn_scatter_atomic", "cfn_scatter_segment", "cfn_scale", "cfn_predict_pairs")
 #: the load-balanced sparse kernels, whose grids are sized from their occupancy
 SPARSE_KERNELS = ("cfn_encode", "cfn_output", "cfn_scatter_atomic", "cfn_scatter_segment")
@@ -230,9 +230,10 @@ def memory_plan(n_samples: int, n_inputs: int, nnz: int, hidden: tuple[int, ...]
                   + sum(hidden) + n_inputs                                  # biases
                   + side_dim * (sum(hidden) + n_inputs))                    # side weights
     data = 8 * (n_samples + 1) + 8 * nnz + 4 * n_samples                    # CSR + epoch order
+    data += 12 * nnz + 8 * (n_samples + 1) + 4 * n_samples                  # epoch entry tables, starts, swaps
     n_steps = -(-n_samples // rows)
     warps = n_sm * blocks_per_sm * (block_threads // 32)                    # an upper bound of the grid
-    scratch = (4 * n_steps * NCOEF + 4 * 3 * rows + 4 * (rows + 1)          # coefficients, batch tables
+    scratch = (4 * n_steps * NCOEF + 4 * 4 * rows + 4 * (rows + 1)          # coefficients, batch tables
                + 4 * (warps + rows) * (hp[0] + hp[-1]) + 8 * warps          # warp partial rows, loss partials
                + 4 * rows * (2 * sum(hp) + 2 * sum(hp[1:])))                # h, delta, dense z / dacc
     side = 4 * n_samples * side_dim
@@ -419,6 +420,10 @@ class CudaEngine(Engine):
             self._dummy_i = cp.zeros(4, dtype=i32)
             n_order = max(len(self.trainable), 1)
             self.d_order = cp.zeros(n_order, dtype=i32)
+            self.d_estart = cp.zeros(n_order + 1, dtype=np.int64)
+            self.d_pswap = cp.zeros(n_order, dtype=i32)
+            self.d_ebase = cp.zeros(1, dtype=np.int64)
+            self._alloc_entry_tables(int(counts[self.trainable].sum()) if len(self.trainable) else 0)
             n_steps = max(len(batch_sizes(len(self.trainable), config.batch_size)), 1)
             self.d_coef = cp.zeros(n_steps * NCOEF, dtype=np.float32)
             self.d_key = cp.zeros(1, dtype=np.uint64)
@@ -518,7 +523,8 @@ class CudaEngine(Engine):
         with self._stream:
             self.d_brow = cp.zeros(rows, dtype=np.int32)
             self.d_boff = cp.zeros(rows + 1, dtype=np.int32)
-            self.d_bswap = cp.zeros(rows, dtype=np.int32)
+            self.d_rowdone = cp.zeros(rows + 1, dtype=np.int32)      # warps done per row (fused encode)
+            self.d_rowdone_out = cp.zeros(rows + 1, dtype=np.int32)  # and of cfn_output (+ all warps)
             # warp partial rows: slot (warp + row), see cfn_row_total in kernels/cuda/cfn_common.cuh
             self.d_part1 = cp.zeros((self._tw_enc + rows, hp[1]), dtype=np.float32)
             self.d_partl = cp.zeros((self._tw_out + rows, hp[L - 1]), dtype=np.float32)
@@ -538,6 +544,26 @@ class CudaEngine(Engine):
                 self.d_td = cp.zeros(table, dtype=np.float32)
                 self.d_tx = cp.zeros(table, dtype=np.float32)
         self._cap, self._ent_cap = rows, nnz
+
+    def _alloc_entry_tables(self, n: int) -> None:
+        """The epoch's entry tables (column, value, 2*row + hidden) for ``n`` known entries."""
+        cp, n = self._cp, max(int(n), 1)
+        self.d_ecol = cp.zeros(n, dtype=np.int32)
+        self.d_ex = cp.zeros(n, dtype=np.float32)
+        self.d_erh = cp.zeros(n, dtype=np.int32)
+        self._graphs.clear()            # captured graphs point at the old tables
+
+    def _build_entry_tables(self, starts: np.ndarray, batch_size: int, csr, key, threshold: int, out) -> None:
+        """Lay out the entries of the samples in ``d_order`` (device) batch after batch, once
+        (cfn_epoch_tables); ``starts`` is the host prefix sum of their entry counts."""
+        estart, ecol, ex, erh, pswap, d_order = out
+        n = len(starts) - 1
+        estart[:n + 1].set(starts)
+        wpb = self._threads // 32
+        blocks = int(max(1, min(4096, -(-n // wpb))))
+        self._kernels["cfn_epoch_tables"]((blocks,), (self._threads,), (
+            d_order, np.int32(n), np.int32(batch_size), estart, csr[0], csr[1], csr[2], key,
+            np.uint32(threshold), ecol, ex, erh, pswap))
 
     # ------------------------------------------------------------------ launch helpers
     def _wpb(self, hp: int) -> int:
@@ -560,35 +586,41 @@ class CudaEngine(Engine):
         return int(max(1, min(wave, -(-nnz_bound // (self._min_per_warp * wpb)))))
 
     def _launch_step(self, tg: _Params, n_order: int, batch_arg: int, bt: int | None = None,
-                     coef_row: np.ndarray | None = None, grads: bool = False) -> None:
+                     coef_row: np.ndarray | None = None, grads: bool = False, fuse: bool = False) -> None:
         """Enqueue one SGD step (or gradient evaluation) on the current stream.
+
+        ``fuse``: cfn_encode also computes the first hidden layer's activations (one launch less
+        per step); only where every batch row has known entries (training epochs: ``trainable``).
 
         Everything the kernels need per step is read from device memory (counter, coefficient
         table, batch description), so with one hidden layer this sequence is graph-capturable.
         ``bt``/``coef_row`` (host copies) are only used by the dense hidden layers.
         """
         cp, k, L, hp, S = self._cp, self._kernels, self._L, self._hp, self._sdim
-        i32, u32, f32 = np.int32, np.uint32, np.float32
+        i32, f32 = np.int32, np.float32
         cfg, p = self.config, self._params
-        thr, mpw = u32(self._threshold), i32(self._min_per_warp)
-        csr = (self.d_indptr, self.d_indices, self.d_data, self.d_bh, self.d_brow, self.d_boff, self.d_bswap,
-               self.d_key, thr)
+        mpw = i32(self._min_per_warp)
+        ent = (self.d_ebase, self.d_ecol, self.d_ex, self.d_erh, self.d_bh)
         k["cfn_batch_setup"]((1,), (self._threads,), (
-            self.d_order, i32(n_order), i32(batch_arg), self.d_indptr, self.d_key, thr,
-            self.d_ctl, self.d_bh, self.d_brow, self.d_boff, self.d_bswap, self.d_ntouched))
-        k["cfn_encode"]((self._grid_enc,), (32 * self._wpb1,), csr + (
-            p.w[0], i32(hp[1]), self.d_part1, mpw), shared_mem=self._wpb1 * hp[1] * 4)
-        self._act(1, layer=0, use_scale=1, z=self.d_part1, sparse=1, total_warps=self._tw_enc, rows=self._cap)
+            self.d_order, i32(n_order), i32(batch_arg), self.d_estart,
+            self.d_ctl, self.d_bh, self.d_brow, self.d_boff, self.d_ebase, self.d_ntouched, self.d_rowdone,
+            self.d_rowdone_out))
+        k["cfn_encode"]((self._grid_enc,), (32 * self._wpb1,), ent + (
+            p.w[0], i32(hp[1]), self.d_part1, mpw) + self._fused_act(fuse), shared_mem=self._wpb1 * hp[1] * 4)
+        if not fuse:
+            self._act(1, layer=0, use_scale=1, z=self.d_part1, sparse=1, total_warps=self._tw_enc, rows=self._cap)
         for l in range(1, L - 1):                           # dense hidden layers (eager only)
             cp.matmul(self.d_h[l][:bt], p.w[l].T, out=self.d_z[l + 1][:bt])
             self._act(l + 1, layer=l, use_scale=0, z=self.d_z[l + 1], sparse=0, total_warps=1, rows=self._cap)
         mode = 0 if self._scatter == "atomic" else 1
-        k["cfn_output"]((self._grid_out,), (32 * self._wpbl,), csr + (
-            self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), p.w[L - 1], p.b[L - 1], p.s[L - 1],
+        k["cfn_output"]((self._grid_out,), (32 * self._wpbl,), ent + (
+            self.d_brow, self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), p.w[L - 1], p.b[L - 1], p.s[L - 1],
             self.d_side, i32(S), f32(cfg.alpha), f32(cfg.beta), self.d_partl, self.d_lpart, i32(mode),
             self.d_edelta, self.d_td, self.d_tx, i32(self._cap), self._stamp(), self._touched(), self.d_ntouched,
-            mpw), shared_mem=self._wpbl * hp[L - 1] * 4)
-        self._delta(L - 1, use_scale=1, acc=self.d_partl, sparse=1, total_warps=self._tw_out, reduce_loss=1)
+            mpw, i32(1 if fuse else 0), self.d_rowdone_out, self.d_boff, self.d_delta[L - 1],
+            i32(self._widths[L - 1]), self.d_loss), shared_mem=self._wpbl * hp[L - 1] * 4)
+        if not fuse:
+            self._delta(L - 1, use_scale=1, acc=self.d_partl, sparse=1, total_warps=self._tw_out, reduce_loss=1)
         for lev in range(L - 1, 1, -1):                     # dense layer lev-1: h[lev-1] -> h[lev] (eager)
             below = lev - 1
             k["cfn_bias_side"]((-(-hp[lev] // self._threads),), (self._threads,), (
@@ -604,8 +636,8 @@ class CudaEngine(Engine):
                 tg.w[below] -= f32(coef_row[2]) * g
             self._delta(below, use_scale=0, acc=self.d_dacc[below], sparse=0, total_warps=1, reduce_loss=0)
         if self._scatter == "atomic":
-            k["cfn_scatter_atomic"]((self._grid_sct,), (self._threads,), csr + (
-                self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), self.d_delta[1], i32(self._widths[1]), i32(hp[1]),
+            k["cfn_scatter_atomic"]((self._grid_sct,), (self._threads,), ent + (
+                self.d_brow, self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), self.d_delta[1], i32(self._widths[1]), i32(hp[1]),
                 self.d_edelta, self.d_side, i32(S), tg.w[L - 1], tg.b[L - 1], tg.s[L - 1], tg.w[0], tg.b[0],
                 tg.s[0], mpw))
         else:
@@ -613,6 +645,13 @@ class CudaEngine(Engine):
                 self.d_bh, self.d_brow, self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), self.d_delta[1],
                 i32(self._widths[1]), i32(hp[1]), self.d_side, i32(S), self.d_td, self.d_tx, i32(self._cap),
                 self.d_touched, self.d_ntouched, tg.w[L - 1], tg.b[L - 1], tg.s[L - 1], tg.w[0], tg.b[0], tg.s[0]))
+
+    def _fused_act(self, fuse: bool, **kw) -> tuple:
+        """The arguments of cfn_encode's fused activation (cfn_hidden_act's, for the first layer)."""
+        i32 = np.int32
+        return (i32(1 if fuse else 0), self.d_rowdone, kw.get("boff", self.d_boff), kw.get("coef", self.d_coef),
+                self._params.b[0], self._params.s[0], kw.get("side", self.d_side), kw.get("brow", self.d_brow),
+                i32(kw.get("sdim", self._sdim)), i32(self._widths[1]), kw.get("out", self.d_h[1]))
 
     def _stamp(self):
         return self.d_stamp if self._scatter == "segment" else self._dummy_i
@@ -684,10 +723,20 @@ class CudaEngine(Engine):
         self._scale = float(snapshot.scale)
 
     # ------------------------------------------------------------------ training
-    def _upload_batch_inputs(self, order: np.ndarray, coef: np.ndarray, epoch: int) -> None:
+    def _upload_batch_inputs(self, order: np.ndarray, coef: np.ndarray, epoch: int,
+                             batch_size: int | None = None) -> None:
+        """The epoch's order, coefficients and key, and the epoch's entry tables (built once here,
+        so that no step kernel searches its batch or walks the CSR)."""
+        cp = self._cp
         if len(order) > self.d_order.size:
-            self.d_order = self._cp.zeros(len(order), dtype=np.int32)
+            self.d_order = cp.zeros(len(order), dtype=np.int32)
+            self.d_estart = cp.zeros(len(order) + 1, dtype=np.int64)
+            self.d_pswap = cp.zeros(len(order), dtype=np.int32)
             self._graphs.clear()
+        starts = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(self._counts[np.asarray(order, dtype=np.int64)], out=starts[1:])
+        if starts[-1] > self.d_ecol.size:
+            self._alloc_entry_tables(int(starts[-1]))
         if coef.size > self.d_coef.size:
             self.d_coef = self._cp.zeros(coef.size, dtype=np.float32)
             self._graphs.clear()
@@ -696,6 +745,9 @@ class CudaEngine(Engine):
         self.d_key.set(np.array([epoch_key(self.config.seed, epoch)], dtype=np.uint64))
         self.d_ctl[:1].set(np.zeros(1, dtype=np.int32))
         self.d_loss.set(np.zeros(1, dtype=np.float64))
+        self._build_entry_tables(starts, int(batch_size or self.config.batch_size),
+                                 (self.d_indptr, self.d_indices, self.d_data), self.d_key, self._threshold,
+                                 (self.d_estart, self.d_ecol, self.d_ex, self.d_erh, self.d_pswap, self.d_order))
 
     def _check_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows)
@@ -738,7 +790,7 @@ class CudaEngine(Engine):
                 graph.launch(self._stream)
                 return
         for t in range(t0, t0 + length):
-            self._launch_step(self._params, n_order, B, int(sizes[t]), coef[t])
+            self._launch_step(self._params, n_order, B, int(sizes[t]), coef[t], fuse=True)
         self._warm = True               # every kernel has run once: modules are loaded
 
     def _capture(self, length: int, n_order: int):
@@ -753,7 +805,7 @@ class CudaEngine(Engine):
             return None
         try:
             for _ in range(length):
-                self._launch_step(self._params, n_order, self.config.batch_size)
+                self._launch_step(self._params, n_order, self.config.batch_size, fuse=True)
         except Exception as exc:
             try:
                 stream.end_capture()
@@ -775,7 +827,7 @@ class CudaEngine(Engine):
         plan = plan_steps(np.array([len(rows)]), lr, self.config.weight_decay, self._scale, 1)
         self._before_write()
         with self._stream:
-            self._upload_batch_inputs(rows, plan.coef, epoch)
+            self._upload_batch_inputs(rows, plan.coef, epoch, len(rows))
             if plan.chunks[0][2] is not None:
                 self._fold(plan.chunks[0][2])
             self._launch_step(self._params, len(rows), len(rows), len(rows), plan.coef[0])
@@ -792,7 +844,7 @@ class CudaEngine(Engine):
                             [cp.zeros_like(a) for a in p.s])
             loss = 0.0
             if rows.size:
-                self._upload_batch_inputs(rows, coef, epoch)
+                self._upload_batch_inputs(rows, coef, epoch, len(rows))
                 self._launch_step(grads, len(rows), len(rows), len(rows), coef[0], grads=True)
                 loss = float(self.d_loss.get()[0])
             layers = self._export(grads, 1.0, grads=True)
@@ -923,8 +975,12 @@ class CudaEngine(Engine):
         bh = cp.zeros(4, dtype=i32)
         brow = cp.zeros(chunk, dtype=i32)
         boff = cp.zeros(chunk + 1, dtype=i32)
-        bswap = cp.zeros(chunk, dtype=i32)
         key = cp.zeros(1, dtype=np.uint64)
+        ebase = cp.zeros(1, dtype=np.int64)
+        estart = cp.zeros(chunk + 1, dtype=np.int64)
+        pswap = cp.zeros(chunk, dtype=i32)
+        cap = int(max(1, max(counts[row_ids[s:s + chunk]].sum() for s in range(0, n, chunk))))
+        ecol, ex, erh = cp.zeros(cap, dtype=i32), cp.zeros(cap, dtype=np.float32), cp.zeros(cap, dtype=i32)
         h = [None] + [cp.zeros((chunk, hp[l]), dtype=np.float32) for l in range(1, L)]
         z = [None] + [cp.zeros((chunk, hp[l]), dtype=np.float32) for l in range(1, L)]
         wpb = self._wpb(hp[1])
@@ -942,9 +998,11 @@ class CudaEngine(Engine):
             brow[:m].set(ids.astype(i32))
             boff[:m + 1].set(off.astype(i32))
             bh.set(np.array([m, nnz, 0, 0], dtype=i32))
+            self._build_entry_tables(off, chunk, csr, key, 0, (estart, ecol, ex, erh, pswap, brow))
             k["cfn_encode"]((grid,), (32 * wpb,), (
-                csr[0], csr[1], csr[2], bh, brow, boff, bswap, key, np.uint32(0), self._params.w[0],
-                i32(hp[1]), part, i32(self._min_per_warp)), shared_mem=wpb * hp[1] * 4)
+                ebase, ecol, ex, erh, bh, self._params.w[0],
+                i32(hp[1]), part, i32(self._min_per_warp)) + self._fused_act(False, out=h[1]),
+                shared_mem=wpb * hp[1] * 4)
             self._act(1, layer=0, use_scale=1, z=part, sparse=1, total_warps=grid * wpb, rows=m, bh=bh,
                       boff=boff, coef=coef, side=d_side, brow=brow, sdim=sdim, out=h[1])
             for l in range(1, L - 1):

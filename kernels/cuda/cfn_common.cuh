@@ -9,11 +9,15 @@
 //   * float32 everywhere except the loss accumulator (double) and CSR positions (long long).
 //   * Hidden widths are padded to a multiple of 4 (Hp) so that every row of a (rows x Hp)
 //     matrix starts 16-byte aligned and is read as float4; padded columns hold 0 and stay 0.
+//   * The known entries of a whole epoch are laid out once per epoch by cfn_epoch_tables, batch
+//     after batch in epoch order: ecol (input column), ex (value), erh (2 * batch row + hidden
+//     flag after the swap rule).  The step kernels read entry e of the current batch at
+//     ecol[*ebase + e] etc. and never touch the CSR.
 //   * A "batch" is described by device arrays written by cfn_batch_setup (training) or by the
 //     host (inference):  bh[0] = rows in the batch, bh[1] = known entries (nnz) in the batch,
 //     bh[2] = row of the per-step coefficient table, bh[3] = stamp of the batch (segment mode);
-//     brow[r] = sample (CSR row) of batch row r; boff[r] = local offset of row r's first entry
-//     (boff[rows] = nnz); bswap[r] = 1 when the swap rule flips row r's hidden/visible flags.
+//     *ebase = position of the batch's first entry in the entry tables; brow[r] = sample (CSR
+//     row) of batch row r; boff[r] = local offset of row r's first entry (boff[rows] = nnz).
 //   * Per-step coefficients coef[4*t + i]: 0 = scale s of the lazily decayed matrices before
 //     the step, 1 = eta_lazy (lr/B / s_after; -1 for raw gradients), 2 = eta_dense (lr/B; -1
 //     for raw gradients), 3 = shrink (1 - lr*lambda; 1 for raw gradients).
@@ -104,17 +108,6 @@ __device__ __forceinline__ void cfn_atomic_add4(float* p, float4 v) {
 #endif
 }
 
-// Largest r in [0, nrows) with off[r] <= e, for 0 <= e < off[nrows] (off non-decreasing);
-// i.e. the batch row that owns local entry e (empty rows are skipped).
-__device__ __forceinline__ int cfn_row_of(const int* off, int nrows, int e) {
-    int lo = 0, hi = nrows;
-    while (hi - lo > 1) {
-        int mid = (lo + hi) >> 1;
-        if (off[mid] <= e) lo = mid; else hi = mid;
-    }
-    return lo;
-}
-
 // Work split of the sparse kernels: the batch's nnz local entries are cut into contiguous
 // ranges of `per` entries, range w going to global warp w (warps past the last range idle).
 __device__ __forceinline__ int cfn_per_warp(int nnz, int total_warps, int min_per_warp) {
@@ -139,6 +132,26 @@ __device__ __forceinline__ bool cfn_warp_range(int nnz, int per, long long gw, i
 // taken 8 at a time (8 independent loads in flight instead of one dependent load per slot, for
 // long rows covered by hundreds of warps), each group summed as a pairwise tree, the group sums
 // added in warp order.  The same bits on every run.
+// FromL2: load through L2 only (__ldcg), for partials written by other warps of the SAME kernel
+// (the fused activation / delta): neither L1 nor the read-only cache is coherent within a kernel.
+template <bool FromL2>
+__device__ __forceinline__ float cfn_part_load(const float* p) {
+#ifdef CFN_EMULATE
+    return *p;
+#else
+    return FromL2 ? __ldcg(p) : *p;
+#endif
+}
+
+__device__ __forceinline__ double cfn_load_l2(const double* p) {
+#ifdef CFN_EMULATE
+    return *p;
+#else
+    return __ldcg(p);
+#endif
+}
+
+template <bool FromL2 = false>
 __device__ __forceinline__ float cfn_row_total(const float* __restrict__ part, const int* __restrict__ boff, int r,
                                                int per, int hp, int i) {
     const int b0 = boff[r], b1 = boff[r + 1];
@@ -151,36 +164,36 @@ __device__ __forceinline__ float cfn_row_total(const float* __restrict__ part, c
     for (; w + 8 <= n; w += 8) {
         float v[8];
 #pragma unroll
-        for (int q = 0; q < 8; ++q) v[q] = p[(size_t)(w + q) * hp];
+        for (int q = 0; q < 8; ++q) v[q] = cfn_part_load<FromL2>(p + (size_t)(w + q) * hp);
         total += ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
     }
-    for (; w < n; ++w) total += p[(size_t)w * hp];
+    for (; w < n; ++w) total += cfn_part_load<FromL2>(p + (size_t)w * hp);
     return total;
 }
 
-// One lane's view of local entry e of the batch (valid lanes only; rr is advanced in place
-// from the warp's current row).  Fills the global CSR position, input column, value and the
-// hidden flag after the swap rule.
+// One lane's view of local entry e of the batch, read straight from the epoch's entry tables
+// (cfn_epoch_tables writes them once per epoch, batch after batch in epoch order; the batch's
+// first entry is at *ebase): no binary search over the batch offsets and no row -> indptr ->
+// indices chain in the step kernels.  erh[k] = 2 * (batch row) + (hidden after the swap rule).
 struct CfnEntry {
-    long long pos;
+    int row;
     int col;
     float x;
     int hidden;
 };
 
-__device__ __forceinline__ CfnEntry cfn_load_entry(int e, int* rr, const long long* indptr, const int* indices,
-                                                   const float* data, const int* brow, const int* boff,
-                                                   const int* bswap, unsigned long long key, unsigned int threshold) {
-    int r = *rr;
-    while (boff[r + 1] <= e) ++r;
-    *rr = r;
+__device__ __forceinline__ CfnEntry cfn_entry(const int* __restrict__ ecol, const float* __restrict__ ex,
+                                              const int* __restrict__ erh, int e) {
     CfnEntry en;
-    en.pos = indptr[brow[r]] + (long long)(e - boff[r]);
-    en.col = indices[en.pos];
-    en.x = data[en.pos];
-    int h = threshold ? cfn_is_hidden(key, en.pos, threshold) : 0;
-    en.hidden = h ^ bswap[r];
+    const int rh = erh[e];
+    en.row = rh >> 1;
+    en.hidden = rh & 1;
+    en.col = ecol[e];
+    en.x = ex[e];
     return en;
 }
+
+// Batch row of local entry e (0 <= e < nnz) from the entry tables.
+__device__ __forceinline__ int cfn_entry_row(const int* __restrict__ erh, int e) { return erh[e] >> 1; }
 
 #endif  // CFN_COMMON_CUH

@@ -4,12 +4,16 @@
 // depends on host data, so a run of steps can be captured once into a CUDA graph and replayed
 // (the host uploads the epoch's sample order and per-step coefficients once per epoch):
 //
-//   cfn_batch_setup    1 block      which samples, where their entries are, swap-rule flags
+//   (once per epoch)   cfn_epoch_tables: every entry's column, value, batch row and hidden flag,
+//                      batch after batch, so no step kernel searches the batch or walks the CSR
+//   cfn_batch_setup    1 block      which samples, where the batch's entries start
 //   cfn_encode         many warps   per-warp partial rows of  sum_k x_k Win^T[col_k]  (visible k)
 //   cfn_hidden_act     small        h1 = tanh(s * (row sums of the partials) + b_in + side S_in^T)
+//                      (in training epochs fused into cfn_encode: the last warp of each row applies it)
 //   (dense hidden layers: cuBLAS + cfn_hidden_act / cfn_hidden_delta / cfn_bias_side, eager mode)
 //   cfn_output         many warps   y_k, loss, delta_k, partial rows of sum_k delta_k Wout[col_k]
 //   cfn_hidden_delta   small        delta1 = s * (row sums) (1 - h1^2); the batch loss
+//                      (in training epochs fused into cfn_output: the last warp of each row / of all)
 //   cfn_scatter_atomic | cfn_scatter_segment
 //                                   Wout, bout, Sout, Win^T rows of the touched columns; b_in, S_in
 //
@@ -120,78 +124,100 @@ __device__ __forceinline__ void cfn_bias_side_step(int nrows, const float* __res
     }
 }
 
-// ------------------------------------------------------------------------------------------
-// cfn_batch_setup  <<<1, 32..256>>>
-// Contract: reads the step counter t = ctl[0]; batch rows are order[t*batch_size ...] (at most
-// batch_size, fewer at the end of order).  Writes brow, boff (exclusive prefix sum of the rows'
-// entry counts, boff[rows] = nnz), bswap (swap rule: 1 when every known entry of the row is
-// hidden), bh = {rows, nnz, t, stamp}; then ctl[0] = t + 1, ctl[1] = stamp (a fresh positive
-// tag per batch), *ntouched = 0.  Single block, so reading and advancing the counter is safe.
-extern "C" __global__ void
-cfn_batch_setup(const int* __restrict__ order, int n_order, int batch_size, const long long* __restrict__ indptr,
-                const unsigned long long* __restrict__ key_ptr, unsigned int threshold,
-                int* ctl, int* bh, int* brow, int* boff, int* bswap, int* ntouched) {
-    __shared__ int warp_tot[32];
-    __shared__ int carry;
-    const int tid = threadIdx.x, lane = tid & 31, wid = tid >> 5, nw = blockDim.x >> 5;
-    const int t = ctl[0];
-    const long long start = (long long)t * batch_size;
-    const long long left = (long long)n_order - start;
-    const int bt = (int)(left < 0 ? 0 : cfn_lmin(left, (long long)batch_size));
-    if (tid == 0) carry = 0;
-    __syncthreads();
-    for (int base = 0; base < bt; base += blockDim.x) {        // block-uniform loop
-        const int r = base + tid;
-        int cnt = 0;
-        if (r < bt) {
-            const int s = order[start + r];
-            brow[r] = s;
-            cnt = (int)(indptr[s + 1] - indptr[s]);
-        }
-        int v = cnt;                                             // inclusive warp scan
-        for (int o = 1; o < 32; o <<= 1) {
-            const int n = __shfl_up_sync(CFN_FULL, v, o);
-            if (lane >= o) v += n;
-        }
-        if (lane == 31) warp_tot[wid] = v;
-        __syncthreads();
-        if (wid == 0) {
-            int w = lane < nw ? warp_tot[lane] : 0;
-            for (int o = 1; o < 32; o <<= 1) {
-                const int n = __shfl_up_sync(CFN_FULL, w, o);
-                if (lane >= o) w += n;
-            }
-            if (lane < nw) warp_tot[lane] = w;                   // inclusive scan of warp totals
-        }
-        __syncthreads();
-        if (r < bt) boff[r] = carry + (wid > 0 ? warp_tot[wid - 1] : 0) + v - cnt;
-        __syncthreads();
-        if (tid == 0) carry += warp_tot[nw - 1];
-        __syncthreads();
+// tanh(sc * z + bias[i] + side[brow[r], :] . sidew[i, :]) -- the activation of unit i of batch row r
+// (cfn_hidden_act, and cfn_encode when it fuses the activation: the same expression, the same bits).
+__device__ __forceinline__ float cfn_act_value(float sc, float z, int i, int r, const float* __restrict__ bias,
+                                               const float* __restrict__ sidew, const float* __restrict__ side,
+                                               const int* __restrict__ brow, int sdim) {
+    float v = sc * z + bias[i];
+    if (sdim > 0) {
+        const float* sr = side + (long long)brow[r] * sdim;
+        const float* vr = sidew + (long long)i * sdim;
+        float sv = 0.f;
+        for (int q = 0; q < sdim; ++q) sv += sr[q] * vr[q];
+        v += sv;
     }
-    // swap rule: look for one visible entry per row (expected after ~1/(1 - mask_ratio) draws)
+    return tanhf(v);
+}
+
+// ------------------------------------------------------------------------------------------
+// cfn_epoch_tables  <<<any, 32*k>>>   (once per epoch, outside the per-step graphs)
+// Contract: for every position i < n_order of the epoch's sample order (one warp per position,
+// grid-stride), with s = order[i], its batch row r = i % batch_size and its entries at CSR
+// positions pos = indptr[s] + j, j < count(s):
+//   ecol[estart[i] + j] = indices[pos];  ex[estart[i] + j] = data[pos];
+//   erh[estart[i] + j]  = 2 r + (hidden(pos) XOR swap_i)
+// where estart (host: exclusive prefix sum of the counts in order, estart[n_order] = total)
+// lays the batches out one after another, hidden(pos) is the masking draw of the epoch key and
+// swap_i = 1 when every known entry of s is hidden (the swap rule; 0 without masking or for an
+// empty row); pswap[i] = swap_i.  The step kernels then read their entries with no search.
+extern "C" __global__ void
+cfn_epoch_tables(const int* __restrict__ order, int n_order, int batch_size, const long long* __restrict__ estart,
+                 const long long* __restrict__ indptr, const int* __restrict__ indices,
+                 const float* __restrict__ data, const unsigned long long* __restrict__ key_ptr,
+                 unsigned int threshold, int* __restrict__ ecol, float* __restrict__ ex, int* __restrict__ erh,
+                 int* __restrict__ pswap) {
+    const int lane = threadIdx.x & 31, wpb = blockDim.x >> 5;
     const unsigned long long key = *key_ptr;
-    for (int r = wid; r < bt; r += nw) {                         // warp-uniform loop
-        const long long beg = indptr[brow[r]];
-        const int cnt = (int)(indptr[brow[r] + 1] - beg);
+    const long long total_warps = (long long)gridDim.x * wpb;
+    for (long long i = (long long)blockIdx.x * wpb + (threadIdx.x >> 5); i < n_order; i += total_warps) {
+        const int s = order[i];                                  // warp-uniform loop
+        const long long beg = indptr[s];
+        const int cnt = (int)(indptr[s + 1] - beg);
+        // swap rule: look for one visible entry (expected after ~1/(1 - mask_ratio) draws)
         int sw = 0;
         if (threshold > 0 && cnt > 0) {
             sw = 1;
             for (int g = 0; g < cnt; g += 32) {
-                const int i = g + lane;
-                const int vis = (i < cnt) && !cfn_is_hidden(key, beg + i, threshold);
+                const int j = g + lane;
+                const int vis = (j < cnt) && !cfn_is_hidden(key, beg + j, threshold);
                 if (__any_sync(CFN_FULL, vis)) { sw = 0; break; }
             }
         }
-        if (lane == 0) bswap[r] = sw;
+        if (lane == 0) pswap[i] = sw;
+        const long long dst = estart[i];
+        const int r2 = 2 * (int)(i % batch_size);
+        for (int j = lane; j < cnt; j += 32) {
+            const long long pos = beg + j;
+            const int h = threshold ? cfn_is_hidden(key, pos, threshold) : 0;
+            ecol[dst + j] = indices[pos];
+            ex[dst + j] = data[pos];
+            erh[dst + j] = r2 + (h ^ sw);
+        }
     }
-    __syncthreads();
+}
+
+// ------------------------------------------------------------------------------------------
+// cfn_batch_setup  <<<1, any>>>
+// Contract: reads the step counter t = ctl[0]; batch rows are the positions start = t*batch_size
+// ... of the epoch order (at most batch_size, fewer at the end of order).  Writes brow[r] =
+// order[start + r], boff[r] = estart[start + r] - estart[start] (boff[rows] = nnz), *ebase =
+// estart[start], bh = {rows, nnz, t, stamp}; then ctl[0] = t + 1, ctl[1] = stamp (a fresh
+// positive tag per batch), *ntouched = 0, rowdone[0 .. rows] = rowdone_out[0 .. rows] = 0.  Single block, so reading and advancing the counter
+// is safe.  (The entries themselves were laid out by cfn_epoch_tables.)
+extern "C" __global__ void
+cfn_batch_setup(const int* __restrict__ order, int n_order, int batch_size, const long long* __restrict__ estart,
+                int* ctl, int* bh, int* brow, int* boff, long long* ebase, int* ntouched, int* rowdone,
+                int* rowdone_out) {
+    const int tid = threadIdx.x;
+    const int t = ctl[0];
+    const long long start = (long long)t * batch_size;
+    const long long left = (long long)n_order - start;
+    const int bt = (int)(left < 0 ? 0 : cfn_lmin(left, (long long)batch_size));
+    const long long first = bt > 0 ? estart[start] : 0;
+    for (int r = tid; r <= bt; r += blockDim.x) {
+        if (r < bt) brow[r] = order[start + r];
+        rowdone[r] = 0;
+        rowdone_out[r] = 0;                                      // r == bt: cfn_output's count of all warps
+        boff[r] = bt > 0 ? (int)(estart[start + r] - first) : 0;
+    }
+    __syncthreads();                                             // every thread has read ctl[0]
     if (tid == 0) {
-        boff[bt] = carry;
         int stamp = ctl[1] + 1;
         if (stamp <= 0) stamp = 1;
+        *ebase = first;
         bh[0] = bt;
-        bh[1] = carry;
+        bh[1] = bt > 0 ? (int)(estart[start + bt] - first) : 0;
         bh[2] = t;
         bh[3] = stamp;
         ctl[1] = stamp;
@@ -209,31 +235,41 @@ cfn_batch_setup(const int* __restrict__ order, int n_order, int batch_size, cons
 // (win_t = V_in^T, n_inputs x hp, unscaled; rows of the range without visible entries get 0).
 // cfn_hidden_act sums the partials of each row in warp order (cfn_row_total): no atomics, the
 // same bits on every run.  Accumulation happens in the warp's private shared-memory row.
-// threshold = 0 and bswap = 0 give the uncorrupted input (inference).
+// Entry tables built with threshold = 0 give the uncorrupted input (inference).
+// fuse = 1 (training epochs, where every batch row has entries; rowdone zeroed by cfn_batch_setup):
+// also hout = cfn_hidden_act's output for this layer (coef, bias, sidew, side, brow, sdim, h as
+// there), so the step needs no separate activation launch.  fuse = 0: the other arguments are unused.
 extern "C" __global__ void CFN_BOUNDS_ENCODE
-cfn_encode(const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ data,
-           const int* __restrict__ bh, const int* __restrict__ brow, const int* __restrict__ boff,
-           const int* __restrict__ bswap, const unsigned long long* __restrict__ key_ptr, unsigned int threshold,
-           const float* __restrict__ win_t, int hp, float* __restrict__ part, int min_per_warp) {
+cfn_encode(const long long* __restrict__ ebase, const int* __restrict__ ecol_all, const float* __restrict__ ex_all,
+           const int* __restrict__ erh_all, const int* __restrict__ bh,
+           const float* __restrict__ win_t, int hp, float* __restrict__ part, int min_per_warp, int fuse,
+           int* __restrict__ rowdone, const int* __restrict__ boff, const float* __restrict__ coef,
+           const float* __restrict__ bias, const float* __restrict__ sidew, const float* __restrict__ side,
+           const int* __restrict__ brow, int sdim, int h, float* __restrict__ hout) {
     CFN_DYN_SMEM(float4, cfn_smem);
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, wpb = blockDim.x >> 5;
-    const int nrows = bh[0], nnz = bh[1];
+    const int nnz = bh[1];
     const long long gw = (long long)blockIdx.x * wpb + wib;
+    const int per = cfn_per_warp(nnz, gridDim.x * wpb, min_per_warp);
     int e0, e1;
-    if (!cfn_warp_range(nnz, cfn_per_warp(nnz, gridDim.x * wpb, min_per_warp), gw, &e0, &e1))
+    if (!cfn_warp_range(nnz, per, gw, &e0, &e1))
         return;                                                  // warp-uniform exit
+    const long long eb = *ebase;
+    const int* ecol = ecol_all + eb;
+    const float* ex = ex_all + eb;
+    const int* erh = erh_all + eb;
     float* acc = reinterpret_cast<float*>(cfn_smem) + (size_t)wib * hp;
     for (int c = lane * 4; c < hp; c += 128) cfn_st4(acc + c, cfn_zero4());
-    const unsigned long long key = *key_ptr;
-    int rbase = cfn_row_of(boff, nrows, e0);
-    const int rlast = cfn_row_of(boff, nrows, e1 - 1);
-    int rcur = rbase;
+    const int rlast = cfn_entry_row(erh, e1 - 1);
+    const int rfirst = cfn_entry_row(erh, e0);
+    int rcur = rfirst;
     for (int g = e0; g < e1; g += 32) {
         const int e = g + lane;
-        int rr = rbase, col = 0, vis = 0;
+        int rr = 0, col = 0, vis = 0;
         float x = 0.f;
         if (e < e1) {
-            const CfnEntry en = cfn_load_entry(e, &rr, indptr, indices, data, brow, boff, bswap, key, threshold);
+            const CfnEntry en = cfn_entry(ecol, ex, erh, e);
+            rr = en.row;
             col = en.col;
             x = en.x;
             vis = !en.hidden && x != 0.f;                        // a zero input adds nothing
@@ -248,10 +284,29 @@ cfn_encode(const long long* __restrict__ indptr, const int* __restrict__ indices
             if (rj != rcur) cfn_advance_row(acc, part, gw, &rcur, rj, hp, lane);
             cfn_axpy_rows<1>(acc, w, a, hp, lane);
         }
-        rbase = __shfl_sync(CFN_FULL, rr, 31);
     }
     cfn_store_row(acc, cfn_slot(part, gw, rcur, hp), hp, lane);
     for (int r = rcur + 1; r <= rlast; ++r) cfn_zero_row(cfn_slot(part, gw, r, hp), hp, lane);
+    if (!fuse) return;
+    // Fused activation (every row of the batch has entries): the last warp to finish a row --
+    // counted in rowdone[r] after a fence -- sums its partials in the fixed warp order
+    // (cfn_row_total) and writes hout[r, :] exactly as cfn_hidden_act would.  Which warp does it
+    // varies; the order of the sum does not, so the bits are the same on every run.
+    __threadfence();                                             // this lane's partials are visible...
+    __syncwarp();                                                // ...and so are every other lane's
+    const float sc = coef[bh[2] * CFN_NCOEF];
+    for (int r = rfirst; r <= rlast; ++r) {                      // warp-uniform
+        const int b0 = boff[r], b1 = boff[r + 1];
+        if (b1 <= b0) continue;
+        int last = 0;
+        if (lane == 0) last = atomicAdd(rowdone + r, 1) == (b1 - 1) / per - b0 / per;
+        if (!__shfl_sync(CFN_FULL, last, 0)) continue;
+        __threadfence();
+        for (int i = lane; i < hp; i += 32)
+            hout[(size_t)r * hp + i] =
+                i < h ? cfn_act_value(sc, cfn_row_total<true>(part, boff, r, per, hp, i), i, r, bias, sidew, side, brow, sdim)
+                      : 0.f;
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -277,15 +332,7 @@ cfn_hidden_act(const int* __restrict__ bh, const float* __restrict__ coef, int u
         float out = 0.f;
         if (i < h) {
             const float zi = sparse ? cfn_row_total(z, boff, r, per, hp, i) : z[idx];
-            float v = sc * zi + bias[i];
-            if (sdim > 0) {
-                const float* sr = side + (long long)brow[r] * sdim;
-                const float* vr = sidew + (long long)i * sdim;
-                float sv = 0.f;
-                for (int q = 0; q < sdim; ++q) sv += sr[q] * vr[q];
-                v += sv;
-            }
-            out = tanhf(v);
+            out = cfn_act_value(sc, zi, i, r, bias, sidew, side, brow, sdim);
         }
         hout[idx] = out;
     }
@@ -304,35 +351,40 @@ cfn_hidden_act(const int* __restrict__ bh, const float* __restrict__ coef, int u
 // mode 1 (segment scatter): tdelta[c*tld + r] = delta_k, tx[c*tld + r] = x if visible, and the
 //   first entry of each column c in this batch (stamp[c] != bh[3]) appends c to touched.
 extern "C" __global__ void CFN_BOUNDS_OUTPUT
-cfn_output(const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ data,
-           const int* __restrict__ bh, const int* __restrict__ brow, const int* __restrict__ boff,
-           const int* __restrict__ bswap, const unsigned long long* __restrict__ key_ptr, unsigned int threshold,
+cfn_output(const long long* __restrict__ ebase, const int* __restrict__ ecol_all, const float* __restrict__ ex_all,
+           const int* __restrict__ erh_all, const int* __restrict__ bh, const int* __restrict__ brow,
            const float* __restrict__ coef, const float* __restrict__ hlast, int hp,
            const float* __restrict__ wout, const float* __restrict__ bout, const float* __restrict__ sout,
            const float* __restrict__ side, int sdim, float alpha, float beta,
            float* __restrict__ part, double* __restrict__ lpart, int mode, float* __restrict__ edelta,
            float* __restrict__ tdelta, float* __restrict__ tx, int tld, int* stamp, int* touched, int* ntouched,
-           int min_per_warp) {
+           int min_per_warp, int fuse, int* __restrict__ rowdone, const int* __restrict__ boff,
+           float* __restrict__ dout, int hdim, double* loss) {
     CFN_DYN_SMEM(float4, cfn_smem);
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, wpb = blockDim.x >> 5;
-    const int nrows = bh[0], nnz = bh[1], tag = bh[3];
+    const int nnz = bh[1], tag = bh[3];
     const long long gw = (long long)blockIdx.x * wpb + wib;
+    const int per = cfn_per_warp(nnz, gridDim.x * wpb, min_per_warp);
     int e0, e1;
-    if (!cfn_warp_range(nnz, cfn_per_warp(nnz, gridDim.x * wpb, min_per_warp), gw, &e0, &e1))
+    if (!cfn_warp_range(nnz, per, gw, &e0, &e1))
         return;
+    const long long eb = *ebase;
+    const int* ecol = ecol_all + eb;
+    const float* ex = ex_all + eb;
+    const int* erh = erh_all + eb;
     const float s = coef[bh[2] * CFN_NCOEF];
     float* acc = reinterpret_cast<float*>(cfn_smem) + (size_t)wib * hp;
     for (int c = lane * 4; c < hp; c += 128) cfn_st4(acc + c, cfn_zero4());
-    const unsigned long long key = *key_ptr;
-    int rbase = cfn_row_of(boff, nrows, e0);
-    int rcur = rbase;
+    const int rfirst = cfn_entry_row(erh, e0);
+    int rcur = rfirst;
     double lsum = 0.0;
     for (int g = e0; g < e1; g += 32) {
         const int e = g + lane;
-        int rr = rbase, col = 0, hid = 0;
+        int rr = 0, col = 0, hid = 0;
         float x = 0.f;
         if (e < e1) {
-            const CfnEntry en = cfn_load_entry(e, &rr, indptr, indices, data, brow, boff, bswap, key, threshold);
+            const CfnEntry en = cfn_entry(ecol, ex, erh, e);
+            rr = en.row;
             col = en.col;
             x = en.x;
             hid = en.hidden;
@@ -401,12 +453,45 @@ cfn_output(const long long* __restrict__ indptr, const int* __restrict__ indices
             base = __shfl_sync(CFN_FULL, base, 0);
             if (fresh) touched[base + __popc(fm & ((1u << lane) - 1u))] = col;
         }
-        rbase = __shfl_sync(CFN_FULL, rr, 31);
     }
     cfn_store_row(acc, cfn_slot(part, gw, rcur, hp), hp, lane);
-    const int rlast = cfn_row_of(boff, nrows, e1 - 1);
+    const int rlast = cfn_entry_row(erh, e1 - 1);
     for (int r = rcur + 1; r <= rlast; ++r) cfn_zero_row(cfn_slot(part, gw, r, hp), hp, lane);
     if (lane == 0) lpart[gw] = lsum;
+    if (!fuse) return;
+    // Fused cfn_hidden_delta (every row of the batch has entries; rowdone[0 .. rows] zeroed by
+    // cfn_batch_setup, rowdone[rows] counting all warps): the last warp to finish a row computes
+    // its deltas, the last warp of all the batch loss, both in the fixed orders of
+    // cfn_hidden_delta -- the same bits.
+    __threadfence();                                             // this lane's partials are visible...
+    __syncwarp();                                                // ...and so are every other lane's
+    const int nrows = bh[0];
+    for (int r = rfirst; r <= rlast; ++r) {                      // warp-uniform
+        const int b0 = boff[r], b1 = boff[r + 1];
+        if (b1 <= b0) continue;
+        int last = 0;
+        if (lane == 0) last = atomicAdd(rowdone + r, 1) == (b1 - 1) / per - b0 / per;
+        if (!__shfl_sync(CFN_FULL, last, 0)) continue;
+        __threadfence();
+        for (int i = lane; i < hp; i += 32) {
+            float d = 0.f;
+            if (i < hdim) {
+                const float hv = hlast[(size_t)r * hp + i];
+                d = (s * cfn_row_total<true>(part, boff, r, per, hp, i)) * (1.f - hv * hv);
+            }
+            dout[(size_t)r * hp + i] = d;
+        }
+    }
+    const int active = (int)cfn_lmin((long long)gridDim.x * wpb, ((long long)nnz + per - 1) / per);
+    int last = 0;
+    if (lane == 0) last = atomicAdd(rowdone + nrows, 1) == active - 1;
+    if (__shfl_sync(CFN_FULL, last, 0)) {
+        __threadfence();
+        double v = 0.0;
+        for (int w = lane; w < active; w += 32) v += cfn_load_l2(lpart + w);
+        v = cfn_warp_sum_d(v);
+        if (lane == 0) *loss += v;
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -470,11 +555,9 @@ cfn_bias_side(const int* __restrict__ bh, const float* __restrict__ coef, const 
 // lazily scaled V arrays (eta = lr/B / s_new); for raw gradients zeroed buffers and eta = -1.
 // Also takes the step of the first layer's dense bias and side weight (cfn_bias_side_step on d1).
 extern "C" __global__ void CFN_BOUNDS_ATOMIC
-cfn_scatter_atomic(const long long* __restrict__ indptr, const int* __restrict__ indices,
-                   const float* __restrict__ data, const int* __restrict__ bh, const int* __restrict__ brow,
-                   const int* __restrict__ boff, const int* __restrict__ bswap,
-                   const unsigned long long* __restrict__ key_ptr, unsigned int threshold,
-                   const float* __restrict__ coef, const float* __restrict__ hlast, int hpl,
+cfn_scatter_atomic(const long long* __restrict__ ebase, const int* __restrict__ ecol_all,
+                   const float* __restrict__ ex_all, const int* __restrict__ erh_all, const int* __restrict__ bh,
+                   const int* __restrict__ brow, const float* __restrict__ coef, const float* __restrict__ hlast, int hpl,
                    const float* __restrict__ d1, int h1, int hp1, const float* __restrict__ edelta,
                    const float* __restrict__ side, int sdim, float* wout_t, float* bout_t, float* sout_t,
                    float* win_t, float* bin_t, float* sin_t, int min_per_warp) {
@@ -487,14 +570,17 @@ cfn_scatter_atomic(const long long* __restrict__ indptr, const int* __restrict__
                         &e0, &e1))
         return;
     const float eta = cf[1];
-    const unsigned long long key = *key_ptr;
-    int rbase = cfn_row_of(boff, nrows, e0);
+    const long long eb = *ebase;
+    const int* ecol = ecol_all + eb;
+    const float* ex = ex_all + eb;
+    const int* erh = erh_all + eb;
     for (int g = e0; g < e1; g += 32) {
         const int e = g + lane;
-        int rr = rbase, col = 0, hid = 1;
+        int rr = 0, col = 0, hid = 1;
         float x = 0.f, dl = 0.f;
         if (e < e1) {
-            const CfnEntry en = cfn_load_entry(e, &rr, indptr, indices, data, brow, boff, bswap, key, threshold);
+            const CfnEntry en = cfn_entry(ecol, ex, erh, e);
+            rr = en.row;
             col = en.col;
             x = en.x;
             hid = en.hidden;
@@ -532,7 +618,6 @@ cfn_scatter_atomic(const long long* __restrict__ indptr, const int* __restrict__
                 }
             }
         }
-        rbase = __shfl_sync(CFN_FULL, rr, 31);
     }
 }
 
