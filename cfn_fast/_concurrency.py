@@ -15,16 +15,19 @@ once corrupted memory.  The policy:
 * different objects never interact.
 
 The bookkeeping lives here, keyed by ``id(obj)`` for the duration of a call (the object is alive
-then), and never in the instance: estimators stay picklable and deep-copyable.
+then), and never in the instance: estimators stay picklable and deep-copyable.  So does
+:func:`object_lock`, the re-entrant lock that guards an estimator's lazily built members (its
+engine, its inference caches), kept in a weak registry that forgets the object when it is collected.
 """
 from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
-__all__ = ["ModelBusyError", "exclusive", "shared", "mutating", "reading", "transactional"]
+__all__ = ["ModelBusyError", "exclusive", "shared", "mutating", "reading", "transactional", "object_lock"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,3 +127,15 @@ def transactional(method: F) -> F:
                 self.__dict__.update(previous)
                 raise
     return wrapper  # type: ignore[return-value]
+
+
+_locks: "weakref.WeakKeyDictionary[object, threading.RLock]" = weakref.WeakKeyDictionary()
+
+
+def object_lock(obj: object) -> threading.RLock:
+    """The re-entrant lock of ``obj`` (created on first request; one per object, never shared)."""
+    with _guard:
+        lock = _locks.get(obj)
+        if lock is None:
+            lock = _locks[obj] = threading.RLock()
+        return lock

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ._locks import object_lock
+from ._concurrency import object_lock
 from .data.ratings import RatingSet
 from .network import Layer
 from .preprocessing import Preprocessing
