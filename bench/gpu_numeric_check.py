@@ -674,10 +674,10 @@ def run_checks(emulate: bool, quick: bool, verbose: bool = True, reference: str 
     else:
         from cfn_fast.backends.numpy_backend import NumpyEngine
     from cfn_fast.network import init_layers
-    from cfn_fast.backends import cuda_backend
+    from cfn_fast.backends import cuda_backend, cuda_plan
 
     rng = np.random.default_rng(12345)
-    defaults = (cuda_backend.GRAPH_CHUNK, cuda_backend.FOLD_BELOW)
+    defaults = (cuda_plan.GRAPH_CHUNK, cuda_plan.FOLD_BELOW)  # read by cuda_plan.plan_steps
     if emulate:
         sizes = dict(n_samples=23, n_inputs=37, density=0.3)
         engine_kw = dict(block_threads=64, blocks_per_sm=2, min_per_warp=8)
@@ -723,7 +723,7 @@ def run_checks(emulate: bool, quick: bool, verbose: bool = True, reference: str 
             print(f"[{name}]", flush=True)
         # "graphs of 2 steps, folds": several graphs and a remainder graph per epoch, and the lazy
         # scale folded at most chunk boundaries
-        cuda_backend.GRAPH_CHUNK, cuda_backend.FOLD_BELOW = (2, 0.995) if "folds" in name else defaults
+        cuda_plan.GRAPH_CHUNK, cuda_plan.FOLD_BELOW = (2, 0.995) if "folds" in name else defaults
         problem = dict(sizes)
         if batch > problem["n_samples"] // 2:          # room for several batches
             problem.update(n_samples=int(2.3 * batch), density=min(problem["density"], 0.15))
@@ -781,7 +781,7 @@ def run_checks(emulate: bool, quick: bool, verbose: bool = True, reference: str 
         record(name, "restore(snapshot)", max(e for _, e in layer_errors(cu.get_layers(), before)), 1e-7)
         if emulate:
             check_guards()
-    cuda_backend.GRAPH_CHUNK, cuda_backend.FOLD_BELOW = defaults
+    cuda_plan.GRAPH_CHUNK, cuda_plan.FOLD_BELOW = defaults
     return rows_out
 
 
