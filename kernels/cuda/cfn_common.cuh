@@ -171,6 +171,15 @@ __device__ __forceinline__ float cfn_row_total(const float* __restrict__ part, c
     return total;
 }
 
+// Fused kernels: true (in every lane) for the last warp to finish batch row r.  Each warp that holds
+// entries of r counts itself in rowdone[r] after a fence; the row's warps are w0..w1 of the partial
+// layout (see cfn_row_total).  Warp-uniform; the caller skips rows without entries.
+__device__ __forceinline__ bool cfn_last_warp_of_row(int* rowdone, int r, int b0, int b1, int per, int lane) {
+    int last = 0;
+    if (lane == 0) last = atomicAdd(rowdone + r, 1) == (b1 - 1) / per - b0 / per;
+    return __shfl_sync(CFN_FULL, last, 0) != 0;
+}
+
 // One lane's view of local entry e of the batch, read straight from the epoch's entry tables
 // (cfn_epoch_tables writes them once per epoch, batch after batch in epoch order; the batch's
 // first entry is at *ebase): no binary search over the batch offsets and no row -> indptr ->

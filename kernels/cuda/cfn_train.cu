@@ -298,9 +298,7 @@ cfn_encode(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
     for (int r = rfirst; r <= rlast; ++r) {                      // warp-uniform
         const int b0 = boff[r], b1 = boff[r + 1];
         if (b1 <= b0) continue;
-        int last = 0;
-        if (lane == 0) last = atomicAdd(rowdone + r, 1) == (b1 - 1) / per - b0 / per;
-        if (!__shfl_sync(CFN_FULL, last, 0)) continue;
+        if (!cfn_last_warp_of_row(rowdone, r, b0, b1, per, lane)) continue;
         __threadfence();
         for (int i = lane; i < hp; i += 32)
             hout[(size_t)r * hp + i] =
@@ -469,9 +467,7 @@ cfn_output(const long long* __restrict__ ebase, const int* __restrict__ ecol_all
     for (int r = rfirst; r <= rlast; ++r) {                      // warp-uniform
         const int b0 = boff[r], b1 = boff[r + 1];
         if (b1 <= b0) continue;
-        int last = 0;
-        if (lane == 0) last = atomicAdd(rowdone + r, 1) == (b1 - 1) / per - b0 / per;
-        if (!__shfl_sync(CFN_FULL, last, 0)) continue;
+        if (!cfn_last_warp_of_row(rowdone, r, b0, b1, per, lane)) continue;
         __threadfence();
         for (int i = lane; i < hp; i += 32) {
             float d = 0.f;
