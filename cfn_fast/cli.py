@@ -39,7 +39,11 @@ def command(name: str) -> Callable[[Handler], Handler]:
 def _add_model_options(p: argparse.ArgumentParser, *, epochs: int = 20) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--kind", choices=("auto", "item", "user"), default="auto",
-                   help="I-CFN (item), U-CFN (user) or auto: the side with more ratings per sample")
+                   help="I-CFN (item), U-CFN (user) or auto: kind and centring chosen on a validation part of "
+                        "the training set (up to 4 extra fits)")
+    g.add_argument("--centring", choices=("sample", "bias"), default=None,
+                   help="centre by each sample's mean (the paper's) or by the bias model mu + b_u + b_i "
+                        "(default: sample for --kind item|user, chosen for auto)")
     g.add_argument("--hidden", type=_int_in(1), nargs="+", default=[600], help="hidden layer widths")
     g.add_argument("--epochs", type=_int_in(0), default=epochs, help="training epochs")
     for name in ("alpha", "beta", "mask-ratio", "lr", "lr-decay", "weight-decay", "batch-size"):
@@ -74,7 +78,20 @@ def _int_in(low: int, high: int = 2**31 - 1) -> Callable[[str], int]:
 def _kind_label(model) -> str:
     """``I-CFN`` / ``U-CFN``, and whether ``--kind auto`` chose it."""
     label = "I-CFN" if model.kind_ == "item" else "U-CFN"
+    if model.centring_ == "bias":
+        label += ", bias centring"
     return f"{label} (chosen by --kind auto)" if model.kind == "auto" else label
+
+
+def _announce_selection(model, quiet: bool) -> None:
+    if model.kind == "auto" and not quiet:
+        print("kind auto: comparing I-CFN and U-CFN with the sample and the bias centring on validation "
+              f"({'the given centring only, ' if model.centring else ''}one fit each) ...", flush=True)
+
+
+def _selection(model) -> dict:
+    """``{"selection": ...}`` when ``--kind auto`` chose on validation, else nothing."""
+    return {} if model.selection_ is None else {"selection": model.selection_.as_dict()}
 
 
 def _per_kind_default(name: str) -> str:
@@ -87,7 +104,7 @@ def _model_from_args(args: argparse.Namespace):
     """The CFN the options describe, validated before any data is loaded; a bad value is reported
     under its option name (``--batch-size``, not ``batch_size``)."""
     from .model import CFN
-    model = CFN(kind=args.kind, hidden=tuple(args.hidden), epochs=args.epochs, alpha=args.alpha, beta=args.beta,
+    model = CFN(kind=args.kind, centring=args.centring, hidden=tuple(args.hidden), epochs=args.epochs, alpha=args.alpha, beta=args.beta,
                 mask_ratio=args.mask_ratio, lr=args.lr, lr_decay=args.lr_decay, weight_decay=args.weight_decay,
                 batch_size=args.batch_size, backend=args.backend, use_side_info=not args.no_side_info,
                 seed=args.seed, verbose=min(int(getattr(args, "verbose", 0)), 1))
@@ -149,11 +166,13 @@ def _demo(args: argparse.Namespace) -> dict:
         print(f"model: {dict(item='I-CFN', user='U-CFN').get(args.kind, 'CFN (kind auto)')}{'' if args.no_side_info else '++'} "
               f"hidden={tuple(args.hidden)} backend={model.backend if model.backend != 'auto' else 'auto'}")
     start = time.perf_counter()
+    _announce_selection(model, args.json)
     model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json, "validation RMSE"),))
     seconds = time.perf_counter() - start
     baseline = ItemMean().fit(train).score(test)
     final = model.score(test)
     result = {"command": "demo", "data": "synthetic", "n_ratings": ratings.nnz, "kind": model.kind_,
+              "centring": model.centring_, **_selection(model),
               "backend": model.backend_, "epochs": model.epochs_trained_, "train_seconds": round(seconds, 3),
               "test_rmse": final, "item_mean_rmse": baseline,
               "improvement_vs_item_mean": 1.0 - final / baseline,
@@ -191,10 +210,12 @@ def _fit(args: argparse.Namespace) -> dict:
         save_split(splits, {"train": train, "validation": validation, "test": test})
     model.profile = bool(args.profile or args.trace)
     start = time.perf_counter()
+    _announce_selection(model, args.json)
     model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json),))
     seconds = time.perf_counter() - start
     result = {"command": "fit", "ratings": str(args.ratings), "scale": list(ratings.scale),
-              "scale_source": "declared" if args.scale else "observed", "kind": model.kind_, "backend": model.backend_,
+              "scale_source": "declared" if args.scale else "observed", "kind": model.kind_,
+              "centring": model.centring_, **_selection(model), "backend": model.backend_,
               "hidden": list(args.hidden), "epochs": model.epochs_trained_, "train_seconds": round(seconds, 3),
               "test_rmse": model.score(test),
               "validation_rmse": None if validation is None else model.history_[-1].validation_rmse

@@ -80,8 +80,9 @@ AUTO_MIN_SAMPLES = 1000
 
 
 def choose_kind(n_users: int, n_items: int, n_ratings: int) -> str:
-    """The kind ``CFN(kind="auto")`` trains: the side whose samples are better observed, unless
-    it has too few samples.
+    """The shape rule ``CFN(kind="auto")`` falls back on when a set is too small for its validation
+    run (:mod:`cfn_fast.selection`): the side whose samples are better observed, unless it has too
+    few samples.
 
     Rule: the better-observed side is the one with fewer rows (I-CFN's samples are items with
     ``n_ratings / n_items`` known entries each, U-CFN's users with ``n_ratings / n_users``);
@@ -91,9 +92,9 @@ def choose_kind(n_users: int, n_items: int, n_ratings: int) -> str:
     Why: a sample is reconstructed from its own known entries, so the denser side learns more
     (the paper's I-CFN wins on ML-1M, 243 ratings per item against 149 per user); but with few
     samples (e.g. 5,600 users x 30 items) that autoencoder sees only a handful of mini-batches
-    per epoch and the other kind wins by far.  On the sweep (bench/README.md) the rule picks the
-    better kind on 9 of 11 sets and loses 0.0065 (``scale-pm10``) and 0.0027 (ML-100K, where the
-    paper's choice, I-CFN, is kept) on the other two.  ``n_ratings`` is accepted for future rules and ignored.
+    per epoch and the other kind wins by far.  A rule of the shape alone cannot see the rest
+    (which centring wins, ML-100K's near tie), hence the validation run on any set large enough
+    to hold one.  ``n_ratings`` is accepted for future rules and ignored.
     """
     del n_ratings
     denser, other, n_denser = ("item", "user", n_items) if n_items <= n_users else ("user", "item", n_users)

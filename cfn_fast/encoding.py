@@ -86,10 +86,9 @@ def centred_rows(model: "CFN", rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
                          f"e.g. {float(values[outside][0]):g}")
     unit = (values - pre.mid) / pre.half_range
     counts = np.diff(matrix.indptr)
-    sums = np.bincount(np.repeat(np.arange(len(counts)), counts), weights=unit, minlength=len(counts))
-    # float32 mean of a float64 sum, as CFN.fold_in and the training preprocessing compute it
-    means = np.where(counts > 0, sums / np.maximum(counts, 1), pre.global_mean).astype(np.float32)
-    centred = unit.astype(np.float32) - np.repeat(means, counts)
+    # by the rule of the training preprocessing and CFN.fold_in
+    means = pre.row_means(unit, matrix.indices, counts)
+    centred = pre.centre(unit, np.repeat(means, counts), matrix.indices)
     inputs = sp.csr_matrix((centred, matrix.indices.astype(np.int32), matrix.indptr.astype(np.int64)),
                            shape=matrix.shape)
     return inputs, means
@@ -196,8 +195,8 @@ def _to_ratings(model: "CFN", out: Any, means: np.ndarray, columns: np.ndarray |
     (no rating, no side information) get each input's mean training rating, as ``predict`` does."""
     pre = model.preprocessing_
     empty = np.isnan(means)
-    unit = out.astype(xp.float64) + xp.asarray(np.where(empty, 0.0, means))[:, None]
-    ratings = xp.clip(pre.mid + pre.half_range * unit, pre.low, pre.high)
+    unit = out.astype(xp.float64) + xp.asarray(pre.unit_offsets(np.where(empty, 0.0, means), columns))
+    ratings = xp.clip(pre.unclipped(unit), pre.low, pre.high)
     if empty.any():
         fallback = model._input_mean_rating(np.arange(model.inputs_.shape[1]) if columns is None else columns)
         ratings[xp.asarray(np.flatnonzero(empty))] = xp.asarray(fallback)[None, :]

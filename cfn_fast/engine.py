@@ -41,7 +41,7 @@ __all__ = ["ENGINE_API_VERSION", "Engine", "TrainConfig", "Layer", "TrainingInpu
            "BACKENDS", "available_backends", "BackendUnavailable"]
 
 #: Version of the contract in ``docs/engine_api.md`` (``"major.minor"``).
-ENGINE_API_VERSION = "1.0"
+ENGINE_API_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,16 @@ class TrainingInputs:
 
 
 def training_inputs(train: RatingSet, kind: str = "item", *, use_side_info: bool = True,
-                    features: Any = None) -> TrainingInputs:
+                    features: Any = None, centring: str = "sample") -> TrainingInputs:
     """The samples CSR, side information and preprocessing :meth:`CFN.fit <cfn_fast.CFN.fit>` would
     train on: ``kind`` ``"user"`` (U-CFN) or ``"item"`` (I-CFN); ``features`` overrides the sample
-    side's features stored in ``train`` (user features for U-CFN, item features for I-CFN)."""
+    side's features stored in ``train`` (user features for U-CFN, item features for I-CFN);
+    ``centring`` as ``CFN(centring=...)`` (``"sample"``, the paper's, or ``"bias"``)."""
     if not isinstance(train, RatingSet):
         raise TypeError(f"train must be a RatingSet, got {type(train).__name__}")
     if kind not in ("user", "item"):
         raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
-    preprocessing = Preprocessing.fit(kind, train)
+    preprocessing = Preprocessing.fit(kind, train, centring)
     samples = preprocessing.centred_matrix(train)
     side = None
     if use_side_info:

@@ -1,6 +1,7 @@
 """Saving and loading fitted :class:`~cfn_fast.CFN` models: one versioned ``.npz`` file.
 
-Layout (format version 1), every entry a plain numeric or fixed-width unicode array — no
+Layout (format version 2; version 1 is the same without ``pre_input_offset``, and a model with
+the paper's centring is still written as version 1 so that older releases read it), every entry a plain numeric or fixed-width unicode array — no
 pickles anywhere, and :func:`load_model` reads with ``np.load(allow_pickle=False)``:
 
 =====================================  ===================================================
@@ -14,6 +15,7 @@ pickles anywhere, and :func:`load_model` reads with ``np.load(allow_pickle=False
 ``input_data|indices|indptr``          the centred training input CSR fed to the network
 ``pre_sample_mean|sample_count``,      preprocessing statistics
 ``pre_scalars``                        ``[low, high, global_mean]`` (float64)
+``pre_input_offset``                   per-input offsets of ``centring="bias"`` (version 2 only)
 ``side``                               side information the network uses (if any)
 ``user_features``, ``item_features``   the training set's side information (if any)
 ``user_feature_names`` ...             feature names (if any)
@@ -52,7 +54,9 @@ __all__ = ["save_model", "load_model", "ModelFileError", "FORMAT_NAME", "FORMAT_
 log = logging.getLogger("cfn_fast")
 
 FORMAT_NAME = "cfn_fast-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this release reads.
+READABLE_VERSIONS = (1, 2)
 
 
 class ModelFileError(ValueError):
@@ -70,14 +74,17 @@ def save_model(model: PortableModel, path: str | os.PathLike) -> Path:
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot save the model: directory {str(directory)!r} does not exist")
     arrays = state.fitted_arrays(model, portable=True)
+    # a file an older release can read correctly says version 1; one with input offsets it would
+    # misread says 2, which such a release refuses
+    version = FORMAT_VERSION if "pre_input_offset" in arrays else 1
     config = {
-        "format": FORMAT_NAME, "version": FORMAT_VERSION, "library_version": __version__,
+        "format": FORMAT_NAME, "version": version, "library_version": __version__,
         "params": _jsonable(model.get_params()), "resolved": _jsonable(model.resolved_params()),
         **_jsonable(state.fitted_config(model)),
     }
     arrays["config"] = np.array([json.dumps(config, sort_keys=True)])
     arrays["cfn_format"] = np.array([FORMAT_NAME])
-    arrays["cfn_version"] = np.array([FORMAT_VERSION], dtype=np.int64)
+    arrays["cfn_version"] = np.array([version], dtype=np.int64)
     for name, value in arrays.items():
         if value.dtype.kind not in "biufU":
             raise TypeError(f"internal error: model entry {name!r} has dtype {value.dtype}")  # pragma: no cover
@@ -136,9 +143,9 @@ def load_model(path: str | os.PathLike, backend: str | None = None) -> PortableM
         raise ModelFileError(f"{path} is an .npz file but not a cfn_fast model (no 'cfn_format' entry)")
     version = arrays.get("cfn_version")
     version = int(version[0]) if version is not None and version.dtype.kind in "iu" and version.size == 1 else None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ModelFileError(f"{path} has cfn_fast model format version {version}; this cfn_fast "
-                             f"({__version__}) reads version {FORMAT_VERSION}")
+                             f"({__version__}) reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     stored = arrays.get("checksum")
     if stored is None or stored.dtype.kind != "U" or stored.size != 1:
         raise ModelFileError(f"{path} has no checksum entry: not a complete cfn_fast model file")

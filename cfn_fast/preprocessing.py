@@ -9,6 +9,27 @@ A *sample* is a row of the autoencoder's data: a user for U-CFN, an item for I-C
 
 Predictions are clipped to the rating scale: the output tanh lies in (-1, 1) but adding the
 sample mean back can leave the scale.
+
+Two centrings (``CFN(centring=...)``):
+
+* ``"sample"`` — the paper's, above: each sample's own, unshrunk mean.
+* ``"bias"`` — the regularised bias model ``μ + b_i + b_j`` (Koren's baseline predictor, in unit
+  scale, offsets shrunk by :data:`BIAS_SHRINKAGE` pseudo-ratings):
+
+      mean_i       = μ + b_i                       the sample's shrunk offset
+      centred(i,j) = unit(r_ij) - mean_i - b_j
+      prediction   = clip(mid + half_range * (y_ij + mean_i + b_j), low, high)
+
+  The network then learns what the bias model leaves.  Why: the paper's centring leaves the
+  *other* side's offsets (each user's in an I-CFN) to be learned through the weights, which a
+  few ratings per sample cannot teach, and an unshrunk mean of 3 ratings is noise; on sparse
+  sets the bias model alone then beats CFN (bench/README.md, density sweep).  ``b_j`` is a
+  per-input vector: every conversion between ratings and network values goes through this class.
+  The residuals are not clipped: on validation splits of the sweep's 11 sets, clipping them to ±1
+  (half the scale's span) was worse on 18 of 22 set x kind pairs (``bench/centring_validation.py``).
+
+A new row (fold-in, ``encode(rows=...)``) gets its mean by the same rule as a training sample:
+:meth:`Preprocessing.row_mean`.
 """
 from __future__ import annotations
 
@@ -19,7 +40,16 @@ import scipy.sparse as sp
 
 from .data.ratings import RatingSet, build_csr
 
-__all__ = ["Preprocessing", "sample_axes"]
+__all__ = ["Preprocessing", "sample_axes", "CENTRINGS", "BIAS_SHRINKAGE"]
+
+CENTRINGS = ("sample", "bias")
+
+#: Pseudo-ratings at the global mean added to every offset of the ``"bias"`` centring (the
+#: ``reg`` of :class:`cfn_fast.baselines.UserItemBias`, whose default it is; not tuned).
+BIAS_SHRINKAGE = 10.0
+
+#: Alternating rounds of the bias fit (each solves one side exactly given the other).
+_BIAS_ROUNDS = 10
 
 
 def sample_axes(kind: str, ratings: RatingSet) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -33,14 +63,19 @@ def sample_axes(kind: str, ratings: RatingSet) -> tuple[np.ndarray, np.ndarray, 
 
 @dataclass
 class Preprocessing:
-    """Scale and per-sample centring statistics learned from the training ratings."""
+    """Scale and centring statistics learned from the training ratings."""
 
     kind: str
     low: float
     high: float
-    sample_mean: np.ndarray   # (n_samples,) mean unit rating of each sample; global mean if none
+    sample_mean: np.ndarray   # (n_samples,) unit value added back to each sample; global mean if none
     sample_count: np.ndarray  # (n_samples,) number of training ratings of each sample
     global_mean: float        # mean unit rating over all training ratings
+    input_offset: np.ndarray | None = None  # (n_inputs,) unit offset b_j of each input ("bias" centring)
+
+    @property
+    def centring(self) -> str:
+        return "sample" if self.input_offset is None else "bias"
 
     @property
     def mid(self) -> float:
@@ -51,26 +86,99 @@ class Preprocessing:
         return 0.5 * (self.high - self.low)
 
     @classmethod
-    def fit(cls, kind: str, train: RatingSet) -> "Preprocessing":
+    def fit(cls, kind: str, train: RatingSet, centring: str = "sample") -> "Preprocessing":
+        if centring not in CENTRINGS:
+            raise ValueError(f"centring must be 'sample' or 'bias', got {centring!r}")
         low, high = train.scale
-        rows, _, n_samples, _ = sample_axes(kind, train)
+        rows, cols, n_samples, n_inputs = sample_axes(kind, train)
         unit = (train.rating.astype(np.float64) - 0.5 * (low + high)) / (0.5 * (high - low))
         counts = np.bincount(rows, minlength=n_samples)
-        sums = np.bincount(rows, weights=unit, minlength=n_samples)
         global_mean = float(unit.mean())
-        means = np.where(counts > 0, sums / np.maximum(counts, 1), global_mean)
-        return cls(kind, float(low), float(high), means.astype(np.float32), counts.astype(np.int64), global_mean)
+        if centring == "sample":
+            sums = np.bincount(rows, weights=unit, minlength=n_samples)
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), global_mean)
+            return cls(kind, float(low), float(high), means.astype(np.float32), counts.astype(np.int64), global_mean)
+        sample_offset, input_offset = _bias_offsets(rows, cols, unit - global_mean, counts,
+                                                    np.bincount(cols, minlength=n_inputs))
+        return cls(kind, float(low), float(high), (global_mean + sample_offset).astype(np.float32),
+                   counts.astype(np.int64), global_mean, input_offset.astype(np.float32))
 
+    # ------------------------------------------------------------------ ratings -> network values
     def to_unit(self, rating: np.ndarray) -> np.ndarray:
         return ((np.asarray(rating, dtype=np.float64) - self.mid) / self.half_range).astype(np.float32)
+
+    def centre(self, unit: np.ndarray, means: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """Centred float32 network values of unit ratings ``unit`` at ``inputs``, their samples'
+        means given entry by entry."""
+        centred = np.asarray(unit, dtype=np.float32) - np.asarray(means, dtype=np.float32)
+        if self.input_offset is not None:
+            centred = centred - self.input_offset[inputs]
+        return centred.astype(np.float32, copy=False)
+
+    def row_mean(self, unit: np.ndarray, inputs: np.ndarray) -> np.float32:
+        """The mean a new row with unit ratings ``unit`` at ``inputs`` is centred by, by the rule a
+        training sample's was computed (the global mean for an empty row)."""
+        return self.row_means(np.asarray(unit, dtype=np.float64), np.asarray(inputs), np.array([len(unit)]))[0]
+
+    def row_means(self, unit: np.ndarray, inputs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """:meth:`row_mean` of consecutive rows holding ``counts`` entries each (float32)."""
+        owner = np.repeat(np.arange(len(counts)), counts)
+        if self.input_offset is None:
+            sums = np.bincount(owner, weights=unit, minlength=len(counts))
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), self.global_mean)
+        else:
+            shifted = unit - self.global_mean - self.input_offset[inputs].astype(np.float64)
+            sums = np.bincount(owner, weights=shifted, minlength=len(counts))
+            means = self.global_mean + sums / (counts + BIAS_SHRINKAGE)
+        return means.astype(np.float32)
 
     def centred_matrix(self, ratings: RatingSet) -> sp.csr_matrix:
         """Samples x inputs CSR of centred unit ratings (explicit zeros kept: they are known values)."""
         rows, cols, n_samples, n_inputs = sample_axes(self.kind, ratings)
-        values = self.to_unit(ratings.rating) - self.sample_mean[rows]
+        values = self.centre(self.to_unit(ratings.rating), self.sample_mean[rows], cols)
         return build_csr(rows, cols, values, (n_samples, n_inputs))
 
-    def to_rating(self, samples: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-        """Undo centring and scaling of network outputs for the given samples, clipped to the scale."""
-        unit = np.asarray(outputs, dtype=np.float64) + self.sample_mean[samples]
-        return np.clip(self.mid + self.half_range * unit, self.low, self.high)
+    # ------------------------------------------------------------------ network values -> ratings
+    def unit_offsets(self, means: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
+        """What is added back to the network's outputs: for rows with ``means`` and outputs at
+        ``inputs`` (every input when None), shape ``(len(means), len(inputs))`` (float64)."""
+        grid = np.asarray(means, dtype=np.float64)[:, None]
+        if self.input_offset is None:
+            return grid
+        offset = self.input_offset if inputs is None else self.input_offset[inputs]
+        return grid + offset.astype(np.float64)[None, :]
+
+    def pair_offsets(self, samples: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """What is added back to the outputs of (sample, input) pairs (float64)."""
+        offset = self.sample_mean[samples].astype(np.float64)
+        if self.input_offset is not None:
+            offset = offset + self.input_offset[inputs]
+        return offset
+
+    def to_rating(self, samples: np.ndarray, outputs: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
+        """Undo centring and scaling of the network outputs of (sample, input) pairs, clipped to the
+        scale (``inputs`` may be omitted with the ``"sample"`` centring)."""
+        if inputs is None and self.input_offset is not None:
+            raise ValueError("the 'bias' centring needs the inputs of the outputs to invert them")
+        offset = self.sample_mean[samples].astype(np.float64) if inputs is None else self.pair_offsets(samples, inputs)
+        return self.from_unit(np.asarray(outputs, dtype=np.float64) + offset)
+
+    def from_unit(self, unit: np.ndarray) -> np.ndarray:
+        """Ratings of unit values, clipped to the scale."""
+        return np.clip(self.unclipped(unit), self.low, self.high)
+
+    def unclipped(self, unit: np.ndarray) -> np.ndarray:
+        return self.mid + self.half_range * np.asarray(unit, dtype=np.float64)
+
+
+def _bias_offsets(rows: np.ndarray, cols: np.ndarray, residual: np.ndarray, row_count: np.ndarray,
+                  col_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shrunk offsets ``(b_rows, b_cols)`` of ``residual ≈ b_rows[rows] + b_cols[cols]``, by
+    alternating exact solves.  The rows are solved last, so a training sample's offset is what
+    :meth:`Preprocessing.row_means` gives the same ratings as a new row."""
+    b_rows = np.zeros(len(row_count))
+    b_cols = np.zeros(len(col_count))
+    for _ in range(_BIAS_ROUNDS):
+        b_cols = np.bincount(cols, residual - b_rows[rows], len(col_count)) / (col_count + BIAS_SHRINKAGE)
+        b_rows = np.bincount(rows, residual - b_cols[cols], len(row_count)) / (row_count + BIAS_SHRINKAGE)
+    return b_rows, b_cols

@@ -75,17 +75,20 @@ class StackedCFN(EstimatorParams):
     ``pretrain`` holds the training settings of the 1-hidden-layer step (keys of :class:`CFN`:
     epochs, batch_size, lr, lr_decay, weight_decay, alpha, beta, mask_ratio; missing keys take
     the CFN defaults); ``epochs`` and the other keyword arguments are the fine-tuning settings.
+    ``kind="auto"`` (and ``centring=None`` with it) is resolved by the pre-training's validation run
+    and kept by every later stage.
     """
 
-    param_names = ("kind", "hidden", "epochs", "pretrain", "alpha", "beta", "mask_ratio", "lr", "lr_decay",
+    param_names = ("kind", "centring", "hidden", "epochs", "pretrain", "alpha", "beta", "mask_ratio", "lr", "lr_decay",
                    "weight_decay", "batch_size", "backend", "use_side_info", "seed", "verbose")
 
     def __init__(self, kind: str = "item", hidden: Sequence[int] = (700, 500), epochs: int = 15, *,
                  pretrain: dict[str, Any] | None = None, alpha: float | None = None, beta: float | None = None,
                  mask_ratio: float | None = None, lr: float | None = None, lr_decay: float | None = None,
                  weight_decay: float | None = None, batch_size: int | None = None, backend: str = "auto",
-                 use_side_info: bool = True, seed: int = 0, verbose: int = 0) -> None:
+                 use_side_info: bool = True, seed: int = 0, verbose: int = 0, centring: str | None = None) -> None:
         self.kind = kind
+        self.centring = centring
         self.hidden = hidden
         self.epochs = epochs
         self.pretrain = pretrain
@@ -102,7 +105,10 @@ class StackedCFN(EstimatorParams):
         self.verbose = verbose
 
     def _common(self) -> dict[str, Any]:
-        return {"kind": self.kind, "backend": self.backend, "use_side_info": self.use_side_info,
+        # kind="auto" is resolved once, by the pre-training; every later stage trains what it chose
+        pretrained = self.__dict__.get("pretrained_")
+        kind, centring = (self.kind, self.centring) if pretrained is None else (pretrained.kind_, pretrained.centring_)
+        return {"kind": kind, "centring": centring, "backend": self.backend, "use_side_info": self.use_side_info,
                 "seed": self.seed, "verbose": self.verbose}
 
     def _pretrain_settings(self) -> dict[str, Any]:
@@ -129,6 +135,7 @@ class StackedCFN(EstimatorParams):
             raise ValueError(f"StackedCFN needs at least two hidden widths (e.g. (700, 500)), got {self.hidden!r}; "
                              f"use CFN for a one-hidden-layer network")
         features = {"user_features": user_features, "item_features": item_features}
+        self.__dict__.pop("pretrained_", None)           # a refit chooses kind="auto" anew
         first = CFN(hidden=widths[:1], **self._common(), **self._pretrain_settings())
         self._finetune_model(widths).resolved_params()          # bad fine-tuning settings fail before any training
         self.pretrained_ = first.fit(train, **features)

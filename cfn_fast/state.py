@@ -34,6 +34,7 @@ from ._concurrency import object_lock
 from .data.ratings import RatingSet
 from .network import Layer
 from .preprocessing import Preprocessing
+from .selection import KindChoice
 from .trainer import EpochRecord
 
 __all__ = ["STATE_VERSION", "TRANSIENT_ATTRIBUTES", "FITTED_ATTRIBUTES", "register_model_class", "model_class",
@@ -50,7 +51,7 @@ TRANSIENT_ATTRIBUTES = ("_engine", "engine_", "_codes", "_input_means", "_seen")
 
 #: Attributes :func:`restore_fitted` sets from the arrays and the config.
 FITTED_ATTRIBUTES = ("backend_", "train_", "preprocessing_", "inputs_", "side_", "layers_", "history_",
-                     "epochs_trained_", "best_epoch_")
+                     "epochs_trained_", "best_epoch_", "centring_", "selection_")
 
 
 def is_fitted(model: Any) -> bool:
@@ -101,6 +102,8 @@ def fitted_arrays(model: Any, *, portable: bool = True) -> dict[str, np.ndarray]
     arrays["pre_sample_mean"] = pre.sample_mean
     arrays["pre_sample_count"] = pre.sample_count
     arrays["pre_scalars"] = np.array([pre.low, pre.high, pre.global_mean], dtype=np.float64)
+    if pre.input_offset is not None:  # centring="bias"
+        arrays["pre_input_offset"] = pre.input_offset
     if model.side_ is not None:
         arrays["side"] = model.side_
     for name in ("user_features", "item_features"):
@@ -118,7 +121,8 @@ def fitted_config(model: Any) -> dict[str, Any]:
     """The fitted model's settings beside the arrays: training backend, epochs, history."""
     return {
         "backend_trained": model.backend_, "kind": model.kind_, "epochs_trained": int(model.epochs_trained_),
-        "best_epoch": getattr(model, "best_epoch_", None), "n_layers": len(model.layers_),
+        "best_epoch": getattr(model, "best_epoch_", None),
+        "selection": None if getattr(model, "selection_", None) is None else model.selection_.as_dict(), "n_layers": len(model.layers_),
         "has_side": model.side_ is not None, "scale": [float(s) for s in model.train_.scale],
         "history": [record.as_dict() for record in model.history_],
     }
@@ -148,7 +152,10 @@ def restore_fitted(model: Any, arrays: dict[str, np.ndarray], config: dict[str, 
     # hold an explicit kind in their parameters
     model.kind_ = config.get("kind") or (config.get("resolved") or {}).get("kind") or model.kind
     model.preprocessing_ = Preprocessing(model.kind_, low, high, arrays["pre_sample_mean"],
-                                         arrays["pre_sample_count"], global_mean)
+                                         arrays["pre_sample_count"], global_mean, arrays.get("pre_input_offset"))
+    model.centring_ = model.preprocessing_.centring
+    selection = config.get("selection")
+    model.selection_ = None if selection is None else KindChoice(**selection)
     model.inputs_ = sp.csr_matrix((arrays["input_data"], arrays["input_indices"], arrays["input_indptr"]),
                                   shape=tuple(int(s) for s in arrays["input_shape"]))
     model.side_ = arrays.get("side")

@@ -89,7 +89,7 @@ def _file(tmp: Path, kind: str) -> Path:
         if kind == "tampered":
             arrays["layer0_bias"] = arrays["layer0_bias"] * np.float32(2)
         else:
-            arrays["cfn_version"] = np.array([2])
+            arrays["cfn_version"] = np.array([3])
         with open(path, "wb") as fh:
             np.savez(fh, **arrays)
     elif kind == "foreign":
@@ -251,6 +251,8 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- hyper-parameters
     Case("unknown kind", "CFN(kind=\"users\")", fit_with(kind="users"), ValueError,
          "kind must be 'item', 'user' or 'auto', got 'users'"),
+    Case("unknown centring", "CFN(centring=\"mean\")", fit_with(centring="mean"), ValueError,
+         "centring must be None, 'sample' or 'bias', got 'mean'"),
     Case("hidden empty", "CFN(hidden=())", fit_with(hidden=()), ValueError,
          "hidden must be a positive integer or a non-empty sequence of positive integers (layer widths), got ()"),
     Case("hidden not integer", "CFN(hidden=(10.5,))", fit_with(hidden=(10.5,)), ValueError,
@@ -361,8 +363,8 @@ CASES: list[Case] = [
          "re:.*tampered.npz failed its SHA-256 checksum: the file was modified or corrupted",
          shown="tampered.npz failed its SHA-256 checksum: the file was modified or corrupted", needs_tmp=True),
     Case("model file of another format version", "CFN.load(\"version.npz\")", _load("version"), ModelFileError,
-         r"re:.*version.npz has cfn_fast model format version 2; this cfn_fast \(.*\) reads version 1",
-         shown="version.npz has cfn_fast model format version 2; this cfn_fast (0.1.0) reads version 1",
+         r"re:.*version.npz has cfn_fast model format version 3; this cfn_fast \(.*\) reads versions 1, 2",
+         shown="version.npz has cfn_fast model format version 3; this cfn_fast (0.1.0) reads versions 1, 2",
          needs_tmp=True),
     Case("an .npz that is not a cfn model", "CFN.load(\"foreign.npz\")", _load("foreign"), ModelFileError,
          "re:.*foreign.npz is an .npz file but not a cfn_fast model \\(no 'cfn_format' entry\\)",

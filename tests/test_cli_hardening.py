@@ -48,12 +48,16 @@ def cfn_process(*argv: str, **kw) -> subprocess.Popen:
 
 # ----------------------------------------------------------------------------- point 3: one line, exit codes
 @pytest.mark.parametrize("engine", ["numpy", "cpu"])
-def test_ctrl_c_during_fit_is_one_line_and_exit_130(files, engine):
+@pytest.mark.parametrize("kind, running", [("item", "epoch"), ("auto", "kind auto:")])
+def test_ctrl_c_during_fit_is_one_line_and_exit_130(files, engine, kind, running):
+    """Interrupted while training (an explicit kind), or while --kind auto compares its candidates."""
     proc = cfn_process("fit", "--ratings", str(files["ratings"]), "--hidden", "8", "--epochs", "100000",
-                       "--backend", engine)
+                       "--backend", engine, "--kind", kind)
     try:
-        lines = [proc.stdout.readline() for _ in range(3)]  # up to the first epoch line: training is running
-        assert any(line.startswith("epoch") for line in lines), lines
+        lines = []
+        while len(lines) < 3 and not (lines and lines[-1].startswith(running)):  # up to the line that says
+            lines.append(proc.stdout.readline())                                   # what is running
+        assert lines[-1].startswith(running), lines
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -416,7 +420,9 @@ def test_demo_labels_validation_and_test_and_renames_its_count_option(capsys):
     argv = ["demo", "--epochs", "2", "--users", "200", "--items", "100", "--hidden", "8", "--backend", "numpy"]
     assert cli.main(argv + ["--n-ratings", "4000"]) == 0
     out = capsys.readouterr().out
-    assert "validation RMSE" in out.splitlines()[2] and "test RMSE" in out.splitlines()[-1]
+    lines = out.splitlines()
+    assert lines[2].startswith("kind auto: comparing")                    # --kind auto is the default
+    assert "validation RMSE" in lines[3] and lines[3].startswith("epoch") and "test RMSE" in lines[-1]
     assert cli.main(argv + ["--ratings", "4000", "--json"]) == 0  # the deprecated spelling still works
     captured = capsys.readouterr()
     assert json.loads(captured.out)["n_ratings"] == 4000 and "deprecated" in captured.err

@@ -1,5 +1,6 @@
 """Defaults that hold on any rating data (issue 13): density-aware step, kind="auto", the warning for
-unused side features, scale-aware baselines, the residual CFN and the sweep's smoke run."""
+unused side features, scale-aware baselines and the sweep's smoke run (the bias centring and kind="auto"'s
+validation run: tests/test_centring.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,7 +19,6 @@ from cfn_fast.data import synthetic_ratings, train_test_split
 from cfn_fast.data.ratings import RatingSet
 from cfn_fast.defaults import (AUTO_MIN_SAMPLES, DEFAULTS, REFERENCE_KNOWN_PER_SAMPLE, choose_kind,
                                density_step_factor)
-from cfn_fast.residual import ResidualCFN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,15 +81,17 @@ def test_choose_kind_rule() -> None:
 
 def test_auto_kind_is_reported_persisted_and_used(tmp_path) -> None:
     data = synthetic_ratings(120, 30, 1500, side_info=False, seed=1)
-    model = CFN("auto", hidden=(8,), epochs=1, backend="numpy").fit(data)
-    assert model.kind == "auto" and model.kind_ == "user"
-    assert model.resolved_params()["kind"] == "user"
-    assert model.resolved_params()["lr"] == DEFAULTS["user"].lr
-    assert model.preprocessing_.kind == "user"
+    model = CFN("auto", centring="sample", hidden=(8,), epochs=1, backend="numpy").fit(data)
+    kind = model.kind_
+    assert model.kind == "auto" and kind == model.selection_.kind
+    assert model.resolved_params()["kind"] == kind
+    assert model.resolved_params()["lr"] == DEFAULTS[kind].lr
+    assert model.preprocessing_.kind == kind
     loaded = CFN.load(model.save(tmp_path / "auto.npz"))
-    assert loaded.kind_ == "user"
+    assert loaded.kind_ == kind
     np.testing.assert_allclose(loaded.predict_indices(data.user, data.item), model.predict_indices(data.user, data.item))
-    model.fold_in({data.item_ids[0]: 4.0})                     # a U-CFN folds in new users
+    ids = data.item_ids if kind == "user" else data.user_ids
+    model.fold_in({ids[0]: 4.0})                               # a sample of the kind it chose
 
 
 def test_cli_defaults_to_auto_kind() -> None:
@@ -101,7 +103,9 @@ def test_cli_defaults_to_auto_kind() -> None:
     with contextlib.redirect_stdout(out):
         main(["demo", "--users", "60", "--items", "40", "--ratings", "600", "--epochs", "1", "--hidden", "8",
               "--backend", "numpy", "--json"])
-    assert json.loads(out.getvalue())["kind"] == "user"
+    result = json.loads(out.getvalue())
+    assert result["kind"] == result["selection"]["kind"] and result["centring"] == result["selection"]["centring"]
+    assert len(result["selection"]["validation_rmse"]) == 4
 
 
 # ----------------------------------------------------------------------------- unused side features
@@ -150,23 +154,6 @@ def test_baselines_are_scale_equivariant(baseline: B.Baseline, low: float, high:
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * (high - low))
 
 
-# ----------------------------------------------------------------------------- residual CFN
-def test_residual_cfn_on_sparse_data_is_at_the_bias_models_level_or_better() -> None:
-    data = synthetic_ratings(1200, 600, 3600, side_info=False, seed=0)
-    train, test = train_test_split(data, 0.1, seed=0)
-    bias = B.UserItemBias().fit(train).score(test)
-    model = ResidualCFN(CFN("item", hidden=(32,), epochs=5, backend="cpu")).fit(train)
-    assert model.cfn_.kind_ == "item"
-    assert model.score(test) <= bias + 0.01
-    assert np.all((model.predict(test.user_ids[test.user], test.item_ids[test.item]) >= 1))
-
-
-def test_residual_cfn_needs_fit() -> None:
-    from cfn_fast.model import NotFittedError
-    with pytest.raises(NotFittedError):
-        ResidualCFN().predict_indices([0], [0])
-
-
 # ----------------------------------------------------------------------------- synthetic data, packaging
 @pytest.mark.parametrize("scale", [(1, 100), (-10, 10)])
 def test_synthetic_ratings_on_other_scales(scale: tuple[int, int]) -> None:
@@ -204,7 +191,7 @@ def test_sweep_quick_mode_runs_and_prints_every_row(capsys) -> None:
     assert len([s for s in sweep.FULL_SETS if not s.name.startswith("ml-")]) >= 8
     sweep.main(["--quick", "--seeds", "1", "--sets", "q-sparse,q-narrow"])
     out = capsys.readouterr().out
-    for row in ("I-CFN", "U-CFN", "auto", "Residual CFN (auto)", "Global mean", "Item mean", "Bias", "ALS-WR",
+    for row in ("I-CFN", "U-CFN", "I-CFN, bias centring", "U-CFN, bias centring", "auto", "Global mean", "Item mean", "Bias", "ALS-WR",
                 "BPMF", "SVDFeature", "LLORMA", "I-AutoRec", "Linear I-CFN"):
         assert f"| {row}" in out
     assert "q-narrow" in out and "auto" in out

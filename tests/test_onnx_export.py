@@ -27,19 +27,22 @@ def session(model: CFN, graph: str, **options):
 _MODELS: dict = {}
 
 
-def fitted(kind: str, side: bool, hidden: tuple, half_stars: bool) -> CFN:
-    key = (kind, side, hidden, half_stars)
+def fitted(kind: str, side: bool, hidden: tuple, half_stars: bool, centring: str = "sample") -> CFN:
+    key = (kind, side, hidden, half_stars, centring)
     if key not in _MODELS:
         ratings = synthetic_ratings(150, 90, 2600, seed=1, half_stars=half_stars, side_info=side)
-        _MODELS[key] = CFN(kind, hidden, 2, backend="cpu", seed=3).fit(ratings)
+        _MODELS[key] = CFN(kind, hidden, 2, backend="cpu", seed=3, centring=centring).fit(ratings)
     return _MODELS[key]
 
 
-CASES = [(kind, side, hidden, half)
+CASES = [(kind, side, hidden, half, "sample")
          for kind in ("user", "item") for side in (False, True) for hidden in ((12,), (12, 8))
          for half in (False, True)]
+# the bias model's centring adds per-input offsets to every conversion (cfn_fast.preprocessing)
+CASES += [(kind, side, (12,), half, "bias") for kind in ("user", "item") for side in (False, True)
+          for half in (False, True)]
 IDS = [f"{'U' if k == 'user' else 'I'}-CFN{'++' if s else ''}-{len(h)}layer-{'half' if hs else '1to5'}"
-       for k, s, h, hs in CASES]
+       f"{'-bias' if c == 'bias' else ''}" for k, s, h, hs, c in CASES]
 
 
 def training_rows(model: CFN) -> np.ndarray:
@@ -105,7 +108,8 @@ def test_reconstruct_graph_matches_predict_and_codes(case):
     np.testing.assert_allclose(codes, model.encode(), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c[0] == "user"][:4], ids=[i for i in IDS if i[0] == "U"][:4])
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] == "user"][:4] + [c for c in CASES if c[0] == "user"][-2:],
+                         ids=[i for i in IDS if i[0] == "U"][:4] + [i for i in IDS if i[0] == "U"][-2:])
 def test_predict_graph_on_new_rows_matches_fold_in(case):
     model = fitted(*case)
     train = model.train_

@@ -95,9 +95,10 @@ def test_file_has_no_pickles_and_is_versioned(saved):
     arrays = _arrays(path)   # allow_pickle=False would raise on any object array
     assert all(a.dtype.kind in "biufU" for a in arrays.values())
     assert arrays["cfn_format"].tolist() == ["cfn_fast-model"]
-    assert int(arrays["cfn_version"][0]) == FORMAT_VERSION
+    # the paper's centring needs nothing of format 2: such a file stays version 1, readable by older releases
+    assert int(arrays["cfn_version"][0]) == 1 < FORMAT_VERSION
     config = json.loads(str(arrays["config"][0]))
-    assert config["params"]["kind"] == "item" and config["version"] == FORMAT_VERSION
+    assert config["params"]["kind"] == "item" and config["version"] == 1
     assert len(arrays["checksum"][0]) == 64
 
 
@@ -218,7 +219,7 @@ def test_wrong_format_version(saved, tmp_path):
     arrays["cfn_version"] = np.array([99])
     bad = tmp_path / "v99.npz"
     _rewrite(bad, arrays)
-    with pytest.raises(ModelFileError, match="has cfn_fast model format version 99; this cfn_fast .* reads version 1"):
+    with pytest.raises(ModelFileError, match="has cfn_fast model format version 99; this cfn_fast .* reads versions 1, 2"):
         CFN.load(bad)
 
 

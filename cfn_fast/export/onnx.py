@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..preprocessing import BIAS_SHRINKAGE
 from ..recommend import DEFAULT_MIN_SUPPORT
 from . import GRAPHS
 
@@ -111,6 +112,7 @@ class _Rows:
     weight: str
     mean: str
     count: str
+    offset: str | None = None   # per-input offsets at the rows' columns (``centring="bias"``), else None
 
 
 class _Exporter:
@@ -162,10 +164,34 @@ class _Exporter:
         axis = g.const([1], dtype=np.int64)
         count = g.op("ReduceSum", weight, axis, keepdims=1)
         total = g.op("ReduceSum", unit, axis, keepdims=1)
+        if pre.input_offset is not None:
+            return self._bias_rows(unit, indices, weight, count)
         has = g.op("Greater", count, g.const(0.0))
         mean = g.op("Where", has, g.op("Div", total, g.op("Max", count, g.const(1.0))), g.const(pre.global_mean))
         centred = g.op("Mul", g.op("Sub", unit, mean), weight)
         return _Rows(centred, indices, weight, mean, count)
+
+    def _bias_rows(self, unit: str, indices: str | None, weight: str, count: str) -> "_Rows":
+        """``centring="bias"`` (:meth:`Preprocessing.row_means` / :meth:`Preprocessing.centre`): the row's
+        shrunk offset over the inputs' offsets, and the residuals."""
+        g, pre = self.g, self.pre
+        offset = self._input_offset(indices)
+        axis = g.const([1], dtype=np.int64)
+        shifted = g.op("Mul", g.op("Sub", g.op("Sub", unit, g.const(pre.global_mean)), offset), weight)
+        total = g.op("ReduceSum", shifted, axis, keepdims=1)
+        mean = g.op("Add", g.const(pre.global_mean), g.op("Div", total, g.op("Add", count, g.const(BIAS_SHRINKAGE))))
+        residual = g.op("Sub", g.op("Sub", unit, mean), offset)
+        return _Rows(g.op("Mul", residual, weight), indices, weight, mean, count, offset)
+
+    def _input_offset(self, columns: str | None) -> str | None:
+        """The inputs' offsets of ``centring="bias"``: ``[1, n_inputs]`` (``columns`` None) or gathered at
+        ``columns``; None for the paper's centring."""
+        g, pre = self.g, self.pre
+        if pre.input_offset is None:
+            return None
+        if columns is None:
+            return g.const(pre.input_offset[None, :].astype(np.float32), "input_offset")
+        return g.op("Gather", g.const(pre.input_offset.astype(np.float32), "input_offset"), columns, axis=0)
 
     def _first_product(self, rows: "_Rows") -> str:
         """``centred @ W_0ᵀ`` ``[B, hidden[0]]``.  Sparse rows are scattered into a dense ``[B, n_inputs]``
@@ -216,13 +242,17 @@ class _Exporter:
                                   g.const(layer.bias, "b"), transB=1))
         return h
 
-    def _to_ratings(self, out: str, mean: str) -> str:
-        return self._clip(self._to_unclipped(out, mean))
+    def _to_ratings(self, out: str, mean: str, offset: str | None = None) -> str:
+        return self._clip(self._to_unclipped(out, mean, offset))
 
-    def _to_unclipped(self, out: str, mean: str) -> str:
-        """Centring and scaling undone, not yet clipped to the scale (the ranking's tie-breaker)."""
+    def _to_unclipped(self, out: str, mean: str, offset: str | None = None) -> str:
+        """Centring and scaling undone, not yet clipped to the scale (the ranking's tie-breaker);
+        ``offset``: the outputs' input offsets (``centring="bias"``)."""
         g, pre = self.g, self.pre
-        return g.op("Add", g.const(pre.mid), g.op("Mul", g.const(pre.half_range), g.op("Add", out, mean)))
+        unit = g.op("Add", out, mean)
+        if offset is not None:
+            unit = g.op("Add", unit, offset)
+        return g.op("Add", g.const(pre.mid), g.op("Mul", g.const(pre.half_range), unit))
 
     def _clip(self, rating: str) -> str:
         return self.g.op("Clip", rating, self.g.const(self.pre.low), self.g.const(self.pre.high))
@@ -249,7 +279,7 @@ class _Exporter:
         features = self._features()
         codes = self._encode(rows, features)
         out = self._full_output(codes, features)
-        rated = self._cold_fallback(self._to_ratings(out, rows.mean), rows.count)
+        rated = self._cold_fallback(self._to_ratings(out, rows.mean, self._input_offset(None)), rows.count)
         self._output(rated, "predictions", T.FLOAT, ["batch", self.n_inputs])
         self._output(codes, "codes", T.FLOAT, ["batch", int(self.layers[-1].weight.shape[1])])
 
@@ -270,7 +300,8 @@ class _Exporter:
         z = g.op("Squeeze", g.op("MatMul", weight, g.op("Unsqueeze", codes, g.const([2], dtype=np.int64))),
                  g.const([2], dtype=np.int64))                                   # [B, C]
         z = g.op("Add", z, g.op("Gather", g.const(last.bias, "b"), columns, axis=0))
-        rated = self._cold_fallback(self._to_ratings(g.op("Tanh", z), rows.mean), rows.count, columns)
+        rated = self._cold_fallback(self._to_ratings(g.op("Tanh", z), rows.mean, self._input_offset(columns)),
+                                    rows.count, columns)
         self._output(rated, "predictions", T.FLOAT, ["batch", "columns"])
 
     def recommend(self, input_format: str) -> None:
@@ -301,7 +332,7 @@ class _Exporter:
         rows = self._rows(input_format)
         features = self._features()
         out = self._full_output(self._encode(rows, features), features)
-        unclipped = self._cold_fallback(self._to_unclipped(out, rows.mean), rows.count)
+        unclipped = self._cold_fallback(self._to_unclipped(out, rows.mean, self._input_offset(None)), rows.count)
         self._top_k(unclipped, self._seen(rows), np.bincount(self.model.train_.item, minlength=self.n_inputs))
 
     def _recommend_item_cfn(self) -> None:
@@ -317,7 +348,10 @@ class _Exporter:
         z = g.op("Gemm", weight, g.const(items, "item_codes"), transB=1)                      # [B, n_items]
         z = g.op("Add", z, g.op("Unsqueeze", g.op("Gather", g.const(last.bias, "b"), users, axis=0),
                                 g.const([1], dtype=np.int64)))
-        rated = self._to_unclipped(g.op("Tanh", z), g.const(pre.sample_mean[None, :], "item_mean"))
+        user_offset = self._input_offset(users)
+        if user_offset is not None:
+            user_offset = g.op("Unsqueeze", user_offset, g.const([1], dtype=np.int64))       # [B, 1]
+        rated = self._to_unclipped(g.op("Tanh", z), g.const(pre.sample_mean[None, :], "item_mean"), user_offset)
         n_items = items.shape[0]
         cold = (pre.sample_count == 0) if self.side_dim == 0 else np.zeros(n_items, dtype=bool)
         if cold.any():
