@@ -278,6 +278,11 @@ class CFN(_state.PortableModel, EstimatorParams):
         training) take effect: the engine is rebuilt from the canonical layers with the new
         :class:`TrainConfig`, so it equals a fresh engine with those settings (lr and lr_decay come
         per epoch and need no rebuild).  The architecture cannot change without refitting."""
+        fitted = {"kind": self.kind_, "centring": self.preprocessing_.centring}
+        for name, value in (("kind", self.kind), ("centring", self.centring)):
+            if value not in (None, _AUTO, fitted[name]):  # the data the network learned cannot change
+                raise ValueError(f"{name}={value!r} does not match the fitted model ({name} {fitted[name]!r}); "
+                                 f"call fit to train a new one")
         sizes = [layer.weight.shape[::-1] for layer in self.layers_]
         if sizes != layer_sizes(self.inputs_.shape[1], p["hidden"]):
             raise ValueError(f"hidden={p['hidden']} does not match the fitted network; call fit to train a new one")

@@ -67,3 +67,19 @@ def test_changing_the_architecture_after_fit_is_refused(ratings):
     model = _fitted(ratings, "numpy").set_params(hidden=(4,))
     with pytest.raises(ValueError, match="hidden=.*does not match the fitted network; call fit"):
         model.partial_fit(1)
+
+
+@pytest.mark.parametrize("change, message", [({"kind": "user"}, "kind='user' does not match the fitted model "
+                                                                "(kind 'item')"),
+                                             ({"centring": "bias"}, "centring='bias' does not match the fitted "
+                                                                    "model (centring 'sample')")])
+def test_changing_what_the_network_learned_after_fit_is_refused(ratings, change, message):
+    """The kind and the centring fixed the training data; partial_fit must not go on under other ones."""
+    model = _fitted(ratings, "numpy")
+    before = copy_layers(model.layers_)
+    model.set_params(**change)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        model.partial_fit(1)
+    assert _layers_equal(model.layers_, before)
+    model.set_params(kind="auto", centring=None).partial_fit(1)   # "auto" / None: go on with what was fitted
+    assert model.kind_ == "item" and model.centring_ == "sample"
