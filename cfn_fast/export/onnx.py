@@ -1,6 +1,7 @@
 """ONNX export of a fitted :class:`~cfn_fast.CFN`, built with the ``onnx`` package's helpers alone (opset 17).
 
-The whole prediction path lives in the graph: scaling to [-1, 1], centring each row by its own mean, the
+The whole prediction path lives in the graph: scaling to [-1, 1], centring each row by its own mean (or,
+for ``centring="bias"``, by its shrunk offset and the inputs' offsets stored in the graph), the
 network (side information concatenated to every layer's input), the inverse scaling and the clipping to
 the rating scale.  A serving engine (ONNX Runtime, Triton, ...) feeds ratings and gets ratings.
 
