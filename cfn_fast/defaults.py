@@ -74,8 +74,9 @@ def density_step_factor(kind: str, known_per_sample: float) -> float:
     return min(1.0, math.sqrt(REFERENCE_KNOWN_PER_SAMPLE[kind] / float(known_per_sample)))
 
 
-#: Fewest samples the better-observed side needs before ``kind="auto"`` trains on it: below this
-#: an epoch has under ~30 mini-batches of the default size and that autoencoder underfits.
+#: Fewest samples the better-observed side needs before the shape rule (``kind="auto"`` on sets too small
+#: to validate) trains on it: below this an epoch has under ~30 mini-batches of the default size and that
+#: autoencoder underfits.
 AUTO_MIN_SAMPLES = 1000
 
 
