@@ -195,7 +195,10 @@ def _to_ratings(model: "CFN", out: Any, means: np.ndarray, columns: np.ndarray |
     (no rating, no side information) get each input's mean training rating, as ``predict`` does."""
     pre = model.preprocessing_
     empty = np.isnan(means)
-    unit = out.astype(xp.float64) + xp.asarray(pre.unit_offsets(np.where(empty, 0.0, means), columns))
+    unit = out.astype(xp.float64) + xp.asarray(np.where(empty, 0.0, means))[:, None]
+    offset = pre.input_offsets(columns)
+    if offset is not None:  # a vector to the device, not a (rows x columns) grid
+        unit += xp.asarray(offset)[None, :]
     ratings = xp.clip(pre.unclipped(unit), pre.low, pre.high)
     if empty.any():
         fallback = model._input_mean_rating(np.arange(model.inputs_.shape[1]) if columns is None else columns)

@@ -209,10 +209,9 @@ class CFN(_state.PortableModel, EstimatorParams):
                 raise ValueError("validation must share train's users and items (split both from one RatingSet)")
         previous = dict(self.__dict__)
         try:
-            self.kind_, self.centring_ = self._resolve_kind(train, user_features, item_features, validation,
-                                                            divergence)
+            self.kind_, centring = self._resolve_kind(train, user_features, item_features, validation, divergence)
             side = self._select_side(train, user_features, item_features)
-            preprocessing = Preprocessing.fit(self.kind_, train, self.centring_)
+            preprocessing = Preprocessing.fit(self.kind_, train, centring)
             inputs = preprocessing.centred_matrix(train)
             _check_no_duplicate_entries(inputs, self.kind_)
             self.backend_ = backend
@@ -241,9 +240,16 @@ class CFN(_state.PortableModel, EstimatorParams):
             raise
         return self._train(self.epochs, p, early_stopping, callbacks, divergence)
 
+    @property
+    def centring_(self) -> str:
+        """The centring trained (fitted attribute): the fitted preprocessing's."""
+        if "preprocessing_" not in self.__dict__:
+            raise AttributeError("centring_: this CFN is not fitted yet")
+        return self.preprocessing_.centring
+
     def _resolve_kind(self, train: RatingSet, user_features: Any, item_features: Any,
                       validation: RatingSet | None, divergence: Any) -> tuple[str, str]:
-        """``(kind_, centring_)``: as given, or for ``kind="auto"`` chosen on a validation run."""
+        """``(kind, centring)`` to train: as given, or for ``kind="auto"`` chosen on a validation run."""
         if self.kind != _AUTO:
             self.selection_ = None
             return self.kind, self.centring or "sample"
@@ -278,7 +284,7 @@ class CFN(_state.PortableModel, EstimatorParams):
         training) take effect: the engine is rebuilt from the canonical layers with the new
         :class:`TrainConfig`, so it equals a fresh engine with those settings (lr and lr_decay come
         per epoch and need no rebuild).  The architecture cannot change without refitting."""
-        fitted = {"kind": self.kind_, "centring": self.preprocessing_.centring}
+        fitted = {"kind": self.kind_, "centring": self.centring_}
         for name, value in (("kind", self.kind), ("centring", self.centring)):
             if value not in (None, _AUTO, fitted[name]):  # the data the network learned cannot change
                 raise ValueError(f"{name}={value!r} does not match the fitted model ({name} {fitted[name]!r}); "

@@ -139,14 +139,20 @@ class Preprocessing:
         return build_csr(rows, cols, values, (n_samples, n_inputs))
 
     # ------------------------------------------------------------------ network values -> ratings
+    def input_offsets(self, inputs: np.ndarray | None = None) -> np.ndarray | None:
+        """The inputs' offsets ``b_j`` (float64) at ``inputs`` (every input when None); None with
+        the ``"sample"`` centring, which has none."""
+        if self.input_offset is None:
+            return None
+        offset = self.input_offset if inputs is None else self.input_offset[inputs]
+        return offset.astype(np.float64)
+
     def unit_offsets(self, means: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
         """What is added back to the network's outputs: for rows with ``means`` and outputs at
-        ``inputs`` (every input when None), shape ``(len(means), len(inputs))`` (float64)."""
+        ``inputs`` (every input when None), broadcastable to ``(len(means), len(inputs))`` (float64)."""
         grid = np.asarray(means, dtype=np.float64)[:, None]
-        if self.input_offset is None:
-            return grid
-        offset = self.input_offset if inputs is None else self.input_offset[inputs]
-        return grid + offset.astype(np.float64)[None, :]
+        offset = self.input_offsets(inputs)
+        return grid if offset is None else grid + offset[None, :]
 
     def pair_offsets(self, samples: np.ndarray, inputs: np.ndarray) -> np.ndarray:
         """What is added back to the outputs of (sample, input) pairs (float64)."""

@@ -51,7 +51,7 @@ TRANSIENT_ATTRIBUTES = ("_engine", "engine_", "_codes", "_input_means", "_seen")
 
 #: Attributes :func:`restore_fitted` sets from the arrays and the config.
 FITTED_ATTRIBUTES = ("backend_", "train_", "preprocessing_", "inputs_", "side_", "layers_", "history_",
-                     "epochs_trained_", "best_epoch_", "centring_", "selection_")
+                     "epochs_trained_", "best_epoch_", "selection_")
 
 
 def is_fitted(model: Any) -> bool:
@@ -153,7 +153,6 @@ def restore_fitted(model: Any, arrays: dict[str, np.ndarray], config: dict[str, 
     model.kind_ = config.get("kind") or (config.get("resolved") or {}).get("kind") or model.kind
     model.preprocessing_ = Preprocessing(model.kind_, low, high, arrays["pre_sample_mean"],
                                          arrays["pre_sample_count"], global_mean, arrays.get("pre_input_offset"))
-    model.centring_ = model.preprocessing_.centring
     selection = config.get("selection")
     model.selection_ = None if selection is None else KindChoice(**selection)
     model.inputs_ = sp.csr_matrix((arrays["input_data"], arrays["input_indices"], arrays["input_indptr"]),

@@ -124,6 +124,7 @@ class _Exporter:
         self.g = _Builder(onnx)
         self.onnx = onnx
         self.pre = model.preprocessing_
+        self._offset_const: str | None = None
         self.layers = model.layers_
         self.n_inputs = int(model.inputs_.shape[1])
         self.side_dim = 0 if model.side_ is None else int(model.side_.shape[1])
@@ -190,9 +191,11 @@ class _Exporter:
         g, pre = self.g, self.pre
         if pre.input_offset is None:
             return None
+        if self._offset_const is None:  # one initializer, however many times the graph reads it
+            self._offset_const = g.const(pre.input_offset.astype(np.float32), "input_offset")
         if columns is None:
-            return g.const(pre.input_offset[None, :].astype(np.float32), "input_offset")
-        return g.op("Gather", g.const(pre.input_offset.astype(np.float32), "input_offset"), columns, axis=0)
+            return g.op("Unsqueeze", self._offset_const, g.const([0], dtype=np.int64))
+        return g.op("Gather", self._offset_const, columns, axis=0)
 
     def _first_product(self, rows: "_Rows") -> str:
         """``centred @ W_0ᵀ`` ``[B, hidden[0]]``.  Sparse rows are scattered into a dense ``[B, n_inputs]``
