@@ -1,0 +1,182 @@
+"""The package's shape, as docs/architecture.md draws it, checked on the source (AST, no import).
+
+* the import graph of ``cfn_fast`` has no cycle, counting imports inside functions and under
+  ``TYPE_CHECKING`` (an edge goes to the module named, or to the submodule when the imported name is one);
+* the core never imports the tools built on it (``cfn_fast.tools``) nor the command line (``cfn_fast.cli``);
+* no module imports an underscore-prefixed name of another module, reads another object's underscore
+  attributes, or touches another object's ``__dict__``;
+* no package file is over 600 lines, the estimator's module at most 450, at most 12 modules at the root.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import cfn_fast
+
+PACKAGE = Path(cfn_fast.__file__).resolve().parent
+NAME = "cfn_fast"
+
+#: Layers from the bottom up: a module may import from its own layer and from those below it only.
+#: The core is everything not listed in a later layer.
+TOOLS = f"{NAME}.tools"
+CLI = f"{NAME}.cli"
+
+#: Reads of a third-party object's underscore attributes, each for a reason given where it is made.
+THIRD_PARTY_PRIVATE_READS_ALLOWED = 3
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join((NAME, *parts))] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _is_package(module: str) -> bool:
+    return MODULES[module].name == "__init__.py"
+
+
+def _resolve(module: str, level: int, target: str | None) -> str:
+    if level == 0:
+        return target or ""
+    base = module.split(".")
+    if not _is_package(module):
+        base = base[:-1]
+    base = base[:len(base) - (level - 1)]
+    return ".".join(base + ([target] if target else []))
+
+
+def _imports(module: str) -> list[tuple[str, str, int]]:
+    """``(imported module, imported name or '', line)`` for every import of a cfn_fast module."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((alias.name, "", node.lineno) for alias in node.names if alias.name.startswith(NAME))
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            base = _resolve(module, node.level, node.module)
+            if not base.startswith(NAME):
+                continue
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                out.append((sub, "", node.lineno) if sub in MODULES else (base, alias.name, node.lineno))
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {m: set() for m in MODULES}
+    for module in MODULES:
+        for target, _, _ in _imports(module):
+            while target not in MODULES and "." in target:  # a name inside a module, e.g. a class
+                target = target.rsplit(".", 1)[0]
+            if target in MODULES and target != module:
+                graph[module].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_has_no_cycle():
+    cycles = _cycles(_graph())
+    assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def _layer(module: str) -> int:
+    if module == CLI or module.startswith(CLI + "."):
+        return 2
+    if module == TOOLS or module.startswith(TOOLS + "."):
+        return 1
+    return 0
+
+
+def test_the_core_never_imports_the_tools_nor_the_cli():
+    upward = [f"{m} -> {t}" for m, targets in _graph().items() for t in targets
+              if _layer(t) > _layer(m) and m != NAME]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = [f"{MODULES[m].relative_to(PACKAGE)}:{line} {name or target}"
+               for m in MODULES for target, name, line in _imports(m)
+               if (name or target.rsplit(".", 1)[-1]).startswith("_")
+               and not (name or target.rsplit(".", 1)[-1]).startswith("__")]
+    assert not private, "\n".join(private)
+
+
+def _foreign_reads() -> tuple[list[str], list[str]]:
+    underscore, dicts = [], []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Attribute) or not isinstance(node.value, ast.Name):
+                continue
+            if node.value.id in ("self", "cls"):
+                continue
+            where = f"{path.relative_to(PACKAGE)}:{node.lineno} {node.value.id}.{node.attr}"
+            if node.attr == "__dict__":
+                dicts.append(where)
+            elif node.attr.startswith("_") and not node.attr.startswith("__"):
+                underscore.append(where)
+    return underscore, dicts
+
+
+def test_no_module_reads_other_objects_private_attributes_or_dict():
+    underscore, dicts = _foreign_reads()
+    assert not dicts, "\n".join(dicts)
+    assert len(underscore) <= THIRD_PARTY_PRIVATE_READS_ALLOWED, "\n".join(underscore)
+
+
+@pytest.mark.parametrize("path", sorted(MODULES.values()), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_package_file_is_over_600_lines(path):
+    lines = path.read_text(encoding="utf-8").count("\n")
+    assert lines <= 600, f"{path.name} has {lines} lines"
+
+
+def test_the_estimator_module_is_thin_and_the_root_small():
+    estimator = [p for p in MODULES.values() if "class CFN(" in p.read_text(encoding="utf-8")]
+    assert len(estimator) == 1
+    lines = estimator[0].read_text(encoding="utf-8").count("\n")
+    assert lines <= 450, f"{estimator[0].name} has {lines} lines"
+    root = [p for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    assert len(root) <= 12, sorted(p.name for p in root)
