@@ -9,7 +9,7 @@ I-CFN on a synthetic ML-20M shape (138,493 x 26,744, 20,000,263), all split 90/1
 
 Timing: the engine is built, one warm-up epoch is run (kernel compilation, CUDA-graph capture) and
 undone (snapshot/restore), then 20 epochs of the library's own training loop
-(:func:`cfn_fast.trainer.run_epochs`: lr schedule, per-epoch snapshot and loss read-back) are timed
+(:func:`cfn_fast.training.trainer.run_epochs`: lr schedule, per-epoch snapshot and loss read-back) are timed
 with CUDA events on the engine's stream and with the wall clock.  The trainer's divergence rule is
 left out of the timed loop (``divergence=None``: only the loss is checked) because it currently
 reads every parameter back with ``get_layers()``; the device-side ``max_abs_param()`` that replaces
@@ -42,7 +42,7 @@ for path in (ROOT, ROOT / "bench"):
 from cfn_fast import CFN, load_ratings, train_test_split  # noqa: E402
 from cfn_fast.backends.base import TrainConfig, epoch_order  # noqa: E402
 from cfn_fast.data.synthetic import ML10M_SHAPE, ML20M_SHAPE, synthetic_ratings  # noqa: E402
-from cfn_fast.trainer import learning_rate, run_epochs  # noqa: E402
+from cfn_fast.training.trainer import learning_rate, run_epochs  # noqa: E402
 
 #: the paper's Table 3 (GTX 980), seconds for the whole training
 PAPER_GTX980 = {("ML-1M", "item"): 2 * 60 + 3, ("ML-10M", "item"): 18 * 60 + 34, ("ML-20M", "item"): 34 * 60 + 45,

@@ -16,7 +16,7 @@ The synthetic sets (ML-10M, ML-20M and Netflix shapes) are generated on the GPU 
 seconds (:func:`synthetic_matrix`): distinct (sample, input) pairs drawn from long-tailed laws,
 ratings from a biased low-rank model quantised to 1..5 stars, scaled and centred per sample exactly as
 :mod:`cfn_fast.preprocessing` does, 90% of the shape's ratings (the training part of a 90/10 split).
-The engine is timed directly on that matrix (20 epochs of :func:`cfn_fast.trainer.run_epochs` after a
+The engine is timed directly on that matrix (20 epochs of :func:`cfn_fast.training.trainer.run_epochs` after a
 warm-up epoch, CUDA events on the engine's stream); ``--smoke`` runs every stage on tiny shapes with
 NumPy in place of CuPy where there is no GPU (checks this script, not speed).
 """
@@ -245,7 +245,7 @@ def time_engine(matrix: sp.csr_matrix, side: np.ndarray, kind: str, epochs: int 
     epochs = EPOCHS if epochs is None else epochs
     import cupy
     from cfn_fast.backends.cuda_backend import CudaEngine, max_batch_nnz, memory_plan
-    from cfn_fast.trainer import learning_rate, run_epochs
+    from cfn_fast.training.trainer import learning_rate, run_epochs
     p, config = _config(kind)
     pool = cupy.get_default_memory_pool()
     _free_gpu()

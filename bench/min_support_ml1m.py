@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cfn_fast import CFN, RatingSet, available_backends, train_test_split  # noqa: E402
-from cfn_fast.recommend import top_n  # noqa: E402
+from cfn_fast.fitted.ranking import top_n  # noqa: E402
 
 DATA = Path("/work/shared/data/ml-1m") if Path("/work/shared/data/ml-1m").is_dir() else \
     ROOT.parent / "shared" / "data" / "ml-1m"

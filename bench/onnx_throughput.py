@@ -77,7 +77,7 @@ def session(model: CFN, graph: str, threads: int, input_format: str = "dense"):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    return ort.InferenceSession(build_onnx(model, graph, input_format=input_format).SerializeToString(), options,
+    return ort.InferenceSession(build_onnx(model.runtime_, graph, input_format=input_format).SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 
 

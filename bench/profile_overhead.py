@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 from cfn_fast import CFN  # noqa: E402
 from cfn_fast.data import load_movielens, synthetic_ratings  # noqa: E402
 from cfn_fast.profiling import Nvtx, Profile, ProfiledEngine  # noqa: E402
-from cfn_fast.trainer import learning_rate  # noqa: E402
+from cfn_fast.training.trainer import learning_rate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

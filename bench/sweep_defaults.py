@@ -7,7 +7,7 @@ training time of:
 
 * CFN with its defaults as ``I-CFN`` and ``U-CFN`` (the paper's per-sample centring), the same with
   ``centring="bias"`` (CFN on the bias model's residuals), and ``auto`` (``kind="auto"``: it picks one
-  of those four on a validation part of the training set, :mod:`cfn_fast.selection`; its cell names
+  of those four on a validation part of the training set, :mod:`cfn_fast.training.selection`; its cell names
   the pick of each seed and its time includes the selection), each over 3 model seeds: mean RMSE,
   and how many of the seeds diverged (``TrainingDiverged``);
 * the reference predictors (global mean, item mean, the regularised bias model μ + b_u + b_i) and
@@ -39,7 +39,7 @@ from cfn_fast import CFN
 from cfn_fast import baselines as B
 from cfn_fast.data import load_ratings, synthetic_ratings, train_test_split
 from cfn_fast.data.ratings import RatingSet
-from cfn_fast.trainer import TrainingDiverged
+from cfn_fast.training.trainer import TrainingDiverged
 
 DATA = Path("/work/shared/data")
 

@@ -2,21 +2,20 @@
 
 >>> from cfn_fast import CFN, load_ratings, train_test_split
 """
+from . import engine
+from .backends import available_backends, resolve_backend
 from .data import (RatingSet, download_movielens, load_movielens, load_ratings, synthetic_ratings,
                    train_test_split, train_validation_test_split)
-from .backends import available_backends, resolve_backend
+from .engine import ENGINE_API_VERSION, make_engine
 from .metrics import mean_ci, rmse, rmse_by_popularity
 from .model import CFN, DEFAULTS, ModelBusyError, NotFittedError
 from .stacking import StackedCFN
-from . import engine
-from .engine import ENGINE_API_VERSION, make_engine
-from .trainer import EarlyStopping, TrainingDiverged
-
-__version__ = "0.1.0"
+from .training.trainer import EarlyStopping, TrainingDiverged
+from .version import __version__
 
 __all__ = [
-    "CFN", "StackedCFN", "DEFAULTS", "NotFittedError", "ModelBusyError", "EarlyStopping", "TrainingDiverged", "RatingSet", "load_ratings",
-    "load_movielens", "download_movielens", "synthetic_ratings", "train_test_split",
+    "CFN", "StackedCFN", "DEFAULTS", "NotFittedError", "ModelBusyError", "EarlyStopping", "TrainingDiverged",
+    "RatingSet", "load_ratings", "load_movielens", "download_movielens", "synthetic_ratings", "train_test_split",
     "train_validation_test_split", "rmse", "mean_ci", "rmse_by_popularity", "available_backends",
     "resolve_backend", "__version__", "engine", "make_engine", "ENGINE_API_VERSION",
 ]

@@ -95,7 +95,7 @@ def _selection(model) -> dict:
 
 
 def _per_kind_default(name: str) -> str:
-    from .defaults import DEFAULTS
+    from .settings import DEFAULTS
     field = name.replace("-", "_")
     return f"{getattr(DEFAULTS['item'], field):g} for --kind item, {getattr(DEFAULTS['user'], field):g} for user"
 

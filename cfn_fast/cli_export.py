@@ -36,8 +36,8 @@ def _export(args: argparse.Namespace) -> dict:
     from .model import CFN
     check_writable_outputs({"--onnx": args.onnx}, {"--model": args.model})
     model = CFN.load(args.model, backend="numpy")  # export reads the canonical layers: no engine choice needed
-    path = export_onnx(model, args.onnx, graph=args.graph, input_format=args.input_format)
-    graph = build_onnx(model, args.graph, input_format=args.input_format).graph
+    path = export_onnx(model.runtime_, args.onnx, graph=args.graph, input_format=args.input_format)
+    graph = build_onnx(model.runtime_, args.graph, input_format=args.input_format).graph
     inputs, outputs = (_describe(v) for v in (graph.input, graph.output))
     if not args.json:
         print(f"wrote {path} ({args.graph} graph of {'a U' if model.kind_ == 'user' else 'an I'}-CFN)")

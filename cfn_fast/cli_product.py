@@ -58,7 +58,7 @@ def register(sub: Any, command: Callable) -> None:
 
 
 def _default_min_support() -> int:
-    from .recommend import DEFAULT_MIN_SUPPORT
+    from .fitted.ranking import DEFAULT_MIN_SUPPORT
     return DEFAULT_MIN_SUPPORT
 
 

@@ -32,9 +32,10 @@ import scipy.sparse as sp
 from .backends import BACKENDS, BackendUnavailable, TrainConfig, available_backends, engine_class, resolve_backend
 from .backends.base import Engine, epoch_order
 from .data.ratings import RatingSet
-from .network import Layer, init_layers, layer_sizes
+from .data.side_info import as_feature_matrix
+from .network import Layer, check_layers, init_layers, layer_sizes
 from .preprocessing import Preprocessing
-from .trainer import learning_rate
+from .training.trainer import learning_rate
 
 __all__ = ["ENGINE_API_VERSION", "Engine", "TrainConfig", "Layer", "TrainingInputs", "make_engine",
            "training_inputs", "minibatches", "epoch_order", "init_layers", "layer_sizes", "learning_rate",
@@ -78,6 +79,7 @@ def training_inputs(train: RatingSet, kind: str = "item", *, use_side_info: bool
         raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
     preprocessing = Preprocessing.fit(kind, train, centring)
     samples = preprocessing.centred_matrix(train)
+    _check_no_duplicate_entries(samples)
     side = None
     if use_side_info:
         stored = train.user_features if kind == "user" else train.item_features
@@ -101,40 +103,13 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
     name = resolve_backend(backend)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
-    if isinstance(layers, Layer) or not isinstance(layers, Sequence) or not all(isinstance(l, Layer) for l in layers):
-        raise TypeError("layers must be a sequence of cfn_fast.engine.Layer (e.g. init_layers(...) or model.layers_)")
     if not sp.issparse(samples):
         raise TypeError(f"samples must be a SciPy sparse matrix (samples x inputs), got {type(samples).__name__}")
     samples = sp.csr_matrix(samples, dtype=np.float32, copy=True)
     samples.sort_indices()
     side = None if side is None else _side_matrix(side, samples.shape[0])
-    layers = [Layer(np.array(l.weight, dtype=np.float32), np.array(l.bias, dtype=np.float32),
-                    None if l.side_weight is None else np.array(l.side_weight, dtype=np.float32)) for l in layers]
-    _check_network(layers, samples.shape[1], 0 if side is None else side.shape[1])
+    layers = check_layers(layers, samples.shape[1], 0 if side is None else side.shape[1])
     return engine_class(name)(layers, config, samples, side, **options)
-
-
-def _check_network(layers: list[Layer], n_inputs: int, side_dim: int) -> None:
-    """An autoencoder over ``n_inputs`` with side weights of width ``side_dim`` in every layer, finite."""
-    if len(layers) < 2:
-        raise ValueError(f"a CFN network needs at least 2 layers (one hidden), got {len(layers)}")
-    fan_in = n_inputs
-    for k, layer in enumerate(layers):
-        fan_out = layer.weight.shape[0] if layer.weight.ndim == 2 else -1
-        if layer.weight.ndim != 2 or layer.weight.shape[1] != fan_in:
-            raise ValueError(f"layers[{k}].weight has shape {layer.weight.shape}; expected (fan_out, {fan_in})")
-        if layer.bias.shape != (fan_out,):
-            raise ValueError(f"layers[{k}].bias has shape {layer.bias.shape}; expected ({fan_out},)")
-        side_shape = None if layer.side_weight is None else layer.side_weight.shape
-        if side_shape != ((fan_out, side_dim) if side_dim else None):
-            raise ValueError(f"layers[{k}].side_weight has shape {side_shape}; expected "
-                             f"{(fan_out, side_dim) if side_dim else 'None (no side information given)'}")
-        if not all(np.all(np.isfinite(a)) for a in layer.arrays()):
-            raise ValueError(f"layers[{k}] has NaN or infinite parameters")
-        fan_in = fan_out
-    if fan_in != n_inputs:
-        raise ValueError(f"the output layer has {fan_in} units; expected {n_inputs} (an autoencoder over the "
-                         f"samples' {n_inputs} inputs)")
 
 
 def minibatches(engine: Engine, epoch: int) -> list[np.ndarray]:
@@ -146,5 +121,16 @@ def minibatches(engine: Engine, epoch: int) -> list[np.ndarray]:
 
 
 def _side_matrix(features: Any, n_rows: int) -> np.ndarray | None:
-    from .data.side_info import as_feature_matrix
     return None if features is None else as_feature_matrix(features, n_rows, "side information")
+
+
+def _check_no_duplicate_entries(samples: sp.csr_matrix) -> None:
+    """The training CSR has sorted column indices per row: a repeat is a duplicate (user, item)."""
+    if samples.nnz < 2:
+        return
+    same = samples.indices[1:] == samples.indices[:-1]
+    row_start = np.zeros(samples.nnz, dtype=bool)
+    row_start[samples.indptr[:-1][np.diff(samples.indptr) > 0]] = True
+    if np.any(same & ~row_start[1:]):
+        raise ValueError("train has duplicate (user, item) pairs; build it with RatingSet.from_arrays("
+                         "..., duplicates='last' or 'mean')")

@@ -45,7 +45,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["OUTPUTS", "Origin", "origin_of", "to_host", "to_device", "is_device_array", "to_output",
-           "check_output", "cuda_stream", "caller_stream", "current_caller_stream"]
+           "check_output", "cuda_stream", "caller_stream", "current_caller_stream", "cupy_module", "library_of"]
 
 OUTPUTS = ("numpy", "cupy", "torch", "jax", "dlpack", "like")
 
@@ -64,7 +64,7 @@ class Origin:
     device_id: int = 0
 
 
-def _library(obj: Any) -> str:
+def library_of(obj: Any) -> str:
     root = type(obj).__module__.split(".", 1)[0]
     if root in ("torch", "cupy", "jax", "jaxlib"):
         return "jax" if root == "jaxlib" else root
@@ -96,7 +96,7 @@ def is_device_array(obj: Any) -> bool:
 
 def origin_of(obj: Any) -> Origin:
     """The :class:`Origin` of ``obj`` (plain Python data counts as NumPy on the host)."""
-    library = _library(obj)
+    library = library_of(obj)
     if not is_device_array(obj):
         return Origin(library, "cpu", 0)
     device = _dlpack_device(obj)
@@ -117,7 +117,7 @@ def _host_view(obj: Any) -> np.ndarray:
 
 def _device_to_host(obj: Any) -> np.ndarray:
     """One explicit device→host copy of a CUDA array, through the producer's own library."""
-    library = _library(obj)
+    library = library_of(obj)
     if library == "torch":
         return obj.detach().cpu().numpy()
     if library == "jax":
@@ -142,7 +142,7 @@ def to_host(obj: Any) -> Any:
         return obj
     if is_device_array(obj):
         return _device_to_host(obj)
-    if _library(obj) != "numpy" or hasattr(obj, "__dlpack__"):
+    if library_of(obj) != "numpy" or hasattr(obj, "__dlpack__"):
         return _host_view(obj)
     return obj  # pandas, array-likes with __array__ / __array_interface__: np.asarray downstream
 
@@ -168,23 +168,23 @@ def to_output(result: Any, output: str, like: Origin | None = None) -> Any:
     """Hand ``result`` (a NumPy or CuPy array) back as ``output`` (see the module notes); ``like`` is the
     :class:`Origin` of the call's main input, used by ``output="like"``."""
     output = check_output(output)
-    on_device = _library(result) == "cupy"
+    on_device = library_of(result) == "cupy"
     if output == "like":
         like = like or Origin()
         if like.library in ("torch", "jax", "cupy"):
             return _as_library(result, like.library, like.device == "cuda", like.device_id)
         output = "numpy"
     if output == "numpy":
-        return _cupy().asnumpy(result) if on_device else result
+        return cupy_module().asnumpy(result) if on_device else result
     if output == "dlpack":
         return result.__dlpack__()
     return _as_library(result, output, on_device, 0)
 
 
 def _as_library(result: Any, library: str, on_device: bool, device_id: int) -> Any:
-    result_on_device = _library(result) == "cupy"
+    result_on_device = library_of(result) == "cupy"
     if library == "cupy":
-        cp = _cupy()
+        cp = cupy_module()
         return result if result_on_device else cp.asarray(result)
     if library == "torch":
         torch = _optional("torch", "output='torch'")
@@ -205,7 +205,7 @@ def _optional(module: str, why: str) -> Any:
         raise ImportError(f"{why} needs {module.split('.')[0]}, which is not installed") from None
 
 
-def _cupy() -> Any:
+def cupy_module() -> Any:
     return _optional("cupy", "a CuPy result (output='cupy' or a CUDA input)")
 
 
@@ -217,7 +217,7 @@ def cuda_stream(stream: Any) -> Any:
     if isinstance(stream, (bool, np.bool_)):
         raise TypeError(f"stream must be a CuPy stream, a torch.cuda.Stream or a cudaStream_t pointer (int), "
                         f"got {stream!r}")
-    if _library(stream) == "cupy":
+    if library_of(stream) == "cupy":
         return stream
     pointer = _stream_pointer(stream)
     cp = _optional("cupy", "stream=")

@@ -9,10 +9,11 @@ imports and exports; a backend may keep another layout internally.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Layer", "init_layers", "layer_sizes", "copy_layers", "n_parameters"]
+__all__ = ["Layer", "init_layers", "layer_sizes", "copy_layers", "n_parameters", "check_layers"]
 
 
 @dataclass
@@ -61,3 +62,46 @@ def copy_layers(layers: list[Layer]) -> list[Layer]:
 
 def n_parameters(layers: list[Layer]) -> int:
     return int(sum(a.size for layer in layers for a in layer.arrays()))
+
+
+def check_layers(layers: Any, n_inputs: int, side_dim: int, hidden: Sequence[int] | None = None,
+                 what: str = "layers") -> list[Layer]:
+    """Float32 copies of ``layers`` after checking that they form a CFN network over ``n_inputs`` inputs,
+    with side weights of width ``side_dim`` in every layer (none when 0) and, when given, hidden widths
+    ``hidden``: the one network-shape check (the engine API, a warm start, a refit).  Errors name
+    ``what[k].field``, the shape expected and the shape given."""
+    if isinstance(layers, Layer) or not isinstance(layers, Sequence):
+        raise TypeError(f"{what} must be a sequence of cfn_fast.network.Layer (e.g. init_layers(...) or "
+                        f"model.layers_), got {type(layers).__name__}")
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{what}[{k}] must be a cfn_fast.network.Layer, got {type(layer).__name__}")
+    if hidden is not None and len(layers) != len(hidden) + 1:
+        raise ValueError(f"{what} must be a sequence of {len(hidden) + 1} Layer objects for "
+                         f"hidden={tuple(hidden)}, got {len(layers)}")
+    if len(layers) < 2:
+        raise ValueError(f"a CFN network needs at least 2 layers (one hidden), got {len(layers)}")
+    widths = None if hidden is None else [*hidden, n_inputs]
+    fan_in = n_inputs
+    for k, layer in enumerate(layers):
+        given = np.shape(layer.weight)
+        fan_out = widths[k] if widths is not None else (given[0] if len(given) == 2 else "fan_out")
+        expected = {"weight": (fan_out, fan_in), "bias": (fan_out,),
+                    "side_weight": (fan_out, side_dim) if side_dim else None}
+        for name, shape in expected.items():
+            value = getattr(layer, name)
+            got = None if value is None else np.shape(value)
+            if shape is None and got is not None:
+                raise ValueError(f"{what}[{k}].side_weight must be None (no side information given), "
+                                 f"got shape {got}")
+            if got != shape:
+                raise ValueError(f"{what}[{k}].{name} must have shape {shape}, got {got}")
+            if value is not None and not np.all(np.isfinite(value)):
+                raise ValueError(f"{what}[{k}].{name} has NaN or infinite values")
+        fan_in = fan_out
+    if fan_in != n_inputs:
+        raise ValueError(f"the output layer has {fan_in} units; expected {n_inputs} (an autoencoder over the "
+                         f"samples' {n_inputs} inputs)")
+    return [Layer(np.array(layer.weight, dtype=np.float32), np.array(layer.bias, dtype=np.float32),
+                  None if layer.side_weight is None else np.array(layer.side_weight, dtype=np.float32))
+            for layer in layers]

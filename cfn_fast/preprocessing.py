@@ -22,11 +22,10 @@ Two centrings (``CFN(centring=...)``):
 
   The network then learns what the bias model leaves.  Why: the paper's centring leaves the
   *other* side's offsets (each user's in an I-CFN) to be learned through the weights, which a
-  few ratings per sample cannot teach, and an unshrunk mean of 3 ratings is noise; on sparse
-  sets the bias model alone then beats CFN (bench/README.md, density sweep).  ``b_j`` is a
+  few ratings per sample cannot teach, and an unshrunk mean of 3 ratings is noise (bench/README.md,
+  density sweep).  ``b_j`` is a
   per-input vector: every conversion between ratings and network values goes through this class.
-  The residuals are not clipped: on validation splits of the sweep's 11 sets, clipping them to ±1
-  (half the scale's span) was worse on 18 of 22 set x kind pairs (``bench/centring_validation.py``).
+  The residuals are not clipped (clipping was worse on validation; figures in bench/README.md).
 
 A new row (fold-in, ``encode(rows=...)``) gets its mean by the same rule as a training sample:
 :meth:`Preprocessing.row_mean`.
@@ -34,6 +33,7 @@ A new row (fold-in, ``encode(rows=...)``) gets its mean by the same rule as a tr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -167,14 +167,16 @@ class Preprocessing:
         if inputs is None and self.input_offset is not None:
             raise ValueError("the 'bias' centring needs the inputs of the outputs to invert them")
         offset = self.sample_mean[samples].astype(np.float64) if inputs is None else self.pair_offsets(samples, inputs)
-        return self.from_unit(np.asarray(outputs, dtype=np.float64) + offset)
+        return self.invert(outputs, offset)[0]
 
-    def from_unit(self, unit: np.ndarray) -> np.ndarray:
-        """Ratings of unit values, clipped to the scale."""
-        return np.clip(self.unclipped(unit), self.low, self.high)
-
-    def unclipped(self, unit: np.ndarray) -> np.ndarray:
-        return self.mid + self.half_range * np.asarray(unit, dtype=np.float64)
+    def invert(self, outputs: Any, offsets: Any, xp: Any = np) -> tuple[Any, Any]:
+        """The one inversion of the preprocessing: ``(ratings, unclipped)`` of network ``outputs``, given
+        what is added back to them (``offsets``, broadcastable: :meth:`pair_offsets` for pairs,
+        :meth:`unit_offsets` for rows x inputs).  ``ratings`` are clipped to the scale; ``unclipped``
+        breaks ties among ratings clipped to the same end.  ``xp``: the array library of ``outputs``
+        (NumPy, or CuPy on a device).  The ONNX graphs (:mod:`cfn_fast.export.onnx`) compute the same."""
+        unclipped = self.mid + self.half_range * (xp.asarray(outputs, dtype=xp.float64) + offsets)
+        return xp.clip(unclipped, self.low, self.high), unclipped
 
 
 def _bias_offsets(rows: np.ndarray, cols: np.ndarray, residual: np.ndarray, row_count: np.ndarray,

@@ -22,18 +22,20 @@ After ``fit``, :attr:`StackedCFN.model_` is an ordinary fitted :class:`~cfn_fast
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ._concurrency import mutating
-from ._params import EstimatorParams
 from .backends import resolve_backend
 from .data.ratings import RatingSet
-from .model import CFN, _check_hidden
+from .fitted.concurrency import mutating
+from .fitted.ranking import DEFAULT_MIN_SUPPORT
+from .fitted.runtime import NotFittedError
+from .model import CFN
 from .network import Layer, init_layers
-from .recommend import DEFAULT_MIN_SUPPORT
+from .settings import EstimatorParams, check_hidden, init_from_signature, parameter_names, signature
 
 __all__ = ["StackedCFN", "insert_middle_layers", "AUTHORS_ML1M_PRETRAIN", "AUTHORS_ML1M_FINETUNE"]
 
@@ -79,30 +81,8 @@ class StackedCFN(EstimatorParams):
     and kept by every later stage.
     """
 
-    param_names = ("kind", "centring", "hidden", "epochs", "pretrain", "alpha", "beta", "mask_ratio", "lr", "lr_decay",
-                   "weight_decay", "batch_size", "backend", "use_side_info", "seed", "verbose")
-
-    def __init__(self, kind: str = "item", hidden: Sequence[int] = (700, 500), epochs: int = 15, *,
-                 pretrain: dict[str, Any] | None = None, alpha: float | None = None, beta: float | None = None,
-                 mask_ratio: float | None = None, lr: float | None = None, lr_decay: float | None = None,
-                 weight_decay: float | None = None, batch_size: int | None = None, backend: str = "auto",
-                 use_side_info: bool = True, seed: int = 0, verbose: int = 0, centring: str | None = None) -> None:
-        self.kind = kind
-        self.centring = centring
-        self.hidden = hidden
-        self.epochs = epochs
-        self.pretrain = pretrain
-        self.alpha = alpha
-        self.beta = beta
-        self.mask_ratio = mask_ratio
-        self.lr = lr
-        self.lr_decay = lr_decay
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.backend = backend
-        self.use_side_info = use_side_info
-        self.seed = seed
-        self.verbose = verbose
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        init_from_signature(self, _SIGNATURE, args, kwargs)
 
     def _common(self) -> dict[str, Any]:
         # kind="auto" is resolved once, by the pre-training; every later stage trains what it chose
@@ -121,16 +101,15 @@ class StackedCFN(EstimatorParams):
         return dict(given)
 
     def _finetune_model(self, widths: Sequence[int]) -> CFN:
-        return CFN(hidden=_mirror(widths), epochs=self.epochs, alpha=self.alpha, beta=self.beta,
-                   mask_ratio=self.mask_ratio, lr=self.lr, lr_decay=self.lr_decay, weight_decay=self.weight_decay,
-                   batch_size=self.batch_size, **self._common())
+        tuned = {name: getattr(self, name) for name in _TRAINING_KEYS}
+        return CFN(hidden=_mirror(widths), **tuned, **self._common())
 
     @mutating
     def fit(self, train: RatingSet, user_features: Any = None, item_features: Any = None,
             validation: RatingSet | None = None, **fit_options: Any) -> "StackedCFN":
         """Pre-train the outer layer, then add and fine-tune one level at a time.  ``validation`` and
         ``fit_options`` (callbacks, early_stopping, divergence) apply to the last fine-tuning."""
-        widths = _check_hidden(self.hidden)
+        widths = check_hidden(self.hidden)
         if len(widths) < 2:
             raise ValueError(f"StackedCFN needs at least two hidden widths (e.g. (700, 500)), got {self.hidden!r}; "
                              f"use CFN for a one-hidden-layer network")
@@ -154,7 +133,6 @@ class StackedCFN(EstimatorParams):
     def _fitted(self) -> CFN:
         model = getattr(self, "model_", None)
         if model is None:
-            from .model import NotFittedError
             raise NotFittedError("this StackedCFN is not fitted yet: call fit(train) first")
         return model
 
@@ -199,3 +177,11 @@ class StackedCFN(EstimatorParams):
     def save(self, path: str | Path) -> Path:
         """Save the fitted network as a plain :class:`CFN` model file (``CFN.load`` reads it)."""
         return self._fitted().save(path)
+
+
+#: The constructor: CFN's settings (but ``profile``) with the authors' ML-1M depth as defaults, and the
+#: pre-training's settings.
+_SIGNATURE = signature({"hidden": (700, 500), "epochs": 15}, exclude=("profile",),
+                       extra=(inspect.Parameter("pretrain", inspect.Parameter.KEYWORD_ONLY, default=None),))
+StackedCFN.param_names = parameter_names(_SIGNATURE)
+StackedCFN.__init__.__signature__ = _SIGNATURE  # type: ignore[attr-defined]

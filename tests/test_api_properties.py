@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cfn_fast import CFN, RatingSet
-from cfn_fast.recommend import top_n
+from cfn_fast.fitted.ranking import top_n
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

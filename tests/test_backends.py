@@ -20,7 +20,7 @@ from cfn_fast.backends.base import TrainConfig, epoch_order
 from cfn_fast.backends.numpy_backend import NumpyEngine
 from cfn_fast.corruption import epoch_key, hidden_entries, mask_threshold, splitmix64
 from cfn_fast.network import Layer, init_layers
-from cfn_fast.trainer import learning_rate
+from cfn_fast.training.trainer import learning_rate
 
 SHAPES = {"U-like": (48, 21), "I-like": (21, 48)}   # samples x inputs
 HIDDEN = {"1-hidden": (16,), "2-hidden": (12, 9)}

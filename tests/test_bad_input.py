@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+import cfn_fast.engine as engine_module
 import cfn_fast.model as model_module
 from cfn_fast import CFN, RatingSet, StackedCFN, TrainingDiverged, available_backends, synthetic_ratings, train_test_split
 from cfn_fast.backends import BackendUnavailable
@@ -23,7 +24,7 @@ from cfn_fast.backends.numpy_backend import NumpyEngine
 from cfn_fast.cli_errors import UsageError
 from cfn_fast.network import init_layers
 from cfn_fast.model import DeviceOutOfMemory, FoldInError, ModelBusyError, NotFittedError
-from cfn_fast.persistence import ModelFileError
+from cfn_fast.fitted.persistence import ModelFileError
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 
@@ -55,12 +56,12 @@ class _OomEngine(NumpyEngine):
 
 
 def _oom() -> object:
-    saved = model_module.engine_class
-    model_module.engine_class = lambda name: _OomEngine
+    saved = engine_module.engine_class
+    engine_module.engine_class = lambda name: _OomEngine
     try:
         return CFN("user", (600,), 1, backend="numpy").fit(_TRAIN)
     finally:
-        model_module.engine_class = saved
+        engine_module.engine_class = saved
 
 
 def _cuda() -> object:

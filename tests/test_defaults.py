@@ -17,7 +17,7 @@ from cfn_fast import baselines as B
 from cfn_fast.baselines._common import REFERENCE_SCALE, to_reference_scale
 from cfn_fast.data import synthetic_ratings, train_test_split
 from cfn_fast.data.ratings import RatingSet
-from cfn_fast.defaults import (AUTO_MIN_SAMPLES, DEFAULTS, REFERENCE_KNOWN_PER_SAMPLE, choose_kind,
+from cfn_fast.settings import (AUTO_MIN_SAMPLES, DEFAULTS, REFERENCE_KNOWN_PER_SAMPLE, choose_kind,
                                density_step_factor)
 
 ROOT = Path(__file__).resolve().parents[1]

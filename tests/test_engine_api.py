@@ -141,9 +141,9 @@ def test_make_engine_accepts_any_sparse_matrix_and_continues_a_model():
     (lambda L, c, X, S: make_engine("numpy", L, c, X, S[:-1]), ValueError, r"side information must have shape"),
     (lambda L, c, X, S: make_engine("numpy", L, c, X, S * np.nan), ValueError, "NaN or infinite"),
     (lambda L, c, X, S: make_engine("numpy", L[:1], c, X, S), ValueError, "at least 2 layers"),
-    (lambda L, c, X, S: make_engine("numpy", L[::-1], c, X, S), ValueError, r"layers\[0\].weight has shape"),
-    (lambda L, c, X, S: make_engine("numpy", L, c, X, None), ValueError, r"layers\[0\].side_weight has shape"),
-    (lambda L, c, X, S: make_engine("numpy", L, c, X[:, :-1], S), ValueError, r"layers\[0\].weight has shape"),
+    (lambda L, c, X, S: make_engine("numpy", L[::-1], c, X, S), ValueError, r"layers\[0\].weight must have shape"),
+    (lambda L, c, X, S: make_engine("numpy", L, c, X, None), ValueError, r"layers\[0\].side_weight must be None"),
+    (lambda L, c, X, S: make_engine("numpy", L, c, X[:, :-1], S), ValueError, r"layers\[0\].weight must have shape"),
 ])
 def test_make_engine_names_bad_arguments(call, error, message):
     inputs = training_inputs(TRAIN, "item")

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import cfn_fast.engine as engine_module
 import cfn_fast.model as model_module
 from cfn_fast import CFN, ModelBusyError, RatingSet, StackedCFN, load_movielens, load_ratings, synthetic_ratings
 from cfn_fast import train_test_split
 from cfn_fast.backends import engine_class
 from cfn_fast.cli import main as cli_main
-from cfn_fast.recommend import DEFAULT_MIN_SUPPORT, top_n
+from cfn_fast.fitted.ranking import DEFAULT_MIN_SUPPORT, top_n
 
 pd = pytest.importorskip("pandas")
 HERE = Path(__file__).resolve().parent
@@ -147,7 +148,7 @@ def _interrupting(backend: str, at_epoch: int, mid_epoch: bool):
 
 @pytest.mark.parametrize("mid_epoch", [True, False], ids=["mid-epoch", "after-kernel"])
 def test_interrupt_leaves_the_last_completed_epoch(backend, mid_epoch, monkeypatch, tmp_path):
-    monkeypatch.setattr(model_module, "engine_class", lambda name: _interrupting(backend, 3, mid_epoch))
+    monkeypatch.setattr(engine_module, "engine_class", lambda name: _interrupting(backend, 3, mid_epoch))
     model = small(backend, epochs=5)
     with pytest.raises(KeyboardInterrupt) as info:
         model.fit(TRAIN, validation=TEST)
@@ -437,7 +438,7 @@ def test_baseline_fit_is_guarded_and_rolls_back_on_interrupt():
     finally:
         common.MeanStats.of = original
     assert model.__dict__.keys() == before.keys() and model.train_ is TRAIN
-    from cfn_fast._concurrency import exclusive
+    from cfn_fast.fitted.concurrency import exclusive
     with exclusive(model, "fit()"):     # as if another thread were fitting it
         errors = []
         worker = threading.Thread(target=lambda: errors.append(pytest.raises(ModelBusyError, model.fit, TRAIN)))

@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pytest
 
-import cfn_fast.model as model_module
+import cfn_fast.engine as engine_module
 from cfn_fast import CFN, EarlyStopping, TrainingDiverged, synthetic_ratings, train_test_split
 from cfn_fast.backends.numpy_backend import NumpyEngine
 from cfn_fast.data.ratings import RatingSet
 from cfn_fast.model import DeviceOutOfMemory, NotFittedError
-from cfn_fast.trainer import DivergenceRule, EpochRecord
+from cfn_fast.training.trainer import DivergenceRule, EpochRecord
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ class _NanParamEngine(NumpyEngine):
 @pytest.mark.parametrize("engine, reason", [(_NanLossEngine, "the loss is nan"),
                                             (_NanParamEngine, "a parameter became NaN or infinite")])
 def test_non_finite_loss_or_parameters(split, monkeypatch, engine, reason):
-    monkeypatch.setattr(model_module, "engine_class", lambda name: engine)
+    monkeypatch.setattr(engine_module, "engine_class", lambda name: engine)
     m = small(epochs=3)
     with pytest.raises(TrainingDiverged, match=f"at epoch 2: {reason}"):
         m.fit(split[0])
@@ -235,7 +235,7 @@ class _OomInTraining(NumpyEngine):
 
 @pytest.mark.parametrize("engine, action", [(_OomAtInit, "building the engine"), (_OomInTraining, "training")])
 def test_out_of_memory_becomes_a_clear_error(split, monkeypatch, engine, action):
-    monkeypatch.setattr(model_module, "engine_class", lambda name: engine)
+    monkeypatch.setattr(engine_module, "engine_class", lambda name: engine)
     train = split[0]
     with pytest.raises(DeviceOutOfMemory) as info:
         small().fit(train)
@@ -250,7 +250,7 @@ def test_other_engine_errors_pass_through(split, monkeypatch):
     class Boom(NumpyEngine):
         def train_epoch(self, epoch, lr):
             raise ArithmeticError("boom")
-    monkeypatch.setattr(model_module, "engine_class", lambda name: Boom)
+    monkeypatch.setattr(engine_module, "engine_class", lambda name: Boom)
     with pytest.raises(ArithmeticError, match="boom"):
         small().fit(split[0])
 

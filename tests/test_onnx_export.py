@@ -20,7 +20,7 @@ TOLERANCE = 1e-5  # rating units
 def session(model: CFN, graph: str, **options):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(build_onnx(model, graph, **options).SerializeToString(), opts,
+    return ort.InferenceSession(build_onnx(model.runtime_, graph, **options).SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
 
 
@@ -155,7 +155,7 @@ def test_recommend_graph_top10_equals_recommend_for_100_users(case):
 
 def test_graph_contract_and_metadata():
     model = fitted("item", True, (12,), False)
-    proto = build_onnx(model, "predict", input_format="sparse")
+    proto = build_onnx(model.runtime_, "predict", input_format="sparse")
     assert proto.opset_import[0].version == OPSET >= 17
     assert [i.name for i in proto.graph.input] == ["indices", "values", "features", "columns"]
     assert [o.name for o in proto.graph.output] == ["predictions"]
@@ -165,7 +165,7 @@ def test_graph_contract_and_metadata():
     assert json.loads(meta["scale"]) == [1.0, 5.0]
     ops = {node.op_type for node in proto.graph.node}
     assert {"Clip", "ReduceSum", "Tanh"} <= ops  # scaling, centring, inverse and clipping in the graph
-    assert "TopK" in {node.op_type for node in build_onnx(model, "recommend").graph.node}
+    assert "TopK" in {node.op_type for node in build_onnx(model.runtime_, "recommend").graph.node}
 
 
 def test_to_onnx_writes_a_file_ort_runs(tmp_path):

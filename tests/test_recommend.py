@@ -6,7 +6,9 @@ import pytest
 
 from cfn_fast import CFN, synthetic_ratings, train_test_split
 from cfn_fast.model import FoldInError
-from cfn_fast.recommend import FoldIn, top_n
+from cfn_fast.fitted.foldin import FoldIn
+from cfn_fast.fitted.ranking import top_n
+from cfn_fast.fitted.scoring import item_codes
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +101,11 @@ def test_recommend_rejects_many_users_and_unknown(fitted):
 def test_item_cfn_codes_are_cached_and_invalidated(split):
     m = CFN("item", (16,), 2, backend="numpy").fit(split[0])
     m.recommend(1)
-    codes = m._codes
+    codes = item_codes(m.runtime_)
     m.recommend(2)
-    assert m._codes is codes                   # reused
+    assert item_codes(m.runtime_) is codes      # reused
     m.partial_fit(1)
-    assert "_codes" not in m.__dict__           # invalidated by training
+    assert item_codes(m.runtime_) is not codes  # invalidated by training
     ids, scores = m.recommend(1, 5)
     np.testing.assert_allclose(scores, m.predict([1] * 5, ids), atol=1e-5)
 

@@ -10,7 +10,7 @@ from cfn_fast.backends.numpy_backend import (NumpyEngine, backward, corrupted_ba
                                              reconstruction_loss, sgd_update)
 from cfn_fast.corruption import epoch_key, hidden_entries, mask_threshold
 from cfn_fast.network import Layer, init_layers
-from cfn_fast.trainer import learning_rate
+from cfn_fast.training.trainer import learning_rate
 
 
 def random_csr(n_rows: int, n_cols: int, density: float, seed: int) -> sp.csr_matrix:

@@ -9,7 +9,7 @@ from cfn_fast import CFN
 from cfn_fast.backends import TrainConfig, engine_class
 from cfn_fast.data import synthetic_ratings
 from cfn_fast.network import copy_layers
-from cfn_fast.trainer import learning_rate
+from cfn_fast.training.trainer import learning_rate
 
 CHANGES = {"lr": 0.03, "lr_decay": 1.5, "weight_decay": 0.2, "alpha": 0.3, "beta": 1.4, "mask_ratio": 0.6,
            "batch_size": 7, "seed": 5}

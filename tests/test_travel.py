@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from cfn_fast import CFN, NotFittedError, StackedCFN, available_backends, synthetic_ratings, train_test_split
-from cfn_fast import state as model_state
 from cfn_fast.backends import BackendUnavailable
 
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -61,7 +60,7 @@ def test_fitted_model_copies_predict_bit_for_bit(fitted, how):
               "pickle-protocol-2": lambda m: pickle.loads(pickle.dumps(m, protocol=2)),
               "cloudpickle": lambda m: cloudpickle.loads(cloudpickle.dumps(m)),
               "deepcopy": copy.deepcopy}[how](fitted)
-    assert "_engine" not in copied.__dict__                      # rebuilt on first use ...
+    assert not copied.runtime_.engine_built                      # rebuilt on first use ...
     _assert_identical(_outputs(copied), expected)
     assert copied.engine_ is not fitted.engine_                  # ... as its own engine
     assert copied.backend_ == fitted.backend_ and copied.get_params() == fitted.get_params()
@@ -72,7 +71,7 @@ def test_fitted_model_copies_predict_bit_for_bit(fitted, how):
 def test_pickled_state_is_plain_data(fitted):
     state = fitted.__getstate__()
     assert set(state) == {"state_version", "attributes", "arrays", "config"}
-    assert not set(state["attributes"]) & set(model_state.TRANSIENT_ATTRIBUTES)
+    assert set(state["attributes"]) <= set(fitted.get_params()) | {"_validation"}   # no engine, no cache
     assert all(isinstance(a, np.ndarray) for a in state["arrays"].values())
     payload = pickle.dumps(fitted)
     assert b"SparseCFN" not in payload and b"CpuEngine" not in payload and b"NumpyEngine" not in payload
@@ -158,11 +157,12 @@ def test_model_pickled_on_cuda_falls_back_to_cpu_with_a_warning(caplog):
         pytest.skip("needs a machine without CUDA")
     model = CFN("item", (8,), 1, backend=CPU_BACKENDS[-1]).fit(TRAIN)
     expected = model.predict_indices(TEST.user, TEST.item)
-    as_if_gpu = copy.deepcopy(model)
-    as_if_gpu.backend, as_if_gpu.backend_ = "cuda", "cuda"   # what a model fitted on a GPU machine holds
-    payload = pickle.dumps(as_if_gpu)
+    state = model.__getstate__()
+    state["attributes"]["backend"] = state["config"]["backend_trained"] = "cuda"  # as fitted on a GPU machine
+    payload = pickle.dumps(state)
     with caplog.at_level(logging.WARNING, logger="cfn_fast"):
-        here = pickle.loads(payload)
+        here = CFN.__new__(CFN)
+        here.__setstate__(pickle.loads(payload))    # what unpickling a model does
     assert here.backend_ == ("cpu" if "cpu" in available_backends() else "numpy")
     assert "fitted on backend 'cuda' and now runs on" in caplog.text and "unavailable" in caplog.text
     assert here.backend == "cuda"                   # the parameter is the user's; only the engine moved

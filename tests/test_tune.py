@@ -51,7 +51,7 @@ def test_cli_help_lists_the_options():
 
 def test_auto_kind_searches_both_kinds_starting_from_their_defaults():
     pytest.importorskip("ray.tune", reason="the 'tune' extra (ray[tune]) is not installed")
-    from cfn_fast.defaults import DEFAULTS
+    from cfn_fast.settings import DEFAULTS
     from cfn_fast.tune.space import first_points, tune_space
     points = first_points(("item", "user"))
     for kind in ("item", "user"):

@@ -6,12 +6,16 @@ compiled kernels import, else ``numpy``.  Nothing here imports CuPy at import ti
 from __future__ import annotations
 
 import importlib
+import logging
 from functools import lru_cache
+from typing import Sequence
 
 from .base import Engine, TrainConfig, epoch_order
 
 __all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class",
-           "available_backends", "BackendUnavailable"]
+           "available_backends", "BackendUnavailable", "fallback_backend"]
+
+log = logging.getLogger("cfn_fast")
 
 BACKENDS = ("numpy", "cpu", "cuda")
 
@@ -71,3 +75,21 @@ def resolve_backend(name: str = "auto") -> str:
 def engine_class(name: str) -> type[Engine]:
     module, cls = _MODULES[resolve_backend(name)]
     return getattr(importlib.import_module(module), cls)
+
+
+def fallback_backend(preferred: Sequence[str], fitted_on: str) -> str:
+    """Where a model that travelled (a pickle, a loaded file) runs: the first of ``preferred`` that runs
+    here, else ``"auto"`` resolved here; with a warning naming why the first could not.  The one policy
+    for every model that arrives from elsewhere (``fitted_on``: the backend it ran on there)."""
+    reason = None
+    for candidate in (*preferred, "auto"):
+        try:
+            chosen = resolve_backend(candidate)
+            break
+        except (BackendUnavailable, ValueError) as exc:
+            reason = reason or str(exc)
+    else:  # pragma: no cover - "auto" always resolves (numpy at least)
+        chosen = "numpy"
+    if reason is not None:
+        log.warning("%s; this model was fitted on backend %r and now runs on %r", reason, fitted_on, chosen)
+    return chosen

@@ -51,6 +51,9 @@ class Engine(ABC):
     """One backend's training and inference engine for a CFN network."""
 
     name: str = "abstract"
+    #: where the engine's parameters live: ``"host"`` (numpy, cpu) or ``"cuda"`` (callers ask this
+    #: instead of testing backend names)
+    device: str = "host"
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None) -> None:

@@ -185,6 +185,7 @@ class CudaEngine(Engine):
     """
 
     name = "cuda"
+    device = "cuda"
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None, *, scatter: str | None = None, graphs: bool | None = None,

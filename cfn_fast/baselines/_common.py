@@ -28,8 +28,8 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 import scipy.sparse as sp
 
-from .._concurrency import reading, transactional
-from .._params import EstimatorParams
+from ..fitted.concurrency import reading, transactional
+from ..settings import EstimatorParams
 from ..data.ratings import RatingSet
 from ..metrics import rmse
 

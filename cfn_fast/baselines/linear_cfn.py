@@ -18,7 +18,7 @@ from ..corruption import epoch_key
 from ..data.ratings import RatingSet
 from ..network import Layer, init_layers
 from ..preprocessing import Preprocessing
-from ..trainer import run_epochs
+from ..training.trainer import run_epochs
 from ._common import Baseline
 
 __all__ = ["LinearICFN"]

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .labelled import align_rows, check_parallel
+from .side_info import as_feature_matrix
 
 __all__ = ["RatingSet", "DuplicatePolicy", "build_csr"]
 
@@ -263,6 +264,37 @@ class RatingSet:
         """Indices of original item ids; ``missing="error"`` raises on unknown ids, ``"-1"`` marks them."""
         return _lookup(self.item_ids, _as_id_array(np.atleast_1d(ids), "item ids"), "item",
                        missing == "error")
+
+    def validate(self, what: str) -> None:
+        """Check the set's internal consistency before an engine sees it (``from_arrays`` guarantees all
+        of this; a hand-built one may not): ``ValueError`` / ``TypeError`` naming ``what`` and the problem."""
+        user, item, rating = (np.asarray(a) for a in (self.user, self.item, self.rating))
+        if not (user.ndim == item.ndim == rating.ndim == 1 and len(user) == len(item) == len(rating)):
+            raise ValueError(f"{what}: user, item and rating must be 1-D arrays of one length, got shapes "
+                             f"{user.shape}, {item.shape}, {rating.shape}")
+        if len(rating) == 0:
+            raise ValueError(f"{what} has no ratings")
+        if user.dtype.kind not in "iu" or item.dtype.kind not in "iu":
+            raise TypeError(f"{what}: user and item must be integer index arrays, got {user.dtype} and {item.dtype}")
+        if rating.dtype.kind not in "iuf":
+            raise TypeError(f"{what}: ratings must be numbers, got dtype {rating.dtype}")
+        for name, index, n in (("user", user, self.n_users), ("item", item, self.n_items)):
+            if index.min() < 0 or index.max() >= n:
+                raise ValueError(f"{what}: {name} indices must lie in [0, {n}), found {int(index.min())}.."
+                                 f"{int(index.max())}")
+        low, high = (float(s) for s in self.scale)
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ValueError(f"{what}: rating scale must be (low, high) with low < high, got {self.scale}")
+        bad = ~np.isfinite(rating)
+        if bad.any():
+            raise ValueError(f"{what}: ratings contain {int(bad.sum())} NaN or infinite value(s)")
+        outside = (rating < low) | (rating > high)
+        if outside.any():
+            raise ValueError(f"{what}: {int(outside.sum())} rating(s) outside the scale [{low:g}, {high:g}]")
+        for name, feats, n in (("user_features", self.user_features, self.n_users),
+                               ("item_features", self.item_features, self.n_items)):
+            if feats is not None:
+                as_feature_matrix(feats, n, f"{what}.{name}")
 
     def same_universe(self, other: "RatingSet") -> bool:
         """True when both sets index users and items identically."""

@@ -48,16 +48,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_write
+from ..fitted.encoding import encode
+from ..fitted.ranking import DEFAULT_MIN_SUPPORT
+from ..fitted.runtime import Runtime
+from ..fitted.scoring import input_mean_rating
 from ..preprocessing import BIAS_SHRINKAGE
-from ..recommend import DEFAULT_MIN_SUPPORT
 from . import GRAPHS
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..model import CFN
 
 __all__ = ["export_onnx", "build_onnx", "OPSET", "INPUT_FORMATS"]
 
@@ -119,15 +121,17 @@ class _Rows:
 class _Exporter:
     """Builds one graph for one fitted model (see the module notes)."""
 
-    def __init__(self, model: "CFN", onnx: Any) -> None:
-        self.model = model
+    def __init__(self, rt: Runtime, onnx: Any) -> None:
+        self.rt = rt
+        self.network = rt.network
+        self.train = rt.fitted.train
         self.g = _Builder(onnx)
         self.onnx = onnx
-        self.pre = model.preprocessing_
+        self.pre = self.network.preprocessing
         self._offset_const: str | None = None
-        self.layers = model.layers_
-        self.n_inputs = int(model.inputs_.shape[1])
-        self.side_dim = 0 if model.side_ is None else int(model.side_.shape[1])
+        self.layers = self.network.layers
+        self.n_inputs = self.network.n_inputs
+        self.side_dim = self.network.side_dim
         self.inputs: list = []
         self.outputs: list = []
 
@@ -251,18 +255,18 @@ class _Exporter:
 
     def _to_unclipped(self, out: str, mean: str, offset: str | None = None) -> str:
         """Centring and scaling undone, not yet clipped to the scale (the ranking's tie-breaker);
-        ``offset``: the outputs' input offsets (``centring="bias"``)."""
+        ``offset``: the outputs' input offsets (``centring="bias"``).  The graph form of
+        :meth:`cfn_fast.preprocessing.Preprocessing.invert`, the one inversion (same terms, same order)."""
         g, pre = self.g, self.pre
-        unit = g.op("Add", out, mean)
-        if offset is not None:
-            unit = g.op("Add", unit, offset)
+        offsets = mean if offset is None else g.op("Add", mean, offset)
+        unit = g.op("Add", out, offsets)
         return g.op("Add", g.const(pre.mid), g.op("Mul", g.const(pre.half_range), unit))
 
     def _clip(self, rating: str) -> str:
         return self.g.op("Clip", rating, self.g.const(self.pre.low), self.g.const(self.pre.high))
 
     def _input_means(self) -> np.ndarray:
-        return self.model._input_mean_rating(np.arange(self.n_inputs)).astype(np.float32)
+        return input_mean_rating(self.rt, np.arange(self.n_inputs)).astype(np.float32)
 
     def _cold_fallback(self, ratings: str, count: str, columns: str | None = None) -> str:
         """Rows with no known rating and no side information: each input's mean rating (as CFN.predict);
@@ -309,7 +313,7 @@ class _Exporter:
         self._output(rated, "predictions", T.FLOAT, ["batch", "columns"])
 
     def recommend(self, input_format: str) -> None:
-        if self.model.kind_ == "user":
+        if self.network.kind == "user":
             self._recommend_user_cfn(input_format)
         else:
             self._recommend_item_cfn()
@@ -337,16 +341,16 @@ class _Exporter:
         features = self._features()
         out = self._full_output(self._encode(rows, features), features)
         unclipped = self._cold_fallback(self._to_unclipped(out, rows.mean, self._input_offset(None)), rows.count)
-        self._top_k(unclipped, self._seen(rows), np.bincount(self.model.train_.item, minlength=self.n_inputs))
+        self._top_k(unclipped, self._seen(rows), np.bincount(self.train.item, minlength=self.n_inputs))
 
     def _recommend_item_cfn(self) -> None:
         """Scores of every item for the given users: the output columns ``users`` of the items' codes."""
-        g, T, model, pre = self.g, self.onnx.TensorProto, self.model, self.pre
+        g, T, pre = self.g, self.onnx.TensorProto, self.pre
         users = self._input("users", T.INT64, ["batch"])
         exclude = self._input("exclude", T.INT64, ["batch", "excluded"])
-        items = np.asarray(model.encode(), dtype=np.float32)                     # [n_items, H]
+        items = np.asarray(encode(self.rt), dtype=np.float32)                    # [n_items, H]
         if self.side_dim:
-            items = np.concatenate([items, model.side_], axis=1)
+            items = np.concatenate([items, self.network.side], axis=1)
         last = self.layers[-1]
         weight = g.op("Gather", g.const(self._stacked_weight(last), "W"), users, axis=0)      # [B, H(+S)]
         z = g.op("Gemm", weight, g.const(items, "item_codes"), transB=1)                      # [B, n_items]
@@ -381,34 +385,31 @@ class _Exporter:
         return proto
 
     def _metadata(self, graph: str, input_format: str) -> dict[str, str]:
-        model, pre = self.model, self.pre
-        train = model.train_
-        input_ids, sample_ids = (train.item_ids, train.user_ids) if model.kind_ == "user" else \
+        pre, train, kind = self.pre, self.train, self.network.kind
+        input_ids, sample_ids = (train.item_ids, train.user_ids) if kind == "user" else \
             (train.user_ids, train.item_ids)
-        meta = {"cfn_kind": model.kind_, "graph": graph, "input_format": input_format,
+        meta = {"cfn_kind": kind, "graph": graph, "input_format": input_format,
                 "scale": json.dumps([pre.low, pre.high]), "n_inputs": str(self.n_inputs),
                 "side_dim": str(self.side_dim), "hidden": json.dumps([int(l.weight.shape[0]) for l in self.layers[:-1]]),
-                "inputs_are": "items" if model.kind_ == "user" else "users",
+                "inputs_are": "items" if kind == "user" else "users",
                 "input_ids": json.dumps(input_ids.tolist())}
-        if graph == "recommend" and model.kind_ == "item":
+        if graph == "recommend" and kind == "item":
             meta["item_ids"] = json.dumps(sample_ids.tolist())
         return meta
 
 
-def build_onnx(model: "CFN", graph: str = "predict", *, input_format: str = "dense") -> Any:
-    """The ``onnx.ModelProto`` of ``graph`` for a fitted ``model`` (checked with ``onnx.checker``)."""
-    model._check_fitted()
+def build_onnx(rt: Runtime, graph: str = "predict", *, input_format: str = "dense") -> Any:
+    """The ``onnx.ModelProto`` of ``graph`` for a fitted model's runtime (checked with ``onnx.checker``)."""
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(map(repr, GRAPHS))}, got {graph!r}")
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format must be 'dense' or 'sparse', got {input_format!r}")
-    return _Exporter(model, _onnx()).model_proto(graph, input_format)
+    return _Exporter(rt, _onnx()).model_proto(graph, input_format)
 
 
-def export_onnx(model: "CFN", path: str | Path, graph: str = "predict", *, input_format: str = "dense") -> Path:
+def export_onnx(rt: Runtime, path: str | Path, graph: str = "predict", *, input_format: str = "dense") -> Path:
     """Write :func:`build_onnx`'s model to ``path`` atomically (see :mod:`cfn_fast.fileio`)."""
-    proto = build_onnx(model, graph, input_format=input_format)
-    from ..fileio import atomic_write
+    proto = build_onnx(rt, graph, input_format=input_format)
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{str(path)!r} is a directory; give a file name such as model.onnx")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import baselines as bl
-from ..defaults import DEFAULTS
+from ..settings import DEFAULTS
 
 __all__ = ["Method", "Preset", "PRESETS", "method_table", "TABLE1_METHODS", "sample_params"]
 

@@ -88,7 +88,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     from ..backends import epoch_order
     from ..model import CFN
     from ..network import n_parameters
-    from ..trainer import learning_rate
+    from ..training.trainer import learning_rate
     ratings = _load(spec)
     model = CFN(kind=spec["kind"], hidden=(int(spec["hidden"]),), epochs=0, backend=spec["backend"],
                 use_side_info=False, seed=0)

@@ -2,7 +2,7 @@
 
 Layout (format version 2; version 1 is the same without ``pre_input_offset``, and a model with
 the paper's centring is still written as version 1 so that older releases read it), every entry a plain numeric or fixed-width unicode array — no
-pickles anywhere, and :func:`load_model` reads with ``np.load(allow_pickle=False)``:
+pickles anywhere, and :func:`read_model` reads with ``np.load(allow_pickle=False)``:
 
 =====================================  ===================================================
 ``cfn_format``                         ``"cfn_fast-model"`` (marks the file as ours)
@@ -22,13 +22,16 @@ pickles anywhere, and :func:`load_model` reads with ``np.load(allow_pickle=False
 ``checksum``                           SHA-256 over every other entry (name, dtype, shape, bytes)
 =====================================  ===================================================
 
+What the checksum does: it detects damage (a truncated download, a flipped bit, an edit by hand that
+forgot to re-hash).  What it does not do: authenticate the file; anyone can recompute it.
+
 Files are written atomically through :func:`cfn_fast.fileio.atomic_write`: to a temporary file in
 the target directory, flushed and fsynced, then moved over the target with ``os.replace``.  A new
 file's mode follows the umask, an overwritten file keeps its mode, and temporary files are removed
 on errors, interrupts, SIGTERM and (left by a killed process) at the next save to the same target.
 
 This file is *the* storage format.  Pickling a model (``pickle``, ``joblib``, Ray, Dask) is for
-moving it between processes of one installation; both go through :mod:`cfn_fast.state`, so a
+moving it between processes of one installation; both go through :mod:`cfn_fast.fitted.state`, so a
 file and a pickle hold the same data, but only this format is versioned, checksummed and free of
 pickles — never store a model as a pickle.
 """
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import zipfile
 import zlib
@@ -45,13 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from . import state
-from .fileio import atomic_write
-from .state import PortableModel
+from ..fileio import atomic_write
+from ..version import __version__
+from .state import fitted_arrays, fitted_config, fitted_from_arrays
+from .value import Fitted
 
-__all__ = ["save_model", "load_model", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION"]
-
-log = logging.getLogger("cfn_fast")
+__all__ = ["save_model", "read_model", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS"]
 
 FORMAT_NAME = "cfn_fast-model"
 FORMAT_VERSION = 2
@@ -65,22 +66,22 @@ class ModelFileError(ValueError):
 
 
 # ----------------------------------------------------------------------------- save
-def save_model(model: PortableModel, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` (exactly that name) atomically; returns the path."""
-    from . import __version__
-    model._check_fitted()
+def save_model(path: str | os.PathLike, fitted: Fitted, backend: str, params: dict[str, Any],
+               resolved: dict[str, Any]) -> Path:
+    """Write the fitted value (with the estimator's ``params`` and ``resolved`` settings) to ``path``
+    (exactly that name) atomically; returns the path."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot save the model: directory {str(directory)!r} does not exist")
-    arrays = state.fitted_arrays(model, portable=True)
+    arrays = fitted_arrays(fitted, portable=True)
     # a file an older release can read correctly says version 1; one with input offsets it would
     # misread says 2, which such a release refuses
     version = FORMAT_VERSION if "pre_input_offset" in arrays else 1
     config = {
         "format": FORMAT_NAME, "version": version, "library_version": __version__,
-        "params": _jsonable(model.get_params()), "resolved": _jsonable(model.resolved_params()),
-        **_jsonable(state.fitted_config(model)),
+        "params": _jsonable(params), "resolved": _jsonable(resolved),
+        **_jsonable(fitted_config(fitted, backend)),
     }
     arrays["config"] = np.array([json.dumps(config, sort_keys=True)])
     arrays["cfn_format"] = np.array([FORMAT_NAME])
@@ -120,10 +121,9 @@ def _jsonable(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- load
-def load_model(path: str | os.PathLike, backend: str | None = None) -> PortableModel:
-    """Read a model written by :func:`save_model`; see :meth:`cfn_fast.CFN.load`."""
-    from . import __version__
-
+def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], Fitted, dict[str, Any]]:
+    """``(constructor parameters, fitted value, config)`` of a file written by :func:`save_model`;
+    :class:`ModelFileError` for anything that is not a readable, intact cfn_fast model file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {str(path)!r}")
@@ -153,29 +153,9 @@ def load_model(path: str | os.PathLike, backend: str | None = None) -> PortableM
         raise ModelFileError(f"{path} failed its SHA-256 checksum: the file was modified or corrupted")
     try:
         config = json.loads(str(arrays["config"][0]))
-        return _build_model(state.model_class(), arrays, config, backend)
-    except ModelFileError:
-        raise
+        params = dict(config["params"])
+        if isinstance(params.get("hidden"), list):
+            params["hidden"] = tuple(params["hidden"])
+        return params, fitted_from_arrays(arrays, config, params.get("kind")), config
     except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path} is missing model data ({type(exc).__name__}: {exc})") from None
-
-
-def _build_model(cls: type, arrays: dict[str, np.ndarray], config: dict, backend: str | None) -> PortableModel:
-    from .backends import BackendUnavailable, resolve_backend
-    params = dict(config["params"])
-    if isinstance(params.get("hidden"), list):
-        params["hidden"] = tuple(params["hidden"])
-    model = cls(**params)
-    if backend is None:
-        try:
-            resolved = resolve_backend(model.backend)
-        except BackendUnavailable as exc:
-            log.warning("%s; loading on backend 'auto' instead", exc)
-            model.backend = "auto"
-            resolved = resolve_backend("auto")
-    else:
-        model.backend = backend
-        resolved = resolve_backend(backend)
-    model._validation = None
-    state.restore_fitted(model, arrays, config, resolved)   # the engine is built on first use
-    return model

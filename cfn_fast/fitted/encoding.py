@@ -17,33 +17,33 @@ rating, the fallback of ``predict`` and ``fold_in``.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 
-from . import interop
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import CFN
+from .. import interop
+from ..data.side_info import as_feature_matrix
+from .runtime import Runtime
+from .scoring import as_index, input_mean_rating
 
 __all__ = ["encode", "decode", "centred_rows", "stream_scope"]
 
 
 @contextmanager
-def stream_scope(model: "CFN", stream: Any) -> Iterator[None]:
-    """Run the model's engine calls on the caller's CUDA ``stream`` (cuda backend only)."""
+def stream_scope(rt: Runtime, stream: Any) -> Iterator[None]:
+    """Run the model's engine calls on the caller's CUDA ``stream`` (engines on a CUDA device only)."""
     if stream is None:
         yield
         return
-    if model.backend_ != "cuda":
-        raise ValueError(f"stream= applies to the cuda backend; this model runs on {model.backend_!r} "
+    if rt.engine.device != "cuda":
+        raise ValueError(f"stream= applies to the cuda backend; this model runs on {rt.backend!r} "
                          f"(pass stream=None)")
     with interop.caller_stream(stream):
         yield
 
 
-def centred_rows(model: "CFN", rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
+def centred_rows(rt: Runtime, rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
     """``(network input CSR, per-row unit means)`` of rating rows over the model's inputs.
 
     ``rows``: a SciPy sparse matrix (stored entries are the known ratings, explicit zeros included) or a
@@ -51,8 +51,8 @@ def centred_rows(model: "CFN", rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
     rating units.  Each row is scaled and centred by its own mean, as at fold-in; a row with no ratings
     is centred by the global training mean.
     """
-    pre = model.preprocessing_
-    n_inputs = model.inputs_.shape[1]
+    pre = rt.network.preprocessing
+    n_inputs = rt.network.n_inputs
     rows = interop.to_host(rows)
     if sp.issparse(rows):
         matrix = sp.csr_matrix(rows)
@@ -73,7 +73,7 @@ def centred_rows(model: "CFN", rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
         r, c = np.nonzero(known)
         matrix = sp.csr_matrix((dense[r, c], (r, c)), shape=dense.shape)
         matrix.sort_indices()
-    what = "users" if model.kind_ == "item" else "items"
+    what = rt.network.input_side + "s"
     if matrix.shape[1] != n_inputs:
         raise ValueError(f"rows must have {n_inputs} columns (the model's {what}, in training index order), "
                          f"got {matrix.shape[1]}")
@@ -94,74 +94,74 @@ def centred_rows(model: "CFN", rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
     return inputs, means
 
 
-def _side(model: "CFN", features: Any, n_rows: int) -> np.ndarray | None:
-    from .model import _as_features
-    what = "user" if model.kind_ == "user" else "item"
-    if model.side_ is None:
+def rows_side(rt: Runtime, features: Any, n_rows: int) -> np.ndarray | None:
+    """Side information of ``n_rows`` rows given to encode / decode, checked against the model's."""
+    net = rt.network
+    what = net.sample_side
+    if net.side is None:
         if features is not None:
             raise ValueError(f"this model was trained without {what} side information; pass features=None")
         return None
     if features is None:
-        raise ValueError(f"this model uses {model.side_.shape[1]} {what} features: pass features= "
-                         f"(an array of shape ({n_rows}, {model.side_.shape[1]}))")
-    side = _as_features(features, n_rows, "features")
-    if side.shape[1] != model.side_.shape[1]:
-        raise ValueError(f"features must have {model.side_.shape[1]} columns (the model's {what} features), "
+        raise ValueError(f"this model uses {net.side_dim} {what} features: pass features= "
+                         f"(an array of shape ({n_rows}, {net.side_dim}))")
+    side = as_feature_matrix(features, n_rows, "features")
+    if side.shape[1] != net.side_dim:
+        raise ValueError(f"features must have {net.side_dim} columns (the model's {what} features), "
                          f"got {side.shape[1]}")
     return side
 
 
-def _wants_device(model: "CFN", output: str, like: interop.Origin) -> bool:
-    return model.backend_ == "cuda" and (output == "cupy" or (output == "like" and like.device == "cuda"))
+def _wants_device(rt: Runtime, output: str, like: interop.Origin) -> bool:
+    return rt.engine.device == "cuda" and (output == "cupy" or (output == "like" and like.device == "cuda"))
 
 
-def encode(model: "CFN", rows: Any = None, features: Any = None, *, return_means: bool = False,
+def encode(rt: Runtime, rows: Any = None, features: Any = None, *, return_means: bool = False,
            output: str = "numpy", stream: Any = None) -> Any:
     """See :meth:`cfn_fast.CFN.encode`."""
-    model._check_fitted()
     interop.check_output(output)
     # everything, device->host copies of the caller's arrays included, runs on the caller's stream
-    with stream_scope(model, stream), model._memory_guard("encoding"):
-        codes, means = _encode(model, rows, features, output, interop.origin_of(rows))
+    with stream_scope(rt, stream), rt.memory_guard("encoding"):
+        codes, means = _encode(rt, rows, features, output, interop.origin_of(rows))
     return (codes, means) if return_means else codes
 
 
-def _encode(model: "CFN", rows: Any, features: Any, output: str, like: interop.Origin) -> tuple[Any, Any]:
+def _encode(rt: Runtime, rows: Any, features: Any, output: str, like: interop.Origin) -> tuple[Any, Any]:
+    net = rt.network
     if rows is None:
         if features is not None:
             raise ValueError("features= goes with rows=; without rows the training samples' own side "
                              "information is used")
-        inputs, side, means = model.inputs_, model.side_, model.preprocessing_.sample_mean
+        inputs, side, means = net.inputs, net.side, net.preprocessing.sample_mean
     else:
-        inputs, means = centred_rows(model, rows)
-        side = _side(model, features, inputs.shape[0])
-    if model.side_ is None:  # nothing to predict an empty row from: mark it for decode's fallback
+        inputs, means = centred_rows(rt, rows)
+        side = rows_side(rt, features, inputs.shape[0])
+    if net.side is None:  # nothing to predict an empty row from: mark it for decode's fallback
         means = np.where(np.diff(inputs.indptr) > 0, means, np.float32(np.nan))
-    if _wants_device(model, output, like):
-        codes = model.engine_.encode(inputs, side, on_device=True)
+    if _wants_device(rt, output, like):
+        codes = rt.engine.encode(inputs, side, on_device=True)
     else:
-        codes = model.engine_.encode(inputs, side)
+        codes = rt.engine.encode(inputs, side)
     return (interop.to_output(codes, output, like),
             interop.to_output(np.asarray(means, dtype=np.float32), output, like))
 
 
-def decode(model: "CFN", codes: Any, features: Any = None, cols: Any = None, *, means: Any = None,
+def decode(rt: Runtime, codes: Any, features: Any = None, cols: Any = None, *, means: Any = None,
            output: str = "numpy", stream: Any = None) -> Any:
     """See :meth:`cfn_fast.CFN.decode`."""
-    model._check_fitted()
     interop.check_output(output)
-    with stream_scope(model, stream), model._memory_guard("decoding"):
-        return _decode(model, codes, features, cols, means, output, interop.origin_of(codes))
+    with stream_scope(rt, stream), rt.memory_guard("decoding"):
+        return _decode(rt, codes, features, cols, means, output, interop.origin_of(codes))
 
 
-def _decode(model: "CFN", codes: Any, features: Any, cols: Any, means: Any, output: str,
+def _decode(rt: Runtime, codes: Any, features: Any, cols: Any, means: Any, output: str,
             like: interop.Origin) -> Any:
-    from .model import _as_index
-    width = model.layers_[-1].weight.shape[1]
-    on_device = model.backend_ == "cuda" and interop.is_device_array(codes)
+    net = rt.network
+    width = net.layers[-1].weight.shape[1]
+    on_device = rt.engine.device == "cuda" and interop.is_device_array(codes)
     if on_device:
         codes = interop.to_device(codes)  # a view of the caller's device memory when already float32
-        xp = interop._cupy()
+        xp = interop.cupy_module()
     else:
         codes = interop.to_host(codes)
         try:
@@ -174,34 +174,34 @@ def _decode(model: "CFN", codes: Any, features: Any, cols: Any, means: Any, outp
         raise ValueError(f"codes must have shape (n, {width}) (the last hidden layer's width), got {codes.shape}")
     if not bool(xp.isfinite(codes).all()):
         raise ValueError("codes contain NaN or infinite values")
-    columns = None if cols is None else _as_index(cols, model.inputs_.shape[1], "output column")
-    side = _side(model, features, codes.shape[0])
+    columns = None if cols is None else as_index(cols, net.n_inputs, "output column")
+    side = rows_side(rt, features, codes.shape[0])
     if means is not None:
         means = np.asarray(interop.to_host(means), dtype=np.float64).reshape(-1)
         if means.shape != (codes.shape[0],):
             raise ValueError(f"means must hold one value per row of codes ({codes.shape[0]}), got {means.shape}")
-    if model.backend_ == "cuda":
-        out = model.engine_.decode(codes, side, columns, on_device=on_device or _wants_device(model, output, like))
+    if rt.engine.device == "cuda":
+        out = rt.engine.decode(codes, side, columns, on_device=on_device or _wants_device(rt, output, like))
     else:
-        out = model.engine_.decode(codes, side, columns)
+        out = rt.engine.decode(codes, side, columns)
     if means is not None:
-        xp = interop._cupy() if interop._library(out) == "cupy" else np
-        out = _to_ratings(model, out, means, columns, xp)
+        xp = interop.cupy_module() if interop.library_of(out) == "cupy" else np
+        out = _to_ratings(rt, out, means, columns, xp)
     return interop.to_output(out, output, like)
 
 
-def _to_ratings(model: "CFN", out: Any, means: np.ndarray, columns: np.ndarray | None, xp: Any) -> Any:
+def _to_ratings(rt: Runtime, out: Any, means: np.ndarray, columns: np.ndarray | None, xp: Any) -> Any:
     """Undo centring and scaling (rating units, clipped), as predictions are made; rows whose mean is NaN
     (no rating, no side information) get each input's mean training rating, as ``predict`` does."""
-    pre = model.preprocessing_
+    pre = rt.network.preprocessing
     empty = np.isnan(means)
-    unit = out.astype(xp.float64) + xp.asarray(np.where(empty, 0.0, means))[:, None]
-    offset = pre.input_offsets(columns)
-    if offset is not None:  # a vector to the device, not a (rows x columns) grid
-        unit += xp.asarray(offset)[None, :]
-    ratings = xp.clip(pre.unclipped(unit), pre.low, pre.high)
+    offsets = xp.asarray(np.where(empty, 0.0, means))[:, None]
+    input_offset = pre.input_offsets(columns)
+    if input_offset is not None:  # a vector to the device, not a (rows x columns) grid
+        offsets = offsets + xp.asarray(input_offset)[None, :]
+    ratings = pre.invert(out, offsets, xp)[0]
     if empty.any():
-        fallback = model._input_mean_rating(np.arange(model.inputs_.shape[1]) if columns is None else columns)
+        fallback = input_mean_rating(rt, np.arange(rt.network.n_inputs) if columns is None else columns)
         ratings[xp.asarray(np.flatnonzero(empty))] = xp.asarray(fallback)[None, :]
     return ratings
 

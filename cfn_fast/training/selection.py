@@ -13,7 +13,7 @@ one (about 5x a fixed kind).
 Why a validation run and not a rule: which one wins depends on more than the shape.  On the
 density sweep (bench/README.md) the better-observed side wins on most sets but not on a set with
 5,600 users x 30 items, and the bias centring wins on sparse sets (3-27 ratings per sample) and on
-ML-1M's U-CFN but loses on ML-1M's I-CFN.  The shape rule :func:`~cfn_fast.defaults.choose_kind`
+ML-1M's U-CFN but loses on ML-1M's I-CFN.  The shape rule :func:`~cfn_fast.settings.choose_kind`
 (with the bias centring, the safer one on little data) is kept for sets too small to hold a
 validation part (under :data:`MIN_RATINGS_FOR_VALIDATION` ratings) and for ``epochs=0``.
 
@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data.ratings import RatingSet
-from .data.split import train_test_split
-from .defaults import choose_kind
+from ..data.ratings import RatingSet
+from ..data.split import train_test_split
+from ..settings import choose_kind
 from .trainer import TrainingDiverged
 
 __all__ = ["KindChoice", "select_kind", "candidates", "VALIDATION_FRACTION", "MIN_RATINGS_FOR_VALIDATION"]

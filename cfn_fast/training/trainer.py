@@ -41,10 +41,15 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .backends.base import Engine
+import scipy.sparse as sp
+
+from ..backends.base import Engine
 
 __all__ = ["learning_rate", "EpochRecord", "TrainingDiverged", "EarlyStopping", "DivergenceRule", "run_epochs",
-           "Callback"]
+           "Callback", "divergence_rule", "reference_mse", "REFERENCE_FLOOR"]
+
+#: Floor of the mean squared centred rating the divergence rule compares with (rule 3 above).
+REFERENCE_FLOOR = 0.1
 
 log = logging.getLogger("cfn_fast")
 
@@ -123,6 +128,42 @@ class DivergenceRule:
                     f"loss {self.reference_loss:.4g} (predicting each sample's mean, or the network before "
                     f"this training)")
         return None
+
+
+def divergence_rule(divergence: "DivergenceRule | str | None", loss_weight: float,
+                    reference: Callable[[], float]) -> "DivergenceRule | None":
+    """The rule a training runs under: ``divergence`` as given (``"auto"``: the default rule), its
+    reference loss, when not set, ``loss_weight`` (α·mask_ratio + β·(1 − mask_ratio)) times
+    ``reference()``, the mean squared error of :func:`reference_mse`."""
+    if divergence is None:
+        return None
+    if isinstance(divergence, str) and divergence == "auto":
+        divergence = DivergenceRule()
+    if not isinstance(divergence, DivergenceRule):
+        raise TypeError(f"divergence must be a DivergenceRule, 'auto' or None, got {divergence!r}")
+    if divergence.reference_loss is not None:
+        return divergence
+    return DivergenceRule(reference_loss=loss_weight * reference(), loss_factor=divergence.loss_factor,
+                          max_abs_param=divergence.max_abs_param)
+
+
+def reference_mse(engine: Engine, inputs: sp.csr_matrix, side: np.ndarray | None, seed: int,
+                  max_samples: int = 1000) -> float:
+    """The larger of the mean squared centred rating (the zero output: each sample predicted by its mean)
+    and the network's mean squared error on (up to ``max_samples``) training samples, floored at
+    :data:`REFERENCE_FLOOR`."""
+    if inputs.nnz == 0:
+        return REFERENCE_FLOOR
+    zero_output = float(np.mean(inputs.data.astype(np.float64) ** 2))
+    trainable = np.flatnonzero(np.diff(inputs.indptr) > 0)
+    if len(trainable) > max_samples:
+        trainable = np.sort(np.random.default_rng(seed).choice(trainable, max_samples, replace=False))
+    counts = np.diff(inputs.indptr)[trainable]
+    rows = np.repeat(trainable, counts)
+    sub = inputs[trainable]
+    output = engine.predict_entries(inputs, side, rows, sub.indices)
+    network = float(np.mean((np.asarray(output, dtype=np.float64) - sub.data) ** 2))
+    return max(zero_output, network if np.isfinite(network) else 0.0, REFERENCE_FLOOR)
 
 
 def run_epochs(engine: Engine, *, first_epoch: int, epochs: int, lr: float, lr_decay: float,

@@ -1,0 +1,91 @@
+"""A :class:`~cfn_fast.fitted.value.Fitted` value bound to an engine: what scoring runs on.
+
+The engine (compiled Cython state, CUDA buffers) is built lazily from the canonical layers, once,
+however many threads ask at once; the inference caches (item codes, input means, the seen matrix) are
+kept beside it.  Neither is ever pickled nor saved: a model travels as its fitted value and gets a new
+runtime where it lands (:func:`cfn_fast.backends.fallback_backend` says on which backend).
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from ..backends.base import Engine, TrainConfig
+from ..engine import make_engine
+from .value import Fitted
+
+__all__ = ["Runtime", "NotFittedError", "DeviceOutOfMemory"]
+
+
+class NotFittedError(RuntimeError):
+    """The model must be fitted before this call."""
+
+
+class DeviceOutOfMemory(MemoryError, RuntimeError):
+    """An engine ran out of (GPU) memory.  Raised instead of CuPy's ``OutOfMemoryError``; names the
+    data size and suggests a smaller ``batch_size`` / ``hidden`` or the ``cpu`` backend."""
+
+
+class Runtime:
+    """``fitted`` on ``backend``, its engine built from the canonical layers with ``config``."""
+
+    def __init__(self, fitted: Fitted, backend: str, config: TrainConfig, engine: Engine | None = None) -> None:
+        self.fitted = fitted
+        self.backend = backend
+        self.config = config
+        self._engine = engine
+        self._caches: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def network(self) -> Any:
+        return self.fitted.network
+
+    @property
+    def engine(self) -> Engine:
+        """The engine running the network (built on first use)."""
+        engine = self._engine
+        if engine is None:
+            with self._lock:
+                if self._engine is None:
+                    net = self.network
+                    with self.memory_guard("building the engine"):
+                        self._engine = make_engine(self.backend, [layer.copy() for layer in net.layers],
+                                                   self.config, net.inputs, net.side)
+                engine = self._engine
+        return engine
+
+    @property
+    def engine_built(self) -> bool:
+        return self._engine is not None
+
+    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
+        """The cache entry ``name``, computed once under the lock."""
+        value = self._caches.get(name)
+        if value is None:
+            with self._lock:
+                value = self._caches.get(name)
+                if value is None:
+                    value = self._caches[name] = compute()
+        return value
+
+    def clear_caches(self) -> None:
+        self._caches.clear()
+
+    @contextmanager
+    def memory_guard(self, action: str) -> Iterator[None]:
+        """Turn a backend's out-of-memory error (any exception class named ``OutOfMemoryError``, e.g.
+        CuPy's) into :class:`DeviceOutOfMemory` naming the data size and what to try."""
+        try:
+            yield
+        except Exception as exc:
+            if not any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+                raise
+            net = self.network
+            inputs = net.inputs
+            raise DeviceOutOfMemory(
+                f"backend {self.backend!r} ran out of memory while {action}: {inputs.shape[0]:,} x "
+                f"{inputs.shape[1]:,} rating matrix with {inputs.nnz:,} ratings, hidden {net.hidden}, "
+                f"batch_size {self.config.batch_size}, {net.side_dim} side features. Try a smaller batch_size "
+                f"or hidden, or backend='cpu' ({exc})") from exc

@@ -1,0 +1,150 @@
+"""A fitted model as plain data: the one conversion behind pickling and the model file.
+
+A fitted :class:`~cfn_fast.CFN` is fully described by its constructor parameters and its
+:class:`~cfn_fast.fitted.value.Fitted` value (canonical float32 layers, preprocessing statistics, the
+training ratings and side information, the training record).  This module turns the value into named
+NumPy arrays plus a small dict of settings and back:
+
+* :func:`fitted_arrays` / :func:`fitted_config` / :func:`fitted_from_arrays` are used by
+  :mod:`cfn_fast.fitted.persistence` (the ``.npz`` file format) and by pickling alike, so what travels to
+  a worker is exactly what a saved file holds;
+* :func:`pickle_state` / :func:`unpickle_state` are the estimator's ``__getstate__`` / ``__setstate__``
+  (``pickle``, ``cloudpickle``, ``copy.deepcopy``, joblib, Ray, Dask, ``multiprocessing``).
+
+Never part of the state: the engine (compiled Cython objects, CUDA buffers), caches and locks; the
+estimator binds a new :class:`~cfn_fast.fitted.runtime.Runtime` where the state lands, on the backend
+:func:`cfn_fast.backends.fallback_backend` chooses.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.ratings import RatingSet
+from ..network import Layer
+from ..preprocessing import Preprocessing
+from ..training.selection import KindChoice
+from ..training.trainer import EpochRecord
+from .value import Fitted, Network
+
+__all__ = ["STATE_VERSION", "fitted_arrays", "fitted_config", "fitted_from_arrays", "pickle_state",
+           "unpickle_state"]
+
+#: Version of the pickled state layout (independent of the file format version).
+STATE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- value -> data
+def fitted_arrays(fitted: Fitted, *, portable: bool = True) -> dict[str, np.ndarray]:
+    """The fitted value's arrays by name (layout of :mod:`cfn_fast.fitted.persistence`).
+
+    ``portable=True`` (the file) turns object or bytes ids into fixed-width unicode so that no entry
+    needs a pickle; ``portable=False`` (pickling) keeps the ids exactly as they are."""
+    train, net = fitted.train, fitted.network
+    pre, inputs = net.preprocessing, net.inputs
+    arrays: dict[str, np.ndarray] = {}
+    for k, layer in enumerate(net.layers):
+        arrays[f"layer{k}_weight"] = np.asarray(layer.weight, dtype=np.float32)
+        arrays[f"layer{k}_bias"] = np.asarray(layer.bias, dtype=np.float32)
+        if layer.side_weight is not None:
+            arrays[f"layer{k}_side_weight"] = np.asarray(layer.side_weight, dtype=np.float32)
+    arrays["user_ids"] = _id_array(train.user_ids) if portable else np.asarray(train.user_ids)
+    arrays["item_ids"] = _id_array(train.item_ids) if portable else np.asarray(train.item_ids)
+    arrays["train_user"] = np.asarray(train.user)
+    arrays["train_item"] = np.asarray(train.item)
+    arrays["train_rating"] = np.asarray(train.rating)
+    arrays["input_data"] = inputs.data
+    arrays["input_indices"] = inputs.indices
+    arrays["input_indptr"] = inputs.indptr
+    arrays["input_shape"] = np.array(inputs.shape, dtype=np.int64)
+    arrays["pre_sample_mean"] = pre.sample_mean
+    arrays["pre_sample_count"] = pre.sample_count
+    arrays["pre_scalars"] = np.array([pre.low, pre.high, pre.global_mean], dtype=np.float64)
+    if pre.input_offset is not None:  # centring="bias"
+        arrays["pre_input_offset"] = pre.input_offset
+    if net.side is not None:
+        arrays["side"] = net.side
+    for name in ("user_features", "item_features"):
+        value = getattr(train, name)
+        if value is not None:
+            arrays[name] = np.asarray(value)
+    for name in ("user_feature_names", "item_feature_names"):
+        value = getattr(train, name)
+        if value is not None:
+            arrays[name] = np.array([str(v) for v in value], dtype=str) if len(value) else np.zeros(0, dtype="<U1")
+    return arrays
+
+
+def fitted_config(fitted: Fitted, backend: str) -> dict[str, Any]:
+    """The fitted value's settings beside the arrays: the backend it ran on, epochs, history."""
+    return {
+        "backend_trained": backend, "kind": fitted.kind, "epochs_trained": int(fitted.epochs_trained),
+        "best_epoch": fitted.best_epoch,
+        "selection": None if fitted.selection is None else fitted.selection.as_dict(),
+        "n_layers": len(fitted.network.layers), "has_side": fitted.network.side is not None,
+        "scale": [float(s) for s in fitted.train.scale],
+        "history": [record.as_dict() for record in fitted.history],
+    }
+
+
+def _id_array(ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iuU":
+        return ids
+    return ids.astype(str)  # object or bytes ids become fixed-width unicode
+
+
+# ----------------------------------------------------------------------------- data -> value
+def fitted_from_arrays(arrays: dict[str, np.ndarray], config: dict[str, Any], kind: str | None = None) -> Fitted:
+    """The :class:`Fitted` value of :func:`fitted_arrays` / :func:`fitted_config`.  ``kind``: the
+    model's ``kind`` parameter, for files of format 1 written before the trained kind was recorded."""
+    low, high, global_mean = (float(v) for v in arrays["pre_scalars"])
+    names = {name: tuple(arrays[name].tolist()) if name in arrays else None
+             for name in ("user_feature_names", "item_feature_names")}
+    train = RatingSet(arrays["train_user"], arrays["train_item"], arrays["train_rating"],
+                      arrays["user_ids"], arrays["item_ids"],
+                      (float(config["scale"][0]), float(config["scale"][1])),
+                      arrays.get("user_features"), arrays.get("item_features"),
+                      names["user_feature_names"], names["item_feature_names"])
+    kind = config.get("kind") or (config.get("resolved") or {}).get("kind") or kind
+    preprocessing = Preprocessing(kind, low, high, arrays["pre_sample_mean"], arrays["pre_sample_count"],
+                                  global_mean, arrays.get("pre_input_offset"))
+    inputs = sp.csr_matrix((arrays["input_data"], arrays["input_indices"], arrays["input_indptr"]),
+                           shape=tuple(int(s) for s in arrays["input_shape"]))
+    layers = [Layer(arrays[f"layer{k}_weight"], arrays[f"layer{k}_bias"], arrays.get(f"layer{k}_side_weight"))
+              for k in range(int(config["n_layers"]))]
+    selection = config.get("selection")
+    return Fitted(train, (Network(kind, preprocessing, inputs, arrays.get("side"), layers),),
+                  history=[EpochRecord(**record) for record in config["history"]],
+                  epochs_trained=int(config["epochs_trained"]), best_epoch=config.get("best_epoch"),
+                  selection=None if selection is None else KindChoice(**selection))
+
+
+# ----------------------------------------------------------------------------- pickling
+def pickle_state(attributes: dict[str, Any], fitted: Fitted | None, backend: str | None) -> dict[str, Any]:
+    """``__getstate__``: the estimator's plain ``attributes`` (constructor parameters, the validation
+    set) as they are, and the fitted value through :func:`fitted_arrays` / :func:`fitted_config`."""
+    state: dict[str, Any] = {"state_version": STATE_VERSION, "attributes": dict(attributes)}
+    if fitted is not None:
+        state["arrays"] = fitted_arrays(fitted, portable=False)
+        state["config"] = {**fitted_config(fitted, backend or "numpy"), "profile": fitted.profile}
+    return state
+
+
+def unpickle_state(state: Any, owner: str) -> tuple[dict[str, Any], Fitted | None, str | None]:
+    """``__setstate__``: ``(attributes, fitted value or None, backend it ran on)`` of
+    :func:`pickle_state`'s result; ``owner`` names the class in the error."""
+    if not isinstance(state, dict) or state.get("state_version") != STATE_VERSION:
+        found = state.get("state_version") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"cannot unpickle a {owner}: state version {found!r}, this cfn_fast "
+                         f"reads version {STATE_VERSION} (pickles are for moving a model between processes "
+                         f"of one installation; use save/load for storage)")
+    attributes = dict(state["attributes"])
+    if "arrays" not in state:
+        return attributes, None, None
+    config = state["config"]
+    fitted = fitted_from_arrays(state["arrays"], config, attributes.get("kind"))
+    fitted.profile = config.get("profile")
+    return attributes, fitted, config["backend_trained"]
