@@ -2,7 +2,8 @@
 from .ratings import RatingSet
 from .split import train_test_split, train_validation_test_split
 from .synthetic import synthetic_ratings
-from .loaders import load_ratings, load_movielens
+from .rating_files import load_ratings
+from .movielens import load_movielens
 from .side_info import one_hot, multi_hot, low_rank_embedding
 from .download import download_movielens
 
