@@ -16,8 +16,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .rating_files import (ParsedRatings, TableFormat, check_rating_file, one_line, parse_npz, parse_rating_file,
-                           read_delimited, require_pandas, to_rating_set)
+from .rating_files import (
+    ParsedRatings,
+    TableFormat,
+    check_rating_file,
+    one_line,
+    parse_npz,
+    parse_rating_file,
+    read_delimited,
+    require_pandas,
+    to_rating_set,
+)
 from .ratings import RatingSet
 from .side_info import build_count_matrix, low_rank_embedding, multi_hot, one_hot
 
