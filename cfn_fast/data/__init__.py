@@ -8,6 +8,14 @@ from .split import train_test_split, train_validation_test_split
 from .synthetic import synthetic_ratings
 
 __all__ = [
-    "RatingSet", "train_test_split", "train_validation_test_split", "synthetic_ratings",
-    "load_ratings", "load_movielens", "one_hot", "multi_hot", "low_rank_embedding", "download_movielens",
+    "RatingSet",
+    "download_movielens",
+    "load_movielens",
+    "load_ratings",
+    "low_rank_embedding",
+    "multi_hot",
+    "one_hot",
+    "synthetic_ratings",
+    "train_test_split",
+    "train_validation_test_split",
 ]

@@ -10,9 +10,10 @@ Every malformed input raises a ``ValueError`` that names the file and the proble
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -336,8 +336,8 @@ def parse_npz(path: Path) -> ParsedRatings:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable .npz archive ({one_line(exc)})") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive of arrays user, item, rating; "
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a malformed file, not a wrong argument type
+        raise ValueError(f"{path}: expected an .npz archive of arrays user, item, rating; "  # noqa: TRY004
                          f"found a single array")
     with archive:
         missing = [k for k in ("user", "item", "rating") if k not in archive.files]
