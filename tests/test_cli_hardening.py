@@ -381,10 +381,10 @@ def test_bench_paper_without_matplotlib_fails_before_work(capsys, monkeypatch, t
 
 
 def test_pandas_import_error_names_an_installable_package(monkeypatch):
-    from cfn_fast.data import loaders
+    from cfn_fast.data import rating_files
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError) as info:
-        loaders._pandas()
+        rating_files.require_pandas()
     assert "pip install 'pandas" in str(info.value) and "[pandas]" not in str(info.value)
 
 

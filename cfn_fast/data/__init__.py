@@ -1,12 +1,21 @@
 """Data layer: rating sets, loaders for the original file formats, splits, side information."""
+from .download import download_movielens
+from .movielens import load_movielens
+from .rating_files import load_ratings
 from .ratings import RatingSet
+from .side_info import low_rank_embedding, multi_hot, one_hot
 from .split import train_test_split, train_validation_test_split
 from .synthetic import synthetic_ratings
-from .loaders import load_ratings, load_movielens
-from .side_info import one_hot, multi_hot, low_rank_embedding
-from .download import download_movielens
 
 __all__ = [
-    "RatingSet", "train_test_split", "train_validation_test_split", "synthetic_ratings",
-    "load_ratings", "load_movielens", "one_hot", "multi_hot", "low_rank_embedding", "download_movielens",
+    "RatingSet",
+    "download_movielens",
+    "load_movielens",
+    "load_ratings",
+    "low_rank_embedding",
+    "multi_hot",
+    "one_hot",
+    "synthetic_ratings",
+    "train_test_split",
+    "train_validation_test_split",
 ]

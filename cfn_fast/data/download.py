@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["download_movielens", "MOVIELENS"]
+__all__ = ["MOVIELENS", "download_movielens"]
 
 _BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 

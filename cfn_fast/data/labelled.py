@@ -18,11 +18,12 @@ and ``to_numpy`` (duck typing).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["is_labelled", "align_rows", "align_vector", "check_parallel"]
+__all__ = ["align_rows", "align_vector", "check_parallel", "is_labelled"]
 
 
 def is_labelled(value: Any) -> bool:

@@ -7,6 +7,7 @@ index means the same user or item in every part.
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,7 +18,7 @@ import scipy.sparse as sp
 from .labelled import align_rows, check_parallel
 from .side_info import as_feature_matrix
 
-__all__ = ["RatingSet", "DuplicatePolicy", "build_csr"]
+__all__ = ["DuplicatePolicy", "RatingSet", "build_csr"]
 
 DuplicatePolicy = str  # "error" | "last" | "mean"
 
@@ -27,7 +28,8 @@ def _missing(arr: np.ndarray) -> np.ndarray:
     pd = sys.modules.get("pandas")  # pandas missing markers can only be present if pandas is loaded
     if pd is not None:
         return np.asarray(pd.isna(arr), dtype=bool)
-    return np.fromiter((v is None or (isinstance(v, float) and v != v) for v in arr), dtype=bool, count=len(arr))
+    return np.fromiter((v is None or (isinstance(v, float) and math.isnan(v)) for v in arr), dtype=bool,
+                       count=len(arr))
 
 
 def _reject_missing(missing: np.ndarray, arr: np.ndarray, what: str) -> None:
@@ -126,7 +128,7 @@ class RatingSet:
     def from_arrays(cls, user: Any, item: Any, rating: Any, *, scale: tuple[float, float] | None = None,
                     duplicates: DuplicatePolicy = "error",
                     user_ids: Any = None, item_ids: Any = None,
-                    user_features: Any = None, item_features: Any = None) -> "RatingSet":
+                    user_features: Any = None, item_features: Any = None) -> RatingSet:
         """Build a RatingSet from parallel arrays of original ids and ratings.
 
         ``scale`` defaults to the observed ``(min, max)``.  ``duplicates`` decides what a
@@ -179,7 +181,7 @@ class RatingSet:
 
     @classmethod
     def from_dataframe(cls, frame: Any, *, user_col: str = "user", item_col: str = "item",
-                       rating_col: str = "rating", **kwargs: Any) -> "RatingSet":
+                       rating_col: str = "rating", **kwargs: Any) -> RatingSet:
         """Build from a pandas DataFrame with user, item and rating columns."""
         missing = [c for c in (user_col, item_col, rating_col) if c not in frame.columns]
         if missing:
@@ -188,7 +190,7 @@ class RatingSet:
                                frame[rating_col].to_numpy(), **kwargs)
 
     @classmethod
-    def from_sparse(cls, matrix: Any, **kwargs: Any) -> "RatingSet":
+    def from_sparse(cls, matrix: Any, **kwargs: Any) -> RatingSet:
         """Build from a scipy.sparse users x items matrix; stored entries are the ratings.
 
         Every row and column is part of the universe, even an empty one.
@@ -237,13 +239,13 @@ class RatingSet:
             raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
         return build_csr(rows, cols, self.rating, shape)
 
-    def subset(self, mask_or_index: Any) -> "RatingSet":
+    def subset(self, mask_or_index: Any) -> RatingSet:
         """The ratings selected by a boolean mask or an index array, same universe and features."""
         sel = np.asarray(mask_or_index)
         return replace(self, user=self.user[sel], item=self.item[sel], rating=self.rating[sel])
 
     def with_features(self, user_features: Any = None, item_features: Any = None, *,
-                      user_feature_names: Any = None, item_feature_names: Any = None) -> "RatingSet":
+                      user_feature_names: Any = None, item_feature_names: Any = None) -> RatingSet:
         """A copy with side information attached (``None`` keeps what is there)."""
         uf = self.user_features if user_features is None else \
             _check_features(user_features, self.user_ids, "user_features")
@@ -296,7 +298,7 @@ class RatingSet:
             if feats is not None:
                 as_feature_matrix(feats, n, f"{what}.{name}")
 
-    def same_universe(self, other: "RatingSet") -> bool:
+    def same_universe(self, other: RatingSet) -> bool:
         """True when both sets index users and items identically."""
         return (self.n_users == other.n_users and self.n_items == other.n_items
                 and np.array_equal(self.user_ids, other.user_ids)

@@ -5,14 +5,16 @@ where columns have meaning, a tuple of column names so a model's input stays int
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg
 
-__all__ = ["one_hot", "multi_hot", "low_rank_embedding", "build_count_matrix"]
+__all__ = ["build_count_matrix", "low_rank_embedding", "multi_hot", "one_hot"]
 
 # Below this many cells a dense SVD is cheaper and exact, and ARPACK's k < min(shape) limit
 # does not cut the rank.
@@ -21,7 +23,7 @@ _DENSE_SVD_CELLS = 4_000_000
 
 def _is_missing(value: Any) -> bool:
     """True for None and float NaN (pandas' marker for an empty cell)."""
-    return value is None or (isinstance(value, float) and value != value)
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def one_hot(values: Iterable[Any], categories: Sequence[Any] | None = None, *, prefix: str = "",

@@ -18,7 +18,8 @@ def train_test_split(ratings: RatingSet, test_ratio: float = 0.1, seed: int = 0)
         raise TypeError(f"expected a RatingSet, got {type(ratings).__name__}")
     if not 0.0 < float(test_ratio) < 1.0:
         raise ValueError(f"test_ratio must be in (0, 1), got {test_ratio}")
-    n_test = int(round(test_ratio * ratings.nnz))
+    # int() keeps n_test a Python int whatever number type test_ratio is (round() defers to its __round__)
+    n_test = int(round(test_ratio * ratings.nnz))  # noqa: RUF046
     if n_test == 0 or n_test == ratings.nnz:
         raise ValueError(f"test_ratio={test_ratio} leaves an empty part with only {ratings.nnz} rating(s)")
     order = np.random.default_rng(seed).permutation(ratings.nnz)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .ratings import RatingSet
 
-__all__ = ["synthetic_ratings", "ML10M_SHAPE", "ML20M_SHAPE", "NETFLIX_SHAPE"]
+__all__ = ["ML10M_SHAPE", "ML20M_SHAPE", "NETFLIX_SHAPE", "synthetic_ratings"]
 
 #: (users, items, ratings) of the MovieLens sets that are not on these machines.
 ML10M_SHAPE = (69_878, 10_677, 10_000_054)
