@@ -307,7 +307,7 @@ def cpu_backend():
 
 @pytest.mark.parametrize("level", ["generic", "avx2", "avx512"])
 def test_cpu_simd_paths_match_reference(cpu_backend, level):
-    from cfn_fast._kernels import cfn_cpu
+    from cfn_fast.kernels import cfn_cpu
     used = cfn_cpu.set_simd_level(level)
     try:
         if used != level:
@@ -350,7 +350,7 @@ def test_cpu_threads_option(cpu_backend):
 
 
 def test_cpu_hash_is_the_reference_hash(cpu_backend):
-    from cfn_fast._kernels import cfn_cpu
+    from cfn_fast.kernels import cfn_cpu
     x = np.random.default_rng(0).integers(0, 2**63, 1000, dtype=np.int64).astype(np.uint64) * np.uint64(3)
     np.testing.assert_array_equal(cfn_cpu.splitmix64_array(x), splitmix64(x))
 

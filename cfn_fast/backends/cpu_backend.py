@@ -35,7 +35,7 @@ import scipy.sparse as sp
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
-from .._kernels import cfn_cpu as _kernels  # noqa: E402
+from ..kernels import cfn_cpu as _kernels  # noqa: E402
 from ..corruption import epoch_key, mask_threshold  # noqa: E402
 from ..network import Layer  # noqa: E402
 from .base import Engine, TrainConfig, epoch_order  # noqa: E402
