@@ -7,7 +7,8 @@ a mini-batch costs O(known entries x hidden width), never O(batch x n_inputs).
   once through ONE :class:`cupy.RawModule` on the first GPU use (never at ``import cfn_fast``) and
   cached by CuPy on disk (:mod:`cfn_fast.backends.cuda_module`).  The engine is assembled from its
   parts: the training step's launches (:mod:`~cfn_fast.backends.cuda_launch`), inference
-  (:mod:`~cfn_fast.backends.cuda_infer`) and the host-side planning (:mod:`~cfn_fast.backends.cuda_plan`).  cuBLAS (``cupy.matmul``) does the dense hidden-to-hidden layers.
+  (:mod:`~cfn_fast.backends.cuda_infer`) and the host-side planning (:mod:`~cfn_fast.backends.cuda_plan`).
+  cuBLAS (``cupy.matmul``) does the dense hidden-to-hidden layers.
 * Corruption uses the reference's counter-based hash (splitmix64 of the epoch key + the entry's
   global CSR position) with the all-hidden swap rule; the epoch's sample order is
   :func:`~cfn_fast.backends.base.epoch_order`, computed on the host once per epoch and uploaded.

@@ -36,7 +36,6 @@ class DeviceParams:
         return [*self.w, *self.b, *self.s]
 
 
-
 class StepLaunches:
     """Buffers, grids and kernel launches of the training step (a part of ``CudaEngine``)."""
 
@@ -236,7 +235,7 @@ class StepLaunches:
             self._kernels["cfn_scale"]((int(min(4096, max(1, -(-n // self._threads)))),), (self._threads,),
                                        (a, np.int64(n), np.float32(scale)))
 
-
+    # ------------------------------------------------------------------ the epoch's inputs
     def _upload_batch_inputs(self, order: np.ndarray, coef: np.ndarray, epoch: int,
                              batch_size: int | None = None) -> None:
         """The epoch's order, coefficients and key, and the epoch's entry tables (built once here,

@@ -28,5 +28,6 @@ from .runtime import (
 )
 
 __all__ = ["EmulationError", "FakeArray", "FakeKernel", "FakeModule", "alloc", "build_emulator", "check_guards",
-           "expand_includes", "fake_cupy", "install_fake_cupy", "random_problem", "run_checks", "relative_error", "layer_errors"]
+           "expand_includes", "fake_cupy", "install_fake_cupy", "random_problem", "run_checks",
+           "relative_error", "layer_errors"]
 
