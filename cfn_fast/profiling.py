@@ -43,8 +43,17 @@ from typing import Any
 # -lineinfo for Nsight Compute's source view: an option of the CUDA module, re-exported here
 from .backends.cuda_module import cuda_compile_options, lineinfo_requested
 
-__all__ = ["DOMAIN", "Nvtx", "PhaseEvent", "Profile", "ProfiledEngine", "engine_for_training",
-           "report_profile", "lineinfo_requested", "cuda_compile_options"]
+__all__ = [
+    "DOMAIN",
+    "Nvtx",
+    "PhaseEvent",
+    "Profile",
+    "ProfiledEngine",
+    "cuda_compile_options",
+    "engine_for_training",
+    "lineinfo_requested",
+    "report_profile",
+]
 
 DOMAIN = "cfn_fast"
 
@@ -61,7 +70,7 @@ class Nvtx:
         self._nvtx = None if off else module if module is not None else _import_nvtx()
 
     @classmethod
-    def off(cls) -> "Nvtx":
+    def off(cls) -> Nvtx:
         """No ranges at all, whatever is installed."""
         return cls(off=True)
 

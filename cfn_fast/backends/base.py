@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from ..network import Layer
 
-__all__ = ["TrainConfig", "Engine", "epoch_order", "check_training_inputs", "Ranges", "PhaseTiming"]
+__all__ = ["Engine", "PhaseTiming", "Ranges", "TrainConfig", "check_training_inputs", "epoch_order"]
 
 #: one timed phase of a profiled epoch: ``(phase name, start (time.monotonic clock), seconds, mini-batch)``
 PhaseTiming = tuple[str, float, float, int]

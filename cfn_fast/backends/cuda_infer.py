@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Inference", "INFER_ROWS"]
+__all__ = ["INFER_ROWS", "Inference"]
 
 INFER_ROWS = 2048         # rows encoded per launch sequence at inference
 

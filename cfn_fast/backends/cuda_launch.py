@@ -15,7 +15,7 @@ import numpy as np
 from ..corruption import epoch_key
 from .cuda_plan import SMEM_LIMIT, kernel_attr, resident_blocks
 
-__all__ = ["DeviceParams", "StepLaunches", "SEGMENT_TABLE_LIMIT"]
+__all__ = ["SEGMENT_TABLE_LIMIT", "DeviceParams", "StepLaunches"]
 
 SEGMENT_TABLE_LIMIT = 2 << 30   # bytes of the segment scatter's column tables (n_inputs x batch x 8)
 

@@ -20,9 +20,20 @@ from collections.abc import Iterator
 from importlib.resources import as_file, files
 from typing import Any
 
-__all__ = ["KERNEL_PACKAGE", "KERNEL_NAMES", "COMPILE_OPTIONS", "kernel_files", "kernel_source", "module_source",
-           "include_dir", "module_options", "lineinfo_requested", "cuda_compile_options", "load_cupy",
-           "compiled_kernels"]
+__all__ = [
+    "COMPILE_OPTIONS",
+    "KERNEL_NAMES",
+    "KERNEL_PACKAGE",
+    "compiled_kernels",
+    "cuda_compile_options",
+    "include_dir",
+    "kernel_files",
+    "kernel_source",
+    "lineinfo_requested",
+    "load_cupy",
+    "module_options",
+    "module_source",
+]
 
 #: the package whose data are the CUDA sources
 KERNEL_PACKAGE = "cfn_fast.kernels.cuda"

@@ -27,7 +27,20 @@ from .runtime import (
                       install_fake_cupy,
 )
 
-__all__ = ["EmulationError", "FakeArray", "FakeKernel", "FakeModule", "alloc", "build_emulator", "check_guards",
-           "expand_includes", "fake_cupy", "install_fake_cupy", "random_problem", "run_checks",
-           "relative_error", "layer_errors"]
+__all__ = [
+                      "EmulationError",
+                      "FakeArray",
+                      "FakeKernel",
+                      "FakeModule",
+                      "alloc",
+                      "build_emulator",
+                      "check_guards",
+                      "expand_includes",
+                      "fake_cupy",
+                      "install_fake_cupy",
+                      "layer_errors",
+                      "random_problem",
+                      "relative_error",
+                      "run_checks",
+]
 
