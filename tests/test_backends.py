@@ -377,3 +377,18 @@ def test_cpu_rejects_bad_input(cpu_backend):
         engine.gradients(np.array([], dtype=np.int64), 1)
     with pytest.raises(ValueError, match="columns"):
         engine.encode(sp.csr_matrix((3, 5), dtype=np.float32), None)
+
+
+def test_engines_expose_their_device_and_phase_timer():
+    """Callers read capabilities, not backend names: where an engine runs and how it is profiled."""
+    import importlib
+
+    from cfn_fast.backends import Engine, available_backends
+    expected = {"numpy_backend.NumpyEngine": "host", "cuda_backend.CudaEngine": "cuda"}
+    if "cpu" in available_backends():
+        expected["cpu_backend.CpuEngine"] = "host"
+    for path, device in expected.items():
+        module, cls = path.split(".")
+        engine = getattr(importlib.import_module(f"cfn_fast.backends.{module}"), cls)
+        assert issubclass(engine, Engine) and engine.device == device and engine.phase_timer, path
+    assert Engine.device == "host" and Engine.phase_timer == ""
