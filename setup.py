@@ -1,6 +1,7 @@
 """Build the Cython + OpenMP CPU kernels of cfn_fast.
 
-Every ``kernels/cpu/*.pyx`` becomes ``cfn_fast._kernels.<name>``.  OpenMP is used when
+Every ``kernels/cpu/*.pyx`` becomes ``cfn_fast.kernels.<name>`` (``cfn_fast/kernels`` is a
+relative symlink to ``kernels/``, so ``build_ext --inplace`` puts it in ``kernels/``).  OpenMP is used when
 the compiler accepts ``-fopenmp``; otherwise the kernels build single-threaded
 (``prange`` degrades to a plain loop), so the package still installs everywhere.
 """
@@ -46,7 +47,7 @@ def _extensions() -> list[Extension]:
     extensions = []
     for pyx in sorted((HERE / "kernels" / "cpu").glob("*.pyx")):
         extensions.append(Extension(
-            f"cfn_fast._kernels.{pyx.stem}",
+            f"cfn_fast.kernels.{pyx.stem}",
             [str(pyx.relative_to(HERE))],
             include_dirs=[np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

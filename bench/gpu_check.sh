@@ -13,7 +13,8 @@
 set -u
 DIR=${1:-.device_data}
 cd "$(dirname "$0")/.." || exit 2
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# the repository, and tests/ for the CUDA engine's numeric check and host emulation (tests/cuda_emulator)
+export PYTHONPATH="$PWD:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 RESULTS=${OUT:-$DIR}

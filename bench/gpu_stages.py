@@ -342,9 +342,9 @@ def stage_machine(res: Results, args) -> None:
 def stage_nvrtc(res: Results, args) -> None:
     """Compile the module (NVRTC through CuPy), then what ptxas gave each kernel and the grids."""
     import cupy
-    from cfn_fast.backends import cuda_backend
+    from cfn_fast.backends import cuda_backend, cuda_module
     t0 = time.perf_counter()
-    kernels = cuda_backend._kernels(cupy)
+    kernels = cuda_module.compiled_kernels(cupy)
     compile_s = time.perf_counter() - t0
     attrs = {name: {k: fn.attributes.get(k) for k in ("num_regs", "local_size_bytes", "shared_size_bytes",
                                                       "max_threads_per_block")}
@@ -356,13 +356,13 @@ def stage_nvrtc(res: Results, args) -> None:
 
 
 def stage_numeric(res: Results, args) -> None:
-    import gpu_numeric_check
+    from cuda_emulator import numeric_check   # tests/cuda_emulator (gpu_check.sh puts tests/ on PYTHONPATH)
     for reference in ("numpy", "cpu"):
         if reference == "cpu":
             _wait_for_build(args, 20.0)
         t0 = time.perf_counter()
         try:
-            rows = gpu_numeric_check.run_checks(emulate=False, quick=False, verbose=False, reference=reference)
+            rows = numeric_check.run_checks(emulate=False, quick=False, verbose=False, reference=reference)
         except Exception as exc:
             res.emit(status="error", reference=reference, error=f"{type(exc).__name__}: {exc}")
             continue
@@ -512,15 +512,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-seconds", type=float, default=4.0, help="seconds of peer steps timed per run")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (checks this script, not speed)")
     parser.add_argument("--emulate", action="store_true", help="with --smoke and no GPU: the kernels in host "
-                        "emulation (bench/gpu_numeric_check.py) stand in for CuPy")
+                        "emulation (tests/cuda_emulator, PYTHONPATH=.:tests) stand in for CuPy")
     args = parser.parse_args(argv)
     global SMOKE, EPOCHS, HIDDEN
     SMOKE = args.smoke
     if SMOKE:
         EPOCHS, HIDDEN = 2, 8
     if args.emulate:
-        import gpu_numeric_check
-        gpu_numeric_check.install_fake_cupy(sms=2)
+        from cuda_emulator import install_fake_cupy   # tests/cuda_emulator: PYTHONPATH=.:tests
+        install_fake_cupy(sms=2)
     if args.stage == "table":
         text = table(read_results(Path(args.results)))
         print(text)

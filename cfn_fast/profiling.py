@@ -3,6 +3,9 @@
 ``CFN(..., profile=True)`` (or ``cfn fit --profile``) trains through a :class:`ProfiledEngine`,
 which records, for every mini-batch, the start and duration of each phase of the training step:
 
+Each engine times its own phases (:meth:`cfn_fast.backends.base.Engine.profiled_epoch`); this
+module turns the timings into the record, the table, the trace and NVTX ranges:
+
 * ``cpu``: timers *inside* the Cython engine (``clock_gettime`` at each phase boundary of
   ``SparseCFN._step``; when profiling is off each boundary costs one branch).  Phases:
   ``gather`` (batch entries + masking hash), ``sort`` (column sort + group partition),
@@ -12,8 +15,8 @@ which records, for every mini-batch, the start and duration of each phase of the
   scale folded into the weights);
 * ``cuda``: one CUDA event pair per kernel launch (kernel names are the phases); CUDA-graph
   capture is switched off while profiling so that every launch is seen;
-* ``numpy``: the reference's functions (``corrupted_batch``, ``forward``, ``reconstruction_loss``,
-  ``backward``, ``sgd_update``), timed on the host.
+* ``numpy``: the reference's step functions (``corrupted_batch``, ``forward``, ``reconstruction_loss``,
+  ``backward``, ``sgd_update``), timed on the host as the engine calls them.
 
 The result (:class:`Profile`) is a table per phase — calls, total, mean, share of the epoch —
 as text (:meth:`Profile.format_table`), a dict (:meth:`Profile.as_dict`, ``--json``) and a Chrome
@@ -32,12 +35,25 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-__all__ = ["DOMAIN", "Nvtx", "PhaseEvent", "Profile", "ProfiledEngine", "engine_for_training",
-           "report_profile", "lineinfo_requested", "cuda_compile_options"]
+# -lineinfo for Nsight Compute's source view: an option of the CUDA module, re-exported here
+from .backends.cuda_module import cuda_compile_options, lineinfo_requested
+
+__all__ = [
+    "DOMAIN",
+    "Nvtx",
+    "PhaseEvent",
+    "Profile",
+    "ProfiledEngine",
+    "cuda_compile_options",
+    "engine_for_training",
+    "lineinfo_requested",
+    "report_profile",
+]
 
 DOMAIN = "cfn_fast"
 
@@ -50,15 +66,13 @@ class Nvtx:
     a missing package (or ``CFN_FAST_NVTX=0``) leaves every call a no-op.
     """
 
-    def __init__(self, module: Any = None) -> None:
-        self._nvtx = module if module is not None else _import_nvtx()
+    def __init__(self, module: Any = None, *, off: bool = False) -> None:
+        self._nvtx = None if off else module if module is not None else _import_nvtx()
 
     @classmethod
-    def off(cls) -> "Nvtx":
+    def off(cls) -> Nvtx:
         """No ranges at all, whatever is installed."""
-        nvtx = cls.__new__(cls)
-        nvtx._nvtx = None
-        return nvtx
+        return cls(off=True)
 
     @property
     def enabled(self) -> bool:
@@ -88,18 +102,6 @@ def _import_nvtx() -> Any:
         return importlib.import_module("nvtx")
     except ImportError:
         return None
-
-
-# ----------------------------------------------------------------------------- CUDA -lineinfo
-def lineinfo_requested() -> bool:
-    """``CFN_FAST_CUDA_LINEINFO=1``: compile the CUDA kernels with ``-lineinfo`` (Nsight Compute's
-    source view).  Read when the kernels are first compiled in a process."""
-    return os.environ.get("CFN_FAST_CUDA_LINEINFO", "0").lower() in ("1", "true", "yes", "on")
-
-
-def cuda_compile_options(base: tuple[str, ...]) -> tuple[str, ...]:
-    """The NVRTC options of the CUDA module: ``base`` plus ``-lineinfo`` when requested."""
-    return base + ("-lineinfo",) if lineinfo_requested() and "-lineinfo" not in base else base
 
 
 # ----------------------------------------------------------------------------- the record
@@ -187,15 +189,17 @@ class Profile:
 
 # ----------------------------------------------------------------------------- engines
 class ProfiledEngine:
-    """Wraps an engine for the training loop: ``train_epoch`` is timed phase by phase into
+    """Wraps an engine for the training loop: ``train_epoch`` runs the engine's
+    :meth:`~cfn_fast.backends.base.Engine.profiled_epoch`, whose phase timings go to
     :attr:`profile`; everything else is the engine's own."""
 
     def __init__(self, engine: Any, profile: Profile | None = None, nvtx: Nvtx | None = None) -> None:
+        if not getattr(engine, "phase_timer", ""):
+            raise ValueError(f"profiling is not supported for the {engine.name!r} engine")
         self.engine = engine
         self.profile = profile if profile is not None else Profile(engine.name)
         self.nvtx = nvtx if nvtx is not None else Nvtx()
-        self._recorder = _recorder_for(engine, self.nvtx)
-        self.profile.timer = self._recorder.timer
+        self.profile.timer = engine.phase_timer
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -203,141 +207,12 @@ class ProfiledEngine:
     def train_epoch(self, epoch: int, lr: float) -> float:
         with self.nvtx.range(f"epoch {epoch}"):
             start = time.monotonic()
-            loss, events = self._recorder.run(epoch, lr)
+            loss, timings = self.engine.profiled_epoch(epoch, lr, self.nvtx if self.nvtx.enabled else None)
             seconds = time.monotonic() - start
         self.profile.epochs.append((epoch, start, seconds))
-        self.profile.events.extend(events)
+        self.profile.events.extend(PhaseEvent(name, begin, duration, epoch, batch)
+                                   for name, begin, duration, batch in timings)
         return loss
-
-
-def _recorder_for(engine: Any, nvtx: Nvtx) -> "_Recorder":
-    kinds: dict[str, Callable[[Any, Nvtx], _Recorder]] = {
-        "cpu": _CpuRecorder, "cuda": _CudaRecorder, "numpy": _NumpyRecorder}
-    if engine.name not in kinds:
-        raise ValueError(f"profiling is not supported for the {engine.name!r} engine")
-    return kinds[engine.name](engine, nvtx)
-
-
-class _Recorder:
-    timer = ""
-
-    def __init__(self, engine: Any, nvtx: Nvtx) -> None:
-        self.engine = engine
-        self.nvtx = nvtx
-
-    def run(self, epoch: int, lr: float) -> tuple[float, list[PhaseEvent]]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class _CpuRecorder(_Recorder):
-    """The Cython engine's phase timers (``SparseCFN.set_profiling``)."""
-
-    timer = "clock_gettime timers inside the Cython training step"
-
-    def run(self, epoch: int, lr: float) -> tuple[float, list[PhaseEvent]]:
-        from ._kernels import cfn_cpu
-        names = cfn_cpu.PHASE_NAMES
-        state = self.engine._state
-        hook = self._nvtx_hook(names) if self.nvtx.enabled else None
-        state.set_profiling(True, hook)
-        try:
-            loss = self.engine.train_epoch(epoch, lr)
-            log = state.profile_log()
-        finally:
-            state.set_profiling(False)
-        events = [PhaseEvent(names[phase], float(log[batch, phase, 0]), float(log[batch, phase, 1]), epoch, batch)
-                  for batch in range(log.shape[0]) for phase in range(log.shape[1]) if log[batch, phase, 1] > 0]
-        return loss, events
-
-    def _nvtx_hook(self, names: tuple[str, ...]) -> Callable[[int, bool], None]:
-        nvtx = self.nvtx
-        labels = list(names) + ["mini-batch"]
-
-        def hook(phase: int, begin: bool) -> None:
-            if begin:
-                nvtx.push(labels[phase])
-            else:
-                nvtx.pop()
-        return hook
-
-
-class _NumpyRecorder(_Recorder):
-    """The reference engine's step functions, timed on the host (patched for the epoch only)."""
-
-    timer = "time.monotonic around the reference's step functions"
-    PHASES = (("corrupted_batch", "batch_setup"), ("forward", "forward"), ("reconstruction_loss", "loss"),
-              ("backward", "backward"), ("sgd_update", "update"))
-
-    def run(self, epoch: int, lr: float) -> tuple[float, list[PhaseEvent]]:
-        from .backends import numpy_backend
-        events: list[PhaseEvent] = []
-        batch = [-1]
-        originals = {fn: getattr(numpy_backend, fn) for fn, _ in self.PHASES}
-
-        def timed(fn: Callable, name: str) -> Callable:
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                if name == "batch_setup":
-                    batch[0] += 1
-                with self.nvtx.range(name):
-                    start = time.monotonic()
-                    result = fn(*args, **kwargs)
-                    events.append(PhaseEvent(name, start, time.monotonic() - start, epoch, batch[0]))
-                return result
-            return wrapper
-
-        try:
-            for fn, name in self.PHASES:
-                setattr(numpy_backend, fn, timed(originals[fn], name))
-            loss = self.engine.train_epoch(epoch, lr)
-        finally:
-            for fn, original in originals.items():
-                setattr(numpy_backend, fn, original)
-        return loss, events
-
-
-class _CudaRecorder(_Recorder):
-    """CUDA events around every kernel launch of the engine (graph capture off meanwhile)."""
-
-    timer = "CUDA events per kernel launch (CUDA graphs off)"
-
-    def run(self, epoch: int, lr: float) -> tuple[float, list[PhaseEvent]]:
-        import cupy as cp
-        engine = self.engine
-        launches: list[tuple[str, int, Any, Any]] = []
-        batch = [-1]
-        kernels = engine._kernels
-        stream = engine.stream
-
-        def timed(name: str, kernel: Callable) -> Callable:
-            def launch(*args: Any, **kwargs: Any) -> Any:
-                if name == "cfn_batch_setup":
-                    batch[0] += 1
-                begin, end = cp.cuda.Event(), cp.cuda.Event()
-                with self.nvtx.range(name):
-                    begin.record(stream)
-                    result = kernel(*args, **kwargs)
-                    end.record(stream)
-                launches.append((name, batch[0], begin, end))
-                return result
-            return launch
-
-        graphs = engine._use_graphs
-        engine._kernels = {name: timed(name, kernel) for name, kernel in kernels.items()}
-        engine._use_graphs = False
-        try:
-            host_start = time.monotonic()
-            loss = engine.train_epoch(epoch, lr)
-            stream.synchronize()
-        finally:
-            engine._kernels = kernels
-            engine._use_graphs = graphs
-        if not launches:
-            return loss, []
-        origin = launches[0][2]
-        events = [PhaseEvent(name, host_start + 1e-3 * cp.cuda.get_elapsed_time(origin, begin),
-                             1e-3 * cp.cuda.get_elapsed_time(begin, end), epoch, b)
-                  for name, b, begin, end in launches]
-        return loss, events
 
 
 def engine_for_training(model: Any) -> Any:

@@ -307,7 +307,7 @@ def cpu_backend():
 
 @pytest.mark.parametrize("level", ["generic", "avx2", "avx512"])
 def test_cpu_simd_paths_match_reference(cpu_backend, level):
-    from cfn_fast._kernels import cfn_cpu
+    from cfn_fast.kernels import cfn_cpu
     used = cfn_cpu.set_simd_level(level)
     try:
         if used != level:
@@ -350,7 +350,7 @@ def test_cpu_threads_option(cpu_backend):
 
 
 def test_cpu_hash_is_the_reference_hash(cpu_backend):
-    from cfn_fast._kernels import cfn_cpu
+    from cfn_fast.kernels import cfn_cpu
     x = np.random.default_rng(0).integers(0, 2**63, 1000, dtype=np.int64).astype(np.uint64) * np.uint64(3)
     np.testing.assert_array_equal(cfn_cpu.splitmix64_array(x), splitmix64(x))
 
@@ -377,3 +377,18 @@ def test_cpu_rejects_bad_input(cpu_backend):
         engine.gradients(np.array([], dtype=np.int64), 1)
     with pytest.raises(ValueError, match="columns"):
         engine.encode(sp.csr_matrix((3, 5), dtype=np.float32), None)
+
+
+def test_engines_expose_their_device_and_phase_timer():
+    """Callers read capabilities, not backend names: where an engine runs and how it is profiled."""
+    import importlib
+
+    from cfn_fast.backends import Engine, available_backends
+    expected = {"numpy_backend.NumpyEngine": "host", "cuda_backend.CudaEngine": "cuda"}
+    if "cpu" in available_backends():
+        expected["cpu_backend.CpuEngine"] = "host"
+    for path, device in expected.items():
+        module, cls = path.split(".")
+        engine = getattr(importlib.import_module(f"cfn_fast.backends.{module}"), cls)
+        assert issubclass(engine, Engine) and engine.device == device and engine.phase_timer, path
+    assert Engine.device == "host" and Engine.phase_timer == ""

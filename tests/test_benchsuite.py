@@ -118,7 +118,7 @@ def test_cpu_timer_runs_are_not_compared_with_wall_time(tmp_path, capsys):
 
 def test_suite_cuda_cases_in_host_emulation():
     """The suite's cuda cases (a step, the fold, predict_pairs, top_n, one epoch) on the emulated
-    kernels of bench/gpu_numeric_check.py: their code paths run without a GPU."""
+    kernels of tests/cuda_emulator: their code paths run without a GPU."""
     import os
     import shutil
     if shutil.which("g++") is None:

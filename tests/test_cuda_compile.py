@@ -1,6 +1,6 @@
 """The CUDA engine without a GPU: kernels compile (nvcc, sm_80/sm_90) without register spills, the
 module loads lazily, the host-side planning is the reference's maths, and the kernels themselves
-run against the NumPy reference in host emulation (bench/gpu_numeric_check.py --emulate).
+run against the NumPy reference in host emulation (tests/cuda_emulator; bench/gpu_numeric_check.py --emulate).
 
 On a machine with a GPU the last test also runs the real engine against the reference.
 """
@@ -25,8 +25,9 @@ NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/c
 
 
 def _env() -> dict[str, str]:
+    """The environment of a child process: the repository and tests/ (the emulator) on the path."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")] + [p for p in [env.get("PYTHONPATH")] if p])
     return env
 
 
@@ -69,13 +70,14 @@ def test_nvcc_compiles_without_spills(nvcc_reports, cu, arch):
 
 
 def test_every_engine_kernel_is_defined():
-    from cfn_fast.backends.cuda_backend import KERNEL_NAMES, kernel_source
+    from cfn_fast.backends.cuda_module import KERNEL_NAMES, kernel_source, module_source
     source = kernel_source()
     for name in KERNEL_NAMES:
         assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+(CFN_BOUNDS_\w*\s+)?{name}\s*\(', source), f"kernel {name} not found"
-    # the shared header is inlined exactly once, so the single RawModule needs no include path
+    # one translation unit: the shared header enters exactly once (include guard), every .cu is included
     assert source.count("#define CFN_COMMON_CUH") == 1
     assert not re.search(r'^\s*#\s*include\s+"', source, re.M)
+    assert re.findall(r'^#include "(\w+\.cu)"$', module_source(), re.M) == [p.name for p in CU_FILES]
 
 
 def _ptxas_kernels(log: str) -> dict[str, dict[str, int]]:
@@ -113,16 +115,19 @@ def _nvrtc_with_cupys_flags(arch: str) -> str:
         nvrtc.getVersion()
     except Exception as exc:
         pytest.skip(f"libnvrtc is not loadable ({type(exc).__name__}: {exc}); pip install nvidia-cuda-nvrtc")
-    from cfn_fast.backends.cuda_backend import _COMPILE_OPTIONS, kernel_source
     import io
+
+    from cfn_fast.backends.cuda_module import COMPILE_OPTIONS, include_dir, module_options, module_source
     log = io.StringIO()
     original = compiler._get_arch_for_options_for_nvrtc
     compiler._get_arch_for_options_for_nvrtc = lambda a=None: (f"-arch={arch}", "cubin")
     try:
         # RawModule -> _compile_with_cache_cuda adds -ftz=true, compile_using_nvrtc the arch,
         # --device-as-default-execution-space (and --pch on new NVRTC): the same path here
-        cubin, _ = compiler.compile_using_nvrtc(kernel_source(), tuple(_COMPILE_OPTIONS) + ("-ftz=true", "-Xptxas=-v"),
-                                                arch=arch[3:], log_stream=log)
+        with include_dir() as directory:   # the RawModule's options: -std=c++17 -I<kernels/cuda>
+            cubin, _ = compiler.compile_using_nvrtc(module_source(),
+                                                    module_options(directory, COMPILE_OPTIONS) + ("-ftz=true", "-Xptxas=-v"),
+                                                    arch=arch[3:], log_stream=log)
     finally:
         compiler._get_arch_for_options_for_nvrtc = original
     assert len(cubin) > 0, f"no cubin from NVRTC (CuPy {cupy.__version__})"
@@ -154,6 +159,7 @@ def test_occupancy_of_ptxas_registers_matches_the_launched_grid(sm90_registers):
     per SM the engine's grids are sized from: at least 2 blocks of 256 threads for every sparse kernel,
     the __launch_bounds__ minimum where one is set, and a grid of exactly one wave on 132 SMs."""
     from types import SimpleNamespace
+
     from cfn_fast.backends.cuda_backend import SPARSE_KERNELS, launch_plan, resident_blocks
     fake_kernels = {k: SimpleNamespace(attributes={"num_regs": sm90_registers[k]["regs"],
                                                    "shared_size_bytes": sm90_registers[k]["smem"]})
@@ -276,8 +282,8 @@ def test_plan_steps_rejects_sign_flipping_decay():
 
 
 def test_kernel_sources_found_from_the_repository():
-    from cfn_fast.backends.cuda_backend import _kernel_files
-    files = _kernel_files()
+    from cfn_fast.backends.cuda_module import kernel_files
+    files = kernel_files()
     assert set(p.name for p in CU_FILES) <= set(files)
 
 
@@ -301,11 +307,7 @@ def test_cuda_engine_matches_reference_on_gpu():
         resolve_backend("cuda")
     except BackendUnavailable as exc:
         pytest.skip(str(exc))
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import gpu_numeric_check
-    finally:
-        sys.path.pop(0)
-    rows = gpu_numeric_check.run_checks(emulate=False, quick=True, verbose=False)
+    from cuda_emulator import run_checks
+    rows = run_checks(emulate=False, quick=True, verbose=False)
     bad = [r for r in rows if not r[3]]
     assert not bad, bad[:10]

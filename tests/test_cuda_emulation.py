@@ -1,4 +1,4 @@
-"""What the host emulation of the CUDA kernels guarantees (bench/gpu_numeric_check.py), the CuPy API
+"""What the host emulation of the CUDA kernels guarantees (tests/cuda_emulator), the CuPy API
 the engine relies on, and the engine's device-memory plan -- all without a GPU.
 
 The emulator itself is checked on purpose-built kernels: a misaligned 16-byte vector access is an
@@ -9,6 +9,7 @@ vector atomics compiles and runs on the shim.
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -17,21 +18,17 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKEND_SOURCE = ROOT / "cfn_fast" / "backends" / "cuda_backend.py"
-PLAN_SOURCE = ROOT / "cfn_fast" / "backends" / "cuda_plan.py"   # launch planning queries the device too
+#: the CUDA engine's modules: engine, launches, inference, kernel module, planning (it queries the device too)
+CUDA_SOURCES = sorted((ROOT / "cfn_fast" / "backends").glob("cuda_*.py"))
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: no host emulation")
 
 
 @pytest.fixture(scope="module")
 def emu():
-    """The emulator module (bench/gpu_numeric_check.py), imported without installing its fake CuPy."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import gpu_numeric_check
-    finally:
-        sys.path.pop(0)
-    return gpu_numeric_check
+    """The emulator (tests/cuda_emulator), imported without installing its fake CuPy."""
+    import cuda_emulator
+    return cuda_emulator
 
 
 def _common_header() -> str:
@@ -50,9 +47,9 @@ def test_misaligned_vector_access_is_an_error(emu, tmp_path):
 extern "C" __global__ void copy4(const float* src, float* dst, int offset) {
     if (threadIdx.x == 0) cfn_st4(dst, cfn_ld4(src + offset));
 }''')
-    src = emu._alloc(16, np.float32)
+    src = emu.alloc(16, np.float32)
     src[...] = np.arange(16, dtype=np.float32)
-    dst = emu._alloc(4, np.float32)
+    dst = emu.alloc(4, np.float32)
     kernels["copy4"]((1,), (32,), (src, dst, np.int32(4)))          # 16-byte aligned: fine
     np.testing.assert_array_equal(dst, [4, 5, 6, 7])
     with pytest.raises(emu.EmulationError, match="misaligned 16-byte vector access"):
@@ -76,7 +73,7 @@ extern "C" __global__ void order(int* seen, int* counter, int* running, int* mos
     if (threadIdx.x == 0) atomicAdd(running, -1);
 }''')
     n = 32
-    seen, counter, running, most = (emu._alloc(s, np.int32) for s in (n, 1, 1, 1))
+    seen, counter, running, most = (emu.alloc(s, np.int32) for s in (n, 1, 1, 1))
     for a in (seen, counter, running, most):
         a[...] = 0
     kernels["order"]((n,), (64,), (seen, counter, running, most))
@@ -99,10 +96,10 @@ extern "C" __global__ void arch(int* out) {
 #endif
 }'''
     kernels = _build(emu, tmp_path, body, arch=900)
-    out = emu._alloc(1, np.int32)
+    out = emu.alloc(1, np.int32)
     kernels["arch"]((1,), (32,), (out,))
     assert out[0] == 900, "the sm_90 branch was not the one compiled"
-    p = emu._alloc(8, np.float32)
+    p = emu.alloc(8, np.float32)
     p[...] = 0
     kernels["add4"]((3,), (32,), (p, np.int32(4)))                  # 3 blocks x 32 threads add (1, 2, 3, 4)
     np.testing.assert_array_equal(p[4:], 96 * np.array([1, 2, 3, 4], dtype=np.float32))
@@ -117,7 +114,7 @@ def test_sm90_kernels_match_reference_in_emulation(emu):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_numeric_check.py"), "--emulate", "--arch",
                              "900", "--only", "1 hidden, side, atomic, graphs"],
                             capture_output=True, text=True, timeout=600, cwd=ROOT,
-                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " 0 failed" in result.stdout
 
@@ -147,7 +144,8 @@ OBJECT_METHODS = [("ndarray", ("get", "set", "fill", "copy", "nbytes", "size", "
 
 def test_every_cupy_api_the_engine_calls_exists():
     cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install -e '.[test]' installs it)")
-    chains = _cp_chains(BACKEND_SOURCE) | _cp_chains(PLAN_SOURCE)
+    assert len(CUDA_SOURCES) >= 5, CUDA_SOURCES
+    chains = set().union(*(_cp_chains(path) for path in CUDA_SOURCES))
     assert {"zeros", "asarray", "RawModule", "cuda.Stream", "matmul"} <= chains, chains
     missing = []
     for chain in sorted(chains):
@@ -177,7 +175,7 @@ def test_cupy_installed_without_gpu_keeps_the_cpu_path():
     code = ("import sys, cfn_fast; from cfn_fast.backends import resolve_backend; "
             "assert 'cupy' not in sys.modules; print(resolve_backend('auto'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     from cfn_fast.backends import available_backends
     expected = "cuda" if "cuda" in available_backends() else ("cpu" if "cpu" in available_backends() else "numpy")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -181,14 +182,13 @@ def test_lineinfo_switch(monkeypatch):
 
 
 def test_cuda_kernel_events_in_host_emulation():
-    """The CUDA recorder on the emulated kernels (bench/gpu_numeric_check.py's fake CuPy): one timed
+    """The CUDA engine's profiled epoch on the emulated kernels (tests/cuda_emulator's fake CuPy): one timed
     range per kernel launch, graphs off while profiling and back on after, results unchanged."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed: the kernels cannot be emulated here")
     script = textwrap.dedent("""
-        import sys, numpy as np
-        sys.path.insert(0, "bench"); sys.path.insert(0, "tests")
-        import gpu_numeric_check as g
+        import numpy as np
+        import cuda_emulator as g
         g.install_fake_cupy()
         from cfn_fast.backends.base import TrainConfig
         from cfn_fast.backends.cuda_backend import CudaEngine
@@ -213,5 +213,7 @@ def test_cuda_kernel_events_in_host_emulation():
             np.testing.assert_array_equal(a.weight, b.weight)
         print("ok")
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}   # the emulator, this module
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                            env=env)
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 if os.environ.get("CFN_BENCH_EMULATE_CUDA") == "1":
     # smoke test without a GPU: the cuda cases run the real kernels on the host, through
-    # bench/gpu_numeric_check.py's emulated CuPy (slow: tiny CFN_BENCH_SMOKE data only)
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    import gpu_numeric_check  # noqa: E402
-    gpu_numeric_check.install_fake_cupy()
+    # the emulated CuPy of tests/cuda_emulator (slow: tiny CFN_BENCH_SMOKE data only)
+    sys.path.insert(0, str(Path(__file__).parents[2] / "tests"))
+    import cuda_emulator  # noqa: E402
+    cuda_emulator.install_fake_cupy()
 
 from cfn_fast.backends import BACKENDS, BackendUnavailable, resolve_backend  # noqa: E402
 

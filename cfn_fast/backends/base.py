@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..network import Layer
 
-__all__ = ["TrainConfig", "Engine", "epoch_order", "check_training_inputs"]
+__all__ = ["Engine", "PhaseTiming", "Ranges", "TrainConfig", "check_training_inputs", "epoch_order"]
+
+#: one timed phase of a profiled epoch: ``(phase name, start (time.monotonic clock), seconds, mini-batch)``
+PhaseTiming = tuple[str, float, float, int]
+
+
+class Ranges(Protocol):
+    """Named, nested ranges pushed around each phase of a profiled epoch (e.g. NVTX)."""
+
+    def push(self, name: str) -> None: ...
+
+    def pop(self) -> None: ...
+
 
 
 @dataclass(frozen=True)
@@ -48,12 +61,19 @@ def check_training_inputs(samples: sp.csr_matrix, side: np.ndarray | None) -> No
 
 
 class Engine(ABC):
-    """One backend's training and inference engine for a CFN network."""
+    """One backend's training and inference engine for a CFN network.
+
+    Capabilities a caller reads instead of testing the backend's name:
+
+    ``device``       where the parameters live and inference runs: ``"host"`` (NumPy, Cython) or
+                     ``"cuda"`` (a CUDA GPU; the engine then also has ``stream``).
+    ``phase_timer``  how :meth:`profiled_epoch` times the phases of a training step (a sentence for
+                     the profile's header); empty when the engine cannot be profiled.
+    """
 
     name: str = "abstract"
-    #: where the engine's parameters live: ``"host"`` (numpy, cpu) or ``"cuda"`` (callers ask this
-    #: instead of testing backend names)
     device: str = "host"
+    phase_timer: str = ""
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None) -> None:
@@ -73,6 +93,18 @@ class Engine(ABC):
     @abstractmethod
     def train_epoch(self, epoch: int, lr: float) -> float:
         """Run one epoch of SGD (all mini-batches in :func:`epoch_order`); return the summed loss."""
+
+    def profiled_epoch(self, epoch: int, lr: float, ranges: Ranges | None = None
+                       ) -> tuple[float, list[PhaseTiming]]:
+        """:meth:`train_epoch` with every phase of every mini-batch timed: ``(loss, timings)``.
+
+        The parameters and the loss are exactly those of :meth:`train_epoch`.  Each timing is
+        ``(phase, start, seconds, batch)`` with ``start`` on the ``time.monotonic`` clock and
+        ``batch`` the mini-batch's index in the epoch.  ``ranges`` (optional) gets a ``push(name)``
+        before and a ``pop()`` after each phase, properly nested (NVTX ranges, see
+        :mod:`cfn_fast.profiling`).  Each engine names its own phases (docs/profiling.md).
+        """
+        raise ValueError(f"profiling is not supported for the {self.name!r} engine")
 
     @abstractmethod
     def gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer]]:

@@ -35,10 +35,10 @@ import scipy.sparse as sp
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
-from .._kernels import cfn_cpu as _kernels  # noqa: E402
 from ..corruption import epoch_key, mask_threshold  # noqa: E402
+from ..kernels import cfn_cpu as _kernels  # noqa: E402
 from ..network import Layer  # noqa: E402
-from .base import Engine, TrainConfig, epoch_order  # noqa: E402
+from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order  # noqa: E402
 
 __all__ = ["CpuEngine", "set_num_threads", "get_num_threads", "has_openmp", "simd_level"]
 
@@ -74,10 +74,23 @@ def _check_threads(threads: int | None) -> int | None:
     return int(threads)
 
 
+def _range_hook(names: tuple[str, ...], ranges: Ranges):
+    """The kernels' phase callback ``hook(phase, begin)`` pushing and popping named ranges."""
+    labels = list(names) + ["mini-batch"]
+
+    def hook(phase: int, begin: bool) -> None:
+        if begin:
+            ranges.push(labels[phase])
+        else:
+            ranges.pop()
+    return hook
+
+
 class CpuEngine(Engine):
     """Sparse Cython + OpenMP implementation of CFN training (exact to the NumPy reference)."""
 
     name = "cpu"
+    phase_timer = "clock_gettime timers inside the Cython training step"
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None, threads: int | None = None) -> None:
@@ -123,6 +136,21 @@ class CpuEngine(Engine):
         order = np.ascontiguousarray(epoch_order(self.config.seed, epoch, self.trainable), dtype=np.int64)
         return float(self._state.train_epoch(order, int(self.config.batch_size), self._key(epoch), float(lr),
                                              float(self.config.weight_decay)))
+
+    def profiled_epoch(self, epoch: int, lr: float, ranges: Ranges | None = None
+                       ) -> tuple[float, list[PhaseTiming]]:
+        """The kernels' own phase timers (``SparseCFN.set_profiling``; phases ``cfn_cpu.PHASE_NAMES``)."""
+        names = _kernels.PHASE_NAMES
+        hook = None if ranges is None else _range_hook(names, ranges)
+        self._state.set_profiling(True, hook)
+        try:
+            loss = self.train_epoch(epoch, lr)
+            log = self._state.profile_log()
+        finally:
+            self._state.set_profiling(False)
+        timings = [(names[phase], float(log[batch, phase, 0]), float(log[batch, phase, 1]), batch)
+                   for batch in range(log.shape[0]) for phase in range(log.shape[1]) if log[batch, phase, 1] > 0]
+        return loss, timings
 
     def sgd_step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
         rows = self._rows(rows)

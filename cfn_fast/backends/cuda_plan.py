@@ -107,7 +107,7 @@ def memory_plan(n_samples: int, n_inputs: int, nnz: int, hidden: tuple[int, ...]
     ``batch_nnz`` is the largest batch's known entries (default: every known entry, an upper
     bound).  The CuPy pool rounds each allocation up to 512 bytes, which this leaves out.
     """
-    hp = [_pad4(h) for h in hidden]
+    hp = [pad4(h) for h in hidden]
     rows, L = int(batch_size), len(hidden) + 1
     batch_nnz = int(nnz if batch_nnz is None else batch_nnz)
     params = 4 * (n_inputs * hp[0] + n_inputs * hp[-1]                      # W_in^T, W_out (lazy scale)
@@ -152,7 +152,7 @@ def resident_blocks(num_regs: int, threads: int, dynamic_smem: int = 0, static_s
     return max(1, min(by_regs, by_threads, by_smem, lim["MaxBlocksPerMultiprocessor"]))
 
 
-def _kernel_attr(fn, name: str, default: int = 0) -> int:
+def kernel_attr(fn, name: str, default: int = 0) -> int:
     try:
         value = fn.attributes.get(name)
     except Exception:
@@ -160,7 +160,7 @@ def _kernel_attr(fn, name: str, default: int = 0) -> int:
     return default if value is None else int(value)
 
 
-def _device_limits(cp) -> dict:
+def device_limits(cp) -> dict:
     try:
         attrs = cp.cuda.Device().attributes
         return {k: int(attrs[k]) for k in SM90_LIMITS if k in attrs}
@@ -171,26 +171,26 @@ def _device_limits(cp) -> dict:
 def launch_plan(kernels: dict, cp, hidden: tuple[int, ...], block_threads: int = MAX_THREADS) -> dict:
     """What the engine launches for a network with ``hidden`` units: for each sparse kernel its
     registers, warps per block, dynamic shared memory, resident blocks per SM and grid."""
-    n_sm, limits = _multiprocessors(cp), _device_limits(cp)
-    widths = {"cfn_encode": _pad4(hidden[0]), "cfn_output": _pad4(hidden[-1])}
+    n_sm, limits = multiprocessors(cp), device_limits(cp)
+    widths = {"cfn_encode": pad4(hidden[0]), "cfn_output": pad4(hidden[-1])}
     out = {}
     for name in SPARSE_KERNELS:
         fn = kernels[name]
         hp = widths.get(name)
         wpb = block_threads // 32 if hp is None else max(1, min(block_threads // 32, SMEM_LIMIT // (hp * 4)))
         smem = 0 if hp is None else wpb * hp * 4
-        regs = _kernel_attr(fn, "num_regs", 32)
-        per_sm = resident_blocks(regs, 32 * wpb, smem, _kernel_attr(fn, "shared_size_bytes"), limits)
+        regs = kernel_attr(fn, "num_regs", 32)
+        per_sm = resident_blocks(regs, 32 * wpb, smem, kernel_attr(fn, "shared_size_bytes"), limits)
         out[name] = dict(num_regs=regs, warps_per_block=wpb, dynamic_smem=smem, blocks_per_sm=per_sm,
                          grid=per_sm * n_sm, sms=n_sm)
     return out
 
 
-def _pad4(n: int) -> int:
+def pad4(n: int) -> int:
     return (int(n) + 3) // 4 * 4
 
 
-def _multiprocessors(cp) -> int:
+def multiprocessors(cp) -> int:
     try:
         return int(cp.cuda.Device().attributes["MultiProcessorCount"])
     except Exception:

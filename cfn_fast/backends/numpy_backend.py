@@ -14,12 +14,14 @@ Readable before fast; the Cython and CUDA engines are tested against it.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.sparse as sp
 
 from ..corruption import epoch_key, hidden_entries, mask_threshold
 from ..network import Layer, copy_layers
-from .base import Engine, TrainConfig, epoch_order
+from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order
 
 __all__ = ["NumpyEngine", "corrupted_batch", "forward", "reconstruction_loss", "backward", "sgd_update"]
 
@@ -93,27 +95,62 @@ class NumpyEngine(Engine):
     """Dense mini-batch implementation of CFN training (the reference)."""
 
     name = "numpy"
+    phase_timer = "time.monotonic around the reference's step functions"
+    #: the phases of :meth:`profiled_epoch`: each step function of the paper's pieces
+    PHASES = {"corrupted_batch": "batch_setup", "forward": "forward", "reconstruction_loss": "loss",
+              "backward": "backward", "sgd_update": "update"}
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None) -> None:
         super().__init__(layers, config, samples, side)
         self.layers = copy_layers(layers)
         self.threshold = mask_threshold(config.mask_ratio)
+        self._timings: list[PhaseTiming] | None = None     # set while profiled_epoch runs
+        self._ranges: Ranges | None = None
+        self._batch = -1
+
+    def _call(self, fn, *args):
+        """``fn(*args)``, timed as its phase while :meth:`profiled_epoch` runs."""
+        if self._timings is None:
+            return fn(*args)
+        name = self.PHASES[fn.__name__]
+        if name == "batch_setup":
+            self._batch += 1
+        if self._ranges is not None:
+            self._ranges.push(name)
+        try:
+            start = time.monotonic()
+            result = fn(*args)
+            self._timings.append((name, start, time.monotonic() - start, self._batch))
+        finally:
+            if self._ranges is not None:
+                self._ranges.pop()
+        return result
+
+    def profiled_epoch(self, epoch: int, lr: float, ranges: Ranges | None = None
+                       ) -> tuple[float, list[PhaseTiming]]:
+        self._timings, self._ranges, self._batch = [], ranges, -1
+        try:
+            loss = self.train_epoch(epoch, lr)
+            return loss, self._timings
+        finally:
+            self._timings, self._ranges = None, None
 
     def _side(self, rows: np.ndarray) -> np.ndarray | None:
         return None if self.side is None else self.side[rows]
 
     def gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer]]:
         cfg = self.config
-        X, known, hidden = corrupted_batch(self.samples, rows, epoch_key(cfg.seed, epoch), self.threshold)
+        X, known, hidden = self._call(corrupted_batch, self.samples, rows, epoch_key(cfg.seed, epoch),
+                                      self.threshold)
         side = self._side(rows)
-        activations = forward(self.layers, np.where(known & ~hidden, X, np.float32(0.0)), side)
-        loss, output_grad = reconstruction_loss(activations[-1], X, known, hidden, cfg.alpha, cfg.beta)
-        return loss, backward(self.layers, activations, side, output_grad)
+        activations = self._call(forward, self.layers, np.where(known & ~hidden, X, np.float32(0.0)), side)
+        loss, output_grad = self._call(reconstruction_loss, activations[-1], X, known, hidden, cfg.alpha, cfg.beta)
+        return loss, self._call(backward, self.layers, activations, side, output_grad)
 
     def sgd_step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
         loss, grads = self.gradients(rows, epoch)
-        sgd_update(self.layers, grads, lr, len(rows), self.config.weight_decay)
+        self._call(sgd_update, self.layers, grads, lr, len(rows), self.config.weight_decay)
         return loss
 
     def train_epoch(self, epoch: int, lr: float) -> float:

@@ -1,8 +1,8 @@
 // cfn_common.cuh -- helpers shared by the CUDA kernels of cfn_fast (included by every .cu file).
 //
-// The Python loader (cfn_fast/backends/cuda_backend.py) concatenates the .cu files into ONE
-// cupy.RawModule and inlines this header once; nvcc (tests/test_cuda_compile.py) compiles each
-// .cu on its own and finds the header next to it.  Everything here is plain CUDA C++ that NVRTC
+// The Python loader (cfn_fast/backends/cuda_module.py) compiles ONE cupy.RawModule whose source
+// #includes every .cu file, with -I<this folder>; the include guard keeps this header to one copy.
+// nvcc (tests/test_cuda_compile.py) compiles each .cu on its own and finds the header next to it.  Everything here is plain CUDA C++ that NVRTC
 // accepts without any system header.
 //
 // Conventions used by all kernels

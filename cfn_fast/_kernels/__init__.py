@@ -1,1 +1,0 @@
-"""Compiled Cython + OpenMP kernels (built from kernels/cpu/*.pyx by setup.py)."""
