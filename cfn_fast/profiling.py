@@ -50,7 +50,6 @@ __all__ = [
     "Profile",
     "ProfiledEngine",
     "cuda_compile_options",
-    "engine_for_training",
     "lineinfo_requested",
     "report_profile",
 ]
@@ -213,16 +212,6 @@ class ProfiledEngine:
         self.profile.events.extend(PhaseEvent(name, begin, duration, epoch, batch)
                                    for name, begin, duration, batch in timings)
         return loss
-
-
-def engine_for_training(model: Any) -> Any:
-    """The engine a model's training loop drives: its own, or (``profile=True``) a
-    :class:`ProfiledEngine` adding to ``model.profile_``."""
-    if not getattr(model, "profile", False):
-        return model.engine_
-    if getattr(model, "profile_", None) is None:
-        model.profile_ = Profile(model.engine_.name)
-    return ProfiledEngine(model.engine_, model.profile_)
 
 
 def report_profile(profile: Profile | None, trace: str | None = None, echo: bool = True) -> dict[str, Any]:
