@@ -17,7 +17,8 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["UsageError", "command_name", "exit_status", "message_of", "report_failure"]
 

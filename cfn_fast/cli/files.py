@@ -7,8 +7,9 @@ not after an hour of training).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cfn_fast.data.ratings import RatingSet
     from cfn_fast.model import CFN
 
-__all__ = ["check_writable_outputs", "split_paths", "save_split", "check_eval_ratings", "resolve_backend_early"]
+__all__ = ["check_eval_ratings", "check_writable_outputs", "resolve_backend_early", "save_split", "split_paths"]
 
 SPLIT_PARTS = ("train", "validation", "test")
 
@@ -60,7 +61,7 @@ def check_writable_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]
                 raise PermissionError(f"{option} {path}: folder {parent} is not writable")
 
 
-def save_split(paths: Mapping[str, Path], parts: Mapping[str, "RatingSet | None"]) -> None:
+def save_split(paths: Mapping[str, Path], parts: Mapping[str, RatingSet | None]) -> None:
     """Write each part as an ``.npz`` of ``user``, ``item`` (original ids, their own dtype) and
     ``rating`` (float32) that :func:`cfn_fast.load_ratings` and ``cfn eval --ratings`` read."""
     for name, path in paths.items():
@@ -77,8 +78,8 @@ def _ids(ids: np.ndarray) -> np.ndarray:
     return ids if ids.dtype.kind in "iuU" else ids.astype(str)  # never an object array (no pickles)
 
 
-def check_eval_ratings(model: "CFN", ratings: "RatingSet", source: Any, *,
-                       skip_unknown: bool) -> tuple["RatingSet", dict[str, int]]:
+def check_eval_ratings(model: CFN, ratings: RatingSet, source: Any, *,
+                       skip_unknown: bool) -> tuple[RatingSet, dict[str, int]]:
     """Refuse ratings outside the model's scale; skip (or refuse) ratings of unknown users/items.
 
     Returns the ratings to score and what was skipped: ``{"ratings", "users", "items"}`` (distinct

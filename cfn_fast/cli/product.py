@@ -81,8 +81,8 @@ def demo(args: argparse.Namespace) -> dict:
 
     The per-epoch RMSE is measured on a validation split carved from the training ratings; the
     test split is scored once, after training (nothing is chosen on it)."""
-    from cfn_fast.tools.baselines import ItemMean
     from cfn_fast.data import synthetic_ratings, train_validation_test_split
+    from cfn_fast.tools.baselines import ItemMean
     model = common.model_from_args(args)
     resolve_backend_early(args.backend)
     ratings = synthetic_ratings(args.users, args.items, args.n_ratings, seed=args.seed)
@@ -90,7 +90,8 @@ def demo(args: argparse.Namespace) -> dict:
     if not args.json:
         print(f"data: {ratings} (synthetic, seed {args.seed}); {train.nnz:,} train / {validation.nnz:,} "
               f"validation / {test.nnz:,} test ratings")
-        print(f"model: {dict(item='I-CFN', user='U-CFN').get(args.kind, 'CFN (kind auto)')}{'' if args.no_side_info else '++'} "
+        name = {"item": "I-CFN", "user": "U-CFN"}.get(args.kind, "CFN (kind auto)")
+        print(f"model: {name}{'' if args.no_side_info else '++'} "
               f"hidden={tuple(args.hidden)} backend={model.backend if model.backend != 'auto' else 'auto'}")
     start = time.perf_counter()
     _announce_selection(model, args.json)

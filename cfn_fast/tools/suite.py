@@ -25,11 +25,9 @@ same timer (runs with different timers are not compared).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +193,8 @@ def format_table(rows: list[dict[str, Any]], machine: dict[str, Any] | None = No
             f"cfn threads {machine.get('cfn_threads', '?')}, SIMD {machine.get('cfn_simd', '?')}, "
             f"triad {machine.get('triad_gb_per_s', float('nan')):.1f} GB/s, GPU {machine.get('gpu') or 'none'}, "
             f"load {machine.get('load_average_1m', float('nan')):.1f}")
-    lines = [head, f"{'case':<34}{'backend':<8}{'min':>11}{'median':>11}{'rounds':>7}{'Mrat·ep/s':>10}"
-                   f"{'GB/s':>7}{'floor':>10}{'of floor':>9}  paper GTX-980 (x speed-up)"]
+    lines = [head, (f"{'case':<34}{'backend':<8}{'min':>11}{'median':>11}{'rounds':>7}{'Mrat·ep/s':>10}"
+                    f"{'GB/s':>7}{'floor':>10}{'of floor':>9}  paper GTX-980 (x speed-up)")]
     for r in sorted(rows, key=lambda r: (not r["case"].startswith(("I-", "U-")), r["case"], r["backend"] or "")):
         rate = f"{r['ratings_epochs_per_s'] / 1e6:.2f}" if "ratings_epochs_per_s" in r else ""
         gbs = f"{r['gb_per_s']:.2f}" if "gb_per_s" in r else ""
@@ -229,8 +227,8 @@ def compare(data: dict, base: dict, threshold: float = DEFAULT_THRESHOLD) -> lis
 
 
 def format_comparison(cmp: list[dict[str, Any]], threshold: float) -> str:
-    lines = [f"comparison with the baseline (regression: min and median both > +{100 * threshold:.0f}%, "
-             "confirmed by re-runs)", f"{'case':<46}{'min':>11}{'baseline':>11}{'Δmin':>9}{'Δmedian':>9}  status"]
+    lines = [(f"comparison with the baseline (regression: min and median both > +{100 * threshold:.0f}%, "
+              "confirmed by re-runs)"), f"{'case':<46}{'min':>11}{'baseline':>11}{'Δmin':>9}{'Δmedian':>9}  status"]
     for c in cmp:
         if "change_min" not in c:
             lines.append(f"{c['name']:<46}{'':>40}  {c['status']}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from cfn_fast.data.ratings import RatingSet
+
 from .common import Baseline, ridge_rows
 
 __all__ = ["ALSWR"]
@@ -30,7 +31,7 @@ class ALSWR(Baseline):
         self.n_iter = n_iter
         self.seed = seed
 
-    def fit(self, train: RatingSet) -> "ALSWR":
+    def fit(self, train: RatingSet) -> ALSWR:
         if int(self.rank) < 1 or not self.reg > 0 or int(self.n_iter) < 1:
             raise ValueError(f"ALSWR needs rank >= 1, reg > 0, n_iter >= 1; got {self.get_params()}")
         train = self._start(train)

@@ -17,6 +17,7 @@ import scipy.optimize
 import scipy.sparse as sp
 
 from cfn_fast.data.ratings import RatingSet
+
 from .common import Baseline, blas_threads, single_thread_blas
 
 __all__ = ["IAutoRec"]
@@ -42,7 +43,7 @@ class IAutoRec(Baseline):
         self.seed = seed
 
     # ------------------------------------------------------------------ training
-    def fit(self, train: RatingSet) -> "IAutoRec":
+    def fit(self, train: RatingSet) -> IAutoRec:
         if int(self.hidden) < 1 or self.reg < 0 or int(self.max_iter) < 1:
             raise ValueError(f"IAutoRec needs hidden >= 1, reg >= 0, max_iter >= 1; got {self.get_params()}")
         if self.optimizer not in ("lbfgs", "rprop"):

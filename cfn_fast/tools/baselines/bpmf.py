@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from cfn_fast.data.ratings import RatingSet
+
 from .common import Baseline, ridge_rows
 
 __all__ = ["BPMF"]
@@ -41,7 +42,7 @@ class BPMF(Baseline):
         self.beta0 = beta0
         self.seed = seed
 
-    def fit(self, train: RatingSet) -> "BPMF":
+    def fit(self, train: RatingSet) -> BPMF:
         if int(self.rank) < 1 or int(self.n_samples) < 1 or int(self.burn_in) < 0 or not self.alpha > 0:
             raise ValueError(f"BPMF needs rank >= 1, n_samples >= 1, burn_in >= 0, alpha > 0; got {self.get_params()}")
         train = self._start(train)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,8 +34,19 @@ from cfn_fast._params import EstimatorParams
 from cfn_fast.data.ratings import RatingSet
 from cfn_fast.metrics import rmse
 
-__all__ = ["REFERENCE_SCALE", "to_reference_scale", "Baseline", "GlobalMean", "ItemMean", "UserItemBias", "MeanStats", "ridge_rows", "check_train",
-           "single_thread_blas", "blas_threads"]
+__all__ = [
+    "REFERENCE_SCALE",
+    "Baseline",
+    "GlobalMean",
+    "ItemMean",
+    "MeanStats",
+    "UserItemBias",
+    "blas_threads",
+    "check_train",
+    "ridge_rows",
+    "single_thread_blas",
+    "to_reference_scale",
+]
 
 
 #: The scale every baseline's defaults assume (MovieLens stars); other scales are mapped onto it.
@@ -71,7 +83,7 @@ class MeanStats:
     item_count: np.ndarray
 
     @classmethod
-    def of(cls, train: RatingSet) -> "MeanStats":
+    def of(cls, train: RatingSet) -> MeanStats:
         r = train.rating.astype(np.float64)
         mu = float(r.mean())
         uc = np.bincount(train.user, minlength=train.n_users)
@@ -107,14 +119,14 @@ class Baseline(EstimatorParams):
         if "predict_indices" in cls.__dict__:
             cls.predict_indices = reading(cls.__dict__["predict_indices"])  # type: ignore[method-assign]
 
-    def set_params(self, **params: Any) -> "Baseline":
+    def set_params(self, **params: Any) -> Baseline:
         for key, value in params.items():
             if key not in self.param_names:
                 raise ValueError(f"{type(self).__name__} has no parameter {key!r}; it has {self.param_names}")
             setattr(self, key, value)
         return self
 
-    def fit(self, train: RatingSet) -> "Baseline":  # pragma: no cover - abstract
+    def fit(self, train: RatingSet) -> Baseline:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _check_fitted(self) -> None:
@@ -177,7 +189,7 @@ class GlobalMean(Baseline):
     name = "Global mean"
     source = "reference predictor"
 
-    def fit(self, train: RatingSet) -> "GlobalMean":
+    def fit(self, train: RatingSet) -> GlobalMean:
         train = self._start(train)
         return self
 
@@ -194,7 +206,7 @@ class ItemMean(Baseline):
     name = "Item mean"
     source = "reference predictor"
 
-    def fit(self, train: RatingSet) -> "ItemMean":
+    def fit(self, train: RatingSet) -> ItemMean:
         train = self._start(train)
         return self
 
@@ -213,7 +225,7 @@ class UserItemBias(Baseline):
         self.reg = reg
         self.n_iter = n_iter
 
-    def fit(self, train: RatingSet) -> "UserItemBias":
+    def fit(self, train: RatingSet) -> UserItemBias:
         train = self._start(train)
         mu = self.stats_.global_mean
         r = train.rating.astype(np.float64) - mu

@@ -19,6 +19,7 @@ from cfn_fast.data.ratings import RatingSet
 from cfn_fast.network import Layer, init_layers
 from cfn_fast.preprocessing import Preprocessing
 from cfn_fast.trainer import run_epochs
+
 from .common import Baseline
 
 __all__ = ["LinearICFN"]
@@ -87,9 +88,10 @@ class LinearICFN(Baseline):
         self.batch_size = batch_size
         self.seed = seed
 
-    def fit(self, train: RatingSet) -> "LinearICFN":
+    def fit(self, train: RatingSet) -> LinearICFN:
         if not 0 <= self.mask_ratio < 1 or not self.lr > 0 or self.lr * self.weight_decay >= 1:
-            raise ValueError(f"LinearICFN needs 0 <= mask_ratio < 1, lr > 0, lr*weight_decay < 1; got {self.get_params()}")
+            raise ValueError(f"LinearICFN needs 0 <= mask_ratio < 1, lr > 0, lr*weight_decay < 1; "
+                             f"got {self.get_params()}")
         train = self._start(train)
         self.preprocessing_ = Preprocessing.fit("item", train)
         self.inputs_ = self.preprocessing_.centred_matrix(train)

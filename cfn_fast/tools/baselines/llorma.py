@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from cfn_fast.data.ratings import RatingSet
+
 from .common import Baseline, UserItemBias, ridge_rows
 
 __all__ = ["LLORMA", "epanechnikov"]
@@ -37,7 +38,8 @@ class LLORMA(Baseline):
     name = "LLORMA"
     source = "Lee et al. 2013, 'Local low-rank matrix approximation' (ICML), parallel LLORMA"
     differences = ("local models fitted by kernel-weighted ALS (weighted-λ ridge, exact per-row solves) instead of "
-                   "PREA's gradient descent; all models fit the residuals of a global bias model μ + b_u + b_i (without it "
+                   "PREA's gradient descent; all models fit the residuals of a global bias model "
+                   "μ + b_u + b_i (without it "
                    "rank-20 local models under a strong ridge shrink to the global mean); global embedding = "
                    "weighted-λ ALS of the raw ratings (rank embedding_rank), which also covers pairs no anchor reaches")
     param_names = ("rank", "n_anchors", "width", "reg", "n_iter", "embedding_rank", "embedding_reg", "seed")
@@ -53,7 +55,7 @@ class LLORMA(Baseline):
         self.embedding_reg = embedding_reg
         self.seed = seed
 
-    def fit(self, train: RatingSet) -> "LLORMA":
+    def fit(self, train: RatingSet) -> LLORMA:
         if int(self.rank) < 1 or int(self.n_anchors) < 1 or not self.width > 0 or not self.reg > 0:
             raise ValueError(f"LLORMA needs rank >= 1, n_anchors >= 1, width > 0, reg > 0; got {self.get_params()}")
         train = self._start(train)

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfn_fast.data.ratings import RatingSet
+
 from .common import Baseline, single_thread_blas
 
 __all__ = ["SVDFeature"]
@@ -66,7 +67,7 @@ class SVDFeature(Baseline):
         self.use_side_info = use_side_info
         self.seed = seed
 
-    def fit(self, train: RatingSet) -> "SVDFeature":
+    def fit(self, train: RatingSet) -> SVDFeature:
         if int(self.rank) < 1 or not self.lr > 0 or self.reg < 0 or int(self.n_epochs) < 1:
             raise ValueError(f"SVDFeature needs rank >= 1, lr > 0, reg >= 0, n_epochs >= 1; got {self.get_params()}")
         train = self._start(train)

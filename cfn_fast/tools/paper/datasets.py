@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cfn_fast.data.ratings import RatingSet
 
-__all__ = ["DatasetSpec", "KNOWN", "discover", "load", "synthetic", "SYNTHETIC_QUICK"]
+__all__ = ["KNOWN", "SYNTHETIC_QUICK", "DatasetSpec", "discover", "load", "synthetic"]
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,29 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from cfn_fast.tools.baselines import GlobalMean, ItemMean
 from cfn_fast.data.ratings import RatingSet
 from cfn_fast.data.split import train_test_split
 from cfn_fast.metrics import mean_ci, rmse, rmse_by_popularity
+from cfn_fast.tools.baselines import GlobalMean, ItemMean
+
 from .methods import Method, Preset
 
-__all__ = ["Context", "fit_and_score", "table1", "table2_half", "figure3", "figure4", "linear_ablation",
-           "summarise"]
+__all__ = [
+    "Context",
+    "figure3",
+    "figure4",
+    "fit_and_score",
+    "linear_ablation",
+    "summarise",
+    "table1",
+    "table2_half",
+]
 
 
 @dataclass
@@ -150,10 +160,10 @@ def table2_half(ctx: Context, ratings: RatingSet, methods: dict[str, Method],
     for seed in ctx.extra_seeds:
         train, test = train_test_split(ratings, 0.5, seed=seed)
         counts = _train_item_counts(train)
-        for name in buckets:
+        for name, bucket in buckets.items():
             res = _run(ctx, f"Table 2 50/50 {name} split {seed}", methods[name], params[name], train, test, seed)
             if res is not None:
-                buckets[name].append(rmse_by_popularity(res["predicted"], test.rating, test.item, counts))
+                bucket.append(rmse_by_popularity(res["predicted"], test.rating, test.item, counts))
                 ctx.log(f"  50/50 split {seed} {name:<8} RMSE {res['rmse']:.4f} ({res['seconds']:.0f}s)")
         ctx.on_progress()
     return {"table": _bucket_table(buckets), "seeds": list(ctx.extra_seeds)}

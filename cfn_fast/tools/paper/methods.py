@@ -8,15 +8,16 @@ for the plain variant (the paper changes only the input), so they are never sear
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from cfn_fast.tools import baselines as bl
 from cfn_fast.defaults import DEFAULTS
+from cfn_fast.tools import baselines as bl
 
-__all__ = ["Method", "Preset", "PRESETS", "method_table", "TABLE1_METHODS", "sample_params"]
+__all__ = ["PRESETS", "TABLE1_METHODS", "Method", "Preset", "method_table", "sample_params"]
 
 
 # ----------------------------------------------------------------------------- search-space atoms
@@ -244,7 +245,8 @@ def linear_method(preset: Preset, icfn_params: dict[str, Any]) -> Method:
     def make(params: dict[str, Any], seed: int) -> Any:
         return bl.LinearICFN(**{**fixed, "hidden": tuple(preset.cfn_hidden), **params, "seed": seed})
     return Method("Linear I-CFN", "baseline", bl.LinearICFN.source, make, fixed,
-                  {"lr": LogUniform(0.001, 0.03), "lr_decay": Uniform(0.1, 0.6), "weight_decay": LogUniform(0.001, 0.05)},
+                  {"lr": LogUniform(0.001, 0.03), "lr_decay": Uniform(0.1, 0.6),
+                   "weight_decay": LogUniform(0.001, 0.05)},
                   {"lr": 0.005, "lr_decay": 0.3, "weight_decay": 0.01}, differences=bl.LinearICFN.differences, cost=3.0,
                   max_trials=max(3, preset.search_trials // 2))
 

@@ -1,13 +1,13 @@
 """What ``cfn bench paper`` asks of :func:`cfn_fast.tools.paper.runner.run_paper`: the parts and their options."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import datasets as dsets
 
-__all__ = ["PaperOptions", "PARTS", "DEFAULT_FIG4"]
+__all__ = ["DEFAULT_FIG4", "PARTS", "PaperOptions"]
 
 PARTS = ("table1", "table2", "table3", "fig3", "fig4", "fig5", "linear")
 DEFAULT_FIG4 = ("I-CFN", "U-CFN", "I-AutoRec", "ALS-WR", "SVDFeature")

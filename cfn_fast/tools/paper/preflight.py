@@ -7,10 +7,11 @@ import importlib.util
 from pathlib import Path
 
 from cfn_fast.fileio import check_outputs_not_inputs
+
 from . import datasets as dsets
 from .options import PaperOptions
 
-__all__ = ["check_options", "FIGURE_PARTS"]
+__all__ = ["FIGURE_PARTS", "check_options"]
 
 #: Parts that draw a PNG figure with matplotlib.
 FIGURE_PARTS = ("table1", "fig3", "fig4", "fig5")

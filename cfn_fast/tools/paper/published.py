@@ -5,7 +5,7 @@ numbers and are not invented.
 """
 from __future__ import annotations
 
-__all__ = ["TABLE1", "TABLE1_CI", "TABLE2", "TABLE3", "LINEAR_ICFN", "LATER_RESULTS", "PAPER"]
+__all__ = ["LATER_RESULTS", "LINEAR_ICFN", "PAPER", "TABLE1", "TABLE1_CI", "TABLE2", "TABLE3"]
 
 PAPER = "Strub, Mary & Gaudel 2016, 'Hybrid Recommender System based on Autoencoders' (arXiv 1606.07659v3)"
 

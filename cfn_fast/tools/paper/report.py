@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from cfn_fast.fileio import atomic_write
+
 from . import published
 from .datasets import label
 from .methods import TABLE1_METHODS
 
-__all__ = ["write_report", "fmt_ci"]
+__all__ = ["fmt_ci", "write_report"]
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -28,7 +29,7 @@ def fmt_ci(summary: dict[str, Any] | None) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    minutes, sec = divmod(int(round(seconds)), 60)
+    minutes, sec = divmod(round(seconds), 60)
     return f"{minutes}m{sec:02d}s" if minutes else f"{seconds:.1f}s"
 
 
@@ -63,11 +64,11 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     lines += [f"# CFN paper reproduction ({'quick smoke run' if meta['quick'] else 'full run'})", "",
               f"Paper: {published.PAPER}.  ",
               f"Command: `{meta['command']}`  ",
-              f"Generated {meta['started']} in {_duration(meta.get('seconds'))} on {meta['machine']}; "
-              f"CFN backend `{meta['backend']}`; preset `{meta['preset']}`.", ""]
+              (f"Generated {meta['started']} in {_duration(meta.get('seconds'))} on {meta['machine']}; "
+               f"CFN backend `{meta['backend']}`; preset `{meta['preset']}`."), ""]
     if meta["quick"]:
-        lines += ["> **Quick mode**: tiny networks, few epochs and iterations, one split. The numbers check that "
-                  "the pipeline runs end to end; they are *not* a reproduction of the paper.", ""]
+        lines += [("> **Quick mode**: tiny networks, few epochs and iterations, one split. The numbers check that "
+                   "the pipeline runs end to end; they are *not* a reproduction of the paper."), ""]
     lines += _protocol(results)
     lines += _data_section(results)
     for key, ds in results["datasets"].items():
@@ -87,22 +88,22 @@ def _protocol(results: dict[str, Any]) -> list[str]:
     meta = results["meta"]
     seeds = ", ".join(str(s) for s in meta["seeds"])
     return ["## Protocol", "",
-            f"- Splits: exactly 10% of the ratings drawn uniformly for test (`train_test_split(ratings, 0.1, seed)`), "
-            f"seeds {seeds}; ± is the 95% Student-t interval over splits (the paper's Torch code sends each rating "
-            "to train with probability 0.9 instead).",
-            "- Hyper-parameters: random search (trial 0 = the method's defaults) scored on a **validation** part "
-            f"(10% of the training ratings of split {meta['seeds'][0]}), never on a test set; stored in "
-            "`hyperparams_<dataset>.json` with every trial, its validation RMSE and the search seed "
-            f"({meta['hyperparams']}). CFN++ rows reuse the plain CFN's values (only the input changes). "
-            "Note: with one search for all splits, the validation ratings of split "
-            f"{meta['seeds'][0]} can lie in another split's test part.",
-            "- Reported figure: the model's test RMSE **after its last epoch / iteration** (fixed budget). "
-            "The paper reports the best epoch on the test set; where tracked, that figure is a separate, "
-            "labelled column (optimistic by construction).",
-            "- Predictions are clipped to the rating scale; users/items without training ratings are predicted "
-            "by fallbacks (item, user or global mean), never skipped.",
-            "- Published values are those of the paper (Table 1 has no ML-100K column). Baselines are our "
-            "re-implementations (sources and differences below), not the toolkits the paper ran.", ""]
+            (f"- Splits: exactly 10% of the ratings drawn uniformly for test (`train_test_split(ratings, 0.1, seed)`), "
+             f"seeds {seeds}; ± is the 95% Student-t interval over splits (the paper's Torch code sends each rating "
+             "to train with probability 0.9 instead)."),
+            ("- Hyper-parameters: random search (trial 0 = the method's defaults) scored on a **validation** part "
+             f"(10% of the training ratings of split {meta['seeds'][0]}), never on a test set; stored in "
+             "`hyperparams_<dataset>.json` with every trial, its validation RMSE and the search seed "
+             f"({meta['hyperparams']}). CFN++ rows reuse the plain CFN's values (only the input changes). "
+             "Note: with one search for all splits, the validation ratings of split "
+             f"{meta['seeds'][0]} can lie in another split's test part."),
+            ("- Reported figure: the model's test RMSE **after its last epoch / iteration** (fixed budget). "
+             "The paper reports the best epoch on the test set; where tracked, that figure is a separate, "
+             "labelled column (optimistic by construction)."),
+            ("- Predictions are clipped to the rating scale; users/items without training ratings are predicted "
+             "by fallbacks (item, user or global mean), never skipped."),
+            ("- Published values are those of the paper (Table 1 has no ML-100K column). Baselines are our "
+             "re-implementations (sources and differences below), not the toolkits the paper ran."), ""]
 
 
 def _data_section(results: dict[str, Any]) -> list[str]:
@@ -146,8 +147,8 @@ def _table1(key: str, ds: dict[str, Any], results: dict[str, Any]) -> list[str]:
     if "table1_plot" in ds.get("figures", {}):
         lines += [f"![Table 1, {label(key)}]({ds['figures']['table1_plot']})", ""]
     if not tracked and t1.get("curves"):
-        lines += [f"Per-epoch test RMSE was tracked on split {t1['seeds'][0]} only (Figure 5); "
-                  "drop `--no-track-epochs` for the paper-protocol column on every split.", ""]
+        lines += [(f"Per-epoch test RMSE was tracked on split {t1['seeds'][0]} only (Figure 5); "
+                   "drop `--no-track-epochs` for the paper-protocol column on every split."), ""]
     later = published.LATER_RESULTS.get(key)
     if later:
         lines += ["Later published results (for context): " + ", ".join(f"{k} {v}" for k, v in later.items()) + ".",
@@ -170,8 +171,8 @@ def _table2(results: dict[str, Any]) -> list[str]:
         if not t90 and not t50:
             continue
         lines += [f"## Table 2 — {label(key)}, RMSE by item popularity (I-CFN vs I-CFN++)", "",
-                  "Items ranked by their number of training ratings, least rated first; final-epoch test RMSE. "
-                  "The paper's Table 2 is for ML-10M; its values are shown for reference.", ""]
+                  ("Items ranked by their number of training ratings, least rated first; final-epoch test RMSE. "
+                   "The paper's Table 2 is for ML-10M; its values are shown for reference."), ""]
         for split, table, seeds in (("90/10", t90, ds.get("table1", {}).get("seeds")),
                                     ("50/50", t50, ds.get("table2_50_50", {}).get("seeds"))):
             if not table or "I-CFN" not in table:
@@ -211,15 +212,16 @@ def _table3(results: dict[str, Any]) -> list[str]:
                      f"{res['peak_rss_mib']:,.0f}", "—" if train_peak is None else f"{train_peak:,.0f}",
                      f"{res['rss_ready_mib']:,.0f}",
                      _duration(pub["seconds"]) if pub else "—", f"{pub['mib']:,}" if pub else "—"])
-    lines = ["## Table 3 — training time and peak memory, 2-layer CFN, "
-             f"{t3['epochs']} epochs, hidden {t3['hidden']}", "",
-             f"Machine: {t3['machine']}. Time = {t3['epochs']} epochs of training (setup excluded). Peak memory = "
-             "maximum RSS of the worker process over its life (`getrusage`: interpreter, data loading, model); "
-             "'training' = the high-water mark from the end of setup to the end of training (Linux VmHWM reset); "
-             "'RSS ready' = after loading the data and building the model. The paper's figures are GPU time and GPU memory on a GTX 980; CPU RSS and GPU "
-             "memory are not the same quantity. Synthetic rows use `synthetic_ratings` at the real set's shape "
-             "(same users, items and ratings), labelled as such. Extrapolated rows trained a probe of whole "
-             f"mini-batches within a {t3['budget_s']:.0f}s budget and scale it to all epochs.", ""]
+    lines = [("## Table 3 — training time and peak memory, 2-layer CFN, "
+              f"{t3['epochs']} epochs, hidden {t3['hidden']}"), "",
+             (f"Machine: {t3['machine']}. Time = {t3['epochs']} epochs of training (setup excluded). Peak memory = "
+              "maximum RSS of the worker process over its life (`getrusage`: interpreter, data loading, model); "
+              "'training' = the high-water mark from the end of setup to the end of training (Linux VmHWM reset); "
+              "'RSS ready' = after loading the data and building the model. The paper's figures are GPU time and "
+              "GPU memory on a GTX 980; CPU RSS and GPU "
+              "memory are not the same quantity. Synthetic rows use `synthetic_ratings` at the real set's shape "
+              "(same users, items and ratings), labelled as such. Extrapolated rows trained a probe of whole "
+              f"mini-batches within a {t3['budget_s']:.0f}s budget and scale it to all epochs."), ""]
     lines += _table(["model", "data", "backend", "params", "time", "peak RSS MiB (process)",
                      "peak RSS MiB (training)", "RSS ready MiB",
                      "paper time (GTX 980)", "paper MiB"], rows) + [""]
@@ -269,8 +271,9 @@ def _linear(results: dict[str, Any]) -> list[str]:
         same = lin.get("icfn") if lin.get("icfn", {}).get("mean") is not None else None
         paper = published.LINEAR_ICFN.get(key)
         lines += [f"## Non-linearity — {label(key)}", "",
-                  "I-CFN with identity activations (α, β, masking ratio and width kept from I-CFN; lr, lr decay and "
-                  "weight decay re-tuned on validation), a NumPy-reference variant in `cfn_fast.tools.baselines.LinearICFN`.",
+                  ("I-CFN with identity activations (α, β, masking ratio and width kept from I-CFN; lr, lr decay and "
+                   "weight decay re-tuned on validation), a NumPy-reference variant in "
+                   "`cfn_fast.tools.baselines.LinearICFN`."),
                   ""]
         lines += _table(["model", "final-epoch test RMSE", "splits", "paper (ML-10M)"],
                         [["Linear I-CFN", fmt_ci(lin), ", ".join(map(str, lin["seeds"])),

@@ -9,19 +9,20 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cfn_fast.data.ratings import RatingSet
+
 from . import datasets as dsets
 from . import figures, published
 from .experiments import Context, figure3, figure4, linear_ablation, table1, table2_half
 from .methods import PRESETS, TABLE1_METHODS, Method, linear_method, method_table
-from .options import DEFAULT_FIG4, PARTS, PaperOptions
+from .options import PARTS, PaperOptions
 from .preflight import check_options
 from .report import write_report
 from .search import FORMAT, load_store, save_store, search_method, search_split, store_path
 
-__all__ = ["PaperOptions", "run_paper", "PARTS"]
+__all__ = ["PARTS", "PaperOptions", "run_paper"]
 
 
 def default_hyperparams_dir() -> Path:
@@ -223,9 +224,9 @@ def _hyperparameters(opts: PaperOptions, ctx: Context, key: str, ratings: Rating
             params[name] = dict(entries[source]["params"])
             stored_fixed = entries[source].get("fixed")
             if opts.from_json and name == source and stored_fixed is not None and \
-                    json.loads(json.dumps(stored_fixed)) != json.loads(json.dumps(methods[name].fixed)):
+                    json.loads(json.dumps(stored_fixed)) != json.loads(json.dumps(m.fixed)):
                 notes.append(f"{key} {name}: searched with fixed settings {stored_fixed}, run with "
-                             f"{methods[name].fixed}.")
+                             f"{m.fixed}.")
         else:
             params[name] = dict(methods[source].defaults)
             note = f"{path} has no entry for {source}: defaults used."
@@ -244,6 +245,7 @@ def _hyperparameters(opts: PaperOptions, ctx: Context, key: str, ratings: Rating
 def _table3(opts: PaperOptions, preset: Any, backend: str, backends: list[str], out: Path,
             notes: list[str]) -> dict[str, Any]:
     from cfn_fast.data.synthetic import ML10M_SHAPE, ML20M_SHAPE
+
     from .timing import save_synthetic, time_cell
     found = dsets.discover(opts.data_dir)
     budget = opts.table3_budget or (60.0 if opts.quick else 300.0)

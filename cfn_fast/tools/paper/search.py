@@ -18,17 +18,19 @@ import json
 import math
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from cfn_fast.data.ratings import RatingSet
-from cfn_fast.fileio import atomic_write
 from cfn_fast.data.split import train_validation_test_split
+from cfn_fast.fileio import atomic_write
+
 from .methods import Method, sample_params
 
-__all__ = ["search_method", "store_path", "load_store", "save_store", "FORMAT"]
+__all__ = ["FORMAT", "load_store", "save_store", "search_method", "store_path"]
 
 FORMAT = 1
 
@@ -47,10 +49,10 @@ def load_store(path: str | Path) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(store, dict) or not isinstance(store.get("methods"), dict):
-        raise ValueError(f"{path}: expected an object with a 'methods' object")
+        raise ValueError(f"{path}: expected an object with a 'methods' object")  # noqa: TRY004 - a bad file
     for name, entry in store["methods"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
-            raise ValueError(f"{path}: method {name!r} has no 'params' object")
+            raise ValueError(f"{path}: method {name!r} has no 'params' object")  # noqa: TRY004 - a bad file
     return store
 
 

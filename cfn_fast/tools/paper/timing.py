@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["time_cell", "save_synthetic", "main"]
+__all__ = ["main", "save_synthetic", "time_cell"]
 
 
 def _rss_mib() -> float:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["tune_cfn", "ALGORITHMS", "TuneExtraMissing", "KillWorkerOnce"]
+__all__ = ["ALGORITHMS", "KillWorkerOnce", "TuneExtraMissing", "tune_cfn"]
 
 _WHERE = {"tune_cfn": ".search", "ALGORITHMS": ".search", "TuneExtraMissing": ".extra", "KillWorkerOnce": ".faults"}
 

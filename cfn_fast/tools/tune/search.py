@@ -15,18 +15,20 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cfn_fast.data.ratings import RatingSet
 from cfn_fast.data.split import train_test_split, train_validation_test_split
 from cfn_fast.tools.paper.methods import PRESETS
 from cfn_fast.tools.paper.search import FORMAT, load_store, save_store
+
 from .extra import require
-from .space import KINDS, TUNED, cfn_method, clip_to_space, first_points, method_name, tune_space
+from .space import KINDS, TUNED, clip_to_space, first_points, method_name, tune_space
 from .trainable import METRIC, TrialSetup, run_trial
 
-__all__ = ["tune_cfn", "ALGORITHMS"]
+__all__ = ["ALGORITHMS", "tune_cfn"]
 
 ALGORITHMS = ("random", "nsga2", "pbt")
 
@@ -199,7 +201,7 @@ def _run_search(setup: TrialSetup, kinds, trials, algo, address, num_cpus, cpus_
 
 def _algorithm(algo, kinds, trials, population, pbt_interval, search_seed, epochs, versions):
     """(search algorithm, scheduler, facts for the JSON) of ``algo``."""
-    tune = require("ray.tune")
+    require("ray.tune")  # fails here, naming the extra, when Ray Tune is missing
     points = first_points(kinds)[:trials]
     if algo == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -284,7 +286,8 @@ def _trial_history(results: Any, trial_log: Any, kinds: tuple[str, ...], started
             "epochs": metrics.get("epoch"), "seconds": round(float(metrics.get("time_total_s", 0.0)), 2),
             "finished_s": float(metrics.get("timestamp", time.time())) - started,
             "node_ip": metrics.get("node_ip"), "node_id": metrics.get("node_id"), "pid": metrics.get("pid"),
-            "backend": metrics.get("backend"), "threads": metrics.get("threads"), "nodes": attempt.get("nodes", []), "restarts": attempt.get("retries", 0),
+            "backend": metrics.get("backend"), "threads": metrics.get("threads"), "nodes": attempt.get("nodes", []),
+            "restarts": attempt.get("retries", 0),
             "schedule": attempt.get("schedule", []),
             "resumed_from_epoch": metrics.get("resumed_from"), "error": error})
     history.sort(key=lambda t: t["finished_s"])

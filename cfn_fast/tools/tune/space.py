@@ -7,7 +7,7 @@ from typing import Any
 
 from cfn_fast.tools.paper.methods import PRESETS, Choice, LogUniform, Method, Uniform, method_table
 
-__all__ = ["KINDS", "method_name", "cfn_method", "tune_space", "first_points", "clip_to_space", "TUNED"]
+__all__ = ["KINDS", "TUNED", "cfn_method", "clip_to_space", "first_points", "method_name", "tune_space"]
 
 KINDS = ("item", "user")
 #: The settings every algorithm tunes (PBT mutates exactly these during training).

@@ -11,15 +11,17 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cfn_fast.data.ratings import RatingSet
+
 from .extra import require
 from .space import TUNED
 
-__all__ = ["TrialSetup", "run_trial", "MODEL_FILE", "METRIC"]
+__all__ = ["METRIC", "MODEL_FILE", "TrialSetup", "run_trial"]
 
 MODEL_FILE = "model.npz"
 METRIC = "validation_rmse"
@@ -111,7 +113,7 @@ class _thread_limit:
     def __init__(self, threads: int) -> None:
         self.threads = threads
 
-    def __enter__(self) -> "_thread_limit":
+    def __enter__(self) -> None:
         os.environ["OMP_NUM_THREADS"] = str(self.threads)
         try:
             from cfn_fast.backends import cpu_backend
@@ -123,7 +125,6 @@ class _thread_limit:
             self._limits = threadpool_limits(limits=self.threads)
         except ImportError:
             self._limits = None
-        return self
 
     def __exit__(self, *exc: object) -> None:
         if self._limits is not None:
