@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sweep_defaults import FULL_SETS  # noqa: E402
 
-from cfn_fast import baselines as B  # noqa: E402
+from cfn_fast.tools import baselines as B  # noqa: E402
 from cfn_fast.data import train_test_split  # noqa: E402
 from cfn_fast.data.ratings import RatingSet  # noqa: E402
 

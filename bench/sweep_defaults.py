@@ -11,7 +11,7 @@ training time of:
   the pick of each seed and its time includes the selection), each over 3 model seeds: mean RMSE,
   and how many of the seeds diverged (``TrainingDiverged``);
 * the reference predictors (global mean, item mean, the regularised bias model μ + b_u + b_i) and
-  every baseline of :mod:`cfn_fast.baselines` with its defaults (seed 0).
+  every baseline of :mod:`cfn_fast.tools.baselines` with its defaults (seed 0).
 
 Usage::
 
@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cfn_fast import CFN
-from cfn_fast import baselines as B
+from cfn_fast.tools import baselines as B
 from cfn_fast.data import load_ratings, synthetic_ratings, train_test_split
 from cfn_fast.data.ratings import RatingSet
 from cfn_fast.training.trainer import TrainingDiverged

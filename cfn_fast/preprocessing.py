@@ -45,7 +45,7 @@ __all__ = ["Preprocessing", "sample_axes", "CENTRINGS", "BIAS_SHRINKAGE"]
 CENTRINGS = ("sample", "bias")
 
 #: Pseudo-ratings at the global mean added to every offset of the ``"bias"`` centring (the
-#: ``reg`` of :class:`cfn_fast.baselines.UserItemBias`, whose default it is; not tuned).
+#: ``reg`` of :class:`cfn_fast.tools.baselines.UserItemBias`, whose default it is; not tuned).
 BIAS_SHRINKAGE = 10.0
 
 #: Alternating rounds of the bias fit (each solves one side exactly given the other).

@@ -21,7 +21,7 @@ import cfn_fast.model as model_module
 from cfn_fast import CFN, RatingSet, StackedCFN, TrainingDiverged, available_backends, synthetic_ratings, train_test_split
 from cfn_fast.backends import BackendUnavailable
 from cfn_fast.backends.numpy_backend import NumpyEngine
-from cfn_fast.cli_errors import UsageError
+from cfn_fast.cli.errors import UsageError
 from cfn_fast.network import init_layers
 from cfn_fast.model import DeviceOutOfMemory, FoldInError, ModelBusyError, NotFittedError
 from cfn_fast.fitted.persistence import ModelFileError

@@ -1,12 +1,12 @@
-"""The paper's baselines (cfn_fast.baselines) on small synthetic data: accuracy floors, determinism, interface."""
+"""The paper's baselines (cfn_fast.tools.baselines) on small synthetic data: accuracy floors, determinism, interface."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cfn_fast.baselines import (ALSWR, BPMF, LLORMA, GlobalMean, IAutoRec, ItemMean, LinearICFN, SVDFeature,
+from cfn_fast.tools.baselines import (ALSWR, BPMF, LLORMA, GlobalMean, IAutoRec, ItemMean, LinearICFN, SVDFeature,
                                 UserItemBias)
-from cfn_fast.baselines._common import ridge_rows
+from cfn_fast.tools.baselines.common import ridge_rows
 from cfn_fast.data import synthetic_ratings, train_test_split
 from cfn_fast.metrics import rmse
 

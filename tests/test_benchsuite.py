@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cfn_fast import benchsuite
+from cfn_fast.tools import suite as benchsuite
 from cfn_fast.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cfn_fast import CFN
-from cfn_fast import baselines as B
+from cfn_fast.tools import baselines as B
 from cfn_fast.data import synthetic_ratings, train_test_split
 from cfn_fast.preprocessing import Preprocessing
 from cfn_fast.training.selection import MIN_RATINGS_FOR_VALIDATION, candidates

@@ -84,7 +84,7 @@ def test_memory_error_is_one_line_naming_what_to_reduce(files, capsys, monkeypat
 
 
 def test_bench_paper_interrupt_is_one_line(capsys, monkeypatch, tmp_path):
-    import cfn_fast.paper.runner as runner
+    import cfn_fast.tools.paper.runner as runner
 
     def interrupted(opts):
         raise KeyboardInterrupt
@@ -240,7 +240,7 @@ def test_split_files_and_reports_follow_the_umask(files, tmp_path, umask):
     split = tmp_path / "split"
     assert cli.main(["fit", "--ratings", str(files["ratings"]), *SMALL, "--save-split", str(split)]) == 0
     assert {p.stat().st_mode & 0o777 for p in split.iterdir()} == {0o600}
-    from cfn_fast.paper.report import _atomic_write
+    from cfn_fast.tools.paper.report import _atomic_write
     _atomic_write(tmp_path / "report.md", "x")
     assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o600
 
@@ -439,7 +439,7 @@ def test_demo_labels_validation_and_test_and_renames_its_count_option(capsys):
     (["--validation-ratio", "1"], "--validation-ratio must be in [0, 1), got 1.0"),
 ])
 def test_errors_name_the_option(files, capsys, monkeypatch, argv, needle):
-    monkeypatch.setattr(cli, "_load", lambda path: pytest.fail("data loaded before the options were checked"))
+    monkeypatch.setattr(cli.common, "read_ratings", lambda path: pytest.fail("data loaded before the options were checked"))
     code = cli.main(["fit", "--ratings", str(files["ratings"]), *argv])
     assert code == 2 and needle in one_line(capsys.readouterr().err, "fit")
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from cfn_fast import CFN
-from cfn_fast import baselines as B
-from cfn_fast.baselines._common import REFERENCE_SCALE, to_reference_scale
+from cfn_fast.tools import baselines as B
+from cfn_fast.tools.baselines.common import REFERENCE_SCALE, to_reference_scale
 from cfn_fast.data import synthetic_ratings, train_test_split
 from cfn_fast.data.ratings import RatingSet
 from cfn_fast.settings import (AUTO_MIN_SAMPLES, DEFAULTS, REFERENCE_KNOWN_PER_SAMPLE, choose_kind,
@@ -177,7 +177,7 @@ def test_threadpoolctl_is_a_core_dependency() -> None:
     dependencies = text[text.index("dependencies = ["):text.index("]", text.index("dependencies = ["))]
     assert '"threadpoolctl' in dependencies
     from threadpoolctl import threadpool_info
-    from cfn_fast.baselines._common import single_thread_blas
+    from cfn_fast.tools.baselines.common import single_thread_blas
     with single_thread_blas():
         assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
 

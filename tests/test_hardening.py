@@ -423,13 +423,13 @@ def test_cli_recommend_min_support(tmp_path, capsys):
 
 # ============================================================================= the same classes elsewhere
 def test_baseline_fit_is_guarded_and_rolls_back_on_interrupt():
-    from cfn_fast.baselines import ItemMean
+    from cfn_fast.tools.baselines import ItemMean
     model = ItemMean().fit(TRAIN)
     before = dict(model.__dict__)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    import cfn_fast.baselines._common as common
+    import cfn_fast.tools.baselines.common as common
     original = common.MeanStats.of
     common.MeanStats.of = staticmethod(interrupted)
     try:
@@ -472,7 +472,7 @@ def test_side_tables_with_trailing_delimiters_keep_their_columns(tmp_path):
 
 
 def test_fold_in_file_with_the_rating_column_first_is_rejected(tmp_path):
-    from cfn_fast.cli_product import read_ratings_of_new
+    from cfn_fast.cli.product import read_ratings_of_new
     path = tmp_path / "new.csv"
     path.write_text("rating,item\n5,3\n")
     with pytest.raises(ValueError, match="puts the columns in the order rating,id"):

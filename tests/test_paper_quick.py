@@ -9,9 +9,9 @@ import re
 import pytest
 
 from cfn_fast import cli
-from cfn_fast.paper import published
-from cfn_fast.paper.methods import PRESETS, TABLE1_METHODS, method_table, sample_params
-from cfn_fast.paper.search import load_store, save_store, store_path
+from cfn_fast.tools.paper import published
+from cfn_fast.tools.paper.methods import PRESETS, TABLE1_METHODS, method_table, sample_params
+from cfn_fast.tools.paper.search import load_store, save_store, store_path
 
 SHAPE = ["150", "90", "3000"]
 NUMBER = re.compile(r"\d\.\d{4}")
@@ -134,7 +134,7 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
 
 
 def test_table3_worker_extrapolates_past_its_budget(tmp_path):
-    from cfn_fast.paper.timing import save_synthetic, time_cell
+    from cfn_fast.tools.paper.timing import save_synthetic, time_cell
     path = save_synthetic(tmp_path / "s.npz", (300, 200, 6000))
     spec = {"source": "npz", "path": str(path), "kind": "item", "backend": "numpy", "hidden": 16, "epochs": 20,
             "budget_s": 0.001}

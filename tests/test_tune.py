@@ -1,4 +1,4 @@
-"""``cfn tune`` / :func:`cfn_fast.tune.tune_cfn`: a tiny search on Ray (skipped without the ``tune`` extra),
+"""``cfn tune`` / :func:`cfn_fast.tools.tune.tune_cfn`: a tiny search on Ray (skipped without the ``tune`` extra),
 and the package without Ray."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_package_and_cli_work_without_ray(tmp_path):
         import sys
         sys.modules["ray"] = None                      # makes `import ray` raise ImportError
         sys.modules["optuna"] = None
-        import cfn_fast, cfn_fast.tune, cfn_fast.cli
+        import cfn_fast, cfn_fast.tools.tune, cfn_fast.cli
         from cfn_fast.cli import main
         code = main(["tune", "--ratings", {str(ratings)!r}, "--trials", "2", "--epochs", "1", "--hidden", "4",
                      "--out", {str(tmp_path / "hyperparams_r.json")!r}])
@@ -52,7 +52,7 @@ def test_cli_help_lists_the_options():
 def test_auto_kind_searches_both_kinds_starting_from_their_defaults():
     pytest.importorskip("ray.tune", reason="the 'tune' extra (ray[tune]) is not installed")
     from cfn_fast.settings import DEFAULTS
-    from cfn_fast.tune.space import first_points, tune_space
+    from cfn_fast.tools.tune.space import first_points, tune_space
     points = first_points(("item", "user"))
     for kind in ("item", "user"):
         d = DEFAULTS[kind]
@@ -69,13 +69,13 @@ def test_auto_kind_searches_both_kinds_starting_from_their_defaults():
     ({"trials": 0}, "trials must be an integer >= 1"), ({"algo": "pbt", "trials": 1}, "pbt needs a population"),
     ({"gpus_per_trial": 1.5}, "gpus_per_trial must be"), ({"cpus_per_trial": 0}, "cpus_per_trial must be > 0")])
 def test_bad_arguments_are_refused_before_ray_starts(tmp_path, bad, message):
-    from cfn_fast.tune import tune_cfn
+    from cfn_fast.tools.tune import tune_cfn
     with pytest.raises(ValueError, match=message):
         tune_cfn(synthetic_ratings(30, 20, 200, seed=0), out=tmp_path / "h.json", **bad)
 
 
 def test_an_existing_file_that_is_not_a_result_is_not_overwritten(tmp_path):
-    from cfn_fast.tune import tune_cfn
+    from cfn_fast.tools.tune import tune_cfn
     precious = tmp_path / "hyperparams_x.json"
     precious.write_text("my notes, not JSON")
     with pytest.raises(ValueError, match="exists and is not a hyperparams JSON"):
@@ -100,7 +100,7 @@ def ray_cluster():
 def killed_search(ray_cluster, tmp_path_factory):
     """A 4-trial random search (2 CPUs) in which the worker of the first trial reaching epoch 2 is
     SIGKILLed once; max_failures lets it resume from its epoch-1 checkpoint."""
-    from cfn_fast.tune import KillWorkerOnce, tune_cfn
+    from cfn_fast.tools.tune import KillWorkerOnce, tune_cfn
     folder = tmp_path_factory.mktemp("tune")
     ratings = synthetic_ratings(*SHAPE, seed=0)
     marker = folder / "killed.txt"
@@ -140,7 +140,7 @@ def test_resumed_trial_equals_an_uninterrupted_one(killed_search):
 
 def test_result_is_the_paper_schema_with_an_honest_refit(killed_search):
     from cfn_fast import CFN
-    from cfn_fast.paper.search import load_store
+    from cfn_fast.tools.paper.search import load_store
     store = load_store(killed_search["folder"] / f"hyperparams_{DATASET}.json")
     entry = store["methods"]["I-CFN"]
     assert store["dataset"] == DATASET and store["format"] == 1
@@ -179,7 +179,7 @@ def test_cfn_bench_paper_from_json_reads_the_result(killed_search, tmp_path):
 def test_pbt_changes_settings_during_training(ray_cluster, tmp_path):
     """PBT: the worst trials continue from a better trial's checkpoint (CFN.load) with perturbed settings
     (set_params reaching the engine); every trial completes its epochs."""
-    from cfn_fast.tune import tune_cfn
+    from cfn_fast.tools.tune import tune_cfn
     store = tune_cfn(synthetic_ratings(*SHAPE, seed=0), out=tmp_path / "hyperparams_pbt.json", algo="pbt",
                      trials=4, num_cpus=2, hidden=(8,), epochs=6, pbt_interval=2, progress=False, log=lambda s: None)
     trials = store["methods"]["I-CFN"]["trials"]

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from cfn_fast import CFN
 from cfn_fast.backends.base import epoch_order
 from cfn_fast.data import load_movielens, synthetic_ratings
-from cfn_fast.paper.published import TABLE3, TABLE3_HIDDEN
+from cfn_fast.tools.paper.published import TABLE3, TABLE3_HIDDEN
 
 #: where MovieLens lives (the repository's ``../shared/data``; CFN_BENCH_DATA overrides)
 DATA_DIR = Path(os.environ.get("CFN_BENCH_DATA", "/work/shared/data"))

@@ -30,7 +30,7 @@ Graphs
     the requested users' predicted ratings of that item out.  A known sample fed its training row gets
     :meth:`CFN.predict`'s values; a new one gets :meth:`CFN.fold_in`'s.
 ``"recommend"``    ``k`` int64 ``[1]`` (≤ the number of candidates) and the optional ``min_support`` int64
-    ``[1]`` (default :data:`~cfn_fast.recommend.DEFAULT_MIN_SUPPORT`: items with fewer training ratings are
+    ``[1]`` (default :data:`~cfn_fast.fitted.ranking.DEFAULT_MIN_SUPPORT`: items with fewer training ratings are
     never recommended) → ``top_indices`` int64 ``[B, k]`` and ``top_scores`` float32 ``[B, k]``, best first,
     ties broken by the unclipped score then by lower index (TopK), as :meth:`CFN.recommend`.
 
@@ -320,7 +320,7 @@ class _Exporter:
 
     def _top_k(self, unclipped: str, excluded: str, support: np.ndarray) -> None:
         """TopK on the unclipped scores: ranking by the clipped score with ties broken by the unclipped one
-        (as :func:`cfn_fast.recommend.top_n`) is ranking by the unclipped score, clipping being monotone.
+        (as :func:`cfn_fast.fitted.ranking.top_n`) is ranking by the unclipped score, clipping being monotone.
         Candidates with fewer than ``min_support`` training ratings are excluded like seen ones."""
         g, T = self.g, self.onnx.TensorProto
         k = self._input("k", T.INT64, [1])
