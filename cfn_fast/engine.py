@@ -42,7 +42,7 @@ __all__ = ["ENGINE_API_VERSION", "Engine", "TrainConfig", "Layer", "TrainingInpu
            "BACKENDS", "available_backends", "BackendUnavailable"]
 
 #: Version of the contract in ``docs/engine_api.md`` (``"major.minor"``).
-ENGINE_API_VERSION = "1.1"
+ENGINE_API_VERSION = "1.2"
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 from . import interop, settings
 from .backends import fallback_backend, resolve_backend
-from .data.labelled import align_rows, check_parallel
+from .data.labelled import check_parallel
 from .data.ratings import RatingSet
-from .data.side_info import as_feature_matrix
+from .data.side_info import sample_side_features
 from .engine import training_inputs
 from .export.onnx import export_onnx
 from .fitted import encoding, foldin, scoring
@@ -82,7 +80,7 @@ class CFN(EstimatorParams):
         the step the training data's density gives."""
         fitted = self._fitted
         resolved = settings.resolve(self.get_params()) if fitted is None else \
-            settings.resolve(self.get_params(), fitted.kind, _known_per_sample(fitted.network.inputs))
+            settings.resolve(self.get_params(), fitted.kind, settings.known_per_sample(fitted.network.inputs))
         return {name: resolved[name] for name in settings.RESOLVED_NAMES}
 
     # ------------------------------------------------------------------ training
@@ -106,17 +104,15 @@ class CFN(EstimatorParams):
             hint = " (build one with RatingSet.from_dataframe)" if type(train).__name__ == "DataFrame" else \
                 " (build one with RatingSet.from_arrays(user, item, rating))"
             raise TypeError(f"fit expects a RatingSet as train, got {type(train).__name__}{hint}")
-        _check_validation_type(validation)
         settings.resolve(self.get_params())
         backend = resolve_backend(self.backend)
         train.validate("train")
-        if validation is not None:
-            _check_validation(validation, train)
+        train.check_validation(validation)
         kind, centring, selection = self._resolve_kind(train, user_features, item_features, validation, divergence)
-        features = _sample_features(kind, train, user_features, item_features)
+        features = sample_side_features(kind, train, user_features, item_features)
         inputs = training_inputs(train, kind, use_side_info=bool(self.use_side_info), features=features,
                                  centring=centring)
-        p = settings.resolve(self.get_params(), kind, _known_per_sample(inputs.samples))
+        p = settings.resolve(self.get_params(), kind, settings.known_per_sample(inputs.samples))
         if initial_layers is None:
             layers = init_layers(inputs.n_inputs, p["hidden"], inputs.side_dim, self.seed)
         else:
@@ -148,8 +144,7 @@ class CFN(EstimatorParams):
         fitted = self._check_fitted()
         settings.check(settings.is_int(epochs) and epochs >= 0, "epochs", epochs, "an integer >= 0")
         if validation is not None:
-            _check_validation_type(validation)
-            _check_validation(validation, fitted.train)
+            fitted.train.check_validation(validation)
             self._validation = validation
         p = self._sync_engine()
         return self._train(int(epochs), p, early_stopping, callbacks, divergence)
@@ -160,7 +155,7 @@ class CFN(EstimatorParams):
         :class:`~cfn_fast.engine.TrainConfig` (lr and lr_decay come per epoch and need no rebuild).  The
         architecture and the data the network learned cannot change without refitting."""
         fitted, runtime = self._check_fitted(), self._runtime
-        p = settings.resolve(self.get_params(), fitted.kind, _known_per_sample(fitted.network.inputs))
+        p = settings.resolve(self.get_params(), fitted.kind, settings.known_per_sample(fitted.network.inputs))
         trained = {"kind": fitted.kind, "centring": fitted.network.preprocessing.centring}
         for name, value in (("kind", self.kind), ("centring", self.centring)):
             if value not in (None, AUTO, trained[name]):
@@ -226,7 +221,7 @@ class CFN(EstimatorParams):
 
     def _bind(self, fitted: Fitted, backend: str) -> None:
         self._fitted = fitted
-        p = settings.resolve(self.get_params(), fitted.kind, _known_per_sample(fitted.network.inputs))
+        p = settings.resolve(self.get_params(), fitted.kind, settings.known_per_sample(fitted.network.inputs))
         self._runtime = Runtime(fitted, backend, settings.train_config(p))
 
     def _rt(self) -> Runtime:
@@ -445,39 +440,3 @@ class CFN(EstimatorParams):
 
 _SIGNATURE = settings.signature()
 CFN.__init__.__signature__ = _SIGNATURE  # type: ignore[attr-defined]
-
-
-# ----------------------------------------------------------------------------- helpers of fit
-def _check_validation_type(validation: Any) -> None:
-    if validation is not None and not isinstance(validation, RatingSet):
-        raise TypeError(f"validation must be a RatingSet or None, got {type(validation).__name__}")
-
-
-def _check_validation(validation: RatingSet, train: RatingSet) -> None:
-    validation.validate("validation")
-    if not validation.same_universe(train):
-        raise ValueError("validation must share train's users and items (split both from one RatingSet)")
-
-
-def _known_per_sample(inputs: sp.csr_matrix) -> float:
-    """Mean number of known entries of the samples (rows) that have any."""
-    non_empty = int(np.count_nonzero(np.diff(inputs.indptr)))
-    return inputs.nnz / non_empty if non_empty else 0.0
-
-
-def _sample_features(kind: str, train: RatingSet, user_features: Any, item_features: Any) -> Any:
-    """The features given for the side ``kind`` reads (``None``: those stored in ``train``), aligned on the
-    rating set's ids when labelled; both sides' are checked, and features of the other side are ignored
-    with a warning rather than silently training a plain CFN."""
-    user_features = align_rows(user_features, train.user_ids, "user_features", "user")
-    item_features = align_rows(item_features, train.item_ids, "item_features", "item")
-    for name, value, rows in (("user_features", user_features, train.n_users),
-                              ("item_features", item_features, train.n_items)):
-        if value is not None:
-            as_feature_matrix(value, rows, name)
-    used, unused = ("user", "item") if kind == "user" else ("item", "user")
-    if (item_features if unused == "item" else user_features) is not None:
-        warnings.warn(f"{unused}_features are ignored: a {'U' if kind == 'user' else 'I'}-CFN uses only "
-                      f"{used} features (pass {used}_features=, or train kind={unused!r} to use "
-                      f"{unused} features)", UserWarning, stacklevel=4)
-    return user_features if kind == "user" else item_features

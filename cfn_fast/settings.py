@@ -31,7 +31,7 @@ from .backends.base import TrainConfig
 
 __all__ = ["Setting", "SETTINGS", "SETTING_NAMES", "DEFAULTS", "KindDefaults", "PER_KIND", "KINDS", "AUTO",
            "CENTRINGS", "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
-           "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
+           "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE", "known_per_sample", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
            "is_int", "is_real", "is_finite"]
 
 KINDS = ("item", "user")
@@ -282,6 +282,13 @@ def search_space() -> dict[str, tuple[str, float, float]]:
 #: Mean known entries per training sample up to which the tuned ``lr`` is used unchanged
 #: (a little above ML-1M's 90 % training split; see bench/README.md, "density-aware step").
 REFERENCE_KNOWN_PER_SAMPLE: dict[str, float] = {"item": 300.0, "user": 200.0}
+
+
+def known_per_sample(samples: Any) -> float:
+    """Mean number of known entries of the samples (rows of a CSR) that have any: the density
+    :func:`density_step_factor` adapts the default step to."""
+    non_empty = int(np.count_nonzero(np.diff(samples.indptr)))
+    return samples.nnz / non_empty if non_empty else 0.0
 
 
 def density_step_factor(kind: str, known_per_sample: float) -> float:

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+import cfn_fast.fitted.runtime as runtime_module
+
 from cfn_fast import CFN, available_backends, synthetic_ratings, train_test_split
 
 CPU_BACKENDS = [b for b in ("numpy", "cpu") if b in available_backends()]
@@ -32,19 +34,19 @@ def _work(model: CFN, k: int) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("kind", ["user", "item"])
-def test_many_threads_give_what_one_thread_gives(backend, kind):
+def test_many_threads_give_what_one_thread_gives(backend, kind, monkeypatch):
     model = CFN(kind, (16, 8), 2, backend=backend, seed=4).fit(TRAIN)
     serial = [_work(model, k) for k in range(3 * N_THREADS)]
     # a fresh copy: engine and caches are not built yet, so the threads race to build them
     shared = pickle.loads(pickle.dumps(model))
     builds = []
-    make_engine = shared._make_engine
+    make_engine = runtime_module.make_engine
 
     def counting_make_engine(*args, **kwargs):
         builds.append(threading.get_ident())
         return make_engine(*args, **kwargs)
 
-    shared._make_engine = counting_make_engine
+    monkeypatch.setattr(runtime_module, "make_engine", counting_make_engine)   # what a runtime builds with
     barrier = threading.Barrier(N_THREADS)
 
     def job(k: int) -> dict[str, np.ndarray]:

@@ -111,52 +111,41 @@ def scale_note(ratings: Any, scale: list[float] | None) -> str:
 
 # ----------------------------------------------------------------------------- the model's options
 def add_model_options(p: argparse.ArgumentParser, *, epochs: int = 20) -> None:
-    """The ``model`` option group of ``cfn demo`` and ``cfn fit`` (read back by :func:`model_from_args`)."""
-    from cfn_fast.settings import DEFAULTS
+    """The ``model`` option group of ``cfn demo`` and ``cfn fit``, one option per setting of
+    :data:`cfn_fast.settings.SETTINGS` that has a flag (read back by :func:`model_from_args`)."""
+    from cfn_fast.settings import DEFAULTS, SETTINGS
 
-    def per_kind_default(name: str) -> str:
-        field = name.replace("-", "_")
-        return (f"{getattr(DEFAULTS['item'], field):g} for --kind item, "
-                f"{getattr(DEFAULTS['user'], field):g} for user")
-
-    helps = {"alpha": "loss weight of masked known ratings", "beta": "loss weight of visible known ratings",
-             "mask-ratio": "probability of masking a known input rating", "lr": "initial learning rate",
-             "lr-decay": "lr_t = lr / (1 + t * lr_decay)", "weight-decay": "L2 weight decay on every parameter",
-             "batch-size": "samples per mini-batch"}
+    types = {"positive int": int_in(1), "non-negative int": int_in(0), "int": int}
     g = p.add_argument_group("model")
-    g.add_argument("--kind", choices=("auto", "item", "user"), default="auto",
-                   help="I-CFN (item), U-CFN (user) or auto: kind and centring chosen on a validation part of "
-                        "the training set (up to 4 extra fits)")
-    g.add_argument("--centring", choices=("sample", "bias"), default=None,
-                   help="centre by each sample's mean (the paper's) or by the bias model mu + b_u + b_i "
-                        "(default: sample for --kind item|user, chosen for auto)")
-    g.add_argument("--hidden", type=int_in(1), nargs="+", default=[600], help="hidden layer widths")
-    g.add_argument("--epochs", type=int_in(0), default=epochs, help="training epochs")
-    for name in ("alpha", "beta", "mask-ratio", "lr", "lr-decay", "weight-decay", "batch-size"):
-        g.add_argument(f"--{name}", type=int_in(1) if name == "batch-size" else float, default=None,
-                       help=f"{helps[name]} (default: {per_kind_default(name)})")
-    g.add_argument("--backend", default="auto", choices=("auto", "numpy", "cpu", "cuda"),
-                   help="engine; auto = cuda when a GPU is usable, else cpu")
-    g.add_argument("--no-side-info", action="store_true", help="train a plain CFN (no CFN++ side information)")
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation and masking noise")
+    for setting in SETTINGS:
+        if setting.flag is None:
+            continue
+        cli = dict(setting.cli)
+        cli.pop("flag", None)
+        options: dict[str, Any] = {"dest": setting.name, "help": cli.pop("help", setting.help)}
+        if setting.per_kind:
+            options["help"] += (f" (default: {getattr(DEFAULTS['item'], setting.name):g} for --kind item, "
+                                f"{getattr(DEFAULTS['user'], setting.name):g} for user)")
+        if "action" not in cli:
+            options["type"] = types[cli.pop("type")] if "type" in cli else (float if setting.per_kind else str)
+            options["default"] = epochs if setting.name == "epochs" else cli.pop("default", setting.default)
+        g.add_argument(setting.flag, **options, **cli)
 
 
 def model_from_args(args: argparse.Namespace) -> Any:
     """The CFN the options of :func:`add_model_options` describe, validated before any data is
     loaded; a bad value is reported under its option name (``--batch-size``, not ``batch_size``)."""
     from cfn_fast.model import CFN
-    model = CFN(kind=args.kind, centring=args.centring, hidden=tuple(args.hidden), epochs=args.epochs,
-                alpha=args.alpha, beta=args.beta, mask_ratio=args.mask_ratio, lr=args.lr, lr_decay=args.lr_decay,
-                weight_decay=args.weight_decay, batch_size=args.batch_size, backend=args.backend,
-                use_side_info=not args.no_side_info, seed=args.seed,
-                verbose=min(int(getattr(args, "verbose", 0)), 1))
+    from cfn_fast.settings import SETTINGS
+    given = {s.name: getattr(args, s.name) for s in SETTINGS if s.flag is not None}
+    model = CFN(**{**given, "hidden": tuple(given["hidden"])}, verbose=min(int(getattr(args, "verbose", 0)), 1))
     try:
         model.resolved_params()
     except ValueError as exc:
         text = str(exc)
-        for name in ("alpha", "beta", "mask_ratio", "lr_decay", "lr", "weight_decay", "batch_size", "hidden",
-                     "epochs", "seed"):
-            text = re.sub(rf"(?<![\w-]){name}(?![\w])", "--" + name.replace("_", "-"), text)
+        for s in SETTINGS:  # the settings whose option is named after them
+            if s.flag == "--" + s.name.replace("_", "-"):
+                text = re.sub(rf"(?<![\w-]){s.name}(?![\w])", s.flag, text)
         raise ValueError(text) from None
     return model
 

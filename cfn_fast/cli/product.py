@@ -91,7 +91,7 @@ def demo(args: argparse.Namespace) -> dict:
         print(f"data: {ratings} (synthetic, seed {args.seed}); {train.nnz:,} train / {validation.nnz:,} "
               f"validation / {test.nnz:,} test ratings")
         name = {"item": "I-CFN", "user": "U-CFN"}.get(args.kind, "CFN (kind auto)")
-        print(f"model: {name}{'' if args.no_side_info else '++'} "
+        print(f"model: {name}{'++' if args.use_side_info else ''} "
               f"hidden={tuple(args.hidden)} backend={model.backend if model.backend != 'auto' else 'auto'}")
     start = time.perf_counter()
     _announce_selection(model, args.json)

@@ -298,6 +298,16 @@ class RatingSet:
             if feats is not None:
                 as_feature_matrix(feats, n, f"{what}.{name}")
 
+    def check_validation(self, validation: Any) -> None:
+        """A validation set for training on this set: a valid RatingSet (or None) of the same users and items."""
+        if validation is None:
+            return
+        if not isinstance(validation, RatingSet):
+            raise TypeError(f"validation must be a RatingSet or None, got {type(validation).__name__}")
+        validation.validate("validation")
+        if not validation.same_universe(self):
+            raise ValueError("validation must share train's users and items (split both from one RatingSet)")
+
     def same_universe(self, other: RatingSet) -> bool:
         """True when both sets index users and items identically."""
         return (self.n_users == other.n_users and self.n_items == other.n_items

@@ -6,6 +6,7 @@ where columns have meaning, a tuple of column names so a model's input stays int
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,7 +15,9 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg
 
-__all__ = ["build_count_matrix", "low_rank_embedding", "multi_hot", "one_hot"]
+from .labelled import align_rows
+
+__all__ = ["build_count_matrix", "low_rank_embedding", "multi_hot", "one_hot", "sample_side_features"]
 
 # Below this many cells a dense SVD is cheaper and exact, and ARPACK's k < min(shape) limit
 # does not cut the rank.
@@ -180,3 +183,22 @@ def as_feature_matrix(features: Any, n_rows: int, what: str = "side information"
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} contains NaN or infinite values")
     return np.ascontiguousarray(arr)
+
+
+def sample_side_features(kind: str, ratings: Any, user_features: Any, item_features: Any) -> Any:
+    """The features given for the side a ``kind`` of CFN reads (users for ``"user"``, items for ``"item"``;
+    ``None``: use those stored in ``ratings``), aligned on the rating set's ids when labelled.  Both sides'
+    are checked; features of the other side are ignored with a warning rather than silently training a
+    plain CFN."""
+    user_features = align_rows(user_features, ratings.user_ids, "user_features", "user")
+    item_features = align_rows(item_features, ratings.item_ids, "item_features", "item")
+    for name, value, rows in (("user_features", user_features, ratings.n_users),
+                              ("item_features", item_features, ratings.n_items)):
+        if value is not None:
+            as_feature_matrix(value, rows, name)
+    used, unused = ("user", "item") if kind == "user" else ("item", "user")
+    if (item_features if unused == "item" else user_features) is not None:
+        warnings.warn(f"{unused}_features are ignored: a {'U' if kind == 'user' else 'I'}-CFN uses only "
+                      f"{used} features (pass {used}_features=, or train kind={unused!r} to use "
+                      f"{unused} features)", UserWarning, stacklevel=4)
+    return user_features if kind == "user" else item_features

@@ -9,15 +9,17 @@ hidden width are kept from I-CFN and only lr, lr decay and weight decay are tune
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
-from cfn_fast.backends.base import TrainConfig
 from cfn_fast.backends.numpy_backend import NumpyEngine, corrupted_batch, reconstruction_loss
 from cfn_fast.corruption import epoch_key
 from cfn_fast.data.ratings import RatingSet
 from cfn_fast.network import Layer, init_layers
 from cfn_fast.preprocessing import Preprocessing
+from cfn_fast.settings import init_from_signature, parameter_names, resolve, signature, train_config
 from cfn_fast.training.trainer import run_epochs
 
 from .common import Baseline
@@ -71,22 +73,8 @@ class LinearICFN(Baseline):
     source = "Strub et al. 2016, Sec. 4.3 (I-CFN without its non-linearity)"
     differences = ("identity activations in every layer (the engines only have tanh): a NumPy-reference variant "
                    "in the harness; predictions clipped to the scale like CFN's")
-    param_names = ("hidden", "epochs", "alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay",
-                   "batch_size", "seed")
-
-    def __init__(self, hidden: tuple[int, ...] = (600,), epochs: int = 20, alpha: float = 1.0, beta: float = 0.5,
-                 mask_ratio: float = 0.25, lr: float = 0.01, lr_decay: float = 0.3, weight_decay: float = 0.01,
-                 batch_size: int = 35, seed: int = 0) -> None:
-        self.hidden = hidden
-        self.epochs = epochs
-        self.alpha = alpha
-        self.beta = beta
-        self.mask_ratio = mask_ratio
-        self.lr = lr
-        self.lr_decay = lr_decay
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.seed = seed
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        init_from_signature(self, _SIGNATURE, args, kwargs)
 
     def fit(self, train: RatingSet) -> LinearICFN:
         if not 0 <= self.mask_ratio < 1 or not self.lr > 0 or self.lr * self.weight_decay >= 1:
@@ -97,9 +85,7 @@ class LinearICFN(Baseline):
         self.inputs_ = self.preprocessing_.centred_matrix(train)
         hidden = tuple(int(h) for h in np.atleast_1d(self.hidden))
         layers = init_layers(self.inputs_.shape[1], hidden, 0, int(self.seed))
-        config = TrainConfig(alpha=float(self.alpha), beta=float(self.beta), mask_ratio=float(self.mask_ratio),
-                             weight_decay=float(self.weight_decay), batch_size=int(self.batch_size),
-                             seed=int(self.seed))
+        config = train_config(resolve({**self.get_params(), "kind": "item"}))
         self.engine_ = _LinearEngine(layers, config, self.inputs_, None)
         self.history_ = run_epochs(self.engine_, first_epoch=1, epochs=int(self.epochs), lr=float(self.lr),
                                    lr_decay=float(self.lr_decay), n_known=max(self.inputs_.nnz, 1))
@@ -108,3 +94,11 @@ class LinearICFN(Baseline):
     def _raw_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         out = self.engine_.predict_entries(self.inputs_, None, items, users)
         return self.preprocessing_.to_rating(items, out)
+
+
+#: CFN's training settings (the declaration's), with this variant's defaults (no kind, backend or side information).
+_SIGNATURE = signature({"alpha": 1.0, "beta": 0.5, "mask_ratio": 0.25, "lr": 0.01, "lr_decay": 0.3,
+                        "weight_decay": 0.01, "batch_size": 35},
+                       exclude=("kind", "centring", "backend", "use_side_info", "verbose", "profile"))
+LinearICFN.param_names = parameter_names(_SIGNATURE)
+LinearICFN.__init__.__signature__ = _SIGNATURE  # type: ignore[attr-defined]

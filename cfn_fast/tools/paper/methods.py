@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cfn_fast.settings import DEFAULTS
+from cfn_fast.settings import DEFAULTS, search_space
 from cfn_fast.tools import baselines as bl
 
 __all__ = ["PRESETS", "TABLE1_METHODS", "Method", "Preset", "method_table", "sample_params"]
@@ -136,14 +136,13 @@ def _cfn_factory(kind: str, side: bool, preset: Preset, backend: str) -> Callabl
 
 
 def _cfn_space() -> dict[str, Any]:
-    return {"lr": LogUniform(0.02, 0.15), "lr_decay": Uniform(0.1, 0.6), "weight_decay": LogUniform(0.01, 0.1),
-            "alpha": Uniform(0.8, 1.2), "beta": Uniform(0.3, 0.9), "mask_ratio": Uniform(0.1, 0.35)}
+    """The ranges of the tuned settings, as declared with them (:func:`cfn_fast.settings.search_space`)."""
+    atoms = {"log": LogUniform, "uniform": Uniform}
+    return {name: atoms[kind](low, high) for name, (kind, low, high) in search_space().items()}
 
 
 def _cfn_defaults(kind: str) -> dict[str, Any]:
-    d = DEFAULTS[kind]
-    return {"lr": d.lr, "lr_decay": d.lr_decay, "weight_decay": d.weight_decay, "alpha": d.alpha, "beta": d.beta,
-            "mask_ratio": d.mask_ratio}
+    return {name: getattr(DEFAULTS[kind], name) for name in search_space()}
 
 
 #: The authors' shipped Torch configurations (SPEC: ML-1M layer-1 config and the ML-1M I-CFN tutorial);

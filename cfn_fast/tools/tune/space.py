@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from cfn_fast.settings import search_space
+
 from cfn_fast.tools.paper.methods import PRESETS, Choice, LogUniform, Method, Uniform, method_table
 
 __all__ = ["KINDS", "TUNED", "cfn_method", "clip_to_space", "first_points", "method_name", "tune_space"]
 
 KINDS = ("item", "user")
 #: The settings every algorithm tunes (PBT mutates exactly these during training).
-TUNED = ("lr", "lr_decay", "weight_decay", "alpha", "beta", "mask_ratio")
+TUNED = tuple(search_space())
 
 
 def method_name(kind: str) -> str:
