@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +33,9 @@ THIRD_PARTY_PRIVATE_READS_ALLOWED = 3
 
 def _modules() -> dict[str, Path]:
     found = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
+    paths = [Path(root) / f for root, _, files in os.walk(PACKAGE, followlinks=True)   # cfn_fast/kernels is a link
+             for f in files if f.endswith(".py")]
+    for path in sorted(paths):
         parts = path.relative_to(PACKAGE).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
@@ -180,3 +185,15 @@ def test_the_estimator_module_is_thin_and_the_root_small():
     assert lines <= 450, f"{estimator[0].name} has {lines} lines"
     root = [p for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
     assert len(root) <= 12, sorted(p.name for p in root)
+
+
+def test_the_layers_of_docs_architecture_hold():
+    """The ``[tool.importlinter]`` contract of pyproject.toml (the diagram of docs/architecture.md)."""
+    pytest.importorskip("importlinter")
+    root = PACKAGE.parent
+    command = Path(sys.executable).parent / "lint-imports"
+    if not (root / "pyproject.toml").is_file() or not command.exists():
+        pytest.skip("needs the source tree's pyproject.toml and the lint-imports command")
+    result = subprocess.run([str(command), "--config", str(root / "pyproject.toml"), "--no-cache"],
+                            capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
