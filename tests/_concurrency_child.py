@@ -1,4 +1,4 @@
-"""Child process of tests/test_hardening.py: two threads fit one CFN at the same instant, many times.
+"""Child process of tests/test_concurrency_and_interrupts.py: two threads fit one CFN at the same instant, many times.
 
 Each round starts both ``fit`` calls behind a barrier on the cpu backend (the one that crashed
 with "double free or corruption"); exactly one may train, the other must get ModelBusyError,

@@ -1,4 +1,4 @@
-"""Child process of tests/test_hardening.py: trains, gets SIGINT from the parent, checks consistency.
+"""Child process of tests/test_concurrency_and_interrupts.py: trains, gets SIGINT from the parent, checks consistency.
 
 Protocol (one line per message on stdout): the child prints ``go`` once each training round has
 finished its first epoch; the parent then sends SIGINT after a random delay; the child checks that

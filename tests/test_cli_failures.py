@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cfn_fast import CFN, load_ratings, synthetic_ratings
-from cfn_fast import cli
+from cfn_fast import CFN, cli, load_ratings, synthetic_ratings
 from cfn_fast.fileio import atomic_write, remove_stale_temporaries
 
 REPO = Path(__file__).resolve().parents[1]
@@ -439,7 +438,8 @@ def test_demo_labels_validation_and_test_and_renames_its_count_option(capsys):
     (["--validation-ratio", "1"], "--validation-ratio must be in [0, 1), got 1.0"),
 ])
 def test_errors_name_the_option(files, capsys, monkeypatch, argv, needle):
-    monkeypatch.setattr(cli.common, "read_ratings", lambda path: pytest.fail("data loaded before the options were checked"))
+    monkeypatch.setattr(cli.common, "read_ratings",
+                        lambda path: pytest.fail("data loaded before the options were checked"))
     code = cli.main(["fit", "--ratings", str(files["ratings"]), *argv])
     assert code == 2 and needle in one_line(capsys.readouterr().err, "fit")
 
