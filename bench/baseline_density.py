@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sweep_defaults import FULL_SETS  # noqa: E402
 
-from cfn_fast.tools import baselines as B  # noqa: E402
 from cfn_fast.data import train_test_split  # noqa: E402
 from cfn_fast.data.ratings import RatingSet  # noqa: E402
+from cfn_fast.tools import baselines as B  # noqa: E402
 
 GRID = {
     "ALS-WR": [(B.ALSWR, {"rank": rank, "reg": reg}) for rank in (1, 10, 50) for reg in (0.05, 0.15, 0.5)],

@@ -43,6 +43,7 @@ CONFIGS = {
 # ============================================================================= worker (one run)
 def _load(data: str, args: dict):
     import numpy as np
+
     from cfn_fast import RatingSet, train_test_split
     if data == "ml-1m":
         path = Path(args["data_dir"]) / "ratings.npz"
@@ -64,6 +65,7 @@ def _synthetic_shape(data: str) -> tuple[int, int, int]:
 def _cache_path(cache_dir, shape: tuple[int, int, int]) -> Path:
     """Cache file of a synthetic set; named after the generator's source, so a new generator regenerates."""
     import hashlib
+
     from cfn_fast.data import synthetic
     digest = hashlib.sha1(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
     return Path(cache_dir) / f"synthetic_{shape[0]}_{shape[1]}_{shape[2]}_seed0_{digest}.npz"
@@ -72,6 +74,7 @@ def _cache_path(cache_dir, shape: tuple[int, int, int]) -> Path:
 def _synthetic(data: str, args: dict):
     """The synthetic set from the cache (generated there first if needed)."""
     import numpy as np
+
     from cfn_fast import RatingSet, synthetic_ratings
     shape = _synthetic_shape(data)
     cache = _cache_path(args["cache_dir"], shape)
@@ -95,6 +98,7 @@ def worker(spec: dict) -> dict:
     """Train one (data set, kind, backend) and measure it."""
     sys.path[:0] = [str(ROOT), str(HERE)]
     import numpy as np
+
     from cfn_fast import CFN
     if spec.get("threads"):
         os.environ["OMP_NUM_THREADS"] = str(spec["threads"])
@@ -172,7 +176,8 @@ def table_row(data: str, model: str, backend: str, full: int, ran: int, res: dic
     note = f"{ran} of {full} epochs run, time extrapolated" if extrapolated else ""
     rmse = "-" if extrapolated else f"{res['test_rmse']:.4f}"
     return [data, model, str(full), backend, f"{seconds:.1f}" + ("*" if extrapolated else ""), f"{per_epoch:.3f}",
-            f"{res['cpu_seconds'] / max(ran, 1):.3f}", f"{res['train_nnz'] * ran / max(res['seconds'], 1e-9):,.0f}", f"{res['peak_rss_mb']:.0f} MB", rmse, note]
+            f"{res['cpu_seconds'] / max(ran, 1):.3f}", f"{res['train_nnz'] * ran / max(res['seconds'], 1e-9):,.0f}",
+            f"{res['peak_rss_mb']:.0f} MB", rmse, note]
 
 
 def torch_available() -> bool:
@@ -206,7 +211,8 @@ def main_table(args: argparse.Namespace) -> None:
             results[f"{name}/{backend}"] = dict(res, epochs=ran)
             side = res.get("side_dim", 0)
             model = f"{label} {HIDDEN}" + (f" +{side} side" if side else "")
-            rows.append(table_row(data, model, "torch (dense)" if backend == "torch" else backend, args.epochs, ran, res))
+            rows.append(table_row(data, model, "torch (dense)" if backend == "torch" else backend,
+                                  args.epochs, ran, res))
     print()
     print(f"# CPU: {os.cpu_count()} cores; threads={args.threads or 'default'}; load average at end "
           f"{os.getloadavg()[0]:.1f}")

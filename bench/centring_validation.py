@@ -30,8 +30,8 @@ from sweep_defaults import DATA, FULL_SETS  # noqa: E402
 
 import cfn_fast.preprocessing as preprocessing  # noqa: E402
 from cfn_fast import CFN  # noqa: E402
-from cfn_fast.tools.baselines import UserItemBias  # noqa: E402
 from cfn_fast.data import train_test_split  # noqa: E402
+from cfn_fast.tools.baselines import UserItemBias  # noqa: E402
 
 VARIANTS = {"sample": ("sample", None), "bias clip 1": ("bias", 1.0), "bias no clip": ("bias", None)}
 

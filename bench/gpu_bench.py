@@ -249,6 +249,7 @@ def cpu_rmse(kind: str, train, test, epochs: int, hidden: tuple[int, ...], side:
 def sweep(train, kind: str, hidden: tuple[int, ...], side: bool, epochs: int) -> list[dict]:
     """Engine options on one data set: seconds per epoch of each variant (after its warm-up epoch)."""
     import cupy
+
     from cfn_fast.backends.cuda_backend import CudaEngine
     from cfn_fast.network import init_layers
     base = CFN(kind, hidden=hidden, epochs=0, backend="numpy", use_side_info=side, seed=0)
@@ -396,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                 res["torch"] = torch_run(kind, train, test, cap, hidden, side, args.epochs, args.peer_device)
                 t = res["torch"]
                 log(f"  torch peer: {t['seconds_run']:.2f}s for {t['epochs_run']} epochs -> "
-                    f"{'~' if t['extrapolated'] else ''}{t['seconds']:.1f}s for {args.epochs}, peak {t['peak_mib']:.0f} MiB"
+                    f"{'~' if t['extrapolated'] else ''}{t['seconds']:.1f}s for {args.epochs}, "
+                    f"peak {t['peak_mib']:.0f} MiB"
                     + ("" if t["rmse"] is None else f", RMSE {t['rmse']:.4f}"))
             except Exception as exc:
                 import traceback
@@ -438,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         paper = PAPER_GTX980.get((data, kind))
         shape = f"{res['samples']:,} x {res['inputs']:,}, {res['ratings']:,}"
         if c is None:
-            lines.append(f"| {name} | {shape} | error: {res.get('cuda_error', '?')} | | | | | | | {fmt_paper(paper)} | |")
+            lines.append(f"| {name} | {shape} | error: {res.get('cuda_error', '?')} | | | | | | | "
+                         f"{fmt_paper(paper)} | |")
             continue
         speedup = t["seconds"] / c["seconds"] if t else None
         lines.append(
@@ -451,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         if target:
             seconds_ok = c["seconds"] <= target[0]
             mem_ok = target[1] is None or c["peak_pool_mib"] <= target[1] * 1024
-            verdicts.append(f"- {name}: {c['seconds']:.2f}s (target <= {target[0]}s: {'PASS' if seconds_ok else 'MISS'})"
+            verdicts.append(f"- {name}: {c['seconds']:.2f}s (target <= {target[0]}s: "
+                            f"{'PASS' if seconds_ok else 'MISS'})"
                             + ("" if target[1] is None else
                                f", peak pool {c['peak_pool_mib']:.0f} MiB (target <= {target[1]} GiB: "
                                f"{'PASS' if mem_ok else 'MISS'})"))

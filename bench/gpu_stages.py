@@ -244,6 +244,7 @@ def time_engine(matrix: sp.csr_matrix, side: np.ndarray, kind: str, epochs: int 
     """20 epochs of the CUDA engine on ``matrix`` after one warm-up epoch (undone)."""
     epochs = EPOCHS if epochs is None else epochs
     import cupy
+
     from cfn_fast.backends.cuda_backend import CudaEngine, max_batch_nnz, memory_plan
     from cfn_fast.training.trainer import learning_rate, run_epochs
     p, config = _config(kind)
@@ -342,6 +343,7 @@ def stage_machine(res: Results, args) -> None:
 def stage_nvrtc(res: Results, args) -> None:
     """Compile the module (NVRTC through CuPy), then what ptxas gave each kernel and the grids."""
     import cupy
+
     from cfn_fast.backends import cuda_backend, cuda_module
     t0 = time.perf_counter()
     kernels = cuda_module.compiled_kernels(cupy)
@@ -356,7 +358,7 @@ def stage_nvrtc(res: Results, args) -> None:
 
 
 def stage_numeric(res: Results, args) -> None:
-    from cuda_emulator import numeric_check   # tests/cuda_emulator (gpu_check.sh puts tests/ on PYTHONPATH)
+    from cuda_emulator import numeric_check  # tests/cuda_emulator (gpu_check.sh puts tests/ on PYTHONPATH)
     for reference in ("numpy", "cpu"):
         if reference == "cpu":
             _wait_for_build(args, 20.0)
@@ -507,7 +509,8 @@ def table(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=[*STAGES, "table"])
-    parser.add_argument("--data", default=".device_data", help="folder holding ml-1m/ (ratings.npz, users.csv, items.csv)")
+    parser.add_argument("--data", default=".device_data",
+                        help="folder holding ml-1m/ (ratings.npz, users.csv, items.csv)")
     parser.add_argument("--results", required=True, help="JSON-lines file the stage appends to")
     parser.add_argument("--peer-seconds", type=float, default=4.0, help="seconds of peer steps timed per run")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (checks this script, not speed)")
@@ -519,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     if SMOKE:
         EPOCHS, HIDDEN = 2, 8
     if args.emulate:
-        from cuda_emulator import install_fake_cupy   # tests/cuda_emulator: PYTHONPATH=.:tests
+        from cuda_emulator import install_fake_cupy  # tests/cuda_emulator: PYTHONPATH=.:tests
         install_fake_cupy(sms=2)
     if args.stage == "table":
         text = table(read_results(Path(args.results)))

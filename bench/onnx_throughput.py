@@ -73,12 +73,13 @@ def row_feeds(dense: np.ndarray, input_format: str) -> dict:
 
 def session(model: CFN, graph: str, threads: int, input_format: str = "dense"):
     import onnxruntime as ort
+
     from cfn_fast.export.onnx import build_onnx
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    return ort.InferenceSession(build_onnx(model.runtime_, graph, input_format=input_format).SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(build_onnx(model.runtime_, graph, input_format=input_format).SerializeToString(),
+                                options, providers=["CPUExecutionProvider"])
 
 
 def bench_pairs(model: CFN, test: RatingSet, args) -> dict:
@@ -185,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         ratings = RatingSet.from_arrays(d["user"], d["item"], d["rating"], scale=(1, 5))
     train, test = train_test_split(ratings, 0.1, seed=0)
     backend = args.backend or ("cpu" if "cpu" in available_backends() else "numpy")
-    summary = {"backend": backend, "hidden": args.hidden, "input_format": args.input_format, "onnx_threads": args.threads, "cpus": os.cpu_count(),
-               "side_info": args.side_info}
+    summary = {"backend": backend, "hidden": args.hidden, "input_format": args.input_format,
+               "onnx_threads": args.threads, "cpus": os.cpu_count(), "side_info": args.side_info}
     for kind in args.kinds:
         model = CFN(kind, tuple(args.hidden), args.epochs, backend=backend, use_side_info=args.side_info)
         model.fit(train)

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode, e in result["modes"].items():
         cov = f"{100 * e['phase_coverage']:.1f}%" if "phase_coverage" in e else ""
         print(f"{mode:<14}{e['median_s']:>10.4f}{e['min_s']:>10.4f}{100 * e['overhead_vs_off']:>+18.1f}%"
-              f"{100 * e['overhead_min_vs_off']:>+7.1f}%{e['cpu_median_s']:>8.3f}{100 * e['cpu_overhead_vs_off']:>+13.1f}%"
+              f"{100 * e['overhead_min_vs_off']:>+7.1f}%{e['cpu_median_s']:>8.3f}"
+              f"{100 * e['cpu_overhead_vs_off']:>+13.1f}%"
               f"{cov:>14}")
     print(engines["timers"].profile.format_table())
     if args.json:

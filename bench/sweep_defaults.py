@@ -36,9 +36,9 @@ from typing import Any, Callable
 import numpy as np
 
 from cfn_fast import CFN
-from cfn_fast.tools import baselines as B
 from cfn_fast.data import load_ratings, synthetic_ratings, train_test_split
 from cfn_fast.data.ratings import RatingSet
+from cfn_fast.tools import baselines as B
 from cfn_fast.training.trainer import TrainingDiverged
 
 DATA = Path("/work/shared/data")
@@ -172,7 +172,8 @@ def check(result: dict[str, Any]) -> list[str]:
         problems.append(f"auto's worst seed ({rows['auto']['worst']:.4f}) above the bias model ({bias:.4f})")
     floor = rows["Global mean"]["rmse"] if "Global mean" in rows else math.inf
     for name in BASELINES:
-        if name in rows and not rows[name].get("skipped") and not (math.isfinite(rows[name]["rmse"]) and rows[name]["rmse"] <= floor):
+        if name in rows and not rows[name].get("skipped") and not (math.isfinite(rows[name]["rmse"])
+                                                                   and rows[name]["rmse"] <= floor):
             problems.append(f"{name} {rows[name]['rmse']:.4f} not finite or above the global mean {floor:.4f}")
     return problems
 

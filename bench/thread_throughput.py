@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
     report["pairs_per_s_parallel"] = pairs / best_parallel
     report["speedup"] = best_single / best_parallel
     report["speedup_per_repeat"] = [s / p for s, p in zip(report["single"], report["parallel"])]
-    report["speedup_median_of_repeats"] = float(np.median(report["speedup_per_repeat"]))  # paired: robust to load drifts
+    # paired: robust to load drifts
+    report["speedup_median_of_repeats"] = float(np.median(report["speedup_per_repeat"]))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

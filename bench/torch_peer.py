@@ -124,7 +124,8 @@ class TorchEngine(Engine):
         out = []
         for start in range(0, inputs.shape[0], chunk):
             x = torch.from_numpy(inputs[start:start + chunk].toarray()).to(self.device)
-            s = None if side is None else torch.from_numpy(np.asarray(side[start:start + chunk], np.float32)).to(self.device)
+            s = None if side is None else \
+                torch.from_numpy(np.asarray(side[start:start + chunk], np.float32)).to(self.device)
             out.append(self._forward(x, s, len(self.params) - 1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.params[-1][0].shape[1]), np.float32)
 
@@ -139,5 +140,6 @@ class TorchEngine(Engine):
         c = torch.from_numpy(cols).to(self.device)
         z = (codes[torch.from_numpy(local).to(self.device)] * weight[c]).sum(1) + bias[c]
         if side is not None:
-            z = z + (torch.from_numpy(np.asarray(side[rows], np.float32)).to(self.device) * self.params[-1][2][c]).sum(1)
+            z = z + (torch.from_numpy(np.asarray(side[rows], np.float32)).to(self.device)
+                     * self.params[-1][2][c]).sum(1)
         return torch.tanh(z).cpu().numpy().astype(np.float32)

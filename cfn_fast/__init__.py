@@ -4,8 +4,15 @@
 """
 from . import engine
 from .backends import available_backends, resolve_backend
-from .data import (RatingSet, download_movielens, load_movielens, load_ratings, synthetic_ratings,
-                   train_test_split, train_validation_test_split)
+from .data import (
+                   RatingSet,
+                   download_movielens,
+                   load_movielens,
+                   load_ratings,
+                   synthetic_ratings,
+                   train_test_split,
+                   train_validation_test_split,
+)
 from .engine import ENGINE_API_VERSION, make_engine
 from .metrics import mean_ci, rmse, rmse_by_popularity
 from .model import CFN, DEFAULTS, ModelBusyError, NotFittedError

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from .data.labelled import check_parallel
-from scipy import stats
 
 __all__ = ["rmse", "MeanCI", "mean_ci", "rmse_by_popularity", "POPULARITY_BUCKETS"]
 

@@ -35,8 +35,15 @@ from .network import Layer, check_layers, init_layers
 from .profiling import Profile, ProfiledEngine
 from .settings import AUTO, DEFAULTS, EstimatorParams
 from .training.selection import select_kind
-from .training.trainer import (Callback, DivergenceRule, EarlyStopping, EpochRecord, TrainingDiverged,
-                               divergence_rule, reference_mse, run_epochs)
+from .training.trainer import (
+    Callback,
+    DivergenceRule,
+    EarlyStopping,
+    TrainingDiverged,
+    divergence_rule,
+    reference_mse,
+    run_epochs,
+)
 
 __all__ = ["CFN", "DEFAULTS", "NotFittedError", "DeviceOutOfMemory", "FoldInError", "TrainingDiverged",
            "EarlyStopping", "DivergenceRule", "ModelBusyError"]

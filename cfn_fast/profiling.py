@@ -42,6 +42,7 @@ from typing import Any
 
 # -lineinfo for Nsight Compute's source view: an option of the CUDA module, re-exported here
 from .backends.cuda_module import cuda_compile_options, lineinfo_requested
+from .fileio import atomic_write
 
 __all__ = [
     "DOMAIN",
@@ -180,7 +181,6 @@ class Profile:
 
     def write_trace(self, path: str | Path) -> Path:
         """Write :meth:`chrome_trace` to ``path`` (atomically)."""
-        from .fileio import atomic_write
         with atomic_write(path, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(self.chrome_trace()))
         return Path(path)

@@ -27,11 +27,10 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from .backends.base import TrainConfig
-
-__all__ = ["Setting", "SETTINGS", "SETTING_NAMES", "DEFAULTS", "KindDefaults", "PER_KIND", "KINDS", "AUTO",
-           "CENTRINGS", "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
-           "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE", "known_per_sample", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
+__all__ = ["Setting", "SETTINGS", "TrainConfig", "SETTING_NAMES", "DEFAULTS", "KindDefaults", "PER_KIND", "KINDS",
+           "AUTO", "CENTRINGS", "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
+           "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE",
+           "known_per_sample", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
            "is_int", "is_real", "is_finite"]
 
 KINDS = ("item", "user")
@@ -99,8 +98,9 @@ class Setting:
     ``default``: the constructor default (``None`` for a per-kind setting, which takes
     ``per_kind[kind]``).  ``ok`` / ``expected``: the check a resolved value passes and how the error
     names it.  ``convert``: the type a resolved value is stored as.  ``engine``: a field of
-    :class:`TrainConfig`.  ``search``: ``("log" | "uniform", low, high)``, the range a search draws it
-    from.  ``cli``: the option's metadata (``flag``, ``choices``, ``type``) for the command line."""
+    :class:`TrainConfig`, whose default (the engine API's, versioned) is ``engine_default``.  ``search``:
+    ``("log" | "uniform", low, high)``, the range a search draws it from.  ``cli``: the option's metadata
+    (``flag``, ``choices``, ``type``) for the command line."""
 
     name: str
     default: Any
@@ -110,6 +110,7 @@ class Setting:
     convert: Callable[[Any], Any] | None = None
     per_kind: Mapping[str, Any] | None = None
     engine: bool = False
+    engine_default: Any = None
     search: tuple[str, float, float] | None = None
     positional: bool = False
     cli: Mapping[str, Any] = field(default_factory=dict)
@@ -136,21 +137,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("epochs", 20, "training epochs", ok=lambda v: is_int(v) and v >= 0, expected="an integer >= 0",
             positional=True, cli={"type": "non-negative int"}),
     Setting("alpha", None, "loss weight of masked known ratings", ok=_non_negative, expected="a finite number >= 0",
-            convert=float, per_kind={"item": 1.0, "user": 1.1}, engine=True, search=("uniform", 0.8, 1.2)),
+            convert=float, per_kind={"item": 1.0, "user": 1.1}, engine=True, engine_default=1.0,
+            search=("uniform", 0.8, 1.2)),
     Setting("beta", None, "loss weight of visible known ratings", ok=_non_negative, expected="a finite number >= 0",
-            convert=float, per_kind={"item": 0.5, "user": 0.5}, engine=True, search=("uniform", 0.3, 0.9)),
+            convert=float, per_kind={"item": 0.5, "user": 0.5}, engine=True, engine_default=0.5,
+            search=("uniform", 0.3, 0.9)),
     Setting("mask_ratio", None, "probability of masking a known input rating",
             ok=lambda v: is_real(v) and 0 <= v < 1, expected="a number in [0, 1)", convert=float,
-            per_kind={"item": 0.25, "user": 0.15}, engine=True, search=("uniform", 0.1, 0.35)),
+            per_kind={"item": 0.25, "user": 0.15}, engine=True, engine_default=0.25, search=("uniform", 0.1, 0.35)),
     Setting("lr", None, "initial learning rate", ok=_positive, expected="a finite number > 0", convert=float,
             per_kind={"item": 0.07, "user": 0.09}, search=("log", 0.02, 0.15)),
     Setting("lr_decay", None, "lr_t = lr / (1 + t * lr_decay)", ok=_non_negative, expected="a finite number >= 0",
             convert=float, per_kind={"item": 0.3, "user": 0.18}, search=("uniform", 0.1, 0.6)),
     Setting("weight_decay", None, "L2 weight decay on every parameter", ok=_non_negative,
             expected="a finite number >= 0", convert=float, per_kind={"item": 0.04, "user": 0.025}, engine=True,
-            search=("log", 0.01, 0.1)),
+            engine_default=0.05, search=("log", 0.01, 0.1)),
     Setting("batch_size", None, "samples per mini-batch", ok=_positive_int, expected="a positive integer",
-            convert=int, per_kind={"item": 35, "user": 35}, engine=True, cli={"type": "positive int"}),
+            convert=int, per_kind={"item": 35, "user": 35}, engine=True, engine_default=35,
+            cli={"type": "positive int"}),
     Setting("backend", "auto", "engine: auto (cuda when a GPU is usable, else cpu), numpy (reference), cpu, cuda",
             ok=lambda v: isinstance(v, str), expected="'auto', 'numpy', 'cpu' or 'cuda'",
             cli={"choices": ("auto", "numpy", "cpu", "cuda"),
@@ -160,7 +164,7 @@ SETTINGS: tuple[Setting, ...] = (
             cli={"flag": "--no-side-info", "action": "store_false",
                  "help": "train a plain CFN (no CFN++ side information)"}),
     Setting("seed", 0, "seeds initialisation, batch order and corruption", ok=lambda v: is_int(v) and v >= 0,
-            expected="an integer >= 0", convert=int, engine=True, cli={"type": "int",
+            expected="an integer >= 0", convert=int, engine=True, engine_default=0, cli={"type": "int",
                                                           "help": "seed of initialisation and masking noise"}),
     Setting("verbose", 0, "0 silent, 1 progress bar, 2 also one line per epoch",
             ok=lambda v: (is_int(v) or isinstance(v, bool)) and v >= 0, expected="an integer >= 0",
@@ -170,6 +174,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in SETTINGS)
+
+#: What an engine needs for one SGD step (the lr comes per epoch): the ``engine`` settings, with the engine
+#: API's keyword defaults (part of the versioned contract of docs/engine_api.md).
+TrainConfig = make_dataclass(
+    "TrainConfig", [(s.name, s.convert, field(default=s.engine_default)) for s in SETTINGS if s.engine], frozen=True)
+TrainConfig.__doc__ = ("The hyper-parameters an engine needs for one SGD step (the lr comes per epoch): "
+                       + ", ".join(s.name for s in SETTINGS if s.engine) + ".")
+TrainConfig.__module__ = __name__
 
 #: The per-kind defaults, one frozen record per kind (``DEFAULTS["item"].lr``).
 KindDefaults = make_dataclass("KindDefaults", [(s.name, type(s.per_kind["item"])) for s in SETTINGS if s.per_kind],
@@ -187,7 +199,8 @@ def signature(defaults: Mapping[str, Any] | None = None, extra: Sequence[inspect
     defaults = dict(defaults or {})
     chosen = [s for s in SETTINGS if s.name not in exclude]
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += [inspect.Parameter(s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults.get(s.name, s.default))
+    params += [inspect.Parameter(s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                 default=defaults.get(s.name, s.default))
                for s in chosen if s.positional]
     params += [inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(s.name, s.default))
                for s in chosen if not s.positional]

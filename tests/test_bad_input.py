@@ -18,13 +18,21 @@ import pytest
 
 import cfn_fast.engine as engine_module
 import cfn_fast.model as model_module
-from cfn_fast import CFN, RatingSet, StackedCFN, TrainingDiverged, available_backends, synthetic_ratings, train_test_split
+from cfn_fast import (
+    CFN,
+    RatingSet,
+    StackedCFN,
+    TrainingDiverged,
+    available_backends,
+    synthetic_ratings,
+    train_test_split,
+)
 from cfn_fast.backends import BackendUnavailable
 from cfn_fast.backends.numpy_backend import NumpyEngine
 from cfn_fast.cli.errors import UsageError
-from cfn_fast.network import init_layers
-from cfn_fast.model import DeviceOutOfMemory, FoldInError, ModelBusyError, NotFittedError
 from cfn_fast.fitted.persistence import ModelFileError
+from cfn_fast.model import DeviceOutOfMemory, FoldInError, ModelBusyError, NotFittedError
+from cfn_fast.network import init_layers
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 
@@ -392,7 +400,8 @@ CASES: list[Case] = [
          lambda: _busy(read=True), ModelBusyError,
          "this CFN is busy: fit() is running in another thread; predict() would see half-trained weights (wait "
          "for it to return)"),
-    Case("CSV header with fewer fields than its rows", "load_ratings(\"shift.csv\")  # userId,movieId,rating / 1,2,3,99",
+    Case("CSV header with fewer fields than its rows",
+         "load_ratings(\"shift.csv\")  # userId,movieId,rating / 1,2,3,99",
          _text_file("shift.csv", "userId,movieId,rating\n1,2,3,881250949\n"), ValueError,
          r"re:.*shift.csv: malformed generic rating file: the header has 3 field\(s\) \(userId, movieId, rating\) "
          r"but the data rows have 4: the columns would not line up; fix the header or the rows",
@@ -416,13 +425,15 @@ CASES: list[Case] = [
          r"re:user ids contain 1 missing value\(s\) \((<NA>|nan|None) at position 1\); every rating needs a user "
          r"and an item id",
          shown="user ids contain 1 missing value(s) (<NA> at position 1); every rating needs a user and an item id"),
-    Case("feature DataFrame whose index lacks ids", "fit(train, user_features=DataFrame(rows, index=0..299))  # ids 1..",
+    Case("feature DataFrame whose index lacks ids",
+         "fit(train, user_features=DataFrame(rows, index=0..299))  # ids 1..",
          _pandas_case(lambda pd: CFN("user", (8,), 1, backend="numpy").fit(
              _TRAIN, user_features=pd.DataFrame(np.zeros((_TRAIN.n_users, 2)), index=_TRAIN.user_ids + 1))),
          ValueError,
          "user_features: its index lacks 1 of the 300 user ids, e.g. [0]; index the rows by user id "
          "(frame.set_index('user_id')) or pass frame.to_numpy() to use them in the rating set's sorted user-id order"),
-    Case("feature DataFrame whose index repeats an id", "with_features(item_features=DataFrame(rows, index=[0, 0, 1, ...]))",
+    Case("feature DataFrame whose index repeats an id",
+         "with_features(item_features=DataFrame(rows, index=[0, 0, 1, ...]))",
          _pandas_case(lambda pd: _TRAIN.with_features(item_features=pd.DataFrame(
              np.zeros((_TRAIN.n_items, 2)), index=np.r_[0, np.arange(_TRAIN.n_items - 1)]))), ValueError,
          "item_features: its index repeats item id(s) [0]; one row per item id"),
@@ -431,7 +442,8 @@ CASES: list[Case] = [
                                                        pd.Series([3.0, 4.0], index=[1, 0]))), ValueError,
          "user and rating are pandas objects with different indexes, so their rows would pair up by position across "
          "different labels; take them from one DataFrame or reset their indexes"),
-    Case("fold-in feature Series with unknown labels", "icfn.fold_in({1: 4.0}, features=pd.Series(v, index=[\"f0\", \"genre\"]))",
+    Case("fold-in feature Series with unknown labels",
+         "icfn.fold_in({1: 4.0}, features=pd.Series(v, index=[\"f0\", \"genre\"]))",
          _pandas_case(_fold_in_labels), ValueError,
          "fold-in features: its labels do not match the model's feature names (missing ['f1'], unknown ['genre'])"),
     Case("load_ratings of an unsupported object", "load_ratings(42)",

@@ -4,11 +4,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cfn_fast.tools.baselines import (ALSWR, BPMF, LLORMA, GlobalMean, IAutoRec, ItemMean, LinearICFN, SVDFeature,
-                                UserItemBias)
-from cfn_fast.tools.baselines.common import ridge_rows
 from cfn_fast.data import synthetic_ratings, train_test_split
 from cfn_fast.metrics import rmse
+from cfn_fast.tools.baselines import (
+    ALSWR,
+    BPMF,
+    LLORMA,
+    GlobalMean,
+    IAutoRec,
+    ItemMean,
+    LinearICFN,
+    SVDFeature,
+    UserItemBias,
+)
+from cfn_fast.tools.baselines.common import ridge_rows
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cfn_fast.tools import suite as benchsuite
 from cfn_fast.cli import main
+from cfn_fast.tools import suite as benchsuite
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "bench" / "suite"

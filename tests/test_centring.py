@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from cfn_fast import CFN
-from cfn_fast.tools import baselines as B
 from cfn_fast.data import synthetic_ratings, train_test_split
 from cfn_fast.preprocessing import Preprocessing
+from cfn_fast.tools import baselines as B
 from cfn_fast.training.selection import MIN_RATINGS_FOR_VALIDATION, candidates
 
 BACKENDS = ["numpy", "cpu"]
@@ -117,8 +117,8 @@ def test_auto_trains_the_best_validation_candidate_on_all_of_train(tmp_path) -> 
     data = _data(seed=2)
     model = CFN("auto", hidden=(16,), epochs=3, backend="cpu", seed=4).fit(data)
     choice = model.selection_
-    assert choice.how == "validation part" and set(choice.validation_rmse) == {"item/sample", "item/bias", "user/sample",
-                                                                          "user/bias"}
+    assert choice.how == "validation part" and set(choice.validation_rmse) == {"item/sample", "item/bias",
+                                                                          "user/sample", "user/bias"}
     best = min(choice.validation_rmse, key=choice.validation_rmse.get)
     assert f"{model.kind_}/{model.centring_}" == best == f"{choice.kind}/{choice.centring}"
     # what was trained is exactly the explicit model of that kind and centring, on all of train

@@ -73,7 +73,8 @@ def test_every_engine_kernel_is_defined():
     from cfn_fast.backends.cuda_module import KERNEL_NAMES, kernel_source, module_source
     source = kernel_source()
     for name in KERNEL_NAMES:
-        assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+(CFN_BOUNDS_\w*\s+)?{name}\s*\(', source), f"kernel {name} not found"
+        assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+(CFN_BOUNDS_\w*\s+)?{name}\s*\(', source), \
+            f"kernel {name} not found"
     # one translation unit: the shared header enters exactly once (include guard), every .cu is included
     assert source.count("#define CFN_COMMON_CUH") == 1
     assert not re.search(r'^\s*#\s*include\s+"', source, re.M)
@@ -101,7 +102,8 @@ def _min_blocks_promised(arch: str) -> dict[str, int]:
                        sm90 if arch == "sm_90" else sm90.split("#else", 1)[1])
     found = {"cfn_encode": int(encode.group(1))}
     for kernel, macro in (("cfn_output", "OUTPUT"), ("cfn_scatter_atomic", "ATOMIC")):
-        found[kernel] = int(re.search(rf"CFN_BOUNDS_{macro} __launch_bounds__\(CFN_MAX_THREADS, (\d)\)", source).group(1))
+        found[kernel] = int(re.search(rf"CFN_BOUNDS_{macro} __launch_bounds__\(CFN_MAX_THREADS, (\d)\)",
+                                      source).group(1))
     return found
 
 
@@ -126,7 +128,8 @@ def _nvrtc_with_cupys_flags(arch: str) -> str:
         # --device-as-default-execution-space (and --pch on new NVRTC): the same path here
         with include_dir() as directory:   # the RawModule's options: -std=c++17 -I<kernels/cuda>
             cubin, _ = compiler.compile_using_nvrtc(module_source(),
-                                                    module_options(directory, COMPILE_OPTIONS) + ("-ftz=true", "-Xptxas=-v"),
+                                                    module_options(directory, COMPILE_OPTIONS)
+                                                    + ("-ftz=true", "-Xptxas=-v"),
                                                     arch=arch[3:], log_stream=log)
     finally:
         compiler._get_arch_for_options_for_nvrtc = original

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 from cfn_fast import CFN
-from cfn_fast.tools import baselines as B
-from cfn_fast.tools.baselines.common import REFERENCE_SCALE, to_reference_scale
 from cfn_fast.data import synthetic_ratings, train_test_split
 from cfn_fast.data.ratings import RatingSet
-from cfn_fast.settings import (AUTO_MIN_SAMPLES, DEFAULTS, REFERENCE_KNOWN_PER_SAMPLE, choose_kind,
-                               density_step_factor)
+from cfn_fast.settings import AUTO_MIN_SAMPLES, DEFAULTS, REFERENCE_KNOWN_PER_SAMPLE, choose_kind, density_step_factor
+from cfn_fast.tools import baselines as B
+from cfn_fast.tools.baselines.common import REFERENCE_SCALE, to_reference_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,16 +88,18 @@ def test_auto_kind_is_reported_persisted_and_used(tmp_path) -> None:
     assert model.preprocessing_.kind == kind
     loaded = CFN.load(model.save(tmp_path / "auto.npz"))
     assert loaded.kind_ == kind
-    np.testing.assert_allclose(loaded.predict_indices(data.user, data.item), model.predict_indices(data.user, data.item))
+    np.testing.assert_allclose(loaded.predict_indices(data.user, data.item),
+                               model.predict_indices(data.user, data.item))
     ids = data.item_ids if kind == "user" else data.user_ids
     model.fold_in({ids[0]: 4.0})                               # a sample of the kind it chose
 
 
 def test_cli_defaults_to_auto_kind() -> None:
-    from cfn_fast.cli import main
     import contextlib
     import io
     import json
+
+    from cfn_fast.cli import main
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         main(["demo", "--users", "60", "--items", "40", "--ratings", "600", "--epochs", "1", "--hidden", "8",
@@ -177,6 +178,7 @@ def test_threadpoolctl_is_a_core_dependency() -> None:
     dependencies = text[text.index("dependencies = ["):text.index("]", text.index("dependencies = ["))]
     assert '"threadpoolctl' in dependencies
     from threadpoolctl import threadpool_info
+
     from cfn_fast.tools.baselines.common import single_thread_blas
     with single_thread_blas():
         assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
@@ -191,7 +193,7 @@ def test_sweep_quick_mode_runs_and_prints_every_row(capsys) -> None:
     assert len([s for s in sweep.FULL_SETS if not s.name.startswith("ml-")]) >= 8
     sweep.main(["--quick", "--seeds", "1", "--sets", "q-sparse,q-narrow"])
     out = capsys.readouterr().out
-    for row in ("I-CFN", "U-CFN", "I-CFN, bias centring", "U-CFN, bias centring", "auto", "Global mean", "Item mean", "Bias", "ALS-WR",
-                "BPMF", "SVDFeature", "LLORMA", "I-AutoRec", "Linear I-CFN"):
+    for row in ("I-CFN", "U-CFN", "I-CFN, bias centring", "U-CFN, bias centring", "auto", "Global mean", "Item mean",
+                "Bias", "ALS-WR", "BPMF", "SVDFeature", "LLORMA", "I-AutoRec", "Linear I-CFN"):
         assert f"| {row}" in out
     assert "q-narrow" in out and "auto" in out

@@ -14,8 +14,16 @@ import scipy.sparse as sp
 import cfn_fast
 from cfn_fast import CFN, available_backends, synthetic_ratings, train_test_split
 from cfn_fast import engine as engine_api
-from cfn_fast.engine import (ENGINE_API_VERSION, BackendUnavailable, TrainConfig, init_layers, learning_rate,
-                             make_engine, minibatches, training_inputs)
+from cfn_fast.engine import (
+    ENGINE_API_VERSION,
+    BackendUnavailable,
+    TrainConfig,
+    init_layers,
+    learning_rate,
+    make_engine,
+    minibatches,
+    training_inputs,
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "engine_api.md"
 CPU_BACKENDS = [b for b in ("numpy", "cpu") if b in available_backends()]

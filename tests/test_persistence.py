@@ -219,7 +219,8 @@ def test_wrong_format_version(saved, tmp_path):
     arrays["cfn_version"] = np.array([99])
     bad = tmp_path / "v99.npz"
     _rewrite(bad, arrays)
-    with pytest.raises(ModelFileError, match="has cfn_fast model format version 99; this cfn_fast .* reads versions 1, 2"):
+    with pytest.raises(ModelFileError,
+                       match="has cfn_fast model format version 99; this cfn_fast .* reads versions 1, 2"):
         CFN.load(bad)
 
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from cfn_fast import CFN, synthetic_ratings, train_test_split
-from cfn_fast.model import FoldInError
 from cfn_fast.fitted.foldin import FoldIn
 from cfn_fast.fitted.ranking import top_n
 from cfn_fast.fitted.scoring import item_codes
+from cfn_fast.model import FoldInError
 
 
 @pytest.fixture(scope="module")

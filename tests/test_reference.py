@@ -6,8 +6,14 @@ import pytest
 import scipy.sparse as sp
 
 from cfn_fast.backends.base import TrainConfig, epoch_order
-from cfn_fast.backends.numpy_backend import (NumpyEngine, backward, corrupted_batch, forward,
-                                             reconstruction_loss, sgd_update)
+from cfn_fast.backends.numpy_backend import (
+    NumpyEngine,
+    backward,
+    corrupted_batch,
+    forward,
+    reconstruction_loss,
+    sgd_update,
+)
 from cfn_fast.corruption import epoch_key, hidden_entries, mask_threshold
 from cfn_fast.network import Layer, init_layers
 from cfn_fast.training.trainer import learning_rate
@@ -21,8 +27,8 @@ def random_csr(n_rows: int, n_cols: int, density: float, seed: int) -> sp.csr_ma
 
 
 def as64(layers: list[Layer]) -> list[Layer]:
-    return [Layer(l.weight.astype(np.float64), l.bias.astype(np.float64),
-                  None if l.side_weight is None else l.side_weight.astype(np.float64)) for l in layers]
+    return [Layer(layer.weight.astype(np.float64), layer.bias.astype(np.float64),
+                  None if layer.side_weight is None else layer.side_weight.astype(np.float64)) for layer in layers]
 
 
 def batch_loss(layers, X, known, hidden, side, alpha, beta) -> float:
@@ -124,12 +130,12 @@ def test_sgd_update_divides_gradient_by_batch_size():
 
 def test_side_information_enters_every_layer_and_is_not_reconstructed():
     layers = init_layers(5, (3, 4), side_dim=2, seed=1)
-    assert [l.side_weight.shape for l in layers] == [(3, 2), (4, 2), (5, 2)]
+    assert [layer.side_weight.shape for layer in layers] == [(3, 2), (4, 2), (5, 2)]
     assert layers[-1].weight.shape == (5, 4)  # the output has the rating dimensions only
     x = np.zeros((1, 5), np.float32)
     base = forward(layers, x, np.zeros((1, 2), np.float32))
     for changed in range(3):
-        probe = [l.copy() for l in layers]
+        probe = [layer.copy() for layer in layers]
         probe[changed].side_weight[:] = 0.0
         out = forward(probe, x, np.ones((1, 2), np.float32))
         full = forward(layers, x, np.ones((1, 2), np.float32))

@@ -8,7 +8,7 @@ import pytest
 
 from cfn_fast import CFN, DEFAULTS, StackedCFN
 from cfn_fast.engine import TrainConfig
-from cfn_fast.settings import (PER_KIND, SETTING_NAMES, SETTINGS, resolve, search_space, train_config)
+from cfn_fast.settings import PER_KIND, SETTING_NAMES, SETTINGS, resolve, search_space, train_config
 
 
 def test_the_estimator_signature_and_params_come_from_the_declaration():

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import cfn_fast.fitted.runtime as runtime_module
-
 from cfn_fast import CFN, available_backends, synthetic_ratings, train_test_split
 
 CPU_BACKENDS = [b for b in ("numpy", "cpu") if b in available_backends()]

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -166,7 +165,8 @@ def test_cfn_bench_paper_from_json_reads_the_result(killed_search, tmp_path):
     empty = tmp_path / "no-data"
     empty.mkdir()
     out = tmp_path / "report"
-    code = main(["bench", "paper", "--quick", "--from-json", "--out", str(out), "--hyperparams-dir", str(killed_search["folder"]),
+    code = main(["bench", "paper", "--quick", "--from-json", "--out", str(out),
+                 "--hyperparams-dir", str(killed_search["folder"]),
                  "--data-dir", str(empty), "--datasets", "synthetic", "--parts", "fig3", "--quiet", "--json"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())

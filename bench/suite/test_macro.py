@@ -9,7 +9,6 @@ runs 1 epoch of the synthetic default only (it is dense: ML-1M takes it minutes 
 from __future__ import annotations
 
 import pytest
-
 import workloads as W
 from conftest import machine_bandwidth, record
 

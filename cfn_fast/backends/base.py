@@ -9,13 +9,13 @@ entry.  The NumPy engine is the specification; the others mirror it op for op.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..network import Layer
+from ..settings import TrainConfig
 
 __all__ = ["Engine", "PhaseTiming", "Ranges", "TrainConfig", "check_training_inputs", "epoch_order"]
 
@@ -30,18 +30,6 @@ class Ranges(Protocol):
 
     def pop(self) -> None: ...
 
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The hyper-parameters an engine needs for one SGD step (the lr comes per epoch)."""
-
-    alpha: float = 1.0          # loss weight of hidden (masked) known entries
-    beta: float = 0.5           # loss weight of visible known entries
-    mask_ratio: float = 0.25    # probability that a known input entry is hidden
-    weight_decay: float = 0.05  # λ, applied to every parameter at every step
-    batch_size: int = 35
-    seed: int = 0
 
 
 def epoch_order(seed: int, epoch: int, trainable: np.ndarray) -> np.ndarray:

@@ -169,8 +169,8 @@ class CpuEngine(Engine):
             st.set_grads(None)
         side = self.side_dim > 0
         out = [Layer(grads["win"].T.copy(), grads["b_in"], grads["s_in_t"].T.copy() if side else None)]
-        for l in range(1, len(self.widths) - 2):
-            out.append(Layer(grads["dense_w"][l], grads["dense_b"][l], grads["dense_s"][l] if side else None))
+        for lev in range(1, len(self.widths) - 2):
+            out.append(Layer(grads["dense_w"][lev], grads["dense_b"][lev], grads["dense_s"][lev] if side else None))
         out.append(Layer(grads["wout"], grads["bout"], grads["sout"] if side else None))
         return loss, out
 
@@ -196,7 +196,8 @@ class CpuEngine(Engine):
             self._state.restore(snapshot)
 
     # ---------------------------------------------------------------- inference
-    def _inference_inputs(self, inputs: sp.csr_matrix, side: np.ndarray | None) -> tuple[sp.csr_matrix, np.ndarray | None]:
+    def _inference_inputs(self, inputs: sp.csr_matrix,
+                          side: np.ndarray | None) -> tuple[sp.csr_matrix, np.ndarray | None]:
         if not sp.issparse(inputs):
             raise TypeError(f"inputs must be a scipy.sparse matrix, got {type(inputs).__name__}")
         inputs = sp.csr_matrix(inputs, dtype=np.float32)

@@ -490,10 +490,9 @@ class CudaEngine(StepLaunches, Inference, Engine):
     def set_layers(self, layers: list[Layer]) -> None:
         self._check_layers(layers)
         for index, layer in enumerate(layers):
-            if layer.weight.shape != (self._widths[index + 1] if index < self._L - 1 else self._n_inputs,
-                                      self._widths[index]):
-                raise ValueError(f"layer {index} has shape {layer.weight.shape}, the engine's is "
-                                 f"{(self._widths[index + 1] if index < self._L - 1 else self._n_inputs, self._widths[index])}")
+            expected = (self._widths[index + 1] if index < self._L - 1 else self._n_inputs, self._widths[index])
+            if layer.weight.shape != expected:
+                raise ValueError(f"layer {index} has shape {layer.weight.shape}, the engine's is {expected}")
         self._before_write()
         with self._stream:
             self._write_params(self._params, layers)

@@ -68,8 +68,8 @@ class Inference:
         pswap = cp.zeros(chunk, dtype=i32)
         cap = int(max(1, max(counts[row_ids[s:s + chunk]].sum() for s in range(0, n, chunk))))
         ecol, ex, erh = cp.zeros(cap, dtype=i32), cp.zeros(cap, dtype=np.float32), cp.zeros(cap, dtype=i32)
-        h = [None] + [cp.zeros((chunk, hp[l]), dtype=np.float32) for l in range(1, L)]
-        z = [None] + [cp.zeros((chunk, hp[l]), dtype=np.float32) for l in range(1, L)]
+        h = [None] + [cp.zeros((chunk, hp[lev]), dtype=np.float32) for lev in range(1, L)]
+        z = [None] + [cp.zeros((chunk, hp[lev]), dtype=np.float32) for lev in range(1, L)]
         wpb = self._wpb(hp[1])
         grid = self._sparse_grid(int(max(counts[row_ids].max(), 1)) * chunk, wpb, "cfn_encode", hp[1])
         part = cp.zeros((grid * wpb + chunk, hp[1]), dtype=np.float32)
@@ -92,10 +92,10 @@ class Inference:
                 shared_mem=wpb * hp[1] * 4)
             self._act(1, layer=0, use_scale=1, z=part, sparse=1, total_warps=grid * wpb, rows=m, bh=bh,
                       boff=boff, coef=coef, side=d_side, brow=brow, sdim=sdim, out=h[1])
-            for l in range(1, L - 1):
-                cp.matmul(h[l][:m], self._params.w[l].T, out=z[l + 1][:m])
-                self._act(l + 1, layer=l, use_scale=0, z=z[l + 1], sparse=0, total_warps=1, rows=m, bh=bh,
-                          boff=boff, coef=coef, side=d_side, brow=brow, sdim=sdim, out=h[l + 1])
+            for lev in range(1, L - 1):
+                cp.matmul(h[lev][:m], self._params.w[lev].T, out=z[lev + 1][:m])
+                self._act(lev + 1, layer=lev, use_scale=0, z=z[lev + 1], sparse=0, total_warps=1, rows=m, bh=bh,
+                          boff=boff, coef=coef, side=d_side, brow=brow, sdim=sdim, out=h[lev + 1])
             codes[start:start + m] = h[L - 1][:m]
         return codes
 

@@ -73,12 +73,13 @@ class StepLaunches:
             self.d_part1 = cp.zeros((self._tw_enc + rows, hp[1]), dtype=np.float32)
             self.d_partl = cp.zeros((self._tw_out + rows, hp[L - 1]), dtype=np.float32)
             self.d_lpart = cp.zeros(self._tw_out, dtype=np.float64)
-            self.d_h = [None] + [cp.zeros((rows, hp[l]), dtype=np.float32) for l in range(1, L)]
-            self.d_delta = [None] + [cp.zeros((rows, hp[l]), dtype=np.float32) for l in range(1, L)]
+            self.d_h = [None] + [cp.zeros((rows, hp[lev]), dtype=np.float32) for lev in range(1, L)]
+            self.d_delta = [None] + [cp.zeros((rows, hp[lev]), dtype=np.float32) for lev in range(1, L)]
             # dense hidden layers (eager): products of cuBLAS, forward (z) and backward (dacc)
-            self.d_z = [None] + [cp.zeros((rows, hp[l]), dtype=np.float32) if l >= 2 else None for l in range(1, L)]
-            self.d_dacc = [None] + [cp.zeros((rows, hp[l]), dtype=np.float32) if l <= L - 2 else None
-                                    for l in range(1, L)]
+            self.d_z = [None] + [cp.zeros((rows, hp[lev]), dtype=np.float32) if lev >= 2 else None
+                                 for lev in range(1, L)]
+            self.d_dacc = [None] + [cp.zeros((rows, hp[lev]), dtype=np.float32) if lev <= L - 2 else None
+                                    for lev in range(1, L)]
             if self._scatter == "atomic":
                 self.d_edelta = cp.zeros(nnz, dtype=np.float32)
                 self.d_td = self.d_tx = self._dummy_f
@@ -153,9 +154,9 @@ class StepLaunches:
             p.w[0], i32(hp[1]), self.d_part1, mpw) + self._fused_act(fuse), shared_mem=self._wpb1 * hp[1] * 4)
         if not fuse:
             self._act(1, layer=0, use_scale=1, z=self.d_part1, sparse=1, total_warps=self._tw_enc, rows=self._cap)
-        for l in range(1, L - 1):                           # dense hidden layers (eager only)
-            cp.matmul(self.d_h[l][:bt], p.w[l].T, out=self.d_z[l + 1][:bt])
-            self._act(l + 1, layer=l, use_scale=0, z=self.d_z[l + 1], sparse=0, total_warps=1, rows=self._cap)
+        for lev in range(1, L - 1):                         # dense hidden layers (eager only)
+            cp.matmul(self.d_h[lev][:bt], p.w[lev].T, out=self.d_z[lev + 1][:bt])
+            self._act(lev + 1, layer=lev, use_scale=0, z=self.d_z[lev + 1], sparse=0, total_warps=1, rows=self._cap)
         mode = 0 if self._scatter == "atomic" else 1
         k["cfn_output"]((self._grid_out,), (32 * self._wpbl,), ent + (
             self.d_brow, self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), p.w[L - 1], p.b[L - 1], p.s[L - 1],
@@ -181,8 +182,8 @@ class StepLaunches:
             self._delta(below, use_scale=0, acc=self.d_dacc[below], sparse=0, total_warps=1, reduce_loss=0)
         if self._scatter == "atomic":
             k["cfn_scatter_atomic"]((self._grid_sct,), (self._threads,), ent + (
-                self.d_brow, self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), self.d_delta[1], i32(self._widths[1]), i32(hp[1]),
-                self.d_edelta, self.d_side, i32(S), tg.w[L - 1], tg.b[L - 1], tg.s[L - 1], tg.w[0], tg.b[0],
+                self.d_brow, self.d_coef, self.d_h[L - 1], i32(hp[L - 1]), self.d_delta[1], i32(self._widths[1]),
+                i32(hp[1]), self.d_edelta, self.d_side, i32(S), tg.w[L - 1], tg.b[L - 1], tg.s[L - 1], tg.w[0], tg.b[0],
                 tg.s[0], mpw))
         else:
             k["cfn_scatter_segment"]((self._grid_seg,), (self._threads,), (

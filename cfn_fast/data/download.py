@@ -16,6 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import atomic_path
+
 __all__ = ["MOVIELENS", "download_movielens"]
 
 _BASE_URL = "https://files.grouplens.org/datasets/movielens/"
@@ -73,7 +75,6 @@ def download_movielens(name: str, dest: str | Path, *, force: bool = False, time
 
 def _fetch(spec: _Archive, archive: Path, timeout: float) -> None:
     """Stream the URL into a temp file beside ``archive``, verify it, then rename it into place."""
-    from ..fileio import atomic_path
     # atomic on one file system: readers never see a partial zip; umask-respecting mode; temp removed on failure
     with atomic_path(archive) as tmp:
         with open(tmp, "wb") as out:

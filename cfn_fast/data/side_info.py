@@ -15,6 +15,7 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg
 
+from ..interop import to_host
 from .labelled import align_rows
 
 __all__ = ["build_count_matrix", "low_rank_embedding", "multi_hot", "one_hot", "sample_side_features"]
@@ -169,7 +170,6 @@ def as_feature_matrix(features: Any, n_rows: int, what: str = "side information"
     """``features`` (dense, SciPy sparse, or any array library) as a C-contiguous float32
     ``(n_rows, n_features)`` matrix; ``ValueError`` naming ``what`` when it is not numeric, has
     another number of rows, or holds NaN or infinite values."""
-    from ..interop import to_host
     features = to_host(features)  # any array library; no copy for host float32 data
     if sp.issparse(features):
         features = features.toarray()

@@ -60,7 +60,6 @@ from ..fitted.scoring import input_mean_rating
 from ..preprocessing import BIAS_SHRINKAGE
 from . import GRAPHS
 
-
 __all__ = ["export_onnx", "build_onnx", "OPSET", "INPUT_FORMATS"]
 
 OPSET = 17
@@ -336,7 +335,6 @@ class _Exporter:
         self._output(g.op("Where", excluded_slot, values, self._clip(values)), "top_scores", T.FLOAT, ["batch", "k"])
 
     def _recommend_user_cfn(self, input_format: str) -> None:
-        g = self.g
         rows = self._rows(input_format)
         features = self._features()
         out = self._full_output(self._encode(rows, features), features)
@@ -390,7 +388,8 @@ class _Exporter:
             (train.user_ids, train.item_ids)
         meta = {"cfn_kind": kind, "graph": graph, "input_format": input_format,
                 "scale": json.dumps([pre.low, pre.high]), "n_inputs": str(self.n_inputs),
-                "side_dim": str(self.side_dim), "hidden": json.dumps([int(l.weight.shape[0]) for l in self.layers[:-1]]),
+                "side_dim": str(self.side_dim),
+                "hidden": json.dumps([int(layer.weight.shape[0]) for layer in self.layers[:-1]]),
                 "inputs_are": "items" if kind == "user" else "users",
                 "input_ids": json.dumps(input_ids.tolist())}
         if graph == "recommend" and kind == "item":

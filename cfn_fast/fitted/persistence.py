@@ -1,8 +1,8 @@
 """Saving and loading fitted :class:`~cfn_fast.CFN` models: one versioned ``.npz`` file.
 
 Layout (format version 2; version 1 is the same without ``pre_input_offset``, and a model with
-the paper's centring is still written as version 1 so that older releases read it), every entry a plain numeric or fixed-width unicode array — no
-pickles anywhere, and :func:`read_model` reads with ``np.load(allow_pickle=False)``:
+the paper's centring is still written as version 1 so that older releases read it), every entry a plain numeric or
+fixed-width unicode array — no pickles anywhere, and :func:`read_model` reads with ``np.load(allow_pickle=False)``:
 
 =====================================  ===================================================
 ``cfn_format``                         ``"cfn_fast-model"`` (marks the file as ours)

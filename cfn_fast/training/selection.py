@@ -7,8 +7,8 @@ information) trained on the training set less a validation part (:data:`VALIDATI
 its ratings, drawn with the model's seed), for the model's number of epochs, and scored on that
 part; the best validation RMSE wins and the model is then trained on all of the training set.
 A validation set passed to ``fit`` is used instead of a carved part (the candidates then train on
-all of the training set).  The test set is never looked at.  The cost: up to four fits on 90 % of the data before the real
-one (about 5x a fixed kind).
+all of the training set).  The test set is never looked at.  The cost: up to four fits on 90 % of the data
+before the real one (about 5x a fixed kind).
 
 Why a validation run and not a rule: which one wins depends on more than the shape.  On the
 density sweep (bench/README.md) the better-observed side wins on most sets but not on a set with

@@ -40,7 +40,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
 import numpy as np
-
 import scipy.sparse as sp
 
 from ..backends.base import Engine
@@ -222,7 +221,8 @@ def run_epochs(engine: Engine, *, first_epoch: int, epochs: int, lr: float, lr_d
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record.train_loss:.4f}",
-                                **({} if record.validation_rmse is None else {"val_rmse": f"{record.validation_rmse:.4f}"}))
+                                **({} if record.validation_rmse is None
+                                   else {"val_rmse": f"{record.validation_rmse:.4f}"}))
             stop = False
             for cb in callbacks:  # every callback sees every epoch
                 if cb(record):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from cfn_fast.settings import search_space
-
 from cfn_fast.tools.paper.methods import PRESETS, Choice, LogUniform, Method, Uniform, method_table
 
 __all__ = ["KINDS", "TUNED", "cfn_method", "clip_to_space", "first_points", "method_name", "tune_space"]
