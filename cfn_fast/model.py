@@ -96,15 +96,12 @@ class CFN(EstimatorParams):
             validation: RatingSet | None = None, *, early_stopping: EarlyStopping | None = None,
             callbacks: Sequence[Callback] = (), divergence: DivergenceRule | str | None = AUTO,
             initial_layers: Sequence[Layer] | None = None) -> "CFN":
-        """Train from scratch on ``train`` for ``epochs`` epochs.
-
-        ``user_features`` / ``item_features`` override the side information stored in ``train``; only
-        the sample side's (users for U-CFN, items for I-CFN) is used.  ``validation`` (same id universe)
-        is scored after every epoch into ``history_``.  ``callbacks`` are called with each epoch's
-        record; one returning True stops training.  ``early_stopping`` (needs ``validation``) stops when
-        validation RMSE stalls and restores the best epoch.  ``divergence``: the
-        :class:`~cfn_fast.training.trainer.DivergenceRule` (``None`` checks only for a non-finite
-        loss); a diverging run raises :class:`TrainingDiverged` and leaves the last good epoch's weights.
+        """Train from scratch on ``train`` for ``epochs`` epochs.  ``user_features`` / ``item_features``
+        override the side information stored in ``train`` (only the sample side's is used).  ``validation``
+        (same id universe) is scored after every epoch into ``history_``.  ``callbacks`` get each epoch's
+        record; one returning True stops training.  ``early_stopping`` (needs ``validation``) restores the
+        best epoch.  ``divergence``: the :class:`~cfn_fast.training.trainer.DivergenceRule` (``None``: only
+        a non-finite loss); a diverging run raises :class:`TrainingDiverged`, the last good epoch kept.
         ``initial_layers`` (a warm start) replaces the random initialisation.  Users or items with no
         training ratings are allowed (see :meth:`predict_indices`)."""
         if not isinstance(train, RatingSet):
@@ -416,6 +413,12 @@ class CFN(EstimatorParams):
         return self._runtime
 
     @property
+    def backend_(self) -> str:
+        """The backend the model runs on."""
+        self._attr("backend_")
+        return self._runtime.backend
+
+    @property
     def engine_(self) -> Any:
         """The backend engine holding the network (built on first use after load or unpickling)."""
         self._attr("engine_")
@@ -441,8 +444,6 @@ class CFN(EstimatorParams):
     preprocessing_ = property(lambda self: self._attr("preprocessing_").network.preprocessing)
     inputs_ = property(lambda self: self._attr("inputs_").network.inputs)
     side_ = property(lambda self: self._attr("side_").network.side)
-    backend_ = property(lambda self: (self._attr("backend_"), self._runtime.backend)[1],
-                        doc="The backend the model runs on.")
 
 
 _SIGNATURE = settings.signature()
