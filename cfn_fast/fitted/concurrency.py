@@ -27,7 +27,7 @@ import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
-__all__ = ["ModelBusyError", "exclusive", "shared", "mutating", "reading", "transactional", "object_lock"]
+__all__ = ["ModelBusyError", "exclusive", "shared", "mutating", "reading", "object_lock"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,23 +109,6 @@ def reading(method: F) -> F:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         with shared(self, f"{method.__name__}()"):
             return method(self, *args, **kwargs)
-    return wrapper  # type: ignore[return-value]
-
-
-def transactional(method: F) -> F:
-    """:func:`mutating`, and an exception (``KeyboardInterrupt`` included) puts back the attributes ``self``
-    had before the call: for estimators without epochs (the baselines), whose fit either completes or
-    leaves the object as it was."""
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with exclusive(self, f"{method.__name__}()"):
-            previous = dict(self.__dict__)
-            try:
-                return method(self, *args, **kwargs)
-            except BaseException:
-                self.__dict__.clear()
-                self.__dict__.update(previous)
-                raise
     return wrapper  # type: ignore[return-value]
 
 

@@ -21,6 +21,7 @@ below the global mean.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfn_fast.data.ratings import RatingSet
-from cfn_fast.fitted.concurrency import reading, transactional
+from cfn_fast.fitted.concurrency import mutating, reading
 from cfn_fast.metrics import rmse
 from cfn_fast.settings import EstimatorParams
 
@@ -98,6 +99,14 @@ class MeanStats:
         return np.where(self.item_count[items] > 0, self.item_mean[items], self.user_mean[users])
 
 
+def _restored_on_failure(fit: Any) -> Any:
+    @functools.wraps(fit)
+    def wrapper(self: Baseline, *args: Any, **kwargs: Any) -> Any:
+        with self.attributes_restored_on_failure():
+            return fit(self, *args, **kwargs)
+    return wrapper
+
+
 class Baseline(EstimatorParams):
     """Base class: parameters in ``__init__`` (stored as attributes), ``fit`` / ``predict_indices`` / ``score``;
     ``get_params`` and ``repr`` come from :class:`EstimatorParams`, ``set_params`` names the allowed parameters."""
@@ -112,12 +121,24 @@ class Baseline(EstimatorParams):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # One fit at a time per object, and a fit that fails or is interrupted leaves the object as it
-        # was (cfn_fast._concurrency); predictions run concurrently but not during another thread's fit.
+        # was (cfn_fast.fitted.concurrency); predictions run concurrently but not during another thread's fit.
         super().__init_subclass__(**kwargs)
         if "fit" in cls.__dict__:
-            cls.fit = transactional(cls.__dict__["fit"])  # type: ignore[method-assign]
+            cls.fit = mutating(_restored_on_failure(cls.__dict__["fit"]))  # type: ignore[method-assign]
         if "predict_indices" in cls.__dict__:
             cls.predict_indices = reading(cls.__dict__["predict_indices"])  # type: ignore[method-assign]
+
+    @contextlib.contextmanager
+    def attributes_restored_on_failure(self) -> Iterator[None]:
+        """Put back the attributes this object had if the block raises (``KeyboardInterrupt`` included):
+        a baseline has no epochs, so its fit either completes or leaves the object as it was."""
+        previous = dict(vars(self))
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(previous)
+            raise
 
     def set_params(self, **params: Any) -> Baseline:
         for key, value in params.items():
