@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from small_models import TEST, TRAIN, same_layers, small  # tests/small_models.py
 
 import cfn_fast.engine as engine_module
 import cfn_fast.model as model_module
@@ -19,24 +20,12 @@ from cfn_fast import (
     CFN,
     ModelBusyError,
     StackedCFN,
-    synthetic_ratings,
-    train_test_split,
 )
 from cfn_fast.backends import engine_class
 
 pd = pytest.importorskip("pandas")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TRAIN, TEST = train_test_split(synthetic_ratings(200, 120, 4000, seed=2), 0.1, seed=0)
-
-
-def small(backend: str = "numpy", epochs: int = 2, kind: str = "item") -> CFN:
-    return CFN(kind, (10,), epochs, backend=backend, seed=0)
-
-
-def same_layers(a, b) -> bool:
-    return all(np.array_equal(x.weight, y.weight) and np.array_equal(x.bias, y.bias) and
-               (x.side_weight is None or np.array_equal(x.side_weight, y.side_weight)) for x, y in zip(a, b))
 
 
 def child_env() -> dict:

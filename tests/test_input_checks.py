@@ -7,14 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from small_models import TRAIN, same_layers, small  # tests/small_models.py
 
 from cfn_fast import (
-    CFN,
     RatingSet,
     load_movielens,
     load_ratings,
-    synthetic_ratings,
-    train_test_split,
 )
 from cfn_fast.cli import main as cli_main
 from cfn_fast.fitted.ranking import DEFAULT_MIN_SUPPORT, top_n
@@ -22,16 +20,6 @@ from cfn_fast.fitted.ranking import DEFAULT_MIN_SUPPORT, top_n
 pd = pytest.importorskip("pandas")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TRAIN, TEST = train_test_split(synthetic_ratings(200, 120, 4000, seed=2), 0.1, seed=0)
-
-
-def small(backend: str = "numpy", epochs: int = 2, kind: str = "item") -> CFN:
-    return CFN(kind, (10,), epochs, backend=backend, seed=0)
-
-
-def same_layers(a, b) -> bool:
-    return all(np.array_equal(x.weight, y.weight) and np.array_equal(x.bias, y.bias) and
-               (x.side_weight is None or np.array_equal(x.side_weight, y.side_weight)) for x, y in zip(a, b))
 
 
 # ============================================================================= 7. misparsed files
