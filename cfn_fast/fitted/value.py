@@ -8,9 +8,11 @@ and folding in (:mod:`cfn_fast.fitted.scoring`, :mod:`~cfn_fast.fitted.foldin`),
 :class:`~cfn_fast.fitted.runtime.Runtime`.
 
 Shape for what comes next: ``networks`` is a tuple, so a fitted ensemble holds several member networks
-(each with its own kind and preprocessing) beside one training set; and a network's ``layers`` is any
-sequence of :class:`~cfn_fast.network.Layer`, so layers held by other processes (sharded training) can
-stand behind it.  Today every model holds exactly one network, reached as :attr:`Fitted.network`.
+(each with its own kind and preprocessing) beside one training set; a blend's bias model needs no new
+type (a :class:`~cfn_fast.preprocessing.Preprocessing` with the bias centring holds one, fitted on the
+training set).  A network's ``layers`` is any sequence of :class:`~cfn_fast.network.Layer`, so layers
+held by other processes (sharded training) can stand behind it.  Today every model holds exactly one
+network, reached as :attr:`Fitted.network`.
 """
 from __future__ import annotations
 
