@@ -55,8 +55,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         flag = action.nargs == 0  # store_true / store_false / count: the default says nothing useful
         # argparse has no public name for its "count" action: the one third-party private read here
+        counts = isinstance(action, argparse._CountAction)
         if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
-                or not action.option_strings or (flag and not isinstance(action, argparse._CountAction)):
+                or not action.option_strings or (flag and not counts):
             return text
         return super()._get_help_string(action) or text
 

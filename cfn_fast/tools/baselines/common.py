@@ -261,8 +261,13 @@ class UserItemBias(Baseline):
     def _covered(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return np.ones(len(users), dtype=bool)
 
-    def _raw_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """μ + b_u + b_i for index arrays, unclipped and in the reference scale (what models built on the
+        bias, such as LLORMA, add their residuals to)."""
         return self.mu_ + self.bu_[users] + self.bi_[items]
+
+    def _raw_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.estimate(users, items)
 
 
 # ----------------------------------------------------------------------------- ridge solver

@@ -62,7 +62,7 @@ class LLORMA(Baseline):
         rng = np.random.default_rng(self.seed)
         u, i = train.user, train.item
         self.bias_ = UserItemBias().fit(train)
-        y = train.rating.astype(np.float64) - self.bias_._raw_predict(u, i)
+        y = train.rating.astype(np.float64) - self.bias_.estimate(u, i)
         # 1. global embedding from a factorisation of the raw ratings (its leading factor carries the rating
         #    level, so angles spread over [0, π/2] as with the SVD the paper uses); also the fallback model
         Ug, Vg = self._als(u, i, train.rating.astype(np.float64), np.ones(len(y)), int(self.embedding_rank),
@@ -112,5 +112,5 @@ class LLORMA(Baseline):
             num += w * np.einsum("nk,nk->n", U[users], V[items])
             den += w
         covered = den > 0
-        out[covered] = self.bias_._raw_predict(users[covered], items[covered]) + num[covered] / den[covered]
+        out[covered] = self.bias_.estimate(users[covered], items[covered]) + num[covered] / den[covered]
         return out
