@@ -10,7 +10,7 @@ import logging
 from functools import lru_cache
 from typing import Sequence
 
-from .base import Engine, TrainConfig, epoch_order
+from .base import BackendUnavailable, Engine, TrainConfig, epoch_order
 
 __all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class",
            "available_backends", "BackendUnavailable", "fallback_backend"]
@@ -24,10 +24,6 @@ _MODULES = {
     "cpu": ("cfn_fast.backends.cpu_backend", "CpuEngine"),
     "cuda": ("cfn_fast.backends.cuda_backend", "CudaEngine"),
 }
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested backend cannot run on this machine (and why)."""
 
 
 @lru_cache(maxsize=None)

@@ -17,10 +17,16 @@ import scipy.sparse as sp
 from ..network import Layer
 from ..settings import TrainConfig
 
-__all__ = ["Engine", "PhaseTiming", "Ranges", "TrainConfig", "check_training_inputs", "epoch_order"]
+__all__ = ["BackendUnavailable", "Engine", "PhaseTiming", "Ranges", "TrainConfig", "check_training_inputs",
+           "epoch_order"]
 
 #: one timed phase of a profiled epoch: ``(phase name, start (time.monotonic clock), seconds, mini-batch)``
 PhaseTiming = tuple[str, float, float, int]
+
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine (and why)."""
 
 
 class Ranges(Protocol):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..interop import current_caller_stream
+
 __all__ = ["INFER_ROWS", "Inference"]
 
 INFER_ROWS = 2048         # rows encoded per launch sequence at inference
@@ -102,7 +104,6 @@ class Inference:
     def _inference_stream(self):
         """The caller's stream (``stream=`` of the CFN inference methods, set per thread by
         :func:`cfn_fast.interop.caller_stream`), ordered after this engine's own work; else the engine's."""
-        from ..interop import current_caller_stream
         caller = current_caller_stream()
         if caller is None:
             return self._stream

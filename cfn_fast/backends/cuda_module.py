@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from importlib.resources import as_file, files
 from typing import Any
 
+from .base import BackendUnavailable
+
 __all__ = [
     "COMPILE_OPTIONS",
     "KERNEL_NAMES",
@@ -132,7 +134,6 @@ def load_cupy():
     try:
         return importlib.import_module("cupy")
     except ImportError as exc:
-        from . import BackendUnavailable
         raise BackendUnavailable(f"the CUDA engine needs CuPy ({exc}); pip install 'cfn_fast[cuda13]'") from exc
 
 
