@@ -68,3 +68,34 @@ def test_the_search_space_is_declared_with_the_settings():
     space = search_space()
     assert set(space) == {"lr", "lr_decay", "weight_decay", "alpha", "beta", "mask_ratio"}
     assert all(kind in ("log", "uniform") and low < high for kind, low, high in space.values())
+
+
+
+@pytest.mark.parametrize("argv", [["demo"], ["fit", "--ratings", "ratings.csv"]])
+def test_the_command_line_model_options_are_the_declared_settings(argv):
+    from cfn_fast.cli import build_parser
+    from cfn_fast.cli.common import model_from_args
+
+    parser = build_parser()
+    flagged = [s for s in SETTINGS if s.flag is not None]
+    assert {s.name for s in SETTINGS} - {s.name for s in flagged} == {"verbose", "profile"}
+    # left out, every option gives the declaration's default (the CLI's own where it declares one)
+    params = model_from_args(parser.parse_args(argv)).get_params()
+    for setting in flagged:
+        expected = setting.cli.get("default", setting.default)
+        assert params[setting.name] == (tuple(expected) if setting.name == "hidden" else expected), setting.name
+    # given, each flag sets its setting
+    values = {"kind": "user", "centring": "bias", "hidden": ["7", "5"], "epochs": "3", "alpha": "0.9", "beta": "0.3",
+              "mask_ratio": "0.1", "lr": "0.02", "lr_decay": "0.5", "weight_decay": "0.01", "batch_size": "9",
+              "backend": "numpy", "seed": "4"}
+    assert set(values) | {"use_side_info"} == {s.name for s in flagged}   # a new option: give it a value here
+    given = [token for s in flagged if s.name in values
+             for token in [s.flag, *([values[s.name]] if isinstance(values[s.name], str) else values[s.name])]]
+    params = model_from_args(parser.parse_args([*argv, *given, "--no-side-info"])).get_params()
+    assert params["use_side_info"] is False and params["hidden"] == (7, 5)
+    for name in ("kind", "centring", "backend"):
+        assert params[name] == values[name]
+    for name in ("epochs", "batch_size", "seed"):
+        assert params[name] == int(values[name])
+    for name in ("alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay"):
+        assert params[name] == float(values[name])
