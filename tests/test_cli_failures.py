@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from interrupts import sigint_as_at_a_terminal  # tests/interrupts.py
 
 from cfn_fast import CFN, cli, load_ratings, synthetic_ratings
 from cfn_fast.fileio import atomic_write, remove_stale_temporaries
@@ -42,7 +43,7 @@ def one_line(err: str, command: str) -> str:
 def cfn_process(*argv: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-m", "cfn_fast.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_as_at_a_terminal, **kw)
 
 
 # ----------------------------------------------------------------------------- point 3: one line, exit codes

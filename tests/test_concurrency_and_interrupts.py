@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from interrupts import sigint_as_at_a_terminal  # tests/interrupts.py
 from small_models import TEST, TRAIN, same_layers, small  # tests/small_models.py
 
 import cfn_fast.engine as engine_module
@@ -191,7 +192,8 @@ def test_sigint_during_fit_20_times_subprocess():
     equals an uninterrupted fit of its epochs_trained_, and partial_fit / save+load go on from it."""
     rounds = 22
     proc = subprocess.Popen([sys.executable, str(HERE / "_interrupt_child.py"), str(rounds)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT,
+                            preexec_fn=sigint_as_at_a_terminal)
     rng = random.Random(0)
     results = []
     deadline = time.monotonic() + 300
