@@ -169,14 +169,14 @@ class _ForeignReads(ast.NodeVisitor):
     """Reads of an underscore attribute, and uses of ``__dict__`` / ``vars()``, on anything but the object's
     own class: another object (``engine._state``), a chain (``self.bias_._predict``), another module."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self) -> None:
         self.own = [{"self", "cls"}]
-        self.underscore: list[str] = []
-        self.dicts: list[str] = []
+        self.underscore: list[tuple[int, str]] = []   # (line, the expression)
+        self.dicts: list[tuple[int, str]] = []
 
-    def _where(self, node: ast.AST) -> str:
-        return f"{self.label}:{getattr(node, 'lineno', 0)} {ast.unparse(node)[:60]}"
+    @staticmethod
+    def _where(node: ast.expr) -> tuple[int, str]:
+        return node.lineno, ast.unparse(node)[:60]
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         self.own.append(self.own[-1] | _made_by_own_class(node))
@@ -204,15 +204,14 @@ def _foreign_reads() -> tuple[list[str], list[str]]:
     underscore, dicts = [], []
     for path in MODULES.values():
         source = path.read_text(encoding="utf-8")
-        reads = _ForeignReads(str(path.relative_to(PACKAGE)))
+        reads = _ForeignReads()
         reads.visit(ast.parse(source))
         lines = source.splitlines()
-        for where in reads.underscore:   # each must say why, on its line or the one above
-            line = int(where.split(" ")[0].rsplit(":", 1)[1])
-            if "private" not in " ".join(lines[max(0, line - 2):line]).lower():
-                where += "  (no comment saying why)"
-            underscore.append(where)
-        dicts += reads.dicts
+        label = path.relative_to(PACKAGE)
+        for line, text in reads.underscore:   # each must say why, on its line or the one above
+            said = "private" in " ".join(lines[max(0, line - 2):line]).lower()
+            underscore.append(f"{label}:{line} {text}" + ("" if said else "  (no comment saying why)"))
+        dicts += [f"{label}:{line} {text}" for line, text in reads.dicts]
     return underscore, dicts
 
 
@@ -234,10 +233,10 @@ class A:
         self.engine_._kernels
         vars(other), other.__dict__, vars(self)
 """
-    reads = _ForeignReads("snippet")
+    reads = _ForeignReads()
     reads.visit(ast.parse(source))
-    assert [w.split(" ", 1)[1] for w in reads.underscore] == ["other._state", "self.engine_._kernels"]
-    assert [w.split(" ", 1)[1] for w in reads.dicts] == ["vars(other)", "other.__dict__"]
+    assert [text for _, text in reads.underscore] == ["other._state", "self.engine_._kernels"]
+    assert [text for _, text in reads.dicts] == ["vars(other)", "other.__dict__"]
 
 
 @pytest.mark.parametrize("path", sorted(MODULES.values()), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -70,7 +70,6 @@ def test_the_search_space_is_declared_with_the_settings():
     assert all(kind in ("log", "uniform") and low < high for kind, low, high in space.values())
 
 
-
 @pytest.mark.parametrize("argv", [["demo"], ["fit", "--ratings", "ratings.csv"]])
 def test_the_command_line_model_options_are_the_declared_settings(argv):
     from cfn_fast.cli import build_parser

@@ -24,7 +24,6 @@ __all__ = ["BackendUnavailable", "Engine", "PhaseTiming", "Ranges", "TrainConfig
 PhaseTiming = tuple[str, float, float, int]
 
 
-
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run on this machine (and why)."""
 
@@ -35,7 +34,6 @@ class Ranges(Protocol):
     def push(self, name: str) -> None: ...
 
     def pop(self) -> None: ...
-
 
 
 def epoch_order(seed: int, epoch: int, trainable: np.ndarray) -> np.ndarray:
