@@ -38,9 +38,8 @@ import numpy as np
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
-for _path in (ROOT, ROOT / "bench"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if str(ROOT / "bench") not in sys.path:   # cfn_fast itself: installed, or PYTHONPATH=. (gpu_check.sh)
+    sys.path.insert(0, str(ROOT / "bench"))
 
 from cfn_fast.data.synthetic import ML10M_SHAPE, ML20M_SHAPE, NETFLIX_SHAPE  # noqa: E402
 

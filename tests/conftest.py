@@ -1,9 +1,36 @@
 """Shared fixtures: the training backends, each skipped with its reason when it cannot run here."""
 from __future__ import annotations
 
+import os
+import sysconfig
+from pathlib import Path
+
 import pytest
 
-from cfn_fast.backends import BACKENDS, BackendUnavailable, resolve_backend
+import cfn_fast
+from cfn_fast.backends import BACKENDS, BackendUnavailable, available_backends, resolve_backend
+
+# CI and README's test command run this suite against the installed wheel, so a file missing from the wheel fails
+# here; CFN_FAST_TEST_SOURCE=1 lets a developer run it against a source tree (editable install or PYTHONPATH).
+TESTING_SOURCE = os.environ.get("CFN_FAST_TEST_SOURCE") == "1"
+
+
+def _installed_location_problem() -> str | None:
+    where = Path(cfn_fast.__file__).resolve()
+    site = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    if not any(where.is_relative_to(folder) for folder in site):
+        return (f"cfn_fast was imported from {where.parent}, not from this environment's site-packages "
+                f"({', '.join(sorted(map(str, site)))}): the tests check the installed wheel (README's test "
+                "command); set CFN_FAST_TEST_SOURCE=1 to test a source tree")
+    if "cpu" not in available_backends():
+        return "the installed cfn_fast has no compiled cpu kernels (cfn_fast.kernels.cfn_cpu): the wheel is incomplete"
+    return None
+
+
+def pytest_configure(config) -> None:
+    problem = None if TESTING_SOURCE else _installed_location_problem()
+    if problem:
+        raise pytest.UsageError(problem)
 
 
 @pytest.fixture(params=BACKENDS)

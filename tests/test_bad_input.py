@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
+from bad_input_case import Case  # tests/bad_input_case.py
+from bad_inputs_cli import CASES as CLI_CASES
+from bad_inputs_engine_api import CASES as ENGINE_API_CASES
+from bad_inputs_model_files import CASES as MODEL_FILE_CASES
+from bad_inputs_onnx import CASES as ONNX_CASES
 
 import cfn_fast.engine as engine_module
 import cfn_fast.model as model_module
@@ -189,23 +193,8 @@ def _without_matplotlib(tmp: Path) -> object:
         return _cli("bench", "paper", "--quick", "--data-dir", "{tmp}", "--out", "{tmp}/report", "--quiet")(tmp)
 
 
-@dataclass(frozen=True)
-class Case:
-    what: str          # the bad input
-    example: str       # the call shown in the document
-    run: Callable      # () -> object, or (tmp_path) -> object when needs_tmp
-    error: type
-    message: str       # exact text, or "re:<regex>"
-    shown: str = ""    # example text for a regex message
-    needs_tmp: bool = False
-
-    @property
-    def text(self) -> str:
-        return self.shown or self.message
-
-
 NAN = float("nan")
-CASES: list[Case] = [
+CORE_CASES: list[Case] = [
     # ---------------------------------------------------------------- ratings
     Case("NaN rating", "RatingSet.from_arrays([1, 2], [1, 2], [4.0, nan])",
          from_arrays([1, 2], [1, 2], [4.0, NAN]), ValueError,
@@ -511,6 +500,10 @@ CASES: list[Case] = [
          "cfn bench paper draws its figures (table1, fig3, fig4, fig5) with matplotlib, which is not installed: "
          "pip install 'cfn_fast[bench]' (or pip install matplotlib)", needs_tmp=True),
 ]
+
+
+# Each area keeps its rows in its own module (tests/bad_inputs_*.py); the table lists them in this order.
+CASES: list[Case] = CORE_CASES + MODEL_FILE_CASES + ENGINE_API_CASES + ONNX_CASES + CLI_CASES
 
 
 def _message(exc: BaseException) -> str:

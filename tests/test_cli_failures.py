@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from children import TESTS, child_env  # tests/children.py
 from interrupts import sigint_as_at_a_terminal  # tests/interrupts.py
 
 from cfn_fast import CFN, cli, load_ratings, synthetic_ratings
@@ -41,9 +42,10 @@ def one_line(err: str, command: str) -> str:
 
 
 def cfn_process(*argv: str, **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    kw.setdefault("cwd", TESTS)   # not the checkout: "-m" puts the working directory first on the path
     return subprocess.Popen([sys.executable, "-m", "cfn_fast.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_as_at_a_terminal, **kw)
+                            stderr=subprocess.PIPE, text=True, env=child_env(), preexec_fn=sigint_as_at_a_terminal,
+                            **kw)
 
 
 # ----------------------------------------------------------------------------- point 3: one line, exit codes
@@ -268,9 +270,8 @@ def _temporaries(folder: Path) -> list[str]:
 def test_sigterm_during_save_removes_the_temporary_file(files, tmp_path):
     target = tmp_path / "m.npz"
     target.write_bytes(b"previous model")
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(files["model"]), str(target)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=TESTS)
     try:
         assert proc.stdout.readline().strip() == "writing", proc.stderr.read()
         assert len(_temporaries(tmp_path)) == 1  # the temporary exists while writing

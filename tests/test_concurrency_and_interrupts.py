@@ -1,7 +1,6 @@
 """One training at a time per model (threads), and interrupts (Ctrl-C, SIGINT) that leave the last completed epoch."""
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from children import child_env  # tests/children.py
 from interrupts import sigint_as_at_a_terminal  # tests/interrupts.py
 from small_models import TEST, TRAIN, same_layers, small  # tests/small_models.py
 
@@ -29,11 +29,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "2"
-    return env
+def threaded_child_env() -> dict:
+    return child_env(OMP_NUM_THREADS="2")
 
 
 # ============================================================================= 1. concurrency
@@ -112,7 +109,7 @@ def test_two_threads_fitting_one_model_never_crash_subprocess():
     """The reported crash (double free) ran two cpu fits on one object: 25 rounds in a child process."""
     rounds = 25
     proc = subprocess.run([sys.executable, str(HERE / "_concurrency_child.py"), str(rounds)], capture_output=True,
-                          text=True, timeout=240, env=child_env(), cwd=ROOT)
+                          text=True, timeout=240, env=threaded_child_env(), cwd=ROOT)
     lines = proc.stdout.split()
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     results = [line for line in proc.stdout.splitlines() if line]
@@ -192,7 +189,7 @@ def test_sigint_during_fit_20_times_subprocess():
     equals an uninterrupted fit of its epochs_trained_, and partial_fit / save+load go on from it."""
     rounds = 22
     proc = subprocess.Popen([sys.executable, str(HERE / "_interrupt_child.py"), str(rounds)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True, env=threaded_child_env(), cwd=ROOT,
                             preexec_fn=sigint_as_at_a_terminal)
     rng = random.Random(0)
     results = []

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from children import child_env  # tests/children.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "kernels" / "cuda"
@@ -25,10 +26,8 @@ NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/c
 
 
 def _env() -> dict[str, str]:
-    """The environment of a child process: the repository and tests/ (the emulator) on the path."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
+    """The environment of a child process: the package under test and tests/ (the emulator) on the path."""
+    return child_env()
 
 
 # ----------------------------------------------------------------------------- nvcc: errors and spills

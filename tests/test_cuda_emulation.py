@@ -9,13 +9,13 @@ vector atomics compiles and runs on the shim.
 from __future__ import annotations
 
 import ast
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from children import TESTS, child_env  # tests/children.py
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the CUDA engine's modules: engine, launches, inference, kernel module, planning (it queries the device too)
@@ -114,7 +114,7 @@ def test_sm90_kernels_match_reference_in_emulation(emu):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_numeric_check.py"), "--emulate", "--arch",
                              "900", "--only", "1 hidden, side, atomic, graphs"],
                             capture_output=True, text=True, timeout=600, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"})
+                            env=child_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " 0 failed" in result.stdout
 
@@ -175,7 +175,7 @@ def test_cupy_installed_without_gpu_keeps_the_cpu_path():
     code = ("import sys, cfn_fast; from cfn_fast.backends import resolve_backend; "
             "assert 'cupy' not in sys.modules; print(resolve_backend('auto'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env=child_env(), cwd=TESTS)
     assert result.returncode == 0, result.stderr
     from cfn_fast.backends import available_backends
     expected = "cuda" if "cuda" in available_backends() else ("cpu" if "cpu" in available_backends() else "numpy")

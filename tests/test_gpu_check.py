@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from children import child_env  # tests/children.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.sh"
@@ -39,7 +39,7 @@ def test_stage_budgets_fit_in_eight_minutes(monkeypatch):
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: no host emulation")
 def test_a_stage_appends_json_lines_and_the_table_reads_them(tmp_path):
     results = tmp_path / "gpu_check.jsonl"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}   # + the emulator
+    env = child_env()   # + the emulator
     cmd = [sys.executable, str(ROOT / "bench" / "gpu_stages.py"), "ml20m", "--smoke", "--emulate",
            "--results", str(results)]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)

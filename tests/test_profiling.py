@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from children import TESTS, child_env  # tests/children.py
 
 from cfn_fast import CFN, synthetic_ratings
 from cfn_fast.cli import main
@@ -213,7 +213,6 @@ def test_cuda_kernel_events_in_host_emulation():
             np.testing.assert_array_equal(a.weight, b.weight)
         print("ok")
     """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}   # the emulator, this module
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600,
-                            env=env)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=TESTS, timeout=600,
+                            env=child_env())   # the emulator and this module from tests/
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# README's test command: build the wheel, install it with the test extras into a fresh venv, and run the suite
+# against that installed package from outside the source tree (a file missing from the wheel fails).
+#
+#   scripts/test_wheel.sh [--newest] [--venv DIR] [pytest arguments...]
+#
+# Default: the exact versions CI uses (constraints/ci.txt). --newest: whatever pip resolves today within the ranges
+# pyproject.toml declares (run it before widening a range; then refresh constraints/ci.txt from `pip freeze`).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.venv"
+constraints=(-c "$root/constraints/ci.txt")
+export PIP_CONSTRAINT="$root/constraints/ci.txt"          # also pins the isolated build environment
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --newest) constraints=(); unset PIP_CONSTRAINT; shift ;;
+    --venv) venv="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
+    *) break ;;
+  esac
+done
+wheels="$(mktemp -d)"
+trap 'rm -rf "$wheels"' EXIT
+rm -rf "$venv"
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip wheel -q --no-deps -w "$wheels" "$root"
+wheel="$(ls "$wheels"/cfn_fast-*.whl)"
+"$venv/bin/python" -m pip install -q ${constraints[@]+"${constraints[@]}"} "${wheel}[test]"
+"$venv/bin/python" -m pip check
+# From an empty folder, so neither the working directory nor the checkout can shadow the installed package;
+# "append" puts tests/ (the test helpers) after site-packages on the path. tests/conftest.py refuses to run when
+# cfn_fast does not come from this venv's site-packages.
+empty="$wheels/run"
+mkdir "$empty" && cd "$empty"
+status=0
+"$venv/bin/python" -m pytest -q --import-mode=append -p no:cacheprovider --rootdir "$root" \
+  -c "$root/pyproject.toml" "$@" "$root/tests" || status=$?
+exit "$status"
