@@ -2,18 +2,21 @@
 # README's test command: build the wheel, install it with the test extras into a fresh venv, and run the suite
 # against that installed package from outside the source tree (a file missing from the wheel fails).
 #
-#   scripts/test_wheel.sh [--newest] [--venv DIR] [pytest arguments...]
+#   scripts/test_wheel.sh [--newest | --constraints FILE] [--venv DIR] [pytest arguments...]
 #
-# Default: the exact versions CI uses (constraints/ci.txt). --newest: whatever pip resolves today within the ranges
-# pyproject.toml declares (run it before widening a range; then refresh constraints/ci.txt from `pip freeze`).
+# Default: the exact versions CI uses (constraints/ci.txt) in .venv-test. --newest: whatever pip resolves today within
+# the ranges pyproject.toml declares (run it before widening a range; then refresh constraints/ci.txt from
+# `pip freeze`). --constraints constraints/oldest.txt: the declared minimums.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="$root/.venv"
+venv="$root/.venv-test"      # not .venv: README's main command installs there
 constraints=(-c "$root/constraints/ci.txt")
 export PIP_CONSTRAINT="$root/constraints/ci.txt"          # also pins the isolated build environment
 while [ $# -gt 0 ]; do
   case "$1" in
     --newest) constraints=(); unset PIP_CONSTRAINT; shift ;;
+    --constraints) file="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; constraints=(-c "$file")
+                   export PIP_CONSTRAINT="$file"; shift 2 ;;
     --venv) venv="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
     *) break ;;
   esac

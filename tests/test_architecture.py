@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from children import TESTS, child_env  # tests/children.py
 
 import cfn_fast
 
@@ -257,10 +258,11 @@ def test_the_estimator_module_is_thin_and_the_root_small():
 def test_the_layers_of_docs_architecture_hold():
     """The ``[tool.importlinter]`` contract of pyproject.toml (the diagram of docs/architecture.md)."""
     pytest.importorskip("importlinter")
-    root = PACKAGE.parent
+    config = Path(__file__).resolve().parents[1] / "pyproject.toml"   # the checkout's, beside tests/
     command = Path(sys.executable).parent / "lint-imports"
-    if not (root / "pyproject.toml").is_file() or not command.exists():
-        pytest.skip("needs the source tree's pyproject.toml and the lint-imports command")
-    result = subprocess.run([str(command), "--config", str(root / "pyproject.toml"), "--no-cache"],
-                            capture_output=True, text=True, cwd=root)
+    if not config.is_file() or not command.exists():
+        pytest.skip("needs the checkout's pyproject.toml and the lint-imports command")
+    # From tests/ with the package under test first on the path: the installed wheel, or the source tree
+    result = subprocess.run([str(command), "--config", str(config), "--no-cache"],
+                            capture_output=True, text=True, cwd=TESTS, env=child_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
