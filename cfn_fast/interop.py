@@ -21,7 +21,8 @@ CuPy / CUDA torch / CUDA JAX arrays      cuda backend: a CuPy view (``cupy.from_
 Results come back as ``output=``:
 
 ``"numpy"`` (default)  a host NumPy array.
-``"cupy"``             a CuPy array (on the device when the result is there already; else one upload).
+``"cupy"``             a CuPy array (on the device when the result is there already; else one upload);
+                       without a GPU that CuPy reaches, ``BackendUnavailable`` before any work.
 ``"torch"``            a PyTorch tensor sharing the result's memory (``torch.from_numpy`` / ``from_dlpack``).
 ``"jax"``              a JAX array (JAX may copy: its arrays are immutable).
 ``"dlpack"``           a DLPack capsule of the result (consumed once by ``torch.from_dlpack``,
@@ -43,6 +44,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import scipy.sparse as sp
+
+from .backends import BackendUnavailable, unavailable_reason
 
 __all__ = ["OUTPUTS", "Origin", "origin_of", "to_host", "to_device", "is_device_array", "to_output",
            "check_output", "cuda_stream", "caller_stream", "current_caller_stream", "cupy_module", "library_of"]
@@ -158,10 +161,23 @@ def to_device(obj: Any, dtype: Any = np.float32) -> Any:
 
 
 def check_output(output: Any) -> str:
-    """Validate an ``output=`` argument (before any work is done)."""
+    """Validate an ``output=`` argument (before any work is done): ``"cupy"`` also needs CuPy
+    (``ImportError``) and a GPU it reaches (:class:`~cfn_fast.backends.BackendUnavailable`)."""
     if not isinstance(output, str) or output not in OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(repr(o) for o in OUTPUTS)}, got {output!r}")
+    if output == "cupy":
+        _check_cupy_device()
     return output
+
+
+def _check_cupy_device() -> None:
+    """A CuPy result lives on a GPU: without one, CuPy would fail on the first upload with a raw
+    ``CUDARuntimeError`` (after the work is done); say so before, in the terms of the call."""
+    cupy_module()  # not installed: ImportError naming cupy
+    reason = unavailable_reason("cuda")
+    if reason is not None:
+        raise BackendUnavailable(f"output='cupy' needs a CUDA GPU, and CuPy reaches none ({reason}); "
+                                 f"use output='numpy' (the default) on this machine")
 
 
 def to_output(result: Any, output: str, like: Origin | None = None) -> Any:

@@ -1,4 +1,5 @@
-"""Bad-input rows for exported ONNX graphs; tests/test_bad_input.py runs them and renders the table.
+"""Bad-input rows for exported ONNX graphs and, in their own blocks, for ``output="cupy"`` and input files;
+tests/test_bad_input.py runs them and renders the table.
 
 A graph cannot raise, so it refuses the run (cfn_fast.export.onnx, "Invalid inputs"): onnxruntime raises its
 ``Fail`` and the message names the refusing node, whose name is the rule broken.  The ids below are those of a
@@ -14,6 +15,7 @@ from bad_input_case import Case  # tests/bad_input_case.py
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail  # the test extras install onnxruntime
 
 from cfn_fast import CFN, synthetic_ratings
+from cfn_fast.backends import BackendUnavailable
 
 N_USERS, N_ITEMS = 60, 40
 
@@ -101,4 +103,28 @@ CASES: list[Case] = [
           'session.run(None, {"users": [0, 1], "exclude": [[-1]], "k": [5]})  # I-CFN recommend graph',
           lambda: _run("item", "recommend", {"users": np.array([0, 1]), "exclude": np.array([[-1]]), "k": _K}),
           "exclude: one row per user (the same batch size as users)"),
+]
+
+
+# ---------------------------------------------------------------- issue 21: output="cupy" without a GPU
+def _cupy_output_without_gpu() -> object:
+    import importlib.util
+
+    import pytest
+
+    from cfn_fast import available_backends
+    if importlib.util.find_spec("cupy") is None:
+        pytest.skip("CuPy is not installed (output='cupy' then raises ImportError naming cupy)")
+    if "cuda" in available_backends():
+        pytest.skip("a CUDA GPU is present")
+    return _model("user", False).predict_indices([0], [0], output="cupy")
+
+
+CASES += [
+    Case("output='cupy' on a machine where CuPy reaches no GPU", 'model.predict([1], [1], output="cupy")  # no GPU',
+         _cupy_output_without_gpu, BackendUnavailable,
+         r"re:output='cupy' needs a CUDA GPU, and CuPy reaches none \(.+\); use output='numpy' \(the default\) on "
+         r"this machine",
+         shown="output='cupy' needs a CUDA GPU, and CuPy reaches none (CuPy found no CUDA GPU); use output='numpy' "
+               "(the default) on this machine"),
 ]

@@ -13,7 +13,7 @@ from typing import Sequence
 from .base import BackendUnavailable, Engine, TrainConfig, epoch_order
 
 __all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class",
-           "available_backends", "BackendUnavailable", "fallback_backend"]
+           "available_backends", "BackendUnavailable", "fallback_backend", "unavailable_reason"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -48,6 +48,11 @@ def _why_unavailable(name: str) -> str | None:
             return f"CuPy cannot reach a CUDA GPU ({type(exc).__name__}: {exc})"
         return None
     return f"unknown backend {name!r}; choose one of {BACKENDS} or 'auto'"
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why backend ``name`` cannot run here (e.g. ``"CuPy found no CUDA GPU"``), or ``None`` when it can."""
+    return _why_unavailable(name)
 
 
 def available_backends() -> list[str]:
