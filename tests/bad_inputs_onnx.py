@@ -15,7 +15,6 @@ from bad_input_case import Case  # tests/bad_input_case.py
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail  # the test extras install onnxruntime
 
 from cfn_fast import CFN, synthetic_ratings
-from cfn_fast.backends import BackendUnavailable
 
 N_USERS, N_ITEMS = 60, 40
 
@@ -122,7 +121,7 @@ def _cupy_output_without_gpu() -> object:
 
 CASES += [
     Case("output='cupy' on a machine where CuPy reaches no GPU", 'model.predict([1], [1], output="cupy")  # no GPU',
-         _cupy_output_without_gpu, BackendUnavailable,
+         _cupy_output_without_gpu, ValueError,
          r"re:output='cupy' needs a CUDA GPU, and CuPy reaches none \(.+\); use output='numpy' \(the default\) on "
          r"this machine",
          shown="output='cupy' needs a CUDA GPU, and CuPy reaches none (CuPy found no CUDA GPU); use output='numpy' "

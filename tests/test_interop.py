@@ -352,20 +352,18 @@ def _no_gpu_here() -> None:
 
 
 def test_cupy_output_without_a_gpu_is_a_clear_error_before_any_work(model):
-    from cfn_fast.backends import BackendUnavailable
     _no_gpu_here()
     for call in (lambda: model.predict_indices([0], [0], output="cupy"), lambda: model.encode(output="cupy"),
                  lambda: model.decode(np.zeros((1, 10), np.float32), model.side_, output="cupy"),
                  lambda: interop.to_output(np.zeros(3), "cupy")):
-        with pytest.raises(BackendUnavailable, match=r"^output='cupy' needs a CUDA GPU, and CuPy reaches none"):
+        with pytest.raises(ValueError, match=r"^output='cupy' needs a CUDA GPU, and CuPy reaches none"):
             call()
 
 
 def test_cupy_output_refusal_is_simulated_anywhere_cupy_imports(model, monkeypatch):
     """The same refusal where a GPU is present: CuPy is told it reaches none."""
-    from cfn_fast.backends import BackendUnavailable
     if not HAS_CUPY:
         pytest.skip("CuPy is not installed")
-    monkeypatch.setattr(interop, "unavailable_reason", lambda name: "CuPy found no CUDA GPU")
-    with pytest.raises(BackendUnavailable, match=r"CuPy reaches none \(CuPy found no CUDA GPU\); use output='numpy'"):
+    monkeypatch.setattr(interop, "cuda_device_problem", lambda: "CuPy found no CUDA GPU")
+    with pytest.raises(ValueError, match=r"CuPy reaches none \(CuPy found no CUDA GPU\); use output='numpy'"):
         model.predict_indices([0], [0], output="cupy")
