@@ -7,8 +7,12 @@ A graph cannot raise, so it refuses the run (cfn_fast.export.onnx, "Invalid inpu
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 from functools import lru_cache
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from bad_input_case import Case  # tests/bad_input_case.py
@@ -126,4 +130,49 @@ CASES += [
          r"this machine",
          shown="output='cupy' needs a CUDA GPU, and CuPy reaches none (CuPy found no CUDA GPU); use output='numpy' "
                "(the default) on this machine"),
+]
+
+
+# ---------------------------------------------------------------- issue 21: pipes and /dev/stdin as input files
+_NOT_REGULAR = (r" is not a regular file \(a pipe, socket or device such as /dev/stdin\): inputs are read from regular "
+                r"files only; save the data to a file and pass its path")
+
+
+def _cli_with_special_file(*argv: str) -> Callable[[Path], object]:
+    """``cfn`` in-process with ``{fifo}`` a named pipe nobody writes to, ``{stdin}`` /dev/stdin and ``{model}``
+    a saved model, all in the test's folder."""
+    def run(tmp: Path) -> object:
+        import pytest
+
+        from cfn_fast import cli
+        if any("{stdin}" in a for a in argv) and (not os.path.exists("/dev/stdin")
+                                                 or stat.S_ISREG(os.stat("/dev/stdin").st_mode)):
+            pytest.skip("/dev/stdin is a regular file here (stdin redirected from a file), or absent")
+        os.mkfifo(tmp / "fifo")
+        _model("user", False).save(tmp / "m.npz")
+        (tmp / "new.csv").write_text("1,4\n")
+        files = {"fifo": str(tmp / "fifo"), "stdin": "/dev/stdin", "model": str(tmp / "m.npz"),
+                 "new": str(tmp / "new.csv")}
+        return cli.run([a.format(**files) for a in argv])
+    return run
+
+
+def _special_file_case(what: str, example: str, argv: tuple, role: str, path: str) -> Case:
+    shown_path = "/dev/stdin" if path == "/dev/stdin" else "fifo"
+    return Case(what, example, _cli_with_special_file(*argv), ValueError,
+                f"re:{role} '{re.escape(path) if path == '/dev/stdin' else '(.*/)?fifo'}'{_NOT_REGULAR}",
+                shown=f"{role} '{shown_path}'" + _NOT_REGULAR.replace("\\", ""), needs_tmp=True)
+
+
+CASES += [
+    _special_file_case("ratings file that is a named pipe", "cfn fit --ratings fifo  # mkfifo fifo",
+                       ("fit", "--ratings", "{fifo}"), "ratings file", "fifo"),
+    _special_file_case("ratings file that is /dev/stdin", "cfn fit --ratings /dev/stdin",
+                       ("fit", "--ratings", "{stdin}"), "ratings file", "/dev/stdin"),
+    _special_file_case("new ratings file that is a named pipe (same message as fit)",
+                       "cfn fold-in --model m.npz --new user --ratings-of-new fifo",
+                       ("fold-in", "--model", "{model}", "--new", "user", "--ratings-of-new", "{fifo}"),
+                       "ratings file", "fifo"),
+    _special_file_case("model file that is a named pipe", "cfn predict --model fifo --user 1 --item 1",
+                       ("predict", "--model", "{fifo}", "--user", "1", "--item", "1"), "model file", "fifo"),
 ]
