@@ -19,6 +19,10 @@ goes through :func:`atomic_path` / :func:`atomic_write`:
 
 :func:`check_outputs_not_inputs` refuses, before any work starts, an output that is one of the
 inputs (same path, a symbolic or hard link to it, or an existing file inside an input folder).
+
+:func:`check_input_file` is the one rule for reading a file (ratings, models, features), so every
+command and function words the same situation the same way: a missing file, a folder, a pipe or
+device (``/dev/stdin``), an unreadable file.
 """
 from __future__ import annotations
 
@@ -27,12 +31,13 @@ import os
 import re
 import secrets
 import signal
+import stat
 import threading
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
 
 __all__ = ["atomic_path", "atomic_write", "check_outputs_not_inputs", "remove_stale_temporaries",
-           "new_file_mode", "SaveInterrupted"]
+           "new_file_mode", "SaveInterrupted", "check_input_file"]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -242,3 +247,29 @@ def check_outputs_not_inputs(outputs: Mapping[str, Any],
                 if _same_file(out, other):
                     raise ValueError(f"{option} and {other_option} both write {out}: choose different paths")
             seen.append((option, out))
+
+
+# ----------------------------------------------------------------------------- inputs
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` when it is a readable regular file; else the one error for that situation, naming
+    ``what`` (e.g. ``"model file"``) and the path as given.
+
+    Pipes, sockets and devices (``/dev/stdin`` included) are refused before anything opens them: readers
+    look at a file more than once (format detection, then the data; a zip's directory at its end), and
+    opening a FIFO nobody writes to would wait forever."""
+    path = Path(path)
+    shown = repr(str(path))
+    try:
+        mode = path.stat().st_mode  # follows symbolic links: /dev/stdin is judged by what it points to
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no {what} at {shown}") from None
+    except PermissionError:
+        raise PermissionError(f"{what} {shown} cannot be read: permission denied") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{what} {shown} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{what} {shown} is not a regular file (a pipe, socket or device such as /dev/stdin): "
+                         f"inputs are read from regular files only; save the data to a file and pass its path")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{what} {shown} cannot be read: permission denied")
+    return path

@@ -21,7 +21,8 @@ CuPy / CUDA torch / CUDA JAX arrays      cuda backend: a CuPy view (``cupy.from_
 Results come back as ``output=``:
 
 ``"numpy"`` (default)  a host NumPy array.
-``"cupy"``             a CuPy array (on the device when the result is there already; else one upload).
+``"cupy"``             a CuPy array (on the device when the result is there already; else one upload);
+                       without a GPU that CuPy reaches, ``ValueError`` before any work.
 ``"torch"``            a PyTorch tensor sharing the result's memory (``torch.from_numpy`` / ``from_dlpack``).
 ``"jax"``              a JAX array (JAX may copy: its arrays are immutable).
 ``"dlpack"``           a DLPack capsule of the result (consumed once by ``torch.from_dlpack``,
@@ -35,17 +36,20 @@ unless the caller's array came from it (``import cfn_fast`` never needs CuPy, Py
 """
 from __future__ import annotations
 
+import importlib
 import numbers
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["OUTPUTS", "Origin", "origin_of", "to_host", "to_device", "is_device_array", "to_output",
-           "check_output", "cuda_stream", "caller_stream", "current_caller_stream", "cupy_module", "library_of"]
+           "check_output", "cuda_stream", "caller_stream", "current_caller_stream", "cupy_module", "library_of",
+           "cuda_device_problem"]
 
 OUTPUTS = ("numpy", "cupy", "torch", "jax", "dlpack", "like")
 
@@ -158,10 +162,39 @@ def to_device(obj: Any, dtype: Any = np.float32) -> Any:
 
 
 def check_output(output: Any) -> str:
-    """Validate an ``output=`` argument (before any work is done)."""
+    """Validate an ``output=`` argument (before any work is done): ``"cupy"`` also needs CuPy
+    (``ImportError``) and a GPU it reaches (``ValueError``)."""
     if not isinstance(output, str) or output not in OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(repr(o) for o in OUTPUTS)}, got {output!r}")
+    if output == "cupy":
+        _check_cupy_device()
     return output
+
+
+def _check_cupy_device() -> None:
+    """A CuPy result lives on a GPU: without one, CuPy would fail on the first upload with a raw
+    ``CUDARuntimeError`` (after the work is done); say so before, in the terms of the call."""
+    cupy_module()  # not installed: ImportError naming cupy
+    problem = cuda_device_problem()
+    if problem is not None:
+        raise ValueError(f"output='cupy' needs a CUDA GPU, and CuPy reaches none ({problem}); "
+                         f"use output='numpy' (the default) on this machine")
+
+
+@lru_cache(maxsize=None)
+def cuda_device_problem() -> str | None:
+    """Why CuPy cannot compute on a CUDA GPU here (not installed, no GPU, no driver), or ``None`` when it
+    can: the one probe behind ``backend="cuda"`` and ``output="cupy"``, run once per process."""
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError:
+        return "CuPy is not installed (pip install 'cfn_fast[cuda12]' or 'cfn_fast[cuda13]')"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "CuPy found no CUDA GPU"
+    except Exception as exc:  # CUDA driver missing or broken
+        return f"CuPy cannot reach a CUDA GPU ({type(exc).__name__}: {exc})"
+    return None
 
 
 def to_output(result: Any, output: str, like: Origin | None = None) -> Any:

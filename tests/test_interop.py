@@ -340,3 +340,30 @@ def test_fit_takes_side_features_of_any_library(ratings):
                                   reference.predict_indices(np.arange(50), np.arange(50) % ratings.n_items))
     dlpack = CFN("item", (6,), 1, backend="cpu").fit(ratings, item_features=DLPackProducer(features))
     np.testing.assert_array_equal(dlpack.layers_[0].side_weight, reference.layers_[0].side_weight)
+
+
+# ----------------------------------------------------------------------------- output="cupy" without a GPU
+def _no_gpu_here() -> None:
+    from cfn_fast import available_backends
+    if not HAS_CUPY:
+        pytest.skip("CuPy is not installed (the ImportError test covers that)")
+    if "cuda" in available_backends():
+        pytest.skip("a CUDA GPU is present")
+
+
+def test_cupy_output_without_a_gpu_is_a_clear_error_before_any_work(model):
+    _no_gpu_here()
+    for call in (lambda: model.predict_indices([0], [0], output="cupy"), lambda: model.encode(output="cupy"),
+                 lambda: model.decode(np.zeros((1, 10), np.float32), model.side_, output="cupy"),
+                 lambda: interop.to_output(np.zeros(3), "cupy")):
+        with pytest.raises(ValueError, match=r"^output='cupy' needs a CUDA GPU, and CuPy reaches none"):
+            call()
+
+
+def test_cupy_output_refusal_is_simulated_anywhere_cupy_imports(model, monkeypatch):
+    """The same refusal where a GPU is present: CuPy is told it reaches none."""
+    if not HAS_CUPY:
+        pytest.skip("CuPy is not installed")
+    monkeypatch.setattr(interop, "cuda_device_problem", lambda: "CuPy found no CUDA GPU")
+    with pytest.raises(ValueError, match=r"CuPy reaches none \(CuPy found no CUDA GPU\); use output='numpy'"):
+        model.predict_indices([0], [0], output="cupy")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -222,3 +223,102 @@ def test_stacked_cfn_exports_its_network(tmp_path):
     grid = np.meshgrid(np.arange(rows.shape[0]), np.arange(rows.shape[1]), indexing="ij")
     expected = deep.predict_indices(grid[1].ravel(), grid[0].ravel()).reshape(rows.shape)
     np.testing.assert_allclose(predictions, expected, atol=TOLERANCE, rtol=0)
+
+
+# ----------------------------------------------------------------------------- invalid inputs (issue 21)
+def refused(sess, feeds: dict, rule: str) -> None:
+    """The run fails, and onnxruntime's message carries the refusing node's name: the rule broken."""
+    with pytest.raises(Exception, match=re.escape(rule)):
+        sess.run(None, feeds)
+
+
+def row_feeds(model: CFN, input_format: str, rows: np.ndarray, side_rows: np.ndarray | None = None) -> dict:
+    if input_format == "dense":
+        feeds = {"ratings": rows}
+    else:
+        indices, values = as_padded(rows)
+        feeds = {"indices": indices, "values": values}
+    if model.side_ is not None:
+        feeds["features"] = model.side_[:len(rows)] if side_rows is None else side_rows
+    return feeds
+
+
+SIDE_CASES = [("user", True, (12,), False), ("item", True, (12,), False)]
+
+
+@pytest.mark.parametrize("input_format", ["dense", "sparse"])
+@pytest.mark.parametrize("case", SIDE_CASES, ids=["U-CFN++", "I-CFN++"])
+def test_predict_graph_refuses_columns_out_of_range_and_minus_one(case, input_format):
+    model = fitted(*case)
+    n = model.inputs_.shape[1]
+    sess = session(model, "predict", input_format=input_format)
+    feeds = row_feeds(model, input_format, training_rows(model)[:3])
+    good = np.tile(np.arange(4, dtype=np.int64), (3, 1))
+    assert sess.run(None, {**feeds, "columns": good})[0].shape == (3, 4)
+    for bad in (-1, -2, n, n + 7, np.iinfo(np.int64).min, np.iinfo(np.int64).max):
+        columns = good.copy()
+        columns[1, 2] = bad
+        refused(sess, {**feeds, "columns": columns}, f"columns: indices must lie in [0, {n})")
+
+
+@pytest.mark.parametrize("graph", ["predict", "reconstruct", "recommend"])
+def test_sparse_rows_refuse_bad_indices_and_keep_minus_one_padding(graph):
+    model = fitted("user", True, (12,), False)
+    n = model.inputs_.shape[1]
+    sess = session(model, graph, input_format="sparse")
+    feeds = row_feeds(model, "sparse", training_rows(model)[:3])  # padded with -1: runs
+    extra = {"predict": {"columns": np.zeros((3, 2), np.int64)}, "reconstruct": {},
+             "recommend": {"k": np.array([5], np.int64)}}[graph]
+    sess.run(None, {**feeds, **extra})
+    for bad in (-2, n, n + 1, np.iinfo(np.int64).min):
+        indices = feeds["indices"].copy()
+        indices[2, -1] = bad                                   # a padding slot turned into a bad index
+        refused(sess, {**feeds, **extra, "indices": indices},
+                f"indices: column indices must lie in [0, {n}), or be -1 for padding")
+    indices = feeds["indices"].copy()
+    indices[0, -1] = indices[0, 0]                             # a column twice in one row
+    refused(sess, {**feeds, **extra, "indices": indices}, "indices: a column at most once per row")
+    refused(sess, {**feeds, **extra, "values": feeds["values"][:, :-1]},
+            "values: must have the shape of indices")
+
+
+@pytest.mark.parametrize("graph", ["predict", "reconstruct", "recommend"])
+@pytest.mark.parametrize("input_format", ["dense", "sparse"])
+def test_row_graphs_refuse_mismatched_batch_sizes(graph, input_format):
+    model = fitted("user", True, (12,), False)
+    sess = session(model, graph, input_format=input_format)
+    extra = {"predict": {"columns": np.zeros((3, 2), np.int64)}, "reconstruct": {},
+             "recommend": {"k": np.array([5], np.int64)}}[graph]
+    for n_rows, n_features in ((3, 1), (3, 2), (1, 3)):       # batch 1 would broadcast
+        rows = training_rows(model)[:n_rows]
+        feeds = row_feeds(model, input_format, rows, model.side_[:n_features])
+        if graph == "predict":
+            feeds["columns"] = np.zeros((n_rows, 2), np.int64)
+        refused(sess, {**extra, **feeds}, "features: one row per row of the ratings (the same batch size)")
+    if graph == "predict":
+        for n_columns in (1, 2):
+            feeds = row_feeds(model, input_format, training_rows(model)[:3])
+            refused(sess, {**feeds, "columns": np.zeros((n_columns, 2), np.int64)},
+                    "columns: one row per row of the ratings (the same batch size)")
+
+
+@pytest.mark.parametrize("side", [False, True])
+def test_item_cfn_recommend_graph_refuses_bad_users_exclude_and_batches(side):
+    model = fitted("item", side, (12,), False)
+    n_users, n_items = model.train_.n_users, model.train_.n_items
+    sess = session(model, "recommend")
+    users = np.array([0, 1, 2], np.int64)
+    exclude = np.array([[3, -1], [-1, -1], [0, 1]], np.int64)   # -1 pads
+    k = np.array([5], np.int64)
+    assert sess.run(None, {"users": users, "exclude": exclude, "k": k})[0].shape == (3, 5)
+    for bad in (-1, -2, n_users, np.iinfo(np.int64).max):
+        refused(sess, {"users": np.array([0, bad, 2], np.int64), "exclude": exclude, "k": k},
+                f"users: indices must lie in [0, {n_users})")
+    for bad in (-2, n_items, np.iinfo(np.int64).min):
+        bad_exclude = exclude.copy()
+        bad_exclude[1, 0] = bad
+        refused(sess, {"users": users, "exclude": bad_exclude, "k": k},
+                f"exclude: item indices must lie in [0, {n_items}), or be -1 for padding")
+    for n_users_fed, n_exclude in ((3, 1), (3, 2), (1, 3), (2, 3)):   # batch 1 would broadcast
+        refused(sess, {"users": users[:n_users_fed], "exclude": np.full((n_exclude, 2), -1, np.int64), "k": k},
+                "exclude: one row per user (the same batch size as users)")

@@ -10,6 +10,7 @@ import logging
 from functools import lru_cache
 from typing import Sequence
 
+from ..interop import cuda_device_problem
 from .base import BackendUnavailable, Engine, TrainConfig, epoch_order
 
 __all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class",
@@ -37,16 +38,7 @@ def _why_unavailable(name: str) -> str | None:
             return f"the compiled CPU kernels do not import ({exc}); reinstall with `pip install .`"
         return None
     if name == "cuda":
-        try:
-            cupy = importlib.import_module("cupy")
-        except ImportError:
-            return "CuPy is not installed (pip install 'cfn_fast[cuda12]' or 'cfn_fast[cuda13]')"
-        try:
-            if cupy.cuda.runtime.getDeviceCount() < 1:
-                return "CuPy found no CUDA GPU"
-        except Exception as exc:  # CUDA driver missing or broken
-            return f"CuPy cannot reach a CUDA GPU ({type(exc).__name__}: {exc})"
-        return None
+        return cuda_device_problem()  # the one probe, shared with output="cupy"
     return f"unknown backend {name!r}; choose one of {BACKENDS} or 'auto'"
 
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cfn_fast.fileio import check_input_file
 
 from . import common
 from .common import add_common_options, add_model_options, add_scale_option, command, int_in, parse_ids, plain
@@ -364,9 +367,7 @@ def read_ratings_of_new(path: str | Path) -> tuple[list[str], list[float]]:
     """``(ids, ratings)`` from a CSV of ``id,rating`` lines; a first line whose rating is not a
     number is a header.  Blank lines are skipped; anything else malformed is a ``ValueError``
     naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ratings file at {str(path)!r}")
+    path = check_input_file(path, "ratings file")
     ids: list[str] = []
     ratings: list[float] = []
     with path.open(newline="", encoding="utf-8") as fh:
@@ -399,11 +400,20 @@ def _check_header(path: Path, cells: list[str]) -> None:
 
 def parse_features(values: list[str]) -> np.ndarray:
     """Side-information values from the command line, or from one file of numbers
-    (comma- or whitespace-separated)."""
-    if len(values) == 1 and Path(values[0]).is_file():
-        text = Path(values[0]).read_text(encoding="utf-8")
+    (comma- or whitespace-separated): a single value that is not a number but names something
+    on disk is that file."""
+    if len(values) == 1 and not _is_number(values[0]) and os.path.lexists(values[0]):
+        text = check_input_file(values[0], "features file").read_text(encoding="utf-8")
         values = text.replace(",", " ").split()
     try:
         return np.array([float(v) for v in values], dtype=np.float32)
     except ValueError:
         raise ValueError(f"--features must be numbers (or one file of numbers), got {values[:5]}") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

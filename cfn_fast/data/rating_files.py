@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import check_input_file
 from .ratings import RatingSet
 
 __all__ = ["load_ratings"]
@@ -106,11 +107,9 @@ def _from_object(data: Any, *, scale: tuple[float, float] | None, duplicates: st
 
 # ============================================================================= rating files
 def check_rating_file(path: Path) -> Path:
-    """Fail early, with the path, on a missing, non-regular or empty file."""
-    if not path.exists():
-        raise FileNotFoundError(f"rating file not found: {path}")
-    if not path.is_file():
-        raise ValueError(f"{path}: not a regular file")
+    """Fail early, with the path, on a missing, non-regular (:func:`cfn_fast.fileio.check_input_file`)
+    or empty file."""
+    check_input_file(path, "ratings file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: the file is empty")
     return path

@@ -42,6 +42,26 @@ Graphs
 
 A sample with no ratings in its row is centred by the global training mean; without side information
 it is predicted by each input's mean training rating, as :meth:`CFN.predict` does.
+
+Invalid inputs
+--------------
+Where the library raises (``IndexError`` for an index out of range), the graph refuses the run: ONNX has
+no exceptions, so each index input passes through a Reshape that, for invalid input, asks for an impossible
+shape.  onnxruntime then raises, and its message quotes the refusing node's name, the rule broken, e.g.
+``Name:'refused: columns: indices must lie in [0, 90)'``.  Valid inputs go through unchanged (the outputs
+are bit-identical to a graph without the checks).  The rules:
+
+* ``columns``, ``users``: every entry in ``[0, n)``; ``-1`` is an error there, not padding (Gather would
+  wrap it around to the last input).
+* ``indices`` (sparse rows): in ``[0, n_inputs)`` or ``-1`` (padding), each column at most once per row;
+  ``values`` has the shape of ``indices``.
+* ``exclude``: in ``[0, n_items)`` or ``-1`` (padding).
+* batch sizes: ``features`` and ``columns`` have one row per row of the ratings, ``exclude`` one row per
+  user; a batch of 1 is not broadcast.
+
+The whole run is refused, as the library refuses the whole call: there is no per-row validity output (one
+that a caller could ignore and serve garbage).  A server that batches requests together (e.g. Triton's
+dynamic batching) fails every request batched with a bad one, so check indices before sending them.
 """
 from __future__ import annotations
 
@@ -94,9 +114,9 @@ class _Builder:
         self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attrs: Any) -> Any:
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, node_name: str | None = None, **attrs: Any) -> Any:
         names = [self.name(op_type.lower()) for _ in range(outputs)]
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), names, **attrs))
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), names, name=node_name, **attrs))
         return names[0] if outputs == 1 else names
 
     def rename(self, value: str, name: str) -> str:
@@ -107,13 +127,15 @@ class _Builder:
 @dataclass(frozen=True)
 class _Rows:
     """Graph values of the row inputs: ``centred`` (``[B, n_inputs]`` dense or ``[B, K]`` sparse), the sparse
-    column ``indices`` (``None`` for dense rows), ``weight`` (1.0 where known), row ``mean`` and ``count``."""
+    column ``indices`` (``None`` for dense rows), ``weight`` (1.0 where known), row ``mean`` and ``count``, and
+    the input ``batch_of`` that gives the batch size the other inputs must match."""
 
     centred: str
     indices: str | None
     weight: str
     mean: str
     count: str
+    batch_of: str               # the input whose first dimension is the batch (ratings or indices)
     offset: str | None = None   # per-input offsets at the rows' columns (``centring="bias"``), else None
 
 
@@ -143,10 +165,45 @@ class _Exporter:
         self.g.rename(value, name)
         self.outputs.append(self.onnx.helper.make_tensor_value_info(name, elem, shape))
 
-    def _features(self) -> str | None:
+    def _features(self, rows: "_Rows") -> str | None:
         if not self.side_dim:
             return None
-        return self._input("features", self.onnx.TensorProto.FLOAT, ["batch", self.side_dim])
+        features = self._input("features", self.onnx.TensorProto.FLOAT, ["batch", self.side_dim])
+        return self._refuse_unless(self._same_batch(features, rows.batch_of), features,
+                                   "features: one row per row of the ratings (the same batch size)")
+
+    # ------------------------------------------------------------------ refusing invalid inputs
+    def _refuse_unless(self, ok: str, value: str, rule: str) -> str:
+        """``value`` itself while the boolean ``ok`` (a scalar or ``[1]``) holds; otherwise the run fails.
+
+        ONNX has no exceptions, so the value goes through a Reshape to its own shape, or, when ``ok`` is
+        false, to a shape of ``-2``s, which every runtime must refuse.  The Reshape node is named after
+        ``rule``: onnxruntime's error quotes it.  Reshaping to the same shape moves no data and changes no bit,
+        and everything downstream reads the checked value, so no runtime can prune the check."""
+        g = self.g
+        shape = g.op("Shape", value)
+        invalid = g.op("Sub", g.op("Mul", shape, g.const(0, dtype=np.int64)), g.const(2, dtype=np.int64))
+        return g.op("Reshape", value, g.op("Where", ok, shape, invalid), node_name=f"refused: {rule}")
+
+    def _none_of(self, flags: str) -> str:
+        """Boolean scalar: no element of ``flags`` is set (true for an empty tensor too)."""
+        g, T = self.g, self.onnx.TensorProto
+        return g.op("Equal", g.op("ReduceSum", g.op("Cast", flags, to=T.INT64), keepdims=0),
+                    g.const(0, dtype=np.int64))
+
+    def _within(self, indices: str, n: int, what: str, *, padded: bool) -> str:
+        """``indices`` refused unless every entry lies in ``[0, n)`` (or is ``-1``, the padding, when
+        ``padded``): -1 must not wrap around to the last entry as Gather's negative indices would."""
+        g = self.g
+        low = -1 if padded else 0
+        outside = g.op("Or", g.op("Less", indices, g.const(low, dtype=np.int64)),
+                       g.op("GreaterOrEqual", indices, g.const(n, dtype=np.int64)))
+        rule = f"{what} must lie in [0, {n})" + (", or be -1 for padding" if padded else "")
+        return self._refuse_unless(self._none_of(outside), indices, rule)
+
+    def _same_batch(self, value: str, other: str) -> str:
+        """Boolean ``[1]``: ``value`` and ``other`` have the same first dimension (no broadcasting of 1)."""
+        return self.g.op("Equal", self._batch(value), self._batch(other))
 
     # ------------------------------------------------------------------ preprocessing
     def _rows(self, input_format: str) -> "_Rows":
@@ -159,24 +216,36 @@ class _Exporter:
             known = g.op("Not", g.op("IsNaN", ratings))
             values, indices = g.op("Where", known, ratings, g.const(0.0)), None
         else:
-            indices = self._input("indices", T.INT64, ["batch", "known"])
+            given = self._input("indices", T.INT64, ["batch", "known"])
             raw = self._input("values", T.FLOAT, ["batch", "known"])
-            known = g.op("GreaterOrEqual", indices, g.const(0, dtype=np.int64))
-            indices = g.op("Where", known, indices, g.const(0, dtype=np.int64))  # padding reads column 0, weight 0
+            same_shape = self._none_of(g.op("Not", g.op("Equal", g.op("Shape", raw), g.op("Shape", given))))
+            raw = self._refuse_unless(same_shape, raw, "values: must have the shape of indices")
+            given = self._within(given, self.n_inputs, "indices: column indices", padded=True)
+            known = g.op("GreaterOrEqual", given, g.const(0, dtype=np.int64))
+            indices = g.op("Where", known, given, g.const(0, dtype=np.int64))  # padding reads column 0, weight 0
+            indices = self._once_per_row(indices, known)
             values = g.op("Where", known, raw, g.const(0.0))
         weight = g.op("Cast", known, to=T.FLOAT)
         unit = g.op("Mul", g.op("Div", g.op("Sub", values, g.const(pre.mid)), g.const(pre.half_range)), weight)
         axis = g.const([1], dtype=np.int64)
         count = g.op("ReduceSum", weight, axis, keepdims=1)
         total = g.op("ReduceSum", unit, axis, keepdims=1)
+        batch_of = ratings if input_format == "dense" else given
         if pre.input_offset is not None:
-            return self._bias_rows(unit, indices, weight, count)
+            return self._bias_rows(unit, indices, weight, count, batch_of)
         has = g.op("Greater", count, g.const(0.0))
         mean = g.op("Where", has, g.op("Div", total, g.op("Max", count, g.const(1.0))), g.const(pre.global_mean))
         centred = g.op("Mul", g.op("Sub", unit, mean), weight)
-        return _Rows(centred, indices, weight, mean, count)
+        return _Rows(centred, indices, weight, mean, count, batch_of)
 
-    def _bias_rows(self, unit: str, indices: str | None, weight: str, count: str) -> "_Rows":
+    def _once_per_row(self, indices: str, known: str) -> str:
+        """``indices`` refused when a row names a column twice (the scatter would add the two ratings)."""
+        g, T = self.g, self.onnx.TensorProto
+        counts = self._scatter_sum(self._batch(indices), self.n_inputs, indices, g.op("Cast", known, to=T.FLOAT))
+        return self._refuse_unless(self._none_of(g.op("Greater", counts, g.const(1.0))), indices,
+                                   "indices: a column at most once per row")
+
+    def _bias_rows(self, unit: str, indices: str | None, weight: str, count: str, batch_of: str) -> "_Rows":
         """``centring="bias"`` (:meth:`Preprocessing.row_means` / :meth:`Preprocessing.centre`): the row's
         shrunk offset over the inputs' offsets, and the residuals."""
         g, pre = self.g, self.pre
@@ -186,7 +255,7 @@ class _Exporter:
         total = g.op("ReduceSum", shifted, axis, keepdims=1)
         mean = g.op("Add", g.const(pre.global_mean), g.op("Div", total, g.op("Add", count, g.const(BIAS_SHRINKAGE))))
         residual = g.op("Sub", g.op("Sub", unit, mean), offset)
-        return _Rows(g.op("Mul", residual, weight), indices, weight, mean, count, offset)
+        return _Rows(g.op("Mul", residual, weight), indices, weight, mean, count, batch_of, offset)
 
     def _input_offset(self, columns: str | None) -> str | None:
         """The inputs' offsets of ``centring="bias"``: ``[1, n_inputs]`` (``columns`` None) or gathered at
@@ -283,7 +352,7 @@ class _Exporter:
     def reconstruct(self, input_format: str) -> None:
         T = self.onnx.TensorProto
         rows = self._rows(input_format)
-        features = self._features()
+        features = self._features(rows)
         codes = self._encode(rows, features)
         out = self._full_output(codes, features)
         rated = self._cold_fallback(self._to_ratings(out, rows.mean, self._input_offset(None)), rows.count)
@@ -299,8 +368,11 @@ class _Exporter:
     def predict(self, input_format: str) -> None:
         g, T = self.g, self.onnx.TensorProto
         rows = self._rows(input_format)
-        features = self._features()
+        features = self._features(rows)
         columns = self._input("columns", T.INT64, ["batch", "columns"])
+        columns = self._refuse_unless(self._same_batch(columns, rows.batch_of), columns,
+                                      "columns: one row per row of the ratings (the same batch size)")
+        columns = self._within(columns, self.n_inputs, "columns: indices", padded=False)
         codes = self._with_side(self._encode(rows, features), features)         # [B, H(+S)]
         last = self.layers[-1]
         weight = g.op("Gather", g.const(self._stacked_weight(last), "W"), columns, axis=0)   # [B, C, H(+S)]
@@ -336,7 +408,7 @@ class _Exporter:
 
     def _recommend_user_cfn(self, input_format: str) -> None:
         rows = self._rows(input_format)
-        features = self._features()
+        features = self._features(rows)
         out = self._full_output(self._encode(rows, features), features)
         unclipped = self._cold_fallback(self._to_unclipped(out, rows.mean, self._input_offset(None)), rows.count)
         self._top_k(unclipped, self._seen(rows), np.bincount(self.train.item, minlength=self.n_inputs))
@@ -344,9 +416,12 @@ class _Exporter:
     def _recommend_item_cfn(self) -> None:
         """Scores of every item for the given users: the output columns ``users`` of the items' codes."""
         g, T, pre = self.g, self.onnx.TensorProto, self.pre
-        users = self._input("users", T.INT64, ["batch"])
+        users = self._within(self._input("users", T.INT64, ["batch"]), self.n_inputs, "users: indices", padded=False)
         exclude = self._input("exclude", T.INT64, ["batch", "excluded"])
+        exclude = self._refuse_unless(self._same_batch(exclude, users), exclude,
+                                      "exclude: one row per user (the same batch size as users)")
         items = np.asarray(encode(self.rt), dtype=np.float32)                    # [n_items, H]
+        exclude = self._within(exclude, items.shape[0], "exclude: item indices", padded=True)
         if self.side_dim:
             items = np.concatenate([items, self.network.side], axis=1)
         last = self.layers[-1]

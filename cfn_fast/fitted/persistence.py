@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, check_input_file
 from ..version import __version__
 from .state import fitted_arrays, fitted_config, fitted_from_arrays
 from .value import Fitted
@@ -124,9 +124,7 @@ def _jsonable(value: Any) -> Any:
 def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], Fitted, dict[str, Any]]:
     """``(constructor parameters, fitted value, config)`` of a file written by :func:`save_model`;
     :class:`ModelFileError` for anything that is not a readable, intact cfn_fast model file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {str(path)!r}")
+    path = check_input_file(path, "model file")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
