@@ -1,41 +1,185 @@
-"""The benchmark suite (bench/suite) and ``cfn bench suite``: smoke run, comparison, regression switch."""
+"""The benchmark suite (cfn_fast/tools/benchsuite, installed with the package) and ``cfn bench suite``:
+a run from a plain install, what a run reports, inputs and outputs, comparison, regression switch."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from children import child_env  # tests/children.py
 
+import cfn_fast
+from cfn_fast import synthetic_ratings
+from cfn_fast.backends import available_backends
 from cfn_fast.cli import main
-from cfn_fast.tools import suite as benchsuite
+from cfn_fast.engine import TrainConfig, init_layers, make_engine, training_inputs
+from cfn_fast.tools import benchsuite
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE = ROOT / "bench" / "suite"
+SUITE = benchsuite.suite_dir()
+#: a handful of the cheapest cases (one cpu stage, one numpy stage) for runs that check the plumbing
+TWO_CASES = "test_stage and (cpu-fold or numpy-loss)"
 
 
 def _stats(minimum: float, median: float) -> dict:
     return {"min": minimum, "median": median, "rounds": 5}
 
 
-def _data(**cases: tuple[float, float]) -> dict:
+def _data(timer: str = "perf_counter", **cases: tuple[float, float]) -> dict:
     return {"machine_info": {"triad_gb_per_s": 10.0},
-            "benchmarks": [{"name": name, "fullname": f"bench/suite/test_micro.py::{name}", "stats": _stats(*v),
+            "benchmarks": [{"name": name, "fullname": f"test_micro.py::{name}", "stats": _stats(*v),
+                            "options": {"timer": timer},
                             "extra_info": {"case": name, "backend": "cpu", "bytes": 10 ** 9}}
                            for name, v in cases.items()]}
 
 
-def test_suite_smoke_with_benchmarking_disabled():
-    """Every case of the suite runs once on tiny data (CI: the suite never rots)."""
-    env = {**__import__("os").environ, "CFN_BENCH_SMOKE": "1"}
+def _one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cfn bench suite: error: "), err[-3000:]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- a run from a plain install
+def test_suite_runs_end_to_end_from_a_plain_install(tmp_path):
+    """The package copied alone into a site folder (what a wheel installs: no bench/ beside it) runs
+    ``cfn bench suite --quick`` (tiny data) from an unrelated folder: the child measures that very copy,
+    every cpu case that --quick keeps runs, stdout is one JSON object, --out gets pytest-benchmark's JSON."""
+    site, cwd = tmp_path / "site", tmp_path / "elsewhere"
+    shutil.copytree(Path(cfn_fast.__file__).resolve().parent, site / "cfn_fast",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyx", "*.c"))
+    cwd.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    result = subprocess.run([sys.executable, "-m", "cfn_fast.cli", "bench", "suite", "--quick", "--smoke", "--json",
+                             "--quiet", "--out", str(tmp_path / "run.json")],
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("\n") == 1, result.stdout[:2000]      # one JSON object, nothing else
+    summary = json.loads(result.stdout)
+    assert summary["cfn_fast"] == str((site / "cfn_fast").resolve())
+    ran = {(c["case"], c["backend"]) for c in summary["cases"]}
+    for stage in ("batch_setup", "encode", "output", "input_update", "fold"):
+        assert (f"micro {stage}", "cpu") in ran
+    assert ("I-CFN synthetic 20 ep", "cpu") in ran and ("micro loss", "numpy") in ran
+    assert not [c for c in summary["skipped"] if c["backend"] == "cpu" and "unavailable" in c["reason"]]
+    stored = json.loads((tmp_path / "run.json").read_text())
+    assert len(stored["benchmarks"]) == len(summary["cases"]) and stored["machine_info"]["cfn_smoke"] is True
+
+
+def test_suite_refuses_to_measure_another_cfn_fast(tmp_path):
+    """The suite's plugin checks that the child imported the cfn_fast being benchmarked, and says so."""
+    record = tmp_path / "ran.json"
+    env = child_env(CFN_BENCH_PACKAGE=str(tmp_path / "cfn_fast"), CFN_BENCH_OUTCOMES=str(record),
+                    CFN_BENCH_SMOKE="1")
     result = subprocess.run([sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider",
-                             "--benchmark-disable", "--cfn-quick"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and "failed" not in result.stdout
+                             "--rootdir", str(SUITE), "--benchmark-disable", "-k", TWO_CASES],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    error = json.loads(record.read_text())["error"]
+    assert error.startswith(f"the benchmark suite imported cfn_fast from {SUITE.parents[1]}, not the one being "
+                            f"benchmarked ({tmp_path / 'cfn_fast'})"), error
 
 
+def test_cpu_cases_skipped_while_cpu_works_here_is_an_error(tmp_path, monkeypatch, capsys):
+    """A child whose cfn_fast cannot load the cpu kernels skips every cpu case and exits 0: that is
+    reported as the failure it is (the numpy case that did run does not hide it)."""
+    if "cpu" not in available_backends():
+        pytest.skip("the cpu backend does not work here")
+    (tmp_path / "no_cpu_kernels.py").write_text("import sys\nsys.modules['cfn_fast.kernels.cfn_cpu'] = None\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    with pytest.raises(RuntimeError) as info:
+        benchsuite.run_suite(smoke=True, select=TWO_CASES, pytest_args=["-p", "no_cpu_kernels"], echo=False,
+                             progress=False)
+    assert str(info.value).startswith("all 1 selected cpu case(s) were skipped although the cpu backend works here: "
+                                      "backend 'cpu' is unavailable: the compiled CPU kernels do not import")
+
+
+def test_runs_that_measured_nothing_are_reported_as_such(capsys):
+    """pytest's "exit 0, all skipped" and "no tests ran" are errors that say what happened, on one line."""
+    assert main(["bench", "suite", "--smoke", "--quiet", "-k", "numpy and synthetic and 20"]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "no benchmark case ran: all 2 selected case(s) were skipped, e.g. " \
+           "test_macro.py::test_training[numpy-synthetic-item-20]: the dense reference runs 1 epoch only" in line
+    assert main(["bench", "suite", "--smoke", "--quiet", "-k", "no_such_case"]) == 2
+    assert _one_line_error(capsys.readouterr().err).endswith("-k 'no_such_case' selects none of the suite's cases")
+
+
+def test_a_failing_case_is_one_line_without_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("CFN_BENCH_SLOWDOWN", "fold:x")      # the test switch, malformed: the case raises
+    assert main(["bench", "suite", "--smoke", "--quiet", "-k", TWO_CASES]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert line == ("cfn bench suite: error: 1 benchmark case(s) failed (pytest exit 1), first "
+                    "test_micro.py::test_stage[cpu-fold]: ValueError: invalid literal for int() with base 10: 'x'")
+
+
+# ----------------------------------------------------------------------------- outputs and inputs
+def test_out_never_overwrites_an_input_and_an_existing_file_only_with_force(tmp_path, capsys):
+    baseline = tmp_path / "base.json"
+    baseline.write_text(json.dumps(_data(x=(1.0, 1.0))))
+    before = baseline.read_text()
+    conftest = SUITE / "conftest.py"
+    suite_text = conftest.read_text()
+    for argv in (["--compare", str(baseline), "--out", str(baseline), "--force"],
+                 ["--out", str(conftest), "--force"],
+                 ["--out", str(SUITE / "new.json")]):
+        assert main(["bench", "suite", "--smoke", "--quiet", *argv]) == 2
+        line = _one_line_error(capsys.readouterr().err)
+        assert "is the input given by --compare" in line or "inside the cfn_fast package being benchmarked" in line
+    assert baseline.read_text() == before and conftest.read_text() == suite_text
+    assert not (SUITE / "new.json").exists()
+    existing = tmp_path / "old.json"
+    existing.write_text("keep me")
+    assert main(["bench", "suite", "--smoke", "--quiet", "-k", TWO_CASES, "--out", str(existing)]) == 2
+    assert _one_line_error(capsys.readouterr().err).endswith(f"--out {existing} exists; pass --force to replace it")
+    assert existing.read_text() == "keep me"
+    assert main(["bench", "suite", "--smoke", "--quiet", "-k", TWO_CASES, "--out", str(existing), "--force"]) == 0
+    assert len(json.loads(existing.read_text())["benchmarks"]) == 2
+
+
+def test_json_is_a_flag_and_takes_no_file(tmp_path, capsys):
+    assert main(["bench", "suite", "--json", str(tmp_path / "run.json")]) == 2
+    captured = capsys.readouterr()
+    assert "unrecognized arguments" in _one_line_error(captured.err)
+    assert json.loads(captured.out)["exit_code"] == 2 and not (tmp_path / "run.json").exists()
+
+
+def test_baseline_is_checked_before_the_run(tmp_path, monkeypatch, capsys):
+    def started(*args, **kwargs):
+        raise AssertionError("the suite started before the baseline was checked")
+    monkeypatch.setattr(subprocess, "Popen", started)
+    wall = _data(x=(1.0, 1.0))
+    cases = {"missing.json": None, "text.json": "not json", "list.json": json.dumps([1, 2]),
+             "empty.json": json.dumps({"benchmarks": []}),
+             "zero.json": json.dumps(_data(x=(0.0, 1.0))),
+             "wall.json": json.dumps(wall)}
+    expected = {"missing.json": "does not exist", "text.json": "is not JSON (Expecting value at line 1, column 1)",
+                "list.json": "is not a pytest-benchmark result (no 'benchmarks' list)",
+                "empty.json": "is not a pytest-benchmark result (no cases in 'benchmarks')",
+                "zero.json": "x: stats.min must be a positive number of seconds, got 0.0",
+                "wall.json": "was timed with perf_counter, this run with time.process_time: pass --timer wall"}
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        assert main(["bench", "suite", "--timer", "cpu", "--compare", str(tmp_path / name), "--quiet"]) == 2
+        assert expected[name] in _one_line_error(capsys.readouterr().err), name
+
+
+def test_without_the_bench_extra_the_command_names_it(monkeypatch, capsys):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytest_benchmark"
+                        else real(name, *a))
+    assert main(["bench", "suite", "--quick"]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert line.endswith("cfn bench suite needs pytest-benchmark, from the bench extra: pip install 'cfn_fast[bench]')")
+
+
+# ----------------------------------------------------------------------------- comparison
 def test_compare_is_robust_to_noise():
     base = _data(a=(1.0, 1.1), b=(1.0, 1.0), c=(1.0, 1.0), d=(1.0, 1.0), gone=(1.0, 1.0))
     new = _data(a=(1.05, 3.0),       # an outlier-heavy run: the median moved, the minimum did not
@@ -66,10 +210,11 @@ def test_table_rows_floor_and_paper():
 
 
 def test_deliberately_slower_kernel_is_flagged(tmp_path, monkeypatch, capsys):
-    """CFN_BENCH_SLOWDOWN runs the cpu encode stage 6 times per call: --compare must flag it."""
+    """CFN_BENCH_SLOWDOWN runs the cpu encode stage 6 times per call: --compare must flag it, and with
+    --json the error object carries the comparison."""
     baseline = tmp_path / "base.json"
     select = "test_stage and cpu and (encode or batch_setup)"
-    assert main(["bench", "suite", "--quick", "--timer", "cpu", "-k", select, "--json", str(baseline)]) == 0
+    assert main(["bench", "suite", "--quick", "--timer", "cpu", "-k", select, "--out", str(baseline), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "micro encode" in out and "micro batch_setup" in out
     # pytest-benchmark's own tool reads the JSON
@@ -79,54 +224,65 @@ def test_deliberately_slower_kernel_is_flagged(tmp_path, monkeypatch, capsys):
     assert check.returncode == 0 and "test_stage[cpu-encode]" in check.stdout, check.stderr[-2000:]
     monkeypatch.setenv("CFN_BENCH_SLOWDOWN", "encode:6")
     code = main(["bench", "suite", "--quick", "--timer", "cpu", "-k", select, "--compare", str(baseline),
-                 "--confirm", "1"])
+                 "--confirm", "1", "--json", "--quiet"])
     captured = capsys.readouterr()
     assert code == 1
-    verdict = [line for line in captured.err.splitlines() if "slower than the baseline" in line]
-    assert len(verdict) == 1 and verdict[0].endswith("test_stage[cpu-encode]"), captured.err[-2000:]
-    assert "SLOWER" in captured.out
+    # (the unchanged batch_setup case may be flagged too when other jobs load the machine: not asserted)
+    assert "slower than the baseline by more than 25%: " in _one_line_error(captured.err)
+    report = json.loads(captured.out)
+    status = {c["name"]: c["status"] for c in report["result"]["comparison"]}
+    assert status["test_stage[cpu-encode]"] == "slower" and "test_stage[cpu-encode]" in report["result"]["regressions"]
+    assert report["exit_code"] == 1 and report["command"] == "bench suite"
 
 
-def test_suite_errors_are_clear(tmp_path, capsys):
-    assert main(["bench", "suite", "--suite-dir", str(tmp_path)]) == 2
-    assert "no benchmark suite" in capsys.readouterr().err
-    assert main(["bench", "suite", "--threshold", "0", "--suite-dir", str(SUITE)]) == 2
-    assert "threshold" in capsys.readouterr().err
+def test_option_errors_are_clear(capsys):
+    assert main(["bench", "suite", "--threshold", "0"]) == 2
+    assert "threshold" in _one_line_error(capsys.readouterr().err)
 
 
-def test_stored_baseline_is_pytest_benchmark_json():
+def test_stored_baselines_pass_the_baseline_check():
     stored = sorted((ROOT / "bench" / "baselines").glob("*.json"))
     assert stored, "bench/baselines holds the reference run of this machine class"
     for path in stored:
-        data = json.loads(path.read_text())
-        assert data["machine_info"]["triad_gb_per_s"] > 0 and data["benchmarks"]
+        data = benchsuite.check_baseline(path, "cpu" if "cputime" in path.name else "wall")
+        assert data["machine_info"]["triad_gb_per_s"] > 0
         for bench in data["benchmarks"]:
-            assert bench["stats"]["min"] > 0 and bench["extra_info"]["backend"] in ("numpy", "cpu", "cuda")
+            assert bench["extra_info"]["backend"] in ("numpy", "cpu", "cuda")
 
 
-def test_cpu_timer_runs_are_not_compared_with_wall_time(tmp_path, capsys):
-    base = _data(x=(1.0, 1.0))
-    base["benchmarks"][0]["options"] = {"timer": "perf_counter"}
-    path = tmp_path / "wall.json"
-    path.write_text(json.dumps(base))
-    assert main(["bench", "suite", "--timer", "cpu", "--compare", str(path), "-k", "nothing"]) == 2
-    assert "--timer wall" in capsys.readouterr().err
-    cpu = _data(x=(1.0, 1.0))
-    cpu["benchmarks"][0]["options"] = {"timer": "time.process_time"}
-    assert "gb_per_s" not in benchsuite.case_rows(cpu)[0] and "gb_per_s" in benchsuite.case_rows(base)[0]
+def test_cpu_timer_runs_make_no_throughput_figures():
+    cpu = _data(timer="process_time", x=(1.0, 1.0))
+    assert "gb_per_s" not in benchsuite.case_rows(cpu)[0] and "gb_per_s" in benchsuite.case_rows(_data(x=(1.0, 1.0)))[0]
 
 
-def test_suite_cuda_cases_in_host_emulation():
+# ----------------------------------------------------------------------------- the engine's per-stage hook
+def test_cpu_engine_runs_one_stage_of_the_step():
+    """``CpuEngine.run_stage`` (the micro cases' public hook) re-runs each stage after a step of the same rows."""
+    if "cpu" not in available_backends():
+        pytest.skip("the cpu backend does not work here")
+    inputs = training_inputs(synthetic_ratings(60, 40, 600, seed=0, side_info=False), "item")
+    engine = make_engine("cpu", init_layers(inputs.n_inputs, (8,), seed=0),
+                         TrainConfig(1.0, 0.5, 0.25, 0.01, 8, 0), inputs.samples)
+    rows = np.arange(8)
+    with pytest.raises(ValueError, match="run_phase needs a step"):
+        engine.run_stage("encode", np.arange(30), 1, 0.01)
+    engine.sgd_step(rows, 1, 0.01)
+    for stage in engine.STAGES:
+        engine.run_stage(stage, rows, 1, 0.01)
+    assert np.isfinite(engine.max_abs_param())
+    with pytest.raises(ValueError, match="stage must be one of batch_setup, encode, output, input_update, fold"):
+        engine.run_stage("forward", rows, 1, 0.01)
+
+
+def test_suite_cuda_cases_in_host_emulation(tmp_path):
     """The suite's cuda cases (a step, the fold, predict_pairs, top_n, one epoch) on the emulated
     kernels of tests/cuda_emulator: their code paths run without a GPU."""
-    import os
-    import shutil
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed: the kernels cannot be emulated here")
-    env = {**os.environ, "CFN_BENCH_SMOKE": "1", "CFN_BENCH_EMULATE_CUDA": "1"}
+    env = child_env(CFN_BENCH_SMOKE="1", CFN_BENCH_EMULATE_CUDA="1")
     result = subprocess.run([sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider",
-                             "--benchmark-disable", "--cfn-quick", "-k",
+                             "--rootdir", str(SUITE), "--benchmark-disable", "--cfn-quick", "-k",
                              "cuda and (test_stage or predict or top_n or synthetic-item-1)"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "5 passed" in result.stdout

@@ -156,6 +156,19 @@ class CpuEngine(Engine):
         rows = self._rows(rows)
         return float(self._state.step(rows, self._key(epoch), float(lr), float(self.config.weight_decay), True))
 
+    #: The stages of one training step that :meth:`run_stage` re-runs, in the step's order.
+    STAGES = ("batch_setup", "encode", "output", "input_update", "fold")
+
+    def run_stage(self, stage: str, rows: np.ndarray, epoch: int, lr: float) -> None:
+        """Re-run one stage of the training step on the buffers the last ``sgd_step(rows, epoch, lr)``
+        left, so that micro-benchmarks time the stages one by one (docs/engine_api.md, "Per-stage hook").
+        A measuring tool, not training: the update stages apply their update again."""
+        if stage not in self.STAGES:
+            raise ValueError(f"stage must be one of {', '.join(self.STAGES)}, got {stage!r}")
+        rows = self._rows(rows)
+        self._state.run_phase(self.STAGES.index(stage), rows, self._key(epoch), float(lr),
+                              float(self.config.weight_decay))
+
     def gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer]]:
         rows = self._rows(rows)
         st = self._state

@@ -404,6 +404,19 @@ class CudaEngine(StepLaunches, Inference, Engine):
             self._scale = plan.end_scale
             return float(self.d_loss.get()[0])
 
+    #: The stages of the training step :meth:`run_stage` runs alone (the whole step is :meth:`sgd_step`).
+    STAGES = ("fold",)
+
+    def run_stage(self, stage: str, rows: np.ndarray, epoch: int, lr: float) -> None:
+        """Run one stage of the training step alone and wait for it, so that micro-benchmarks time it
+        (docs/engine_api.md, "Per-stage hook"): ``fold`` is the weight-decay fold, done with a factor 1
+        (the same kernels and traffic, the parameters unchanged).  ``rows``, ``epoch``, ``lr``: unused by it."""
+        if stage not in self.STAGES:
+            raise ValueError(f"stage must be one of {', '.join(self.STAGES)}, got {stage!r}")
+        with self._stream:
+            self._fold(1.0)
+        self._stream.synchronize()
+
     def gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer]]:
         rows = self._check_rows(rows)
         cp, p = self._cp, self._params

@@ -1,5 +1,5 @@
 """``cfn bench``: ``cfn bench paper`` (the paper's tables and figures by one command, :mod:`cfn_fast.tools.paper`)
-and ``cfn bench suite`` (the pytest-benchmark suite, :mod:`cfn_fast.tools.suite`)."""
+and ``cfn bench suite`` (the pytest-benchmark suite installed with the package, :mod:`cfn_fast.tools.benchsuite`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cfn_fast.tools import suite
+from cfn_fast.tools import benchsuite
 
 from .common import command, int_in
+from .files import check_writable_outputs
 
 __all__ = ["DEFAULT_DATA_DIR", "bench", "run_paper_from_args", "run_suite_from_args"]
 
@@ -66,20 +67,33 @@ def _bench_parser(sub: Any) -> None:
                    help="print one JSON object on stdout (the summary, or {\"error\": ..., \"type\": ...})")
 
     # ``cfn bench suite`` under the ``cfn bench`` subcommands
-    p = bench_sub.add_parser("suite", help="the pytest-benchmark suite: micro and macro cases, compare runs",
-                             description=suite.__doc__.split("\n\n")[0])
+    p = bench_sub.add_parser(
+        "suite", help="the pytest-benchmark suite: micro and macro cases, compare runs (needs cfn_fast[bench])",
+        description="Runs the benchmark suite installed with cfn_fast (pytest-benchmark; pip install "
+                    "'cfn_fast[bench]') against this very cfn_fast, prints a table of the cases and, with --compare, "
+                    "compares them with a stored run. pytest's progress goes to stderr.")
     p.add_argument("--quick", action="store_true", help="fewer rounds (a few minutes)")
     p.add_argument("--slow", action="store_true", help="also the ML-10M shape on the cpu backend")
-    p.add_argument("--json", dest="json_out", metavar="FILE", default=None,
-                   help="write pytest-benchmark's JSON here (readable by `pytest-benchmark compare`)")
-    p.add_argument("--compare", metavar="FILE", default=None, help="baseline JSON (e.g. bench/baselines/*.json)")
-    p.add_argument("--threshold", type=float, default=suite.DEFAULT_THRESHOLD,
-                   help=f"relative slow-down that counts as a regression (default {suite.DEFAULT_THRESHOLD})")
-    p.add_argument("--confirm", type=int, default=2, help="re-runs of suspect cases before they count")
-    p.add_argument("--timer", choices=sorted(suite.TIMERS), default="wall",
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny synthetic data and one round per case: checks that every case runs here (seconds; "
+                        "the figures mean nothing)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (the cases, skipped cases and, with --compare, the "
+                        "comparison; or {\"error\": ..., \"type\": ...}) instead of the tables")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="write pytest-benchmark's JSON here (a baseline for --compare; `pytest-benchmark compare` "
+                        "reads it); refused when FILE exists (unless --force) or is an input of the run")
+    p.add_argument("--force", action="store_true",
+                   help="let --out replace an existing file (never the --compare baseline nor a file of the package)")
+    p.add_argument("--compare", metavar="FILE", default=None,
+                   help="baseline: pytest-benchmark JSON of an earlier run with the same --timer "
+                        "(e.g. bench/baselines/*.json); checked before the run; exit status 1 on a regression")
+    p.add_argument("--threshold", type=float, default=benchsuite.DEFAULT_THRESHOLD,
+                   help=f"relative slow-down that counts as a regression (default {benchsuite.DEFAULT_THRESHOLD})")
+    p.add_argument("--confirm", type=int_in(0, 100), default=2, help="re-runs of suspect cases before they count")
+    p.add_argument("--timer", choices=sorted(benchsuite.TIMERS), default="wall",
                    help="wall (perf_counter; throughput figures) or cpu (process_time; robust on a shared machine)")
     p.add_argument("-k", dest="select", default=None, help="pytest -k expression selecting cases")
-    p.add_argument("--suite-dir", default=None, help="the suite folder (default: bench/suite of this checkout)")
     p.add_argument("--quiet", action="store_true", help="no pytest progress on stderr")
 
 
@@ -141,10 +155,12 @@ def run_paper_from_args(args: argparse.Namespace) -> dict:
 
 
 def run_suite_from_args(args: argparse.Namespace) -> dict:
-    result = suite.run_suite(quick=args.quick, slow=args.slow, json_path=args.json_out, baseline=args.compare,
-                             threshold=args.threshold, confirm=args.confirm, select=args.select,
-                             suite=args.suite_dir, progress=not args.quiet, timer=args.timer)
+    check_writable_outputs({"--out": args.out}, {"--compare": args.compare})
+    result = benchsuite.run_suite(quick=args.quick, slow=args.slow, smoke=args.smoke, out=args.out, force=args.force,
+                                  baseline=args.compare, threshold=args.threshold, confirm=args.confirm,
+                                  select=args.select, progress=not args.quiet, echo=not args.json, timer=args.timer)
     if result.get("regressions"):
-        raise RuntimeError(f"{len(result['regressions'])} case(s) slower than the baseline by more than "
-                           f"{100 * args.threshold:.0f}%: {', '.join(result['regressions'])}")
+        raise benchsuite.BenchmarkRegression(
+            f"{len(result['regressions'])} case(s) slower than the baseline by more than "
+            f"{100 * args.threshold:.0f}%: {', '.join(result['regressions'])}", result)
     return result

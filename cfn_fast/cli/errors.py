@@ -5,7 +5,9 @@ Policy (README, "Errors and exit status"):
 * every failure prints exactly one line ``cfn <command>: error: <message>`` on stderr; no
   traceback (set ``CFN_TRACEBACK=1`` to see one);
 * with ``--json`` it also prints one JSON object ``{"error": ..., "type": ..., "command": ...,
-  "exit_code": ...}`` on stdout, so a script always gets one JSON document;
+  "exit_code": ...}`` on stdout, so a script always gets one JSON document; an exception that carries
+  a ``result`` dict (``cfn bench suite``'s regressions: the cases and the comparison) adds it as
+  ``"result"``;
 * exit status 2: bad input (``ValueError``, ``KeyError``, ``TypeError``, ``IndexError``,
   ``OverflowError``, ``FileNotFoundError``, a bad option); 1: any other failure (training
   diverged, no GPU, out of memory, I/O errors, a missing optional dependency); 130: interrupted
@@ -93,7 +95,8 @@ def command_name(argv: Sequence[str]) -> str:
     words = [a for a in argv if not a.startswith("-")]
     if not words:
         return ""
-    return " ".join(words[:2]) if words[0] == "bench" and len(words) > 1 and words[1] == "paper" else words[0]
+    nested = words[0] == "bench" and len(words) > 1 and words[1] in ("paper", "suite")
+    return " ".join(words[:2]) if nested else words[0]
 
 
 def report_failure(exc: BaseException, command: str, json_mode: bool) -> int:
@@ -110,8 +113,11 @@ def report_failure(exc: BaseException, command: str, json_mode: bool) -> int:
     try:
         print(prefix + message, file=sys.stderr, flush=True)
         if json_mode:
-            print(json.dumps({"error": message, "type": type(exc).__name__, "command": command or None,
-                              "exit_code": status}), flush=True)
+            payload = {"error": message, "type": type(exc).__name__, "command": command or None, "exit_code": status}
+            result = getattr(exc, "result", None)
+            if isinstance(result, dict):
+                payload["result"] = result
+            print(json.dumps(payload, default=str), flush=True)
     except BrokenPipeError:  # pragma: no cover - nobody is listening any more
         _silence_stdout()
     return status

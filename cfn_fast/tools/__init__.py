@@ -1,5 +1,5 @@
 """Tools built on the core of cfn_fast, installed with it: the paper reproduction harness (:mod:`.paper`),
-the paper's baselines (:mod:`.baselines`), the benchmark suite runner (:mod:`.suite`) and the
+the paper's baselines (:mod:`.baselines`), the benchmark suite and its runner (:mod:`.benchsuite`) and the
 hyper-parameter search on Ray Tune (:mod:`.tune`).
 
 Layering: these modules may import the core; the core never imports them; the command line

@@ -6,19 +6,20 @@ one mini-batch of 35 items, no side information.  Stages (names of the issue in 
 * numpy (the reference, dense): ``batch_setup`` [batch set-up], ``forward`` [sparse encode, hidden
   activation, sampled output: dense here], ``loss``, ``backward`` [hidden delta], ``update``
   [scatter/update, weight decay];
-* cpu (Cython, ``SparseCFN.run_phase``): ``batch_setup`` [batch set-up], ``encode`` [sparse
+* cpu (Cython, the engine's public hook ``CpuEngine.run_stage``): ``batch_setup`` [batch set-up], ``encode`` [sparse
   encode + hidden activation, fused], ``output`` [sampled output + hidden delta + output scatter,
   fused], ``input_update`` [sparse scatter/update of the input layer], ``fold`` [weight-decay fold];
 * cuda: ``step`` (one whole mini-batch, synchronised; the per-kernel split is in
-  ``CFN(profile=True)`` and Nsight Systems) and ``fold``;
+  ``CFN(profile=True)`` and Nsight Systems) and ``fold`` (``CudaEngine.run_stage``);
 * every backend: ``predict_pairs`` (10k (user, item) pairs) and ``top_n`` (top 10 of 200 users).
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import workloads as W
-from conftest import record, require
+
+from cfn_fast.tools.benchsuite import workloads as W
+from cfn_fast.tools.benchsuite.plugin import record, require
 
 pytestmark = pytest.mark.micro
 
@@ -26,7 +27,6 @@ BATCH = 35
 STAGES = {"numpy": ("batch_setup", "forward", "loss", "backward", "update"),
           "cpu": ("batch_setup", "encode", "output", "input_update", "fold"),
           "cuda": ("step", "fold")}
-CPU_PHASE = {"batch_setup": 0, "encode": 1, "output": 2, "input_update": 3, "fold": 4}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def fitted():
 
 
 def rounds(quick: bool) -> int:
-    return 5 if quick else 20
+    return 1 if W.SMOKE else 5 if quick else 20
 
 
 def _stage_bytes(stage: str, inputs, rows: np.ndarray, hidden: int) -> int:
@@ -69,16 +69,11 @@ def _stage_call(model, backend: str, stage: str, rows: np.ndarray):
     engine = model.engine_
     lr, epoch = 0.01, 2
     if backend == "cpu":
-        state = engine._state
-        state.step(rows, engine._key(epoch), lr, engine.config.weight_decay, True)
-        phase = CPU_PHASE[stage]
-        return lambda: state.run_phase(phase, rows, engine._key(epoch), lr, engine.config.weight_decay)
+        engine.sgd_step(rows, epoch, lr)          # leaves the buffers run_stage re-runs a stage on
+        return lambda: engine.run_stage(stage, rows, epoch, lr)
     if backend == "cuda":
         if stage == "fold":
-            def fold():
-                engine._fold(1.0)
-                engine.stream.synchronize()
-            return fold
+            return lambda: engine.run_stage("fold", rows, epoch, lr)    # synchronised
 
         def step():
             engine.sgd_step(rows, epoch, lr)      # returns the loss: synchronises
@@ -118,7 +113,7 @@ def test_stage(benchmark, backend, stage, fitted, quick):
     rows = np.unique(rows)
     call = _repeated(_stage_call(model, backend, stage, rows), W.slowdown(stage))
     benchmark.group = f"micro-{stage}"
-    benchmark.pedantic(call, rounds=rounds(quick), iterations=1, warmup_rounds=1)
+    benchmark.pedantic(call, rounds=rounds(quick), iterations=1, warmup_rounds=0 if W.SMOKE else 1)
     record(benchmark, backend=backend, case=f"micro {stage}",
            bytes_moved=_stage_bytes(stage, model.inputs_, rows, W.MICRO_HIDDEN),
            batch=len(rows), hidden=W.MICRO_HIDDEN, n_inputs=model.inputs_.shape[1],
@@ -132,7 +127,7 @@ def test_predict_pairs(benchmark, backend, fitted, quick):
     users, items = rng.integers(0, n_users, 10_000), rng.integers(0, n_items, 10_000)
     call = _repeated(lambda: model.predict_indices(users, items), W.slowdown("predict_pairs"))
     benchmark.group = "micro-predict_pairs"
-    benchmark.pedantic(call, rounds=rounds(quick), iterations=1, warmup_rounds=1)
+    benchmark.pedantic(call, rounds=rounds(quick), iterations=1, warmup_rounds=0 if W.SMOKE else 1)
     # each distinct item's code (hidden floats) and the output rows of its pairs
     record(benchmark, backend=backend, case="micro predict_pairs",
            bytes_moved=4 * W.MICRO_HIDDEN * (len(np.unique(items)) + len(users)) + 24 * len(users),
@@ -144,7 +139,7 @@ def test_top_n(benchmark, backend, fitted, quick):
     users = model.train_.user_ids[:200]
     call = _repeated(lambda: model.recommend_batch(users, n=10), W.slowdown("top_n"))
     benchmark.group = "micro-top_n"
-    benchmark.pedantic(call, rounds=rounds(quick), iterations=1, warmup_rounds=1)
+    benchmark.pedantic(call, rounds=rounds(quick), iterations=1, warmup_rounds=0 if W.SMOKE else 1)
     n_items = model.train_.n_items
     # I-CFN: all item codes and the 200 users' output rows, the 200 x n_items score matrix
     record(benchmark, backend=backend, case="micro top_n",

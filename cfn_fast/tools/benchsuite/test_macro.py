@@ -9,14 +9,15 @@ runs 1 epoch of the synthetic default only (it is dense: ML-1M takes it minutes 
 from __future__ import annotations
 
 import pytest
-import workloads as W
-from conftest import machine_bandwidth, record
+
+from cfn_fast.tools.benchsuite import workloads as W
+from cfn_fast.tools.benchsuite.plugin import machine_bandwidth, record
 
 pytestmark = pytest.mark.macro
 
 
 def _rounds(epochs: int, data: str, quick: bool, backend: str) -> int:
-    if data == "ml-10m-shape":
+    if data == "ml-10m-shape" or W.SMOKE:
         return 1
     if epochs == 20 or backend == "numpy":
         return 1 if quick else 3

@@ -1,14 +1,22 @@
-"""pytest-benchmark suite of cfn_fast (run it with ``cfn bench suite``; see bench/suite/README.md).
+"""The suite's pytest plugin (hooks, options, fixtures), loaded by the suite's ``conftest.py``.
 
 Options: ``--cfn-quick`` (fewer rounds), ``--cfn-slow`` (ML-10M shape on the cpu backend too).
 Machine info (CPU model, cores, threads, SIMD path, GPU, CuPy / CUDA versions and the memory
 bandwidth of a STREAM-like triad, measured once per run) goes into the JSON's ``machine_info``.
+
+What ran is recorded for ``cfn bench suite`` (:mod:`.runner`), which sets ``CFN_BENCH_OUTCOMES`` to
+a file: the cfn_fast it imported and the backends that work there, the cases passed, skipped (with
+backend and reason) and failed (with the one-line error), and the exit status.  ``CFN_BENCH_PACKAGE``
+names the cfn_fast folder the parent imported: the suite refuses to measure another one (a checkout
+shadowing the installed wheel).  ``CFN_BENCH_SMOKE=1`` (``cfn bench suite --smoke``): tiny data, one
+round per case (:mod:`.workloads`).
 """
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import platform
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,16 +25,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+import cfn_fast
+from cfn_fast.backends import BACKENDS, BackendUnavailable, available_backends, resolve_backend
 
-if os.environ.get("CFN_BENCH_EMULATE_CUDA") == "1":
-    # smoke test without a GPU: the cuda cases run the real kernels on the host, through
-    # the emulated CuPy of tests/cuda_emulator (slow: tiny CFN_BENCH_SMOKE data only)
-    sys.path.insert(0, str(Path(__file__).parents[2] / "tests"))
-    import cuda_emulator  # noqa: E402
-    cuda_emulator.install_fake_cupy()
+from . import workloads as W
 
-from cfn_fast.backends import BACKENDS, BackendUnavailable, resolve_backend  # noqa: E402
+__all__ = ["backend", "machine_bandwidth", "pytest_addoption", "pytest_benchmark_update_machine_info",
+           "pytest_collection_modifyitems", "pytest_collectreport", "pytest_configure", "pytest_runtest_logreport",
+           "pytest_sessionfinish", "quick", "record", "require", "slow", "triad_bandwidth"]
+
+PACKAGE = Path(cfn_fast.__file__).resolve().parent
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,6 +46,64 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "macro: whole training runs")
     config.addinivalue_line("markers", "micro: one stage of the training step or of inference")
+    expected = os.environ.get("CFN_BENCH_PACKAGE")
+    if expected and Path(expected).resolve() != PACKAGE:
+        problem = (f"the benchmark suite imported cfn_fast from {PACKAGE}, not the one being benchmarked "
+                   f"({Path(expected).resolve()}): something on the path shadows it")
+        _OUTCOMES["error"] = problem
+        _write_outcomes(None)
+        raise pytest.UsageError(problem)
+    if os.environ.get("CFN_BENCH_EMULATE_CUDA") == "1":
+        # smoke test without a GPU (tests/ on the path): the cuda cases run the real kernels on the host,
+        # through the emulated CuPy of tests/cuda_emulator (slow: tiny CFN_BENCH_SMOKE data only)
+        importlib.import_module("cuda_emulator").install_fake_cupy()
+
+
+# ----------------------------------------------------------------------------- what ran
+_OUTCOMES: dict[str, Any] = {"passed": [], "skipped": [], "failed": []}
+_BACKEND_OF: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "backend" in callspec.params:
+            _BACKEND_OF[item.nodeid] = callspec.params["backend"]
+
+
+def _crash_line(report: Any) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return " ".join(lines[0].split()) if lines else "failed"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    case = {"case": report.nodeid, "backend": _BACKEND_OF.get(report.nodeid)}
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _OUTCOMES["skipped"].append({**case, "reason": reason.removeprefix("Skipped: ")})
+    elif report.failed:
+        _OUTCOMES["failed"].append({**case, "error": _crash_line(report)})
+    elif report.when == "call":
+        _OUTCOMES["passed"].append(case)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        _OUTCOMES["failed"].append({"case": report.nodeid, "backend": None, "error": _crash_line(report)})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _write_outcomes(int(exitstatus))
+
+
+def _write_outcomes(exitstatus: int | None) -> None:
+    target = os.environ.get("CFN_BENCH_OUTCOMES")
+    if target:
+        record_ = {**_OUTCOMES, "exitstatus": exitstatus, "cfn_fast": str(PACKAGE), "smoke": W.SMOKE,
+                   "backends": available_backends()}
+        Path(target).write_text(json.dumps(record_), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- machine info
@@ -109,19 +175,28 @@ _BANDWIDTH: dict[str, float] = {}
 def machine_bandwidth() -> float:
     """The triad bandwidth, measured once per process."""
     if "gbs" not in _BANDWIDTH:
-        _BANDWIDTH["gbs"] = triad_bandwidth()
+        # smoke runs check code paths only: a small triad (its figure means nothing there)
+        _BANDWIDTH["gbs"] = triad_bandwidth(1 << 18, 2) if W.SMOKE else triad_bandwidth()
     return _BANDWIDTH["gbs"]
 
 
+def _cpu_engine_info() -> dict[str, Any]:
+    try:
+        from cfn_fast.backends import cpu_backend
+    except ImportError:  # no compiled kernels: the cpu cases are skipped, and the run says so
+        return {"cfn_threads": None, "cfn_simd": None, "cfn_openmp": None}
+    return {"cfn_threads": cpu_backend.get_num_threads(), "cfn_simd": cpu_backend.simd_level(),
+            "cfn_openmp": cpu_backend.has_openmp()}
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from cfn_fast.backends import cpu_backend
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     machine_info.update({
         "cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(), "physical_cores": _physical_cores(),
-        "cfn_threads": cpu_backend.get_num_threads(), "cfn_simd": cpu_backend.simd_level(),
-        "cfn_openmp": cpu_backend.has_openmp(), "numpy": np.__version__,
+        **_cpu_engine_info(), "numpy": np.__version__,
         "triad_gb_per_s": round(machine_bandwidth(), 3), "load_average_1m": load[0],
         "cfn_quick": bool(config.getoption("--cfn-quick")), "cfn_slow": bool(config.getoption("--cfn-slow")),
+        "cfn_smoke": W.SMOKE,
         **_gpu_info()})
 
 
