@@ -46,6 +46,7 @@ def _one_line_error(err: str) -> str:
 
 
 # ----------------------------------------------------------------------------- a run from a plain install
+@pytest.mark.smoke
 def test_suite_runs_end_to_end_from_a_plain_install(tmp_path):
     """The package copied alone into a site folder (what a wheel installs: no bench/ beside it) runs
     ``cfn bench suite --quick`` (tiny data) from an unrelated folder: the child measures that very copy,
