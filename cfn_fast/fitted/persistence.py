@@ -23,7 +23,11 @@ fixed-width unicode array — no pickles anywhere, and :func:`read_model` reads 
 =====================================  ===================================================
 
 What the checksum does: it detects damage (a truncated download, a flipped bit, an edit by hand that
-forgot to re-hash).  What it does not do: authenticate the file; anyone can recompute it.
+forgot to re-hash).  What it does not do: authenticate the file; anyone can edit a file and recompute it.
+So a file is untrusted input: :func:`read_model` checks every entry (:mod:`cfn_fast.fitted.validation`)
+before anything is built from it, and refuses an inconsistent file with :class:`ModelFileError`; loading
+never executes code from the file nor lets its content crash the process.  Load files you trust all the
+same: a well-formed file can still hold a network that predicts whatever its author wanted.
 
 Files are written atomically through :func:`cfn_fast.fileio.atomic_write`: to a temporary file in
 the target directory, flushed and fsynced, then moved over the target with ``os.replace``.  A new
@@ -50,6 +54,7 @@ import numpy as np
 from ..fileio import atomic_write, check_input_file
 from ..version import __version__
 from .state import fitted_arrays, fitted_config, fitted_from_arrays
+from .validation import ModelFileError, check_model_file
 from .value import Fitted
 
 __all__ = ["save_model", "read_model", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS"]
@@ -58,11 +63,6 @@ FORMAT_NAME = "cfn_fast-model"
 FORMAT_VERSION = 2
 #: Versions this release reads.
 READABLE_VERSIONS = (1, 2)
-
-
-class ModelFileError(ValueError):
-    """A model file is truncated, corrupted, tampered with, of another format version, or not a
-    cfn_fast model at all."""
 
 
 # ----------------------------------------------------------------------------- save
@@ -133,14 +133,14 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], Fitted, dict[st
             arrays = {name: npz[name] for name in npz.files}
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError, MemoryError) as exc:
         raise ModelFileError(f"{path} is truncated or corrupted: cannot read it as an .npz file "
                              f"({type(exc).__name__}: {exc})") from None
     if "cfn_format" not in arrays or arrays["cfn_format"].dtype.kind != "U" \
             or arrays["cfn_format"].tolist() != [FORMAT_NAME]:
         raise ModelFileError(f"{path} is an .npz file but not a cfn_fast model (no 'cfn_format' entry)")
     version = arrays.get("cfn_version")
-    version = int(version[0]) if version is not None and version.dtype.kind in "iu" and version.size == 1 else None
+    version = int(version[0]) if version is not None and version.dtype.kind in "iu" and version.shape == (1,) else None
     if version not in READABLE_VERSIONS:
         raise ModelFileError(f"{path} has cfn_fast model format version {version}; this cfn_fast "
                              f"({__version__}) reads versions {', '.join(map(str, READABLE_VERSIONS))}")
@@ -149,11 +149,8 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], Fitted, dict[st
         raise ModelFileError(f"{path} has no checksum entry: not a complete cfn_fast model file")
     if str(stored[0]) != _checksum(arrays):
         raise ModelFileError(f"{path} failed its SHA-256 checksum: the file was modified or corrupted")
-    try:
-        config = json.loads(str(arrays["config"][0]))
-        params = dict(config["params"])
-        if isinstance(params.get("hidden"), list):
-            params["hidden"] = tuple(params["hidden"])
-        return params, fitted_from_arrays(arrays, config, params.get("kind")), config
-    except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path} is missing model data ({type(exc).__name__}: {exc})") from None
+    checked, config = check_model_file(arrays, version, path)
+    params = dict(config["params"])
+    if isinstance(params.get("hidden"), list):
+        params["hidden"] = tuple(params["hidden"])
+    return params, fitted_from_arrays(checked, config, params.get("kind")), config
