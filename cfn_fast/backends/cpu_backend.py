@@ -39,6 +39,7 @@ from ..corruption import epoch_key, mask_threshold  # noqa: E402
 from ..kernels import cfn_cpu as _kernels  # noqa: E402
 from ..network import Layer  # noqa: E402
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order  # noqa: E402
+from .openmp_fork import run as run_after_fork  # noqa: E402
 
 __all__ = ["CpuEngine", "set_num_threads", "get_num_threads", "has_openmp", "simd_level"]
 
@@ -91,6 +92,7 @@ class CpuEngine(Engine):
 
     name = "cpu"
     phase_timer = "clock_gettime timers inside the Cython training step"
+    run_kernels = staticmethod(run_after_fork)   # libgomp's thread team does not survive fork
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None, threads: int | None = None) -> None:
