@@ -106,7 +106,7 @@ class CpuEngine(Engine):
         self._state = _kernels.SparseCFN(
             self.widths, self.side_dim, samples.indptr, samples.indices, samples.data,
             self.side, float(config.alpha), float(config.beta), mask_threshold(config.mask_ratio),
-            int(config.batch_size), 1)
+            min(int(config.batch_size), max(n_samples, 1)), 1)   # the kernels size buffers in C ints
         self.threads = threads
         self._state.load(layers)
 
@@ -136,7 +136,8 @@ class CpuEngine(Engine):
 
     def train_epoch(self, epoch: int, lr: float) -> float:
         order = np.ascontiguousarray(epoch_order(self.config.seed, epoch, self.trainable), dtype=np.int64)
-        return float(self._state.train_epoch(order, int(self.config.batch_size), self._key(epoch), float(lr),
+        batch = min(int(self.config.batch_size), max(len(order), 1))   # no batch holds more rows than there are
+        return float(self._state.train_epoch(order, batch, self._key(epoch), float(lr),
                                              float(self.config.weight_decay)))
 
     def profiled_epoch(self, epoch: int, lr: float, ranges: Ranges | None = None
