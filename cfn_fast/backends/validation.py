@@ -143,13 +143,14 @@ def _shape(matrix: Any, what: str) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _integers(values: Any, what: str, name: str) -> np.ndarray:
+def _integers(values: Any, what: str, name: str, *, as_int64: bool = False) -> np.ndarray:
+    """A 1-D integer array (``as_int64``: converted, for arithmetic; else as given, not copied)."""
     arr = np.asarray(values)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
         raise TypeError(f"{what}: {name} must be a 1-D integer array, got {arr.dtype} of shape {arr.shape}")
-    if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
+    if as_int64 and arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
         raise ValueError(f"{what}: {name} holds {arr.max()}, beyond any matrix size")
-    return arr.astype(np.int64, copy=False)
+    return arr.astype(np.int64, copy=False) if as_int64 else arr
 
 
 def _values(data: Any, what: str, ndim: int = 1) -> np.ndarray:
@@ -165,7 +166,7 @@ def _compressed(indptr: Any, indices: Any, data: Any, n_major: int, n_minor: int
                 rows: np.ndarray | None, *, transposed: bool = False, data_ndim: int = 1) -> None:
     """Compressed sparse rows (columns when ``transposed``): the structure, then the entries of ``rows``."""
     major, minor = ("column", "row") if transposed else ("row", "column")
-    ptr = _integers(indptr, what, "indptr")
+    ptr = _integers(indptr, what, "indptr", as_int64=True)
     idx = _integers(indices, what, "indices")
     values = _values(data, what, data_ndim)
     if len(ptr) != n_major + 1:
@@ -202,7 +203,7 @@ def _entries(idx: np.ndarray, values: np.ndarray, ptr: np.ndarray, owner: np.nda
         return
     if owner is None:
         owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
-    bad = (idx < 0) | (idx >= n_minor)
+    bad = idx >= n_minor if idx.dtype.kind == "u" else (idx < 0) | (idx >= n_minor)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise IndexError(f"{what}: {minor} indices must lie in [0, {n_minor}), got {idx[k]} in {major} {owner[k]}")
@@ -220,7 +221,7 @@ def _entries(idx: np.ndarray, values: np.ndarray, ptr: np.ndarray, owner: np.nda
 
 
 def _coordinates(matrix: Any, n_rows: int, n_cols: int, what: str) -> None:
-    row, col = _integers(matrix.row, what, "row"), _integers(matrix.col, what, "col")
+    row, col = _integers(matrix.row, what, "row", as_int64=True), _integers(matrix.col, what, "col", as_int64=True)
     values = _values(matrix.data, what)
     if not len(row) == len(col) == len(values):
         raise ValueError(f"{what}: row, col and data differ in length: {len(row)}, {len(col)}, {len(values)}")
