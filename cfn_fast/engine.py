@@ -95,8 +95,9 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
     ``layers``: the network in the canonical layout (:class:`~cfn_fast.network.Layer` per Linear
     layer, from :func:`init_layers` or a model's ``layers_``), copied into the engine.  ``config``:
     the step's hyper-parameters and seed.  ``samples``: the samples x inputs matrix of centred unit
-    ratings (any SciPy sparse matrix; converted to float32 CSR with sorted indices, a stored zero is
-    a known rating).  ``side``: one row of side features per sample, or ``None``.  ``options`` go to
+    ratings (any SciPy sparse matrix, checked on its raw arrays: structure, index ranges, finite
+    values, no entry stored twice; converted to float32 CSR with sorted indices, a stored zero is a
+    known rating).  ``side``: one row of side features per sample, or ``None``.  ``options`` go to
     the backend's engine (``threads=`` for ``cpu``).  Raises :class:`BackendUnavailable` when the
     backend cannot run here, ``TypeError`` / ``ValueError`` naming any inconsistent argument."""
     if not isinstance(backend, str):

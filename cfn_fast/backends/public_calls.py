@@ -27,7 +27,7 @@ from ..data.side_info import as_feature_matrix
 from ..network import check_layers
 from ..settings import TrainConfig
 from .guard import BusyGuard
-from .validation import checked_epoch, checked_lr, codes_matrix, index_array, side_matrix, sparse_matrix
+from .validation import checked_epoch, checked_lr, codes_matrix, index_array, matrix_shape, side_matrix, sparse_matrix
 
 __all__ = ["EngineCalls", "EngineSnapshot", "NetworkShape", "MUTATING", "READING", "wrap_public_methods",
            "check_training_inputs"]
@@ -133,7 +133,7 @@ class EngineCalls:
         shape = self.shape
         if not sp.issparse(inputs):
             raise TypeError(f"inputs must be a SciPy sparse matrix, got {type(inputs).__name__}")
-        rows = index_array(rows, inputs.shape[0], "rows")
+        rows = index_array(rows, matrix_shape(inputs, "inputs")[0], "rows")
         cols = index_array(cols, shape.n_inputs, "cols")
         if len(rows) != len(cols):
             raise ValueError(f"rows and cols differ in length: {len(rows)} and {len(cols)}")

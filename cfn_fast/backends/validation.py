@@ -19,7 +19,8 @@ from ..data.side_info import as_feature_matrix
 from ..interop import is_device_array, to_host
 from ..settings import is_finite, is_int, is_real
 
-__all__ = ["sparse_matrix", "index_array", "checked_epoch", "checked_lr", "side_matrix", "codes_matrix", "MAX_EPOCH"]
+__all__ = ["sparse_matrix", "matrix_shape", "index_array", "checked_epoch", "checked_lr", "side_matrix",
+           "codes_matrix", "MAX_EPOCH"]
 
 #: epochs are numbered from 1; the masking noise's key takes the epoch as an unsigned 64-bit integer
 MAX_EPOCH = 2**63 - 1
@@ -114,7 +115,7 @@ def sparse_matrix(matrix: Any, what: str, n_columns: int | None = None, *,
     reads no other; the structure is always checked whole)."""
     if not sp.issparse(matrix):
         raise TypeError(f"{what} must be a SciPy sparse matrix, got {type(matrix).__name__}")
-    n_rows, n_cols = _shape(matrix, what)
+    n_rows, n_cols = matrix_shape(matrix, what)
     if n_columns is not None and n_cols != n_columns:
         raise ValueError(f"{what} must have {n_columns} columns (the network's inputs), got {n_cols}")
     fmt = matrix.format
@@ -136,7 +137,8 @@ def sparse_matrix(matrix: Any, what: str, n_columns: int | None = None, *,
     return converted
 
 
-def _shape(matrix: Any, what: str) -> tuple[int, int]:
+def matrix_shape(matrix: Any, what: str) -> tuple[int, int]:
+    """``(rows, columns)`` of a sparse matrix, checked to be two non-negative ints."""
     shape = getattr(matrix, "shape", None)
     if not (isinstance(shape, tuple) and len(shape) == 2 and all(is_int(s) and s >= 0 for s in shape)):
         raise ValueError(f"{what} must be a 2-D sparse matrix, got shape {shape!r}")
