@@ -30,7 +30,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .backends import BACKENDS, BackendUnavailable, TrainConfig, available_backends, engine_class, resolve_backend
-from .backends.base import Engine, epoch_order
+from .backends.base import Engine, EngineSnapshot, ModelBusyError, epoch_order
+from .backends.validation import checked_epoch, sparse_matrix
 from .data.ratings import RatingSet
 from .data.side_info import as_feature_matrix
 from .network import Layer, check_layers, init_layers, layer_sizes
@@ -39,10 +40,10 @@ from .training.trainer import learning_rate
 
 __all__ = ["ENGINE_API_VERSION", "Engine", "TrainConfig", "Layer", "TrainingInputs", "make_engine",
            "training_inputs", "minibatches", "epoch_order", "init_layers", "layer_sizes", "learning_rate",
-           "BACKENDS", "available_backends", "BackendUnavailable"]
+           "BACKENDS", "available_backends", "BackendUnavailable", "ModelBusyError", "EngineSnapshot"]
 
 #: Version of the contract in ``docs/engine_api.md`` (``"major.minor"``).
-ENGINE_API_VERSION = "1.2"
+ENGINE_API_VERSION = "1.3"
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,9 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
     ``layers``: the network in the canonical layout (:class:`~cfn_fast.network.Layer` per Linear
     layer, from :func:`init_layers` or a model's ``layers_``), copied into the engine.  ``config``:
     the step's hyper-parameters and seed.  ``samples``: the samples x inputs matrix of centred unit
-    ratings (any SciPy sparse matrix; converted to float32 CSR with sorted indices, a stored zero is
-    a known rating).  ``side``: one row of side features per sample, or ``None``.  ``options`` go to
+    ratings (any SciPy sparse matrix, checked on its raw arrays: structure, index ranges, finite
+    values, no entry stored twice; converted to float32 CSR with sorted indices, a stored zero is a
+    known rating).  ``side``: one row of side features per sample, or ``None``.  ``options`` go to
     the backend's engine (``threads=`` for ``cpu``).  Raises :class:`BackendUnavailable` when the
     backend cannot run here, ``TypeError`` / ``ValueError`` naming any inconsistent argument."""
     if not isinstance(backend, str):
@@ -105,7 +107,8 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
         raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
     if not sp.issparse(samples):
         raise TypeError(f"samples must be a SciPy sparse matrix (samples x inputs), got {type(samples).__name__}")
-    samples = sp.csr_matrix(samples, dtype=np.float32, copy=True)
+    # checked on its raw arrays before SciPy copies and sorts it (its C++ code trusts the structure)
+    samples = sp.csr_matrix(sparse_matrix(samples, "samples"), dtype=np.float32, copy=True)
     samples.sort_indices()
     side = None if side is None else _side_matrix(side, samples.shape[0])
     layers = check_layers(layers, samples.shape[1], 0 if side is None else side.shape[1])
@@ -115,7 +118,7 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
 def minibatches(engine: Engine, epoch: int) -> list[np.ndarray]:
     """The mini-batches (arrays of sample rows) of ``epoch`` in the order ``engine.train_epoch``
     takes them: a fresh permutation of the samples with ratings, cut every ``config.batch_size``."""
-    order = epoch_order(engine.config.seed, epoch, engine.trainable)
+    order = epoch_order(engine.config.seed, checked_epoch(epoch), engine.trainable)
     size = int(engine.config.batch_size)
     return [order[start:start + size] for start in range(0, len(order), size)]
 

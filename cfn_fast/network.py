@@ -65,11 +65,12 @@ def n_parameters(layers: list[Layer]) -> int:
 
 
 def check_layers(layers: Any, n_inputs: int, side_dim: int, hidden: Sequence[int] | None = None,
-                 what: str = "layers") -> list[Layer]:
+                 what: str = "layers", *, copy: bool = True) -> list[Layer]:
     """Float32 copies of ``layers`` after checking that they form a CFN network over ``n_inputs`` inputs,
     with side weights of width ``side_dim`` in every layer (none when 0) and, when given, hidden widths
     ``hidden``: the one network-shape check (the engine API, a warm start, a refit).  Errors name
-    ``what[k].field``, the shape expected and the shape given."""
+    ``what[k].field``, the shape expected and the shape given.  ``copy=False``: check only, return ``layers``
+    as given (an engine's constructor, whose backend copies them into its own layout)."""
     if isinstance(layers, Layer) or not isinstance(layers, Sequence):
         raise TypeError(f"{what} must be a sequence of cfn_fast.network.Layer (e.g. init_layers(...) or "
                         f"model.layers_), got {type(layers).__name__}")
@@ -102,6 +103,8 @@ def check_layers(layers: Any, n_inputs: int, side_dim: int, hidden: Sequence[int
     if fan_in != n_inputs:
         raise ValueError(f"the output layer has {fan_in} units; expected {n_inputs} (an autoencoder over the "
                          f"samples' {n_inputs} inputs)")
+    if not copy:
+        return list(layers)
     return [Layer(np.array(layer.weight, dtype=np.float32), np.array(layer.bias, dtype=np.float32),
                   None if layer.side_weight is None else np.array(layer.side_weight, dtype=np.float32))
             for layer in layers]

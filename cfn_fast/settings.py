@@ -177,8 +177,20 @@ SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in SETTINGS)
 
 #: What an engine needs for one SGD step (the lr comes per epoch): the ``engine`` settings, with the engine
 #: API's keyword defaults (part of the versioned contract of docs/engine_api.md).
+def _check_train_config(config: Any) -> None:
+    """Each step setting checked (and converted) as :func:`resolve` checks the estimator's, when the config is
+    built: a ``batch_size`` of 0 or -1 crashed the ``cpu`` kernels and trained nothing on ``numpy``."""
+    for s in SETTINGS:
+        if s.engine:
+            value = getattr(config, s.name)
+            check(s.ok(value), s.name, value, s.expected)
+            object.__setattr__(config, s.name, s.convert(value))   # frozen: set once, here
+    check(config.alpha + config.beta > 0, "alpha + beta", config.alpha + config.beta, "> 0")
+
+
 TrainConfig = make_dataclass(
-    "TrainConfig", [(s.name, s.convert, field(default=s.engine_default)) for s in SETTINGS if s.engine], frozen=True)
+    "TrainConfig", [(s.name, s.convert, field(default=s.engine_default)) for s in SETTINGS if s.engine], frozen=True,
+    namespace={"__post_init__": _check_train_config})
 TrainConfig.__doc__ = ("The hyper-parameters an engine needs for one SGD step (the lr comes per epoch): "
                        + ", ".join(s.name for s in SETTINGS if s.engine) + ".")
 TrainConfig.__module__ = __name__

@@ -365,7 +365,7 @@ def test_cpu_rejects_bad_input(cpu_backend):
     bad.data[0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         cpu_backend.CpuEngine(layers, config, bad, None)
-    with pytest.raises(ValueError, match="fan_in"):
+    with pytest.raises(ValueError, match=r"layers\[0\]\.weight must have shape"):
         cpu_backend.CpuEngine(init_layers(20, (8,)), config, samples, None)
     engine = cpu_backend.CpuEngine(layers, config, samples, None)
     engine._state.wout[3, 2] = np.nan

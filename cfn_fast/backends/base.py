@@ -9,16 +9,20 @@ entry.  The NumPy engine is the specification; the others mirror it op for op.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol
+from typing import Any, Callable, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..network import Layer
 from ..settings import TrainConfig
+from .guard import ModelBusyError
+from .public_calls import EngineCalls, EngineSnapshot, check_training_inputs, wrap_public_methods
 
-__all__ = ["BackendUnavailable", "Engine", "PhaseTiming", "Ranges", "TrainConfig", "check_training_inputs",
-           "epoch_order"]
+__all__ = ["BackendUnavailable", "Engine", "EngineSnapshot", "ModelBusyError", "PhaseTiming", "Ranges", "TrainConfig",
+           "check_training_inputs", "epoch_order"]
+
+T = TypeVar("T")
 
 #: one timed phase of a profiled epoch: ``(phase name, start (time.monotonic clock), seconds, mini-batch)``
 PhaseTiming = tuple[str, float, float, int]
@@ -44,12 +48,8 @@ def epoch_order(seed: int, epoch: int, trainable: np.ndarray) -> np.ndarray:
     return trainable[np.random.default_rng((seed, epoch)).permutation(len(trainable))]
 
 
-def check_training_inputs(samples: sp.csr_matrix, side: np.ndarray | None) -> None:
-    if not sp.isspmatrix_csr(samples) or samples.dtype != np.float32:
-        raise TypeError("samples must be a float32 scipy.sparse CSR matrix")
-    if side is not None and (side.ndim != 2 or side.shape[0] != samples.shape[0]):
-        raise ValueError(f"side information must have one row per sample ({samples.shape[0]}), "
-                         f"got shape {side.shape}")
+def _direct(call: Callable[[], T]) -> T:
+    return call()
 
 
 class Engine(ABC):
@@ -61,19 +61,32 @@ class Engine(ABC):
                      ``"cuda"`` (a CUDA GPU; the engine then also has ``stream``).
     ``phase_timer``  how :meth:`profiled_epoch` times the phases of a training step (a sentence for
                      the profile's header); empty when the engine cannot be profiled.
+
+    Every public method of every subclass is wrapped when the class is created
+    (:mod:`cfn_fast.backends.public_calls`): its arguments are checked before any kernel runs, it
+    follows the busy rule (:mod:`cfn_fast.backends.guard`), and it runs through :attr:`run_kernels`.
     """
 
     name: str = "abstract"
     device: str = "host"
     phase_timer: str = ""
+    #: how a public method's body runs: directly; the ``cpu`` engine runs it where OpenMP works after a fork
+    run_kernels: ClassVar[Callable[[Callable[[], Any]], Any]] = staticmethod(_direct)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_public_methods(cls)
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
         check_training_inputs(samples, side)
         self.config = config
         self.samples = samples
         self.side = None if side is None else np.ascontiguousarray(side, dtype=np.float32)
         self.trainable = np.flatnonzero(np.diff(samples.indptr) > 0)
+        self._calls = EngineCalls(self.name, layers, config, samples, self.side)
 
     def __reduce__(self):
         # compiled state and device buffers do not travel; a clear message instead of Cython's
@@ -155,3 +168,6 @@ class Engine(ABC):
         if side is not None and out.side_weight is not None:
             z += side @ (out.side_weight if cols is None else out.side_weight[cols]).T
         return np.tanh(z, dtype=np.float32)
+
+
+wrap_public_methods(Engine)   # its concrete defaults (snapshot, restore, decode, ...) too

@@ -39,6 +39,7 @@ from ..corruption import epoch_key, mask_threshold  # noqa: E402
 from ..kernels import cfn_cpu as _kernels  # noqa: E402
 from ..network import Layer  # noqa: E402
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order  # noqa: E402
+from .openmp_fork import run as run_after_fork  # noqa: E402
 
 __all__ = ["CpuEngine", "set_num_threads", "get_num_threads", "has_openmp", "simd_level"]
 
@@ -91,6 +92,7 @@ class CpuEngine(Engine):
 
     name = "cpu"
     phase_timer = "clock_gettime timers inside the Cython training step"
+    run_kernels = staticmethod(run_after_fork)   # libgomp's thread team does not survive fork
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None, threads: int | None = None) -> None:
@@ -104,7 +106,7 @@ class CpuEngine(Engine):
         self._state = _kernels.SparseCFN(
             self.widths, self.side_dim, samples.indptr, samples.indices, samples.data,
             self.side, float(config.alpha), float(config.beta), mask_threshold(config.mask_ratio),
-            int(config.batch_size), 1)
+            min(int(config.batch_size), max(n_samples, 1)), 1)   # the kernels size buffers in C ints
         self.threads = threads
         self._state.load(layers)
 
@@ -134,7 +136,8 @@ class CpuEngine(Engine):
 
     def train_epoch(self, epoch: int, lr: float) -> float:
         order = np.ascontiguousarray(epoch_order(self.config.seed, epoch, self.trainable), dtype=np.int64)
-        return float(self._state.train_epoch(order, int(self.config.batch_size), self._key(epoch), float(lr),
+        batch = min(int(self.config.batch_size), max(len(order), 1))   # no batch holds more rows than there are
+        return float(self._state.train_epoch(order, batch, self._key(epoch), float(lr),
                                              float(self.config.weight_decay)))
 
     def profiled_epoch(self, epoch: int, lr: float, ranges: Ranges | None = None

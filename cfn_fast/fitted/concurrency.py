@@ -27,6 +27,8 @@ import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
+from ..backends.guard import ModelBusyError  # one class for estimators and engines (engines sit below)
+
 __all__ = ["ModelBusyError", "exclusive", "shared", "mutating", "reading", "object_lock"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,10 +36,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _guard = threading.Lock()
 _trainer: dict[int, tuple[int, str]] = {}   # id(obj) -> (thread ident, the call) while it trains
 _readers: dict[int, int] = {}               # id(obj) -> reading calls in flight from other threads
-
-
-class ModelBusyError(RuntimeError):
-    """The estimator is being trained (or read) by another call; it was left untouched."""
 
 
 def _name(obj: Any) -> str:
