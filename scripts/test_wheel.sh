@@ -2,7 +2,7 @@
 # README's test command: build the wheel, install it with the test extras into a fresh venv, and run the suite
 # against that installed package from outside the source tree (a file missing from the wheel fails).
 #
-#   scripts/test_wheel.sh [--newest | --constraints FILE] [--venv DIR] [pytest arguments...]
+#   scripts/test_wheel.sh [--newest | --constraints FILE] [--venv DIR] [pytest arguments, tests/... paths]
 #
 # Default: the exact versions CI uses (constraints/ci.txt) in .venv-test. --newest: whatever pip resolves today within
 # the ranges pyproject.toml declares (run it before widening a range; then refresh constraints/ci.txt from
@@ -33,9 +33,19 @@ wheel="$(ls "$wheels"/cfn_fast-*.whl)"
 # From an empty folder, so neither the working directory nor the checkout can shadow the installed package;
 # "append" puts tests/ (the test helpers) after site-packages on the path. tests/conftest.py refuses to run when
 # cfn_fast does not come from this venv's site-packages.
+# Test paths given as tests/... (relative to the checkout) select those files; otherwise the whole of tests/.
+args=()
+selected=""
+for arg in "$@"; do
+  case "$arg" in
+    tests/*) args+=("$root/$arg"); selected=1 ;;
+    *) args+=("$arg") ;;
+  esac
+done
+[ -n "$selected" ] || args+=("$root/tests")
 empty="$wheels/run"
 mkdir "$empty" && cd "$empty"
 status=0
 "$venv/bin/python" -m pytest -q --import-mode=append -p no:cacheprovider --rootdir "$root" \
-  -c "$root/pyproject.toml" "$@" "$root/tests" || status=$?
+  -c "$root/pyproject.toml" "${args[@]}" || status=$?
 exit "$status"
