@@ -2,7 +2,7 @@
 # README's test command: build the wheel, install it with the test extras into a fresh venv, and run the suite
 # against that installed package from outside the source tree (a file missing from the wheel fails).
 #
-#   scripts/test_wheel.sh [--newest | --constraints FILE] [--venv DIR] [pytest arguments, tests/... paths]
+#   scripts/test_wheel.sh [--newest | --constraints FILE] [--venv DIR] [--python PY] [pytest args, tests/... paths]
 #
 # Default: the exact versions CI uses (constraints/ci.txt) in .venv-test. --newest: whatever pip resolves today within
 # the ranges pyproject.toml declares (run it before widening a range; then refresh constraints/ci.txt from
@@ -11,12 +11,14 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv-test"      # not .venv: README's main command installs there
 constraints=(-c "$root/constraints/ci.txt")
-export PIP_CONSTRAINT="$root/constraints/ci.txt"          # also pins the isolated build environment
+# pip applies PIP_CONSTRAINT to the isolated build environment up to 26.1, PIP_BUILD_CONSTRAINT from 26.2
+export PIP_CONSTRAINT="$root/constraints/ci.txt" PIP_BUILD_CONSTRAINT="$root/constraints/ci.txt"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --newest) constraints=(); unset PIP_CONSTRAINT; shift ;;
+    --newest) constraints=(); unset PIP_CONSTRAINT PIP_BUILD_CONSTRAINT; shift ;;
     --constraints) file="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; constraints=(-c "$file")
-                   export PIP_CONSTRAINT="$file"; shift 2 ;;
+                   export PIP_CONSTRAINT="$file" PIP_BUILD_CONSTRAINT="$file"; shift 2 ;;
+    --python) python="$2"; shift 2 ;;
     --venv) venv="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
     *) break ;;
   esac
@@ -24,7 +26,7 @@ done
 wheels="$(mktemp -d)"
 trap 'rm -rf "$wheels"' EXIT
 rm -rf "$venv"
-python3 -m venv "$venv"
+"${python:-python3}" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip wheel -q --no-deps -w "$wheels" "$root"
 wheel="$(ls "$wheels"/cfn_fast-*.whl)"
