@@ -286,9 +286,8 @@ class CFN(EstimatorParams):
                   min_support: int = DEFAULT_MIN_SUPPORT) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` items for one known user: ``(item_ids, scores)``, best first.
 
-        Scores are predicted ratings (what :meth:`predict` gives, up to float rounding), the same bits
-        whatever the batch (:meth:`recommend_batch` gives this list); ties are broken by the unclipped score,
-        then by ascending item index (:func:`~cfn_fast.fitted.ranking.top_n`).  With
+        Scores are predicted ratings (:meth:`predict`'s up to float rounding, :meth:`recommend_batch`'s bit for bit);
+        ties go by the unclipped score, then ascending item index (:func:`~cfn_fast.fitted.ranking.top_n`).  With
         ``exclude_seen`` the user's training items are never returned; nor are items with fewer than
         ``min_support`` training ratings (``0`` keeps every item), so fewer than ``n`` may come back.
         For a user not in the training data use :meth:`fold_in` (U-CFN)."""
