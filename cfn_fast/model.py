@@ -314,9 +314,9 @@ class CFN(EstimatorParams):
                 new: str | None = None) -> FoldIn:
         """Score a new row without retraining: a **new user** for U-CFN, a **new item** for I-CFN.
 
-        ``ids`` / ``ratings`` are the new row's ratings over the *other* side (item ids for U-CFN, user
-        ids for I-CFN), as two sequences or one ``{id: rating}`` dict; ``features`` is the new row's
-        side-information vector, required when the model was trained with side information.  ``new``
+        ``ids`` / ``ratings`` are the new row's ratings over the *other* side (item ids for U-CFN, user ids
+        for I-CFN): two sequences, one ``{id: rating}`` dict, or ``ids`` a 1 x n sparse row (training index
+        order, as :meth:`encode`'s); ``features``: the row's side information, if the model has some.  ``new``
         names what is folded in ("user" or "item"; default: the model's sample side); the other raises
         :class:`FoldInError`.  Returns a :class:`~cfn_fast.fitted.foldin.FoldIn`:
         ``fold.predict(other_ids)``, ``fold.recommend(n)``, ``fold.ratings``."""

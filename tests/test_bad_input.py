@@ -28,6 +28,7 @@ from cfn_fast import (
     StackedCFN,
     TrainingDiverged,
     available_backends,
+    load_ratings,
     synthetic_ratings,
     train_test_split,
 )
@@ -56,6 +57,11 @@ def fit_with(**params) -> Callable[[], object]:
 
 def from_arrays(user, item, rating, **kw) -> Callable[[], object]:
     return lambda: RatingSet.from_arrays(user, item, rating, **kw)
+
+
+def _sparse(data, rows, cols, shape=None):
+    """A COO matrix exactly as given (repeated entries and zeros stay stored)."""
+    return __import__("scipy.sparse").sparse.coo_matrix((np.asarray(data, float), (rows, cols)), shape=shape)
 
 
 class OutOfMemoryError(Exception):
@@ -211,8 +217,8 @@ CORE_CASES: list[Case] = [
     Case("duplicate (user, item) pair (default policy `duplicates=\"error\"`)",
          "RatingSet.from_arrays([1, 1], [2, 2], [3, 4])",
          from_arrays([1, 1], [2, 2], [3, 4]), ValueError,
-         "1 duplicate (user, item) pair(s), e.g. at position 1; pass duplicates='last' or duplicates='mean' "
-         "to merge them"),
+         "1 duplicate (user, item) pair(s), first (user 1, item 2) at positions 0 and 1; pass duplicates='last' or "
+         "duplicates='mean' to merge them"),
     Case("unknown duplicate policy", "RatingSet.from_arrays([1, 1], [2, 2], [3, 4], duplicates=\"first\")",
          from_arrays([1, 1], [2, 2], [3, 4], duplicates="first"), ValueError,
          "duplicates must be 'error', 'last' or 'mean', got 'first'"),
@@ -499,6 +505,29 @@ CORE_CASES: list[Case] = [
          _without_matplotlib, ModuleNotFoundError,
          "cfn bench paper draws its figures (table1, fig3, fig4, fig5) with matplotlib, which is not installed: "
          "pip install 'cfn_fast[bench]' (or pip install matplotlib)", needs_tmp=True),
+    # ---------------------------------------------------------------- sparse ratings, ids (issue 21)
+    Case("a (row, column) stored twice in a sparse rating matrix", "RatingSet.from_sparse(coo_matrix(([2, 3], "
+         "([0, 0], [3, 3]))))", lambda: RatingSet.from_sparse(_sparse([2, 3], [0, 0], [3, 3])), ValueError,
+         "the sparse matrix stores (row 0, column 3) more than once (entries 0 and 1; 1 repeated entry); a stored "
+         "entry is one rating, which SciPy would add up: keep one entry per (row, column), or pass "
+         "duplicates='last' or duplicates='mean' to merge them"),
+    Case("explicit zero stored in a sparse rating matrix", "load_ratings(csr_matrix(([4, 0], ([0, 1], [2, 3]))))",
+         lambda: load_ratings(_sparse([4, 0], [0, 1], [2, 3])), ValueError,
+         "the sparse matrix stores 1 explicit zero(s), first at (row 1, column 3); a stored entry is a rating, and a "
+         "stored 0 is more often left by arithmetic than meant: drop them with matrix.eliminate_zeros(), or, if 0 "
+         "is a rating, pass the entries as arrays (RatingSet.from_arrays)"),
+    Case("sparse rows given to encode with a (row, column) stored twice", "ucfn.encode(coo_matrix(([2, 3], ([0, 0], "
+         "[3, 3])), shape=(1, 200)))", lambda: fitted("user").encode(_sparse([2, 3], [0, 0], [3, 3], (1, 200))),
+         ValueError, "rows stores (row 0, column 3) more than once (entries 0 and 1; 1 repeated entry); a stored "
+         "entry is one rating, which SciPy would add up: keep one entry per (row, column)"),
+    Case("sparse rows given to encode with an explicit zero", "ucfn.encode(coo_matrix(([0.0], ([0], [3])), "
+         "shape=(1, 200)))", lambda: fitted("user").encode(_sparse([0.0], [0], [3], (1, 200))), ValueError,
+         "rows stores 1 explicit zero(s), first at (row 0, column 3); a stored entry is a rating, and a stored 0 is "
+         "more often left by arithmetic than meant: drop them with rows.eliminate_zeros(), or, if 0 is a rating, "
+         "pass dense rows (NaN for an unknown rating)"),
+    Case("fold-in rating one item twice", "ucfn.fold_in([5, 6, 5], [3, 4, 5])",
+         lambda: fitted("user").fold_in([5, 6, 5], [3, 4, 5]), ValueError,
+         "fold-in ratings name item id 5 more than once (positions 0 and 2); give one rating per item"),
 ]
 
 

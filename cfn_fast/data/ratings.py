@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from .labelled import align_rows, check_parallel
 from .side_info import as_feature_matrix
+from .sparse_input import first_duplicate, stored_entries
 
 __all__ = ["DuplicatePolicy", "RatingSet", "build_csr"]
 
@@ -174,7 +175,7 @@ class RatingSet:
         iids = np.unique(item) if item_ids is None else np.unique(_as_id_array(item_ids, "item_ids"))
         u_index = _lookup(uids, user, "user")
         i_index = _lookup(iids, item, "item")
-        u_index, i_index, rating = _resolve_duplicates(u_index, i_index, rating, len(iids), duplicates)
+        u_index, i_index, rating = _resolve_duplicates(u_index, i_index, rating, (uids, iids), duplicates)
         return cls(u_index, i_index, rating, uids, iids, (low, high),
                    _check_features(user_features, uids, "user_features"),
                    _check_features(item_features, iids, "item_features"))
@@ -193,11 +194,15 @@ class RatingSet:
     def from_sparse(cls, matrix: Any, **kwargs: Any) -> RatingSet:
         """Build from a scipy.sparse users x items matrix; stored entries are the ratings.
 
-        Every row and column is part of the universe, even an empty one.
+        Every row and column is part of the universe, even an empty one.  A (row, column) stored twice is
+        an error unless ``duplicates="last"`` / ``"mean"`` says how to merge; explicit zeros are errors
+        (:mod:`cfn_fast.data.sparse_input`).
         """
         if not sp.issparse(matrix):
             raise TypeError(f"expected a scipy.sparse matrix, got {type(matrix).__name__}")
-        coo = sp.coo_matrix(matrix)
+        merge = kwargs.get("duplicates", "error") != "error"
+        coo = stored_entries(matrix, "the sparse matrix", duplicates_allowed=merge,
+                             duplicates_hint=", or pass duplicates='last' or duplicates='mean' to merge them")
         kwargs.setdefault("user_ids", np.arange(coo.shape[0]))
         kwargs.setdefault("item_ids", np.arange(coo.shape[1]))
         return cls.from_arrays(coo.row, coo.col, coo.data, **kwargs)
@@ -324,6 +329,11 @@ def build_csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tup
                           indptr), shape=shape)
 
 
+def _scalar(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (for messages)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str, strict: bool = True) -> np.ndarray:
     """Map original ids to indices by binary search in the sorted id array."""
     if len(sorted_ids) == 0:
@@ -345,18 +355,19 @@ def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str, strict: bool = T
     return np.where(found, pos, -1).astype(np.int32)
 
 
-def _resolve_duplicates(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_items: int,
+def _resolve_duplicates(u: np.ndarray, i: np.ndarray, r: np.ndarray, ids: tuple[np.ndarray, np.ndarray],
                         policy: DuplicatePolicy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    key = u.astype(np.int64) * n_items + i
+    key = u.astype(np.int64) * len(ids[1]) + i
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     dup = sorted_key[1:] == sorted_key[:-1]
     if not dup.any():
         return u, i, r
     if policy == "error":
-        first = order[1:][dup][0]
-        raise ValueError(f"{int(dup.sum())} duplicate (user, item) pair(s), e.g. at position {int(first)}; "
-                         f"pass duplicates='last' or duplicates='mean' to merge them")
+        first, later, count = first_duplicate(u, i)  # type: ignore[misc]
+        user, item = (_scalar(side[index[first]]) for side, index in zip(ids, (u, i)))
+        raise ValueError(f"{count} duplicate (user, item) pair(s), first (user {user!r}, item {item!r}) at "
+                         f"positions {first} and {later}; pass duplicates='last' or duplicates='mean' to merge them")
     if policy not in ("last", "mean"):
         raise ValueError(f"duplicates must be 'error', 'last' or 'mean', got {policy!r}")
     starts = np.flatnonzero(np.r_[True, ~dup])
