@@ -84,7 +84,9 @@ def _from_sequence(ids: Any) -> np.ndarray:
         return np.asarray(ids)
     kinds = {type(v) for v in values}
     if kinds and all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds):
-        return _objects(values)                             # exact below, whatever their size
+        arr = np.asarray(values)
+        # NumPy gives int64 / uint64 when one holds them all, exactly; a mix beyond int64 it turns into float64
+        return arr if arr.dtype.kind in "iu" else _objects(values)
     if any(issubclass(k, (str, bytes)) for k in kinds):
         return _objects(values)
     return np.asarray(values)
