@@ -110,3 +110,16 @@ def test_exact_ties_rank_by_ascending_index_icfn(split, backend):
         assert np.array_equal(model.recommend(user, **_everything(model))[0], ids)
         where = np.flatnonzero(np.isin(ids, twin_ids))
         assert np.array_equal(ids[where], twin_ids) and np.all(np.diff(where) == 1)
+
+
+@pytest.mark.skipif("cpu" not in HOST_BACKENDS, reason="no compiled cpu kernels")
+def test_cpu_outputs_do_not_depend_on_the_thread_count(split):
+    model = CFN("item", (24,), 1, backend="cpu", seed=1).fit(split[0])
+    engine = model.engine_
+    codes = model.encode()
+    users = np.arange(model.train_.n_users)[::-1]
+    engine.threads = 1
+    one = engine.decode(codes, model.side_, users), engine.decode(codes[:5], model.side_[:5])
+    engine.threads = 2
+    two = engine.decode(codes, model.side_, users), engine.decode(codes[:5], model.side_[:5])
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
