@@ -26,7 +26,7 @@ __all__ = ["ROW_BLOCK", "COL_BLOCK", "WIDE_BLOCK", "sparse_rows_product", "row_b
 #: rows per product against every output column
 ROW_BLOCK = 8
 #: selected output columns per product, and rows per such product
-COL_BLOCK = 16
+COL_BLOCK = 32
 WIDE_BLOCK = 256
 
 
