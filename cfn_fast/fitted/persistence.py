@@ -162,3 +162,5 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], Fitted, dict[st
         return params, fitted_from_arrays(arrays, config, params.get("kind")), config
     except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path} is missing model data ({type(exc).__name__}: {exc})") from None
+    except ValueError as exc:   # e.g. string ids that are not UTF-8 (fitted.state.ids_of)
+        raise ModelFileError(f"{path} holds invalid model data: {exc}") from None

@@ -110,8 +110,16 @@ def id_entries(name: str, ids: np.ndarray) -> dict[str, np.ndarray]:
 def ids_of(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
     """The id map ``name`` of :func:`id_entries`' entries: integers, or an object array of Python ``str``."""
     if f"{name}_utf8" in arrays:
-        blob, offsets = arrays[f"{name}_utf8"].tobytes(), arrays[f"{name}_offsets"]
-        return text_ids([blob[a:b].decode("utf-8", "surrogatepass") for a, b in zip(offsets[:-1], offsets[1:])])
+        blob, offsets = arrays[f"{name}_utf8"], arrays[f"{name}_offsets"]
+        if blob.dtype != np.uint8 or blob.ndim != 1 or offsets.dtype.kind not in "iu" or offsets.ndim != 1 \
+                or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(blob) or np.any(np.diff(offsets) < 0):
+            raise ValueError(f"{name}_utf8 / {name}_offsets do not describe a list of ids (uint8 bytes, and offsets "
+                             f"from 0 to their length, never decreasing)")
+        data = blob.tobytes()
+        try:
+            return text_ids([data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(offsets[:-1], offsets[1:])])
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{name}_utf8 is not UTF-8 text ({exc})") from None
     ids = arrays[name]
     return ids.astype(object) if ids.dtype.kind == "U" else ids
 
