@@ -716,7 +716,8 @@ cdef void decode_pairs(const float* X, Py_ssize_t m, const float* V, const int64
     cdef Py_ssize_t nrq = (m + 3) // 4, ncq = (nc + 3) // 4
     cdef Py_ssize_t nrb = (nrq + DEC_ROW_QUADS - 1) // DEC_ROW_QUADS
     cdef Py_ssize_t ncb = (ncq + DEC_COL_QUADS - 1) // DEC_COL_QUADS
-    cdef Py_ssize_t item, rq, cq, rq1, cq1, r, q
+    cdef Py_ssize_t item, rb, cb, rq, cq, rq1, cq1, r, q
+    cdef bint rows_outer = m >= nc   # stream the larger side once; the smaller stays in cache
     cdef int a
     cdef const float** xp = NULL
     cdef const float** yp = NULL
@@ -726,14 +727,16 @@ cdef void decode_pairs(const float* X, Py_ssize_t m, const float* V, const int64
         yp = <const float**>malloc(4 * sizeof(float*))
         acc = <float*>malloc(16 * sizeof(float))
         for item in prange(nrb * ncb, schedule='dynamic'):
-            # column-block major: consecutive items share the block's rows of V
-            rq1 = (item % nrb + 1) * DEC_ROW_QUADS
-            cq1 = (item // nrb + 1) * DEC_COL_QUADS
-            for rq in range((item % nrb) * DEC_ROW_QUADS, rq1 if rq1 < nrq else nrq):
+            # consecutive items share a block of the larger side and run over all of the smaller one
+            rb = item // ncb if rows_outer else item % nrb
+            cb = item % ncb if rows_outer else item // nrb
+            rq1 = (rb + 1) * DEC_ROW_QUADS
+            cq1 = (cb + 1) * DEC_COL_QUADS
+            for rq in range(rb * DEC_ROW_QUADS, rq1 if rq1 < nrq else nrq):
                 for a in range(4):
                     r = rq * 4 + a
                     xp[a] = X + (r if r < m else m - 1) * n
-                for cq in range((item // nrb) * DEC_COL_QUADS, cq1 if cq1 < ncq else ncq):
+                for cq in range(cb * DEC_COL_QUADS, cq1 if cq1 < ncq else ncq):
                     for a in range(4):
                         q = cq * 4 + a
                         yp[a] = V + cols[q if q < nc else nc - 1] * n
