@@ -139,8 +139,11 @@ def as_id_array(ids: Any, what: str) -> np.ndarray:
     return arr
 
 
+_KINDS = {"i": "integer", "u": "integer", "O": "string", "U": "string", "S": "bytes"}
+
+
 def _id_kind(arr: np.ndarray) -> str:
-    return {"i": "integer", "u": "integer", "O": "string", "U": "string", "S": "bytes"}.get(arr.dtype.kind, "other")
+    return _KINDS.get(arr.dtype.kind, "other")
 
 
 def _shown(value: Any, width: int = 40) -> Any:
@@ -155,9 +158,10 @@ def show_ids(ids: np.ndarray, k: int = 5) -> str:
     return str([_shown(v) for v in ids[:k]])
 
 
-def _comparable(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids in the id map's integer type, mask of those that can be in it)``: exact, never through float."""
-    possible = np.ones(len(ids), dtype=bool)
+def _comparable(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(ids in the id map's integer type, mask of those that can be in it or None for all)``: exact, never
+    through float."""
+    possible = None
     if ids.dtype == np.uint64 and sorted_ids.dtype.kind == "i":     # ids beyond int64 cannot be in the map
         possible = ids <= np.uint64(INT64_MAX)
         ids = np.where(possible, ids, 0).astype(np.int64)
@@ -179,7 +183,9 @@ def lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str, strict: bool = Tr
         pos, found = np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
     else:
         pos = np.minimum(np.searchsorted(sorted_ids, query), len(sorted_ids) - 1)
-        found = np.asarray(sorted_ids[pos] == query, dtype=bool) & possible
+        found = np.asarray(sorted_ids[pos] == query, dtype=bool)
+        if possible is not None:
+            found &= possible
     if strict and not np.all(found):
         unknown = ids[~found]
         distinct = np.unique(unknown)  # count ids, not occurrences (a test set names a new user many times)
