@@ -286,8 +286,8 @@ class CFN(EstimatorParams):
                   min_support: int = DEFAULT_MIN_SUPPORT) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` items for one known user: ``(item_ids, scores)``, best first.
 
-        Scores are predicted ratings (what :meth:`predict` gives, up to float rounding); ties are broken
-        by the unclipped score, then by item order (:func:`~cfn_fast.fitted.ranking.top_n`).  With
+        Scores are predicted ratings (:meth:`predict`'s up to float rounding, :meth:`recommend_batch`'s bit for bit);
+        ties go by the unclipped score, then ascending item index (:func:`~cfn_fast.fitted.ranking.top_n`).  With
         ``exclude_seen`` the user's training items are never returned; nor are items with fewer than
         ``min_support`` training ratings (``0`` keeps every item), so fewer than ``n`` may come back.
         For a user not in the training data use :meth:`fold_in` (U-CFN)."""
@@ -314,9 +314,9 @@ class CFN(EstimatorParams):
                 new: str | None = None) -> FoldIn:
         """Score a new row without retraining: a **new user** for U-CFN, a **new item** for I-CFN.
 
-        ``ids`` / ``ratings`` are the new row's ratings over the *other* side (item ids for U-CFN, user
-        ids for I-CFN), as two sequences or one ``{id: rating}`` dict; ``features`` is the new row's
-        side-information vector, required when the model was trained with side information.  ``new``
+        ``ids`` / ``ratings`` are the new row's ratings over the *other* side (item ids for U-CFN, user ids
+        for I-CFN): two sequences, one ``{id: rating}`` dict, or ``ids`` a 1 x n sparse row (training index
+        order, as :meth:`encode`'s); ``features``: the row's side information, if the model has some.  ``new``
         names what is folded in ("user" or "item"; default: the model's sample side); the other raises
         :class:`FoldInError`.  Returns a :class:`~cfn_fast.fitted.foldin.FoldIn`:
         ``fold.predict(other_ids)``, ``fold.recommend(n)``, ``fold.ratings``."""

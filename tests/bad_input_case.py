@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+import scipy.sparse as sp
+
 
 @dataclass(frozen=True)
 class Case:
@@ -18,3 +21,8 @@ class Case:
     @property
     def text(self) -> str:
         return self.shown or self.message
+
+
+def stored_as_given(data, rows, cols, shape=None) -> sp.coo_matrix:
+    """A COO matrix exactly as given: repeated entries and zeros stay stored."""
+    return sp.coo_matrix((np.asarray(data, float), (rows, cols)), shape=shape)

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from bad_input_case import Case  # tests/bad_input_case.py
+from bad_input_case import Case, stored_as_given  # tests/bad_input_case.py
 from bad_inputs_cli import CASES as CLI_CASES
 from bad_inputs_engine_api import CASES as ENGINE_API_CASES
 from bad_inputs_model_files import CASES as MODEL_FILE_CASES
@@ -28,6 +28,7 @@ from cfn_fast import (
     StackedCFN,
     TrainingDiverged,
     available_backends,
+    load_ratings,
     synthetic_ratings,
     train_test_split,
 )
@@ -102,7 +103,7 @@ def _file(tmp: Path, kind: str) -> Path:
         if kind == "tampered":
             arrays["layer0_bias"] = arrays["layer0_bias"] * np.float32(2)
         else:
-            arrays["cfn_version"] = np.array([3])
+            arrays["cfn_version"] = np.array([9])
         with open(path, "wb") as fh:
             np.savez(fh, **arrays)
     elif kind == "foreign":
@@ -211,8 +212,8 @@ CORE_CASES: list[Case] = [
     Case("duplicate (user, item) pair (default policy `duplicates=\"error\"`)",
          "RatingSet.from_arrays([1, 1], [2, 2], [3, 4])",
          from_arrays([1, 1], [2, 2], [3, 4]), ValueError,
-         "1 duplicate (user, item) pair(s), e.g. at position 1; pass duplicates='last' or duplicates='mean' "
-         "to merge them"),
+         "1 duplicate (user, item) pair(s), first (user 1, item 2) at positions 0 and 1; pass duplicates='last' or "
+         "duplicates='mean' to merge them"),
     Case("unknown duplicate policy", "RatingSet.from_arrays([1, 1], [2, 2], [3, 4], duplicates=\"first\")",
          from_arrays([1, 1], [2, 2], [3, 4], duplicates="first"), ValueError,
          "duplicates must be 'error', 'last' or 'mean', got 'first'"),
@@ -361,8 +362,8 @@ CORE_CASES: list[Case] = [
          "re:.*tampered.npz failed its SHA-256 checksum: the file was modified or corrupted",
          shown="tampered.npz failed its SHA-256 checksum: the file was modified or corrupted", needs_tmp=True),
     Case("model file of another format version", "CFN.load(\"version.npz\")", _load("version"), ModelFileError,
-         r"re:.*version.npz has cfn_fast model format version 3; this cfn_fast \(.*\) reads versions 1, 2",
-         shown="version.npz has cfn_fast model format version 3; this cfn_fast (0.1.0) reads versions 1, 2",
+         r"re:.*version.npz has cfn_fast model format version 9; this cfn_fast \(.*\) reads versions 1, 2, 3",
+         shown="version.npz has cfn_fast model format version 9; this cfn_fast (0.1.0) reads versions 1, 2, 3",
          needs_tmp=True),
     Case("an .npz that is not a cfn model", "CFN.load(\"foreign.npz\")", _load("foreign"), ModelFileError,
          "re:.*foreign.npz is an .npz file but not a cfn_fast model \\(no 'cfn_format' entry\\)",
@@ -499,6 +500,35 @@ CORE_CASES: list[Case] = [
          _without_matplotlib, ModuleNotFoundError,
          "cfn bench paper draws its figures (table1, fig3, fig4, fig5) with matplotlib, which is not installed: "
          "pip install 'cfn_fast[bench]' (or pip install matplotlib)", needs_tmp=True),
+    # ---------------------------------------------------------------- sparse ratings, ids (issue 21)
+    Case("a (row, column) stored twice in a sparse rating matrix", "RatingSet.from_sparse(coo_matrix(([2, 3], "
+         "([0, 0], [3, 3]))))", lambda: RatingSet.from_sparse(stored_as_given([2, 3], [0, 0], [3, 3])), ValueError,
+         "the sparse matrix stores (row 0, column 3) more than once (entries 0 and 1; 1 repeated entry); a stored "
+         "entry is one rating, which SciPy would add up: keep one entry per (row, column), or pass "
+         "duplicates='last' or duplicates='mean' to merge them"),
+    Case("explicit zero stored in a sparse rating matrix", "load_ratings(csr_matrix(([4, 0], ([0, 1], [2, 3]))))",
+         lambda: load_ratings(stored_as_given([4, 0], [0, 1], [2, 3])), ValueError,
+         "the sparse matrix stores 1 explicit zero(s), first at (row 1, column 3); a stored entry is a rating, and a "
+         "stored 0 is more often left by arithmetic than meant: drop them with matrix.eliminate_zeros(), or, if 0 "
+         "is a rating, pass the entries as arrays (RatingSet.from_arrays)"),
+    Case("sparse rows given to encode with a (row, column) stored twice", "ucfn.encode(coo_matrix(([2, 3], ([0, 0], "
+         "[3, 3])), shape=(1, 200)))", lambda: fitted("user").encode(stored_as_given([2, 3], [0, 0], [3, 3], (1, 200))),
+         ValueError, "rows stores (row 0, column 3) more than once (entries 0 and 1; 1 repeated entry); a stored "
+         "entry is one rating, which SciPy would add up: keep one entry per (row, column)"),
+    Case("sparse rows given to encode with an explicit zero", "ucfn.encode(coo_matrix(([0.0], ([0], [3])), "
+         "shape=(1, 200)))", lambda: fitted("user").encode(stored_as_given([0.0], [0], [3], (1, 200))), ValueError,
+         "rows stores 1 explicit zero(s), first at (row 0, column 3); a stored entry is a rating, and a stored 0 is "
+         "more often left by arithmetic than meant: drop them with rows.eliminate_zeros(), or, if 0 is a rating, "
+         "pass dense rows (NaN for an unknown rating)"),
+    Case("integer id of 65 bits", "RatingSet.from_arrays([2**64, 1], [1, 2], [3, 4])",
+         from_arrays([2 ** 64, 1], [1, 2], [3, 4]), ValueError,
+         "user ids must fit in 64 bits (at most 2**64 - 1); found 18446744073709551616"),
+    Case("float ids beyond 2**53 (not exact)", "RatingSet.from_arrays([1e18, 1.0], [1, 2], [3, 4])",
+         from_arrays([1e18, 1.0], [1, 2], [3, 4]), ValueError, "user ids are floats as large as 1e+18, "
+         "beyond 2**53 where a float no longer holds every integer: pass them as integers (int64 or uint64)"),
+    Case("fold-in rating one item twice", "ucfn.fold_in([5, 6, 5], [3, 4, 5])",
+         lambda: fitted("user").fold_in([5, 6, 5], [3, 4, 5]), ValueError,
+         "fold-in ratings name item id 5 more than once (positions 0 and 2); give one rating per item"),
 ]
 
 

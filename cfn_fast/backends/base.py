@@ -18,6 +18,7 @@ from ..network import Layer
 from ..settings import TrainConfig
 from .guard import ModelBusyError
 from .public_calls import EngineCalls, EngineSnapshot, check_training_inputs, wrap_public_methods
+from .fixed_shape import column_block_product
 
 __all__ = ["BackendUnavailable", "Engine", "EngineSnapshot", "ModelBusyError", "PhaseTiming", "Ranges", "TrainConfig",
            "check_training_inputs", "epoch_order"]
@@ -160,13 +161,14 @@ class Engine(ABC):
         """Last hidden layer's activations of every row of ``inputs`` (for scoring many outputs)."""
 
     def decode(self, codes: np.ndarray, side: np.ndarray | None, cols: np.ndarray | None = None) -> np.ndarray:
-        """Output layer on hidden codes: all outputs, or only output columns ``cols``."""
+        """Output layer on hidden codes: all outputs, or only output columns ``cols``.  A row's values do not
+        depend on the other rows given with it (:mod:`~cfn_fast.backends.fixed_shape`)."""
         out = self.get_layers()[-1]
-        weight = out.weight if cols is None else out.weight[cols]
-        bias = out.bias if cols is None else out.bias[cols]
-        z = codes @ weight.T + bias
+        if cols is None:
+            cols = np.arange(out.weight.shape[0])
+        z = column_block_product(codes, out.weight, cols) + out.bias[cols]
         if side is not None and out.side_weight is not None:
-            z += side @ (out.side_weight if cols is None else out.side_weight[cols]).T
+            z += column_block_product(side, out.side_weight, cols)
         return np.tanh(z, dtype=np.float32)
 
 

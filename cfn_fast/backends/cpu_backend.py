@@ -253,14 +253,9 @@ class CpuEngine(Engine):
         return self._state.predict(codes, np.ascontiguousarray(local, dtype=np.int64), rows, cols, side)
 
     def decode(self, codes: np.ndarray, side: np.ndarray | None, cols: np.ndarray | None = None) -> np.ndarray:
-        st = self._state
-        scale = np.float32(st.scale)
-        weight = st.wout if cols is None else st.wout[cols]
-        bias = st.bout if cols is None else st.bout[cols]
-        z = np.asarray(codes, np.float32) @ weight.T + bias
-        if side is not None and self.side_dim:
-            z += np.asarray(side, np.float32) @ (st.sout if cols is None else st.sout[cols]).T
-        return np.tanh(scale * z, dtype=np.float32)
+        """The output layer in the kernels: each value one fixed sequence of operations, whatever the numbers
+        of rows and columns asked for (a user's scores do not depend on the batch)."""
+        return self._state.decode(codes, side if self.side_dim else None, cols)
 
 
 # ----------------------------------------------------------------------------- validation

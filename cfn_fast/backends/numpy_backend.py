@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from ..corruption import epoch_key, hidden_entries, mask_threshold
 from ..network import Layer, copy_layers
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order
+from .fixed_shape import column_block_product, row_block_product, sparse_rows_product
 
 __all__ = ["NumpyEngine", "corrupted_batch", "forward", "reconstruction_loss", "backward", "sgd_update"]
 
@@ -108,6 +109,7 @@ class NumpyEngine(Engine):
         self._timings: list[PhaseTiming] | None = None     # set while profiled_epoch runs
         self._ranges: Ranges | None = None
         self._batch = -1
+        self._transposed: list[tuple[np.ndarray, np.ndarray | None]] | None = None  # inference copies
 
     def _call(self, fn, *args):
         """``fn(*args)``, timed as its phase while :meth:`profiled_epoch` runs."""
@@ -149,6 +151,7 @@ class NumpyEngine(Engine):
         return loss, self._call(backward, self.layers, activations, side, output_grad)
 
     def sgd_step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
+        self._transposed = None
         loss, grads = self.gradients(rows, epoch)
         self._call(sgd_update, self.layers, grads, lr, len(rows), self.config.weight_decay)
         return loss
@@ -162,17 +165,55 @@ class NumpyEngine(Engine):
         return copy_layers(self.layers)
 
     def set_layers(self, layers: list[Layer]) -> None:
+        self._transposed = None
         self.layers = copy_layers(layers)
 
+    def _weights_t(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Each layer's weight and side weight transposed, C-contiguous (what the inference products take),
+        made once per set of parameters."""
+        transposed = self._transposed
+        if transposed is None:
+            transposed = [(np.ascontiguousarray(layer.weight.T),
+                           None if layer.side_weight is None else np.ascontiguousarray(layer.side_weight.T))
+                          for layer in self.layers]
+            self._transposed = transposed
+        return transposed
+
     def encode(self, inputs: sp.csr_matrix, side: np.ndarray | None, chunk: int = 512) -> np.ndarray:
+        """:func:`forward` of the encoder, each row computed alone (:mod:`~cfn_fast.backends.fixed_shape`):
+        a sample's code is the same whatever else is encoded with it."""
         width = self.layers[-1].weight.shape[1]
+        weights_t = self._weights_t()
         codes = np.empty((inputs.shape[0], width), dtype=np.float32)
         for start in range(0, inputs.shape[0], chunk):
             stop = min(start + chunk, inputs.shape[0])
-            acts = forward(self.layers[:-1], inputs[start:stop].toarray(),
-                           None if side is None else side[start:stop])
-            codes[start:stop] = acts[-1]
+            part = None if side is None else np.asarray(side[start:stop], dtype=np.float32)
+            h = sparse_rows_product(inputs[start:stop], weights_t[0][0])
+            for index, layer in enumerate(self.layers[:-1]):
+                z = h if index == 0 else row_block_product(h, weights_t[index][0])
+                z += layer.bias
+                if part is not None:
+                    z += row_block_product(part, weights_t[index][1])
+                h = np.tanh(z)
+            codes[start:stop] = h
         return codes
+
+    def decode(self, codes: np.ndarray, side: np.ndarray | None, cols: np.ndarray | None = None) -> np.ndarray:
+        """The output layer on codes, each value computed by calls of one shape whatever the batch."""
+        out = self.layers[-1]
+        codes = np.asarray(codes, dtype=np.float32)
+        with_side = side is not None and out.side_weight is not None
+        if cols is None:
+            weight_t, side_t = self._weights_t()[-1]
+            z = row_block_product(codes, weight_t) + out.bias
+            if with_side:
+                z += row_block_product(np.asarray(side, dtype=np.float32), side_t)
+        else:
+            cols = np.asarray(cols, dtype=np.int64)
+            z = column_block_product(codes, out.weight, cols) + out.bias[cols]
+            if with_side:
+                z += column_block_product(np.asarray(side, dtype=np.float32), out.side_weight, cols)
+        return np.tanh(z, dtype=np.float32)
 
     def predict_entries(self, inputs: sp.csr_matrix, side: np.ndarray | None,
                         rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

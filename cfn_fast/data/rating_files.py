@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import check_input_file
+from .ids import text_ids
 from .ratings import RatingSet
 
 __all__ = ["load_ratings"]
@@ -324,9 +325,9 @@ def _validate_columns(path: Path, frame: Any) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _id_column(series: Any) -> np.ndarray:
-    """Ids as a numpy array: numbers stay numbers, anything else becomes str."""
+    """Ids as a numpy array: numbers stay numbers, anything else becomes Python str (never a fixed-width copy)."""
     arr = series.to_numpy()
-    return arr.astype(str) if arr.dtype.kind == "O" else arr
+    return text_ids(arr) if arr.dtype.kind in "OUS" else arr
 
 
 def parse_npz(path: Path) -> ParsedRatings:

@@ -2,82 +2,25 @@
 
 Indices are dense ``0..n-1``; ``user_ids[index]`` / ``item_ids[index]`` give the original ids
 back.  Id maps are sorted arrays, so original id -> index is a binary search and works for
-integer and string ids alike.  A train/test split shares the id maps of its parent, so an
-index means the same user or item in every part.
+integer and string ids alike, exactly (:mod:`cfn_fast.data.ids`).  A train/test split shares the
+id maps of its parent, so an index means the same user or item in every part.
 """
 from __future__ import annotations
 
-import math
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from .ids import as_id_array, lookup
 from .labelled import align_rows, check_parallel
 from .side_info import as_feature_matrix
+from .sparse_input import first_duplicate, stored_entries
 
 __all__ = ["DuplicatePolicy", "RatingSet", "build_csr"]
 
 DuplicatePolicy = str  # "error" | "last" | "mean"
-
-
-def _missing(arr: np.ndarray) -> np.ndarray:
-    """Mask of missing values (None, NaN, pandas NA / NaT) in an object array."""
-    pd = sys.modules.get("pandas")  # pandas missing markers can only be present if pandas is loaded
-    if pd is not None:
-        return np.asarray(pd.isna(arr), dtype=bool)
-    return np.fromiter((v is None or (isinstance(v, float) and math.isnan(v)) for v in arr), dtype=bool,
-                       count=len(arr))
-
-
-def _reject_missing(missing: np.ndarray, arr: np.ndarray, what: str) -> None:
-    if missing.any():
-        first = int(np.flatnonzero(missing)[0])
-        value = arr[first].item() if isinstance(arr[first], np.generic) else arr[first]
-        raise ValueError(f"{what} contain {int(missing.sum())} missing value(s) ({value!r} at position "
-                         f"{first}); every rating needs a user and an item id")
-
-
-def _uniform_ids(arr: np.ndarray, what: str) -> np.ndarray:
-    """Object ids as one type: all integers -> int64, else all strings; a mix of numbers and strings
-    is an error (``1`` and ``"1"`` would otherwise become one id)."""
-    kinds = {"int" if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) else
-             "str" if isinstance(v, str) else type(v).__name__ for v in arr}
-    if kinds == {"int"}:
-        return arr.astype(np.int64)
-    if kinds <= {"str"}:
-        return arr.astype(str)
-    if "str" in kinds and len(kinds) > 1:
-        first = next(v for v in arr if not isinstance(v, str))
-        raise ValueError(f"{what} mix strings and {type(first).__name__} values (e.g. {first!r}); "
-                         f"use one id type")
-    return arr.astype(str) if kinds <= {"str", "bytes"} else np.asarray(arr.tolist())
-
-
-def _as_id_array(ids: Any, what: str) -> np.ndarray:
-    arr = np.asarray(ids)
-    if arr.ndim != 1:
-        raise ValueError(f"{what} must be one-dimensional, got shape {arr.shape}")
-    if arr.dtype.kind == "O":
-        _reject_missing(_missing(arr), arr, what)
-        arr = _uniform_ids(arr, what)
-    if arr.dtype.kind == "f":
-        _reject_missing(np.isnan(arr), arr, what)
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{what} contains NaN or infinite values")
-        if not np.all(arr == np.round(arr)):
-            raise ValueError(f"{what} must be integers (or strings); got non-integer values such as "
-                             f"{arr[arr != np.round(arr)][:3].tolist()}")
-        arr = arr.astype(np.int64)
-    elif arr.dtype.kind == "b":
-        raise ValueError(f"{what} must be integers or strings, not booleans")
-    elif arr.dtype.kind == "O":
-        arr = arr.astype(str)
-    if arr.dtype.kind in "iu" and arr.size and arr.min() < 0:
-        raise ValueError(f"{what} must be non-negative; found {int(arr.min())}")
-    return arr
 
 
 def _check_features(features: Any, ids: np.ndarray, what: str) -> np.ndarray | None:
@@ -107,7 +50,8 @@ class RatingSet:
     ----------
     user, item : int32 arrays of indices into ``user_ids`` / ``item_ids``.
     rating : float32 array of ratings.
-    user_ids, item_ids : sorted arrays of the original ids (index -> id).
+    user_ids, item_ids : sorted arrays of the original ids (index -> id): int64 (uint64 when an id is
+        beyond int64), or object arrays of ``str``, never fixed-width (:mod:`cfn_fast.data.ids`).
     scale : ``(low, high)`` of the rating scale (e.g. ``(1, 5)`` for MovieLens).
     user_features, item_features : optional float32 side information, one row per index.
     """
@@ -140,8 +84,8 @@ class RatingSet:
         Series for ``user``, ``item``, ``rating`` must share one index.
         """
         check_parallel({"user": user, "item": item, "rating": rating})
-        user = _as_id_array(user, "user ids")
-        item = _as_id_array(item, "item ids")
+        user = as_id_array(user, "user ids")
+        item = as_id_array(item, "item ids")
         rating = np.asarray(rating)
         if rating.ndim != 1:
             raise ValueError(f"ratings must be one-dimensional, got shape {rating.shape}")
@@ -170,11 +114,11 @@ class RatingSet:
             first = int(np.flatnonzero(outside)[0])
             raise ValueError(f"{int(outside.sum())} rating(s) outside the scale [{low:g}, {high:g}], "
                              f"e.g. {float(rating[first]):g} at position {first}")
-        uids = np.unique(user) if user_ids is None else np.unique(_as_id_array(user_ids, "user_ids"))
-        iids = np.unique(item) if item_ids is None else np.unique(_as_id_array(item_ids, "item_ids"))
-        u_index = _lookup(uids, user, "user")
-        i_index = _lookup(iids, item, "item")
-        u_index, i_index, rating = _resolve_duplicates(u_index, i_index, rating, len(iids), duplicates)
+        uids = np.unique(user) if user_ids is None else np.unique(as_id_array(user_ids, "user_ids"))
+        iids = np.unique(item) if item_ids is None else np.unique(as_id_array(item_ids, "item_ids"))
+        u_index = lookup(uids, user, "user")
+        i_index = lookup(iids, item, "item")
+        u_index, i_index, rating = _resolve_duplicates(u_index, i_index, rating, (uids, iids), duplicates)
         return cls(u_index, i_index, rating, uids, iids, (low, high),
                    _check_features(user_features, uids, "user_features"),
                    _check_features(item_features, iids, "item_features"))
@@ -193,11 +137,15 @@ class RatingSet:
     def from_sparse(cls, matrix: Any, **kwargs: Any) -> RatingSet:
         """Build from a scipy.sparse users x items matrix; stored entries are the ratings.
 
-        Every row and column is part of the universe, even an empty one.
+        Every row and column is part of the universe, even an empty one.  A (row, column) stored twice is
+        an error unless ``duplicates="last"`` / ``"mean"`` says how to merge; explicit zeros are errors
+        (:mod:`cfn_fast.data.sparse_input`).
         """
         if not sp.issparse(matrix):
             raise TypeError(f"expected a scipy.sparse matrix, got {type(matrix).__name__}")
-        coo = sp.coo_matrix(matrix)
+        merge = kwargs.get("duplicates", "error") != "error"
+        coo = stored_entries(matrix, "the sparse matrix", duplicates_allowed=merge,
+                             duplicates_hint=", or pass duplicates='last' or duplicates='mean' to merge them")
         kwargs.setdefault("user_ids", np.arange(coo.shape[0]))
         kwargs.setdefault("item_ids", np.arange(coo.shape[1]))
         return cls.from_arrays(coo.row, coo.col, coo.data, **kwargs)
@@ -259,13 +207,11 @@ class RatingSet:
 
     def user_index(self, ids: Any, *, missing: str = "error") -> np.ndarray:
         """Indices of original user ids; ``missing="error"`` raises on unknown ids, ``"-1"`` marks them."""
-        return _lookup(self.user_ids, _as_id_array(np.atleast_1d(ids), "user ids"), "user",
-                       missing == "error")
+        return lookup(self.user_ids, as_id_array(ids, "user ids"), "user", missing == "error")
 
     def item_index(self, ids: Any, *, missing: str = "error") -> np.ndarray:
         """Indices of original item ids; ``missing="error"`` raises on unknown ids, ``"-1"`` marks them."""
-        return _lookup(self.item_ids, _as_id_array(np.atleast_1d(ids), "item ids"), "item",
-                       missing == "error")
+        return lookup(self.item_ids, as_id_array(ids, "item ids"), "item", missing == "error")
 
     def validate(self, what: str) -> None:
         """Check the set's internal consistency before an engine sees it (``from_arrays`` guarantees all
@@ -324,39 +270,24 @@ def build_csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tup
                           indptr), shape=shape)
 
 
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str, strict: bool = True) -> np.ndarray:
-    """Map original ids to indices by binary search in the sorted id array."""
-    if len(sorted_ids) == 0:
-        if strict and len(ids):
-            raise KeyError(f"unknown {what} id(s): {ids[:5].tolist()}")
-        return np.full(len(ids), -1, dtype=np.int32)
-    try:
-        pos = np.searchsorted(sorted_ids, ids)
-    except TypeError as exc:  # e.g. str ids looked up in an int universe
-        raise KeyError(f"{what} ids of type {ids.dtype} do not match the data set's "
-                       f"{sorted_ids.dtype} ids") from exc
-    pos = np.minimum(pos, len(sorted_ids) - 1)
-    found = sorted_ids[pos] == ids
-    if strict and not np.all(found):
-        unknown = ids[~found]
-        distinct = np.unique(unknown)  # count ids, not occurrences (a test set names a new user many times)
-        repeats = f" ({len(unknown):,} occurrences)" if len(unknown) > len(distinct) else ""
-        raise KeyError(f"{len(distinct)} unknown {what} id(s), e.g. {distinct[:5].tolist()}{repeats}")
-    return np.where(found, pos, -1).astype(np.int32)
+def _scalar(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (for messages)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
-def _resolve_duplicates(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_items: int,
+def _resolve_duplicates(u: np.ndarray, i: np.ndarray, r: np.ndarray, ids: tuple[np.ndarray, np.ndarray],
                         policy: DuplicatePolicy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    key = u.astype(np.int64) * n_items + i
+    key = u.astype(np.int64) * len(ids[1]) + i
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     dup = sorted_key[1:] == sorted_key[:-1]
     if not dup.any():
         return u, i, r
     if policy == "error":
-        first = order[1:][dup][0]
-        raise ValueError(f"{int(dup.sum())} duplicate (user, item) pair(s), e.g. at position {int(first)}; "
-                         f"pass duplicates='last' or duplicates='mean' to merge them")
+        first, later, count = first_duplicate(u, i)  # type: ignore[misc]
+        user, item = (_scalar(side[index[first]]) for side, index in zip(ids, (u, i)))
+        raise ValueError(f"{count} duplicate (user, item) pair(s), first (user {user!r}, item {item!r}) at "
+                         f"positions {first} and {later}; pass duplicates='last' or duplicates='mean' to merge them")
     if policy not in ("last", "mean"):
         raise ValueError(f"duplicates must be 'error', 'last' or 'mean', got {policy!r}")
     starts = np.flatnonzero(np.r_[True, ~dup])

@@ -24,10 +24,15 @@ import scipy.sparse as sp
 
 from .. import interop
 from ..data.side_info import as_feature_matrix
+from ..data.sparse_input import stored_entries
 from .runtime import Runtime
 from .scoring import as_index, input_mean_rating
 
 __all__ = ["encode", "decode", "centred_rows", "stream_scope"]
+
+#: what to do about explicit zeros in sparse rows (the end of the error's sentence)
+ZEROS_IN_ROWS = ("drop them with rows.eliminate_zeros(), or, if 0 is a rating, pass dense rows (NaN for an "
+                 "unknown rating)")
 
 
 @contextmanager
@@ -46,19 +51,19 @@ def stream_scope(rt: Runtime, stream: Any) -> Iterator[None]:
 def centred_rows(rt: Runtime, rows: Any) -> tuple[sp.csr_matrix, np.ndarray]:
     """``(network input CSR, per-row unit means)`` of rating rows over the model's inputs.
 
-    ``rows``: a SciPy sparse matrix (stored entries are the known ratings, explicit zeros included) or a
-    dense array (NaN marks an unknown rating), shape ``(n, n_inputs)`` or ``(n_inputs,)`` for one row, in
-    rating units.  Each row is scaled and centred by its own mean, as at fold-in; a row with no ratings
-    is centred by the global training mean.
+    ``rows``: a SciPy sparse matrix (stored entries are the known ratings; a (row, column) stored twice and
+    explicit zeros are errors, :mod:`cfn_fast.data.sparse_input`) or a dense array (NaN marks an unknown
+    rating), shape ``(n, n_inputs)`` or ``(n_inputs,)`` for one row, in rating units.  Each row is scaled and
+    centred by its own mean, as at fold-in; a row with no ratings is centred by the global training mean.
     """
     pre = rt.network.preprocessing
     n_inputs = rt.network.n_inputs
     rows = interop.to_host(rows)
     if sp.issparse(rows):
-        matrix = sp.csr_matrix(rows)
-        if matrix.dtype.kind not in "iufb":
-            raise TypeError(f"rows must hold numbers, got dtype {matrix.dtype}")
-        matrix.sum_duplicates()
+        if rows.dtype.kind not in "iufb":
+            raise TypeError(f"rows must hold numbers, got dtype {rows.dtype}")
+        coo = stored_entries(rows, "rows", zeros_hint=ZEROS_IN_ROWS)
+        matrix = sp.csr_matrix((coo.data, (coo.row, coo.col)), shape=coo.shape)  # distinct entries: none summed
         matrix.sort_indices()
     else:
         try:

@@ -15,11 +15,17 @@ import scipy.sparse as sp
 from .. import interop
 from ..data.labelled import align_vector, check_parallel
 from ..data.ratings import RatingSet, build_csr
+from ..data.sparse_input import first_duplicate, stored_entries
 from .ranking import DEFAULT_MIN_SUPPORT, check_min_support, top_n
 from .runtime import Runtime
 from .scoring import ids_to_index, input_mean_rating, support_of
 
 __all__ = ["FoldIn", "FoldInError", "fold_in"]
+
+
+#: what to do about explicit zeros in a sparse fold-in row (the end of the error's sentence)
+ZEROS_IN_FOLD_IN = ("drop them with row.eliminate_zeros(), or, if 0 is a rating, pass ids and ratings (or a "
+                    "{id: rating} dict)")
 
 
 class FoldInError(ValueError):
@@ -40,10 +46,17 @@ def fold_in(rt: Runtime, ids: Any, ratings: Any, features: Any, new: str | None,
             f"{model} cannot fold in a new {new}: {new}s are the input dimensions of its "
             f"{sample_side} autoencoder, so a new {new} needs retraining "
             f"({'a U-CFN' if new == 'user' else 'an I-CFN'} model folds in new {new}s)")
-    ids, values = fold_in_ratings(ids, ratings)
-    index = ids_to_index(rt, ids, other_side) if len(ids) else np.zeros(0, dtype=np.int32)
-    if len(np.unique(index)) != len(index):
-        raise ValueError(f"fold-in ratings name the same {other_side} id more than once")
+    if sp.issparse(ids):
+        index, values = fold_in_row(rt, ids, ratings)
+    else:
+        ids, values = fold_in_ratings(ids, ratings)
+        index = ids_to_index(rt, ids, other_side) if len(ids) else np.zeros(0, dtype=np.int32)
+        repeated = first_duplicate(index, np.zeros(len(index)))
+        if repeated is not None:
+            first, later, _ = repeated
+            shown = ids[first].item() if isinstance(ids[first], np.generic) else ids[first]
+            raise ValueError(f"fold-in ratings name {other_side} id {shown!r} more than once (positions {first} "
+                             f"and {later}); give one rating per {other_side}")
     pre = net.preprocessing
     if len(values):
         bad = ~np.isfinite(values)
@@ -70,6 +83,23 @@ def fold_in(rt: Runtime, ids: Any, ratings: Any, features: Any, new: str | None,
     other_ids = train.item_ids if other_side == "item" else train.user_ids
     return FoldIn(train, sample_side, other_ids, predicted, index.astype(np.int64), float(mean),
                   unclipped=unclipped, support=support_of(rt, other_side))
+
+
+def fold_in_row(rt: Runtime, row: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(input indices, ratings)`` of a new row given as a 1 x n_inputs sparse matrix (columns in training
+    index order, as ``encode``'s rows); duplicates and explicit zeros are errors
+    (:mod:`~cfn_fast.data.sparse_input`)."""
+    net = rt.network
+    if ratings is not None:
+        raise ValueError("a sparse fold-in row holds its ratings: pass it alone, without ratings")
+    if row.shape != (1, net.n_inputs):
+        raise ValueError(f"a sparse fold-in row must have shape (1, {net.n_inputs}) (the model's {net.input_side}s "
+                         f"in training index order), got {row.shape}")
+    if row.dtype.kind not in "iuf":
+        raise ValueError(f"fold-in ratings must be numbers, got dtype {row.dtype}")
+    coo = stored_entries(row, "the fold-in row", zeros_hint=ZEROS_IN_FOLD_IN)
+    order = np.argsort(coo.col, kind="stable")
+    return coo.col[order].astype(np.int32), coo.data[order].astype(np.float64)
 
 
 def fold_in_features(rt: Runtime, features: Any, names: Any) -> np.ndarray | None:

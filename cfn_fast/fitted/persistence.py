@@ -1,8 +1,8 @@
 """Saving and loading fitted :class:`~cfn_fast.CFN` models: one versioned ``.npz`` file.
 
-Layout (format version 2; version 1 is the same without ``pre_input_offset``, and a model with
-the paper's centring is still written as version 1 so that older releases read it), every entry a plain numeric or
-fixed-width unicode array — no pickles anywhere, and :func:`read_model` reads with ``np.load(allow_pickle=False)``:
+Layout (format version 3; version 2 has no ``*_ids_utf8``, version 1 also no ``pre_input_offset``; a file
+is written with the lowest version that holds it, so that older releases read it), every entry a plain numeric
+or fixed-width unicode array — no pickles anywhere, and :func:`read_model` reads with ``np.load(allow_pickle=False)``:
 
 =====================================  ===================================================
 ``cfn_format``                         ``"cfn_fast-model"`` (marks the file as ours)
@@ -10,7 +10,10 @@ fixed-width unicode array — no pickles anywhere, and :func:`read_model` reads 
 ``config``                             one JSON string: parameters, resolved parameters,
                                        training backend, epochs, history, library version
 ``layer{k}_weight|bias|side_weight``   network parameters, canonical layout (float32)
-``user_ids``, ``item_ids``             id maps (int or fixed-width unicode)
+``user_ids``, ``item_ids``             id maps: integers (int64 / uint64, exact), or strings as
+                                       fixed-width unicode when that is exact and compact,
+                                       else (version 3) ``user_ids_utf8`` / ``item_ids_utf8``
+                                       (UTF-8 bytes) with ``..._offsets`` (int64)
 ``train_user|item|rating``             the training ratings (indices, float32 ratings)
 ``input_data|indices|indptr``          the centred training input CSR fed to the network
 ``pre_sample_mean|sample_count``,      preprocessing statistics
@@ -60,9 +63,9 @@ from .value import Fitted
 __all__ = ["save_model", "read_model", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS"]
 
 FORMAT_NAME = "cfn_fast-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Versions this release reads.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 # ----------------------------------------------------------------------------- save
@@ -76,8 +79,8 @@ def save_model(path: str | os.PathLike, fitted: Fitted, backend: str, params: di
         raise FileNotFoundError(f"cannot save the model: directory {str(directory)!r} does not exist")
     arrays = fitted_arrays(fitted, portable=True)
     # a file an older release can read correctly says version 1; one with input offsets it would
-    # misread says 2, which such a release refuses
-    version = FORMAT_VERSION if "pre_input_offset" in arrays else 1
+    # misread says 2, one with string ids as UTF-8 bytes says 3: such a release refuses them
+    version = 3 if any(name.endswith("_ids_utf8") for name in arrays) else 2 if "pre_input_offset" in arrays else 1
     config = {
         "format": FORMAT_NAME, "version": version, "library_version": __version__,
         "params": _jsonable(params), "resolved": _jsonable(resolved),
@@ -153,4 +156,9 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], Fitted, dict[st
     params = dict(config["params"])
     if isinstance(params.get("hidden"), list):
         params["hidden"] = tuple(params["hidden"])
-    return params, fitted_from_arrays(checked, config, params.get("kind")), config
+    try:
+        return params, fitted_from_arrays(checked, config, params.get("kind")), config
+    except ModelFileError:
+        raise
+    except ValueError as exc:   # e.g. string ids that are not UTF-8 (fitted.state.ids_of)
+        raise ModelFileError(f"{path} holds invalid model data: {exc}") from None

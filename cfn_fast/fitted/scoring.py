@@ -132,10 +132,10 @@ def seen_items(rt: Runtime) -> sp.csr_matrix:
 
 
 def support_of(rt: Runtime, side: str) -> np.ndarray:
-    """Training ratings of every user or item."""
+    """Training ratings of every user or item (cached: every recommendation reads them)."""
     train = rt.fitted.train
     index, n = (train.item, train.n_items) if side == "item" else (train.user, train.n_users)
-    return np.bincount(index, minlength=n)
+    return rt.cached(f"support_{side}", lambda: np.bincount(index, minlength=n))
 
 
 def recommend_batch(rt: Runtime, users: np.ndarray, n: int, exclude_seen: bool, chunk: int,

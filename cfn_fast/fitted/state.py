@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..data.ids import text_ids
 from ..data.ratings import RatingSet
 from ..network import Layer
 from ..preprocessing import Preprocessing
@@ -30,7 +31,7 @@ from ..training.trainer import EpochRecord
 from .value import Fitted, Network
 
 __all__ = ["STATE_VERSION", "fitted_arrays", "fitted_config", "fitted_from_arrays", "pickle_state",
-           "unpickle_state"]
+           "unpickle_state", "id_entries", "ids_of"]
 
 #: Version of the pickled state layout (independent of the file format version).
 STATE_VERSION = 1
@@ -40,8 +41,8 @@ STATE_VERSION = 1
 def fitted_arrays(fitted: Fitted, *, portable: bool = True) -> dict[str, np.ndarray]:
     """The fitted value's arrays by name (layout of :mod:`cfn_fast.fitted.persistence`).
 
-    ``portable=True`` (the file) turns object or bytes ids into fixed-width unicode so that no entry
-    needs a pickle; ``portable=False`` (pickling) keeps the ids exactly as they are."""
+    ``portable=True`` (the file) stores string ids without pickles (:func:`id_entries`); ``portable=False``
+    (pickling) keeps the ids exactly as they are."""
     train, net = fitted.train, fitted.network
     pre, inputs = net.preprocessing, net.inputs
     arrays: dict[str, np.ndarray] = {}
@@ -50,8 +51,9 @@ def fitted_arrays(fitted: Fitted, *, portable: bool = True) -> dict[str, np.ndar
         arrays[f"layer{k}_bias"] = np.asarray(layer.bias, dtype=np.float32)
         if layer.side_weight is not None:
             arrays[f"layer{k}_side_weight"] = np.asarray(layer.side_weight, dtype=np.float32)
-    arrays["user_ids"] = _id_array(train.user_ids) if portable else np.asarray(train.user_ids)
-    arrays["item_ids"] = _id_array(train.item_ids) if portable else np.asarray(train.item_ids)
+    for name in ("user_ids", "item_ids"):
+        ids = np.asarray(getattr(train, name))
+        arrays.update(id_entries(name, ids) if portable else {name: ids})
     arrays["train_user"] = np.asarray(train.user)
     arrays["train_item"] = np.asarray(train.item)
     arrays["train_rating"] = np.asarray(train.rating)
@@ -89,11 +91,37 @@ def fitted_config(fitted: Fitted, backend: str) -> dict[str, Any]:
     }
 
 
-def _id_array(ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.dtype.kind in "iuU":
-        return ids
-    return ids.astype(str)  # object or bytes ids become fixed-width unicode
+def id_entries(name: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The file entries of an id map, exact and without pickles: integers as they are (int64 / uint64); strings
+    as fixed-width unicode ``name`` when that is exact (numpy drops trailing NULs) and no more than about twice
+    their size, else as ``name_utf8`` (UTF-8 bytes, uint8) with ``name_offsets`` (int64, one more than ids)."""
+    if ids.dtype.kind in "iu":
+        return {name: ids}
+    text = ids.astype(str).tolist() if ids.dtype.kind == "S" else [v if isinstance(v, str) else str(v) for v in ids]
+    longest = max(map(len, text), default=0)
+    if longest * len(text) <= 2 * sum(map(len, text)) + 16384 and not any(t.endswith("\0") for t in text):
+        return {name: np.array(text, dtype=str) if text else np.zeros(0, dtype="<U1")}
+    encoded = [t.encode("utf-8", "surrogatepass") for t in text]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return {f"{name}_utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8), f"{name}_offsets": offsets}
+
+
+def ids_of(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """The id map ``name`` of :func:`id_entries`' entries: integers, or an object array of Python ``str``."""
+    if f"{name}_utf8" in arrays:
+        blob, offsets = arrays[f"{name}_utf8"], arrays[f"{name}_offsets"]
+        if blob.dtype != np.uint8 or blob.ndim != 1 or offsets.dtype.kind not in "iu" or offsets.ndim != 1 \
+                or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(blob) or np.any(np.diff(offsets) < 0):
+            raise ValueError(f"{name}_utf8 / {name}_offsets do not describe a list of ids (uint8 bytes, and offsets "
+                             f"from 0 to their length, never decreasing)")
+        data = blob.tobytes()
+        try:
+            return text_ids([data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(offsets[:-1], offsets[1:])])
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{name}_utf8 is not UTF-8 text ({exc})") from None
+    ids = arrays[name]
+    return ids.astype(object) if ids.dtype.kind == "U" else ids
 
 
 # ----------------------------------------------------------------------------- data -> value
@@ -104,7 +132,7 @@ def fitted_from_arrays(arrays: dict[str, np.ndarray], config: dict[str, Any], ki
     names = {name: tuple(arrays[name].tolist()) if name in arrays else None
              for name in ("user_feature_names", "item_feature_names")}
     train = RatingSet(arrays["train_user"], arrays["train_item"], arrays["train_rating"],
-                      arrays["user_ids"], arrays["item_ids"],
+                      ids_of(arrays, "user_ids"), ids_of(arrays, "item_ids"),
                       (float(config["scale"][0]), float(config["scale"][1])),
                       arrays.get("user_features"), arrays.get("item_features"),
                       names["user_feature_names"], names["item_feature_names"])

@@ -36,16 +36,20 @@ from ..data.ratings import RatingSet
 from ..preprocessing import Preprocessing, sample_axes
 from ..training.selection import KindChoice
 from ..training.trainer import EpochRecord
+from .state import ids_of
 
-__all__ = ["ModelFileError", "check_model_file", "BASE_ENTRIES", "OPTIONAL_ENTRIES"]
+__all__ = ["ModelFileError", "check_model_file", "BASE_ENTRIES", "OPTIONAL_ENTRIES", "ID_FORMS"]
 
 #: Entries of every model file (besides ``layer{k}_weight`` / ``layer{k}_bias``).
-BASE_ENTRIES = ("cfn_format", "cfn_version", "checksum", "config", "user_ids", "item_ids", "train_user",
+BASE_ENTRIES = ("cfn_format", "cfn_version", "checksum", "config", "train_user",
                 "train_item", "train_rating", "input_data", "input_indices", "input_indptr", "input_shape",
                 "pre_sample_mean", "pre_sample_count", "pre_scalars")
 #: Entries a model file may hold (besides ``layer{k}_side_weight``).
 OPTIONAL_ENTRIES = ("pre_input_offset", "side", "user_features", "item_features", "user_feature_names",
                     "item_feature_names")
+#: The id maps: ``name`` (integers, or fixed-width text), or from format 3 ``name_utf8`` + ``name_offsets``
+#: (:func:`cfn_fast.fitted.state.id_entries`), exactly one of the two forms.
+ID_FORMS = {name: ((name,), (f"{name}_utf8", f"{name}_offsets")) for name in ("user_ids", "item_ids")}
 _LAYER_ENTRY = re.compile(r"^layer(\d+)_(weight|bias|side_weight)$")
 #: Most layers a file may declare (a CFN has a handful; the bound keeps a forged count from looping for ever).
 MAX_LAYERS = 1000
@@ -100,11 +104,17 @@ def _entry_names(arrays: dict[str, np.ndarray], n_layers: int) -> None:
     for name in BASE_ENTRIES + tuple(f"layer{k}_{part}" for k in range(n_layers) for part in ("weight", "bias")):
         if name not in arrays:
             raise _Invalid(f"entry {name!r} is missing")
+    for name, (plain, text) in ID_FORMS.items():
+        present = [form for form in (plain, text) if any(entry in arrays for entry in form)]
+        if len(present) != 1 or not all(entry in arrays for entry in present[0]):
+            raise _Invalid(f"{name} must be stored as the entry {plain[0]!r} or as the pair {text[0]!r} and "
+                           f"{text[1]!r}, exactly one of the two")
+    id_entries = {entry for plain, text in ID_FORMS.values() for entry in plain + text}
     for name in arrays:
         match = _LAYER_ENTRY.match(name)
         if match and int(match.group(1)) >= n_layers:
             raise _Invalid(f"entry {name!r} is beyond config.n_layers ({n_layers})")
-        if not match and name not in BASE_ENTRIES + OPTIONAL_ENTRIES:
+        if not match and name not in BASE_ENTRIES + OPTIONAL_ENTRIES and name not in id_entries:
             raise _Invalid(f"unknown entry {name!r}")
 
 
@@ -267,7 +277,13 @@ def _scale(config: dict[str, Any]) -> tuple[float, float]:
 
 def _ids(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
     """An id map: sorted and unique (ids are found by binary search), integers non-negative."""
-    ids = _array(arrays, name, "iuU", (None,))
+    if f"{name}_utf8" in arrays:
+        try:
+            ids = ids_of(arrays, name)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+    else:
+        ids = _array(arrays, name, "iuU", (None,))
     if ids.size == 0:
         raise _Invalid(f"{name} is empty")
     if ids.dtype.kind in "iu" and ids.min() < 0:

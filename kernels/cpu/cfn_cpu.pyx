@@ -104,6 +104,17 @@ cdef extern from *:
                                         (w read before g is written: g may alias w)
        maxpy(y, m, x[], c)              y += sum_j c[j] x[j]       (y loaded/stored once)
        saxpy(v, m, y[], c)              y[j] += c[j] v             (v loaded once)           */
+    /* the module is built with -ffast-math: keep the compiler from re-vectorising the pair dots' chains
+       (it could do so differently in each function, and a pair's value would then depend on its tile) */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #define CFN_IN_ORDER __attribute__((optimize("no-associative-math")))
+    #else
+    #define CFN_IN_ORDER
+    #endif
+    /* one row of a dots44 tile: A . y_b for the four y rows held in b0..b3 (VT, FMA: those of the
+       instantiation) */
+    #define CFN_ROW4(VT, FMA, A, S0, S1, S2, S3) { VT a_ = (A); S0 = FMA(a_, b0, S0); S1 = FMA(a_, b1, S1); \
+                                                    S2 = FMA(a_, b2, S2); S3 = FMA(a_, b3, S3); }
     #define CFN_DEFINE(SFX, ATTR, VT, W, MT, ZERO, LD, ST, SET1, FMA, ADD, HSUM, MK, MLD, MST)            \
     ATTR static float cfn_dot_##SFX(const float *restrict a, const float *restrict b, ptrdiff_t n) {       \
         VT s0 = ZERO, s1 = ZERO, s2 = ZERO, s3 = ZERO; ptrdiff_t i = 0;                                  \
@@ -182,6 +193,46 @@ cdef extern from *:
                                       const float *a, const float *c) {                                    \
         cfn_saxpy_##SFX(w, n, m, dh, a);                                                                   \
         cfn_maxpy_##SFX(g, n, m, h, c);                                                                    \
+    }                                                                                                     \
+    /* pair dots for inference: out = x . y over pairs of rows, each pair one chain of FMAs over           \
+       the vectors of its rows (masked tail last), then its horizontal sum: the same operations for        \
+       a pair whatever the tile it is computed in, dots14 (one x, four y) or dots44 (four x, four y);      \
+       x and y may swap (a product does not depend on its operands' order) */                              \
+    ATTR CFN_IN_ORDER static void cfn_dots14_##SFX(const float *restrict x, const float *const *y,         \
+                                                   ptrdiff_t n, float *out) {                              \
+        const float *y0 = y[0], *y1 = y[1], *y2 = y[2], *y3 = y[3];                                        \
+        VT s0 = ZERO, s1 = ZERO, s2 = ZERO, s3 = ZERO; ptrdiff_t i = 0;                                    \
+        for (; i + W <= n; i += W) { VT a = LD(x + i);                                                     \
+            s0 = FMA(a, LD(y0 + i), s0); s1 = FMA(a, LD(y1 + i), s1);                                      \
+            s2 = FMA(a, LD(y2 + i), s2); s3 = FMA(a, LD(y3 + i), s3); }                                    \
+        if (i < n) { MT mk = MK(n - i); VT a = MLD(mk, x + i);                                             \
+            s0 = FMA(a, MLD(mk, y0 + i), s0); s1 = FMA(a, MLD(mk, y1 + i), s1);                            \
+            s2 = FMA(a, MLD(mk, y2 + i), s2); s3 = FMA(a, MLD(mk, y3 + i), s3); }                          \
+        out[0] = HSUM(s0); out[1] = HSUM(s1); out[2] = HSUM(s2); out[3] = HSUM(s3);                        \
+    }                                                                                                      \
+    ATTR CFN_IN_ORDER static void cfn_dots44_##SFX(const float *const *x, const float *const *y,           \
+                                                   ptrdiff_t n, float *out) {                              \
+        const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];                                        \
+        const float *y0 = y[0], *y1 = y[1], *y2 = y[2], *y3 = y[3];                                        \
+        VT s00 = ZERO, s01 = ZERO, s02 = ZERO, s03 = ZERO, s10 = ZERO, s11 = ZERO, s12 = ZERO, s13 = ZERO; \
+        VT s20 = ZERO, s21 = ZERO, s22 = ZERO, s23 = ZERO, s30 = ZERO, s31 = ZERO, s32 = ZERO, s33 = ZERO; \
+        VT b0, b1, b2, b3; ptrdiff_t i = 0;                                                                \
+        for (; i + W <= n; i += W) {                                                                       \
+            b0 = LD(y0 + i); b1 = LD(y1 + i); b2 = LD(y2 + i); b3 = LD(y3 + i);                            \
+            CFN_ROW4(VT, FMA, LD(x0 + i), s00, s01, s02, s03)                                              \
+            CFN_ROW4(VT, FMA, LD(x1 + i), s10, s11, s12, s13)                                              \
+            CFN_ROW4(VT, FMA, LD(x2 + i), s20, s21, s22, s23)                                              \
+            CFN_ROW4(VT, FMA, LD(x3 + i), s30, s31, s32, s33) }                                            \
+        if (i < n) { MT mk = MK(n - i);                                                                    \
+            b0 = MLD(mk, y0 + i); b1 = MLD(mk, y1 + i); b2 = MLD(mk, y2 + i); b3 = MLD(mk, y3 + i);        \
+            CFN_ROW4(VT, FMA, MLD(mk, x0 + i), s00, s01, s02, s03)                                         \
+            CFN_ROW4(VT, FMA, MLD(mk, x1 + i), s10, s11, s12, s13)                                         \
+            CFN_ROW4(VT, FMA, MLD(mk, x2 + i), s20, s21, s22, s23)                                         \
+            CFN_ROW4(VT, FMA, MLD(mk, x3 + i), s30, s31, s32, s33) }                                       \
+        out[0] = HSUM(s00); out[1] = HSUM(s01); out[2] = HSUM(s02); out[3] = HSUM(s03);                    \
+        out[4] = HSUM(s10); out[5] = HSUM(s11); out[6] = HSUM(s12); out[7] = HSUM(s13);                    \
+        out[8] = HSUM(s20); out[9] = HSUM(s21); out[10] = HSUM(s22); out[11] = HSUM(s23);                  \
+        out[12] = HSUM(s30); out[13] = HSUM(s31); out[14] = HSUM(s32); out[15] = HSUM(s33);                \
     }
 
     /* plain C: a "vector" of one float (no tails) */
@@ -314,6 +365,8 @@ cdef extern from *:
     typedef void (*cfn_maxpy_t)(float *, ptrdiff_t, int, const float *const *, const float *);
     typedef void (*cfn_saxpy_t)(const float *, ptrdiff_t, int, float *const *, const float *);
     typedef void (*cfn_tanh_t)(float *, ptrdiff_t);
+    typedef void (*cfn_dots14_t)(const float *, const float *const *, ptrdiff_t, float *);
+    typedef void (*cfn_dots44_t)(const float *const *, const float *const *, ptrdiff_t, float *);
     static cfn_tanh_t cfn_tanh_p = cfn_tanh_generic;
     static cfn_dot_t cfn_dot_p = cfn_dot_generic;
     static cfn_axpy_t cfn_axpy_p = cfn_axpy_generic;
@@ -321,10 +374,13 @@ cdef extern from *:
     static cfn_segbwd_t cfn_segbwd_p = cfn_segbwd_generic;
     static cfn_maxpy_t cfn_maxpy_p = cfn_maxpy_generic;
     static cfn_saxpy_t cfn_saxpy_p = cfn_saxpy_generic;
+    static cfn_dots14_t cfn_dots14_p = cfn_dots14_generic;
+    static cfn_dots44_t cfn_dots44_p = cfn_dots44_generic;
     static int cfn_simd = 0;   /* 0 generic, 1 avx2+fma, 2 avx512f */
 
     #define CFN_USE(SFX) do { cfn_dot_p = cfn_dot_##SFX; cfn_axpy_p = cfn_axpy_##SFX; cfn_dots_p = cfn_dots_##SFX; \
-        cfn_segbwd_p = cfn_segbwd_##SFX; cfn_maxpy_p = cfn_maxpy_##SFX; cfn_saxpy_p = cfn_saxpy_##SFX; cfn_tanh_p = cfn_tanh_##SFX; } while (0)
+        cfn_segbwd_p = cfn_segbwd_##SFX; cfn_maxpy_p = cfn_maxpy_##SFX; cfn_saxpy_p = cfn_saxpy_##SFX; cfn_tanh_p = cfn_tanh_##SFX; \
+        cfn_dots14_p = cfn_dots14_##SFX; cfn_dots44_p = cfn_dots44_##SFX; } while (0)
 
     /* level: -1 the best the CPU has, else the wanted level (capped at what the CPU has) */
     static int cfn_simd_init(int level) {
@@ -351,6 +407,8 @@ cdef extern from *:
     #define cfn_maxpy(y, n, m, x, c) cfn_maxpy_p((y), (n), (m), (x), (c))
     #define cfn_saxpy(v, n, m, y, c) cfn_saxpy_p((v), (n), (m), (y), (c))
     #define cfn_tanh(x, n) cfn_tanh_p((x), (n))
+    #define cfn_dots14(x, y, n, out) cfn_dots14_p((x), (y), (n), (out))
+    #define cfn_dots44(x, y, n, out) cfn_dots44_p((x), (y), (n), (out))
     """
     int cfn_max_threads() nogil
     int cfn_has_openmp() nogil
@@ -365,6 +423,8 @@ cdef extern from *:
     void cfn_maxpy(float* y, Py_ssize_t n, int m, const float** x, const float* c) nogil
     void cfn_saxpy(const float* v, Py_ssize_t n, int m, float** y, const float* c) nogil
     void cfn_tanh(float* x, Py_ssize_t n) nogil
+    void cfn_dots14(const float* x, const float** y, Py_ssize_t n, float* out) nogil
+    void cfn_dots44(const float** x, const float** y, Py_ssize_t n, float* out) nogil
     int cfn_ctz64(uint64_t x) nogil
     int cfn_simd_init(int level) nogil
     int cfn_simd_level() nogil
@@ -614,6 +674,88 @@ cdef void tanh_backward(float* dh, const float* h, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t k
     for k in range(n):
         dh[k] = dh[k] * (1.0 - h[k] * h[k])
+
+
+cdef enum:
+    DEC_ROW_QUADS = 8       # row quads per work item of decode_pairs (32 rows of x)
+    DEC_COL_QUADS = 16      # column quads per work item (64 rows of V: stay in L2 across the row quads)
+
+
+cdef inline void _decode_store(const float* acc, int stride_a, int stride_b, Py_ssize_t i0, Py_ssize_t m,
+                               Py_ssize_t q0, Py_ssize_t nc, const int64_t* cols, const float* bias,
+                               const float* SX, const float* S, int sd, float sc, float* out) noexcept nogil:
+    """out[i, q] = sc (acc[a stride_a + b stride_b] + bias[c] + S[c] . SX[i]) for the valid rows i = i0 + a
+    and columns q = q0 + b (c = cols[q]) of a 4 x 4 tile."""
+    cdef int a, b
+    cdef Py_ssize_t i, q
+    cdef int64_t c
+    cdef float z
+    for a in range(4):
+        i = i0 + a
+        if i >= m:
+            break
+        for b in range(4):
+            q = q0 + b
+            if q >= nc:
+                break
+            c = cols[q]
+            z = acc[a * stride_a + b * stride_b] + bias[c]
+            if SX != NULL:
+                z = z + cfn_dot(SX + i * sd, S + c * sd, sd)
+            out[i * nc + q] = sc * z
+
+
+cdef void decode_pairs(const float* X, Py_ssize_t m, const float* V, const int64_t* cols, Py_ssize_t nc, int n,
+                       const float* bias, const float* SX, const float* S, int sd, float sc, float* out,
+                       int nt) noexcept nogil:
+    """out[i, q] = tanh(sc (V[cols[q]] . X[i] + bias[cols[q]] + S[cols[q]] . SX[i])) for i < m, q < nc.
+
+    Tiles of 4 rows x 4 columns (short tiles repeat their last row or column); the dot of a pair is always
+    the one chain of cfn_dots14 / cfn_dots44, so a value never depends on how many rows or columns were
+    asked for, nor on the thread count.  Parallel over (row block, column block) work items."""
+    cdef Py_ssize_t nrq = (m + 3) // 4, ncq = (nc + 3) // 4
+    cdef Py_ssize_t nrb = (nrq + DEC_ROW_QUADS - 1) // DEC_ROW_QUADS
+    cdef Py_ssize_t ncb = (ncq + DEC_COL_QUADS - 1) // DEC_COL_QUADS
+    cdef Py_ssize_t item, rb, cb, rq, cq, rq1, cq1, r, q
+    cdef bint rows_outer = m >= nc   # stream the larger side once; the smaller stays in cache
+    cdef int a
+    cdef const float** xp = NULL
+    cdef const float** yp = NULL
+    cdef float* acc = NULL
+    with parallel(num_threads=nt):
+        xp = <const float**>malloc(4 * sizeof(float*))
+        yp = <const float**>malloc(4 * sizeof(float*))
+        acc = <float*>malloc(16 * sizeof(float))
+        for item in prange(nrb * ncb, schedule='dynamic'):
+            # consecutive items share a block of the larger side and run over all of the smaller one
+            rb = item // ncb if rows_outer else item % nrb
+            cb = item % ncb if rows_outer else item // nrb
+            rq1 = (rb + 1) * DEC_ROW_QUADS
+            cq1 = (cb + 1) * DEC_COL_QUADS
+            for rq in range(rb * DEC_ROW_QUADS, rq1 if rq1 < nrq else nrq):
+                for a in range(4):
+                    r = rq * 4 + a
+                    xp[a] = X + (r if r < m else m - 1) * n
+                for cq in range(cb * DEC_COL_QUADS, cq1 if cq1 < ncq else ncq):
+                    for a in range(4):
+                        q = cq * 4 + a
+                        yp[a] = V + cols[q if q < nc else nc - 1] * n
+                    if m == 1:
+                        cfn_dots14(xp[0], yp, n, acc)               # acc[b] = x . y_b
+                        _decode_store(acc, 0, 1, rq * 4, m, cq * 4, nc, cols, bias, SX, S, sd, sc, out)
+                    elif nc == 1:
+                        cfn_dots14(yp[0], xp, n, acc)               # acc[a] = y . x_a
+                        _decode_store(acc, 1, 0, rq * 4, m, cq * 4, nc, cols, bias, SX, S, sd, sc, out)
+                    else:
+                        cfn_dots44(xp, yp, n, acc)                  # acc[4a + b] = x_a . y_b
+                        _decode_store(acc, 4, 1, rq * 4, m, cq * 4, nc, cols, bias, SX, S, sd, sc, out)
+        free(xp)
+        free(yp)
+        free(acc)
+    # tanh is element-wise: the whole output in chunks
+    cdef Py_ssize_t total = m * nc, nchunks = (m * nc + 8191) // 8192
+    for item in prange(nchunks, schedule='static', num_threads=nt):
+        cfn_tanh(out + item * 8192, 8192 if (item + 1) * 8192 <= total else total - item * 8192)
 
 
 # ============================================================================= phase timers
@@ -1635,6 +1777,38 @@ cdef class SparseCFN:
                     z = z + cfn_dot(sv + rows[k] * sd, self.p_sout + cols[k] * sd, sd)
                 o[k] = sc * z
             cfn_tanh(o, K)
+        return out
+
+    def decode(self, codes, side, cols):
+        """The output layer on codes: ``tanh(sc (V_out[c] . codes[i] + b_out[c] + S_out[c] . side[i]))`` for every
+        row ``i`` and output ``c`` (every output, or those of ``cols``), each value computed alone (decode_pairs).
+        ``side`` None leaves the side terms out."""
+        cdef int nl = self.n_layers
+        cdef int HL = self.w[nl - 1]
+        cdef int sd = self.side_dim
+        codes_a = np.ascontiguousarray(codes, dtype=np.float32)
+        if codes_a.ndim != 2 or codes_a.shape[1] != HL:
+            raise ValueError(f"codes must have shape (n, {HL}), got {codes_a.shape}")
+        cols_a = np.arange(self.w[nl], dtype=np.int64) if cols is None else \
+            np.ascontiguousarray(cols, dtype=np.int64).reshape(-1)
+        if len(cols_a) and (cols_a.min() < 0 or cols_a.max() >= self.w[nl]):
+            raise IndexError(f"cols must lie in [0, {self.w[nl]})")
+        cdef Py_ssize_t m = codes_a.shape[0], nc = cols_a.shape[0]
+        out = np.empty((m, nc), np.float32)
+        if m == 0 or nc == 0:
+            return out
+        side_a = None
+        if sd > 0 and side is not None:
+            side_a = np.ascontiguousarray(side, dtype=np.float32)
+            if side_a.shape != (m, sd):
+                raise ValueError(f"side must have shape ({m}, {sd}), got {side_a.shape}")
+        cdef const float* xv = fptr(codes_a)
+        cdef const int64_t* cv = lptr(cols_a)
+        cdef const float* sv = fptr(side_a) if side_a is not None else NULL
+        cdef float* o = fptr(out)
+        cdef float sc = <float>self.scale
+        with nogil:
+            decode_pairs(xv, m, self.p_wout, cv, nc, HL, self.p_bout, sv, self.p_sout, sd, sc, o, self.nthreads)
         return out
 
 
