@@ -16,9 +16,9 @@ import scipy.sparse as sp
 
 from ..network import Layer
 from ..settings import TrainConfig
+from .fixed_shape import column_block_product
 from .guard import ModelBusyError
 from .public_calls import EngineCalls, EngineSnapshot, check_training_inputs, wrap_public_methods
-from .fixed_shape import column_block_product
 
 __all__ = ["BackendUnavailable", "Engine", "EngineSnapshot", "ModelBusyError", "PhaseTiming", "Ranges", "TrainConfig",
            "check_training_inputs", "epoch_order"]
