@@ -144,5 +144,5 @@ def test_damaged_string_ids_in_a_file_are_a_model_file_error(base, tmp_path):
         arrays[entry] = change(arrays[entry])
         arrays["checksum"] = np.array([_rehash(arrays)])
         np.savez(tmp_path / "bad.npz", **arrays)
-        with pytest.raises(ModelFileError, match="holds invalid model data: user_ids_"):
+        with pytest.raises(ModelFileError, match="is not a valid cfn_fast model: user_ids_"):
             CFN.load(tmp_path / "bad.npz")
