@@ -146,3 +146,20 @@ def test_damaged_string_ids_in_a_file_are_a_model_file_error(base, tmp_path):
         np.savez(tmp_path / "bad.npz", **arrays)
         with pytest.raises(ModelFileError, match="is not a valid cfn_fast model: user_ids_"):
             CFN.load(tmp_path / "bad.npz")
+
+
+def test_a_saved_split_stores_each_string_id_once(tmp_path):
+    """``cfn fit --save-split`` used to write one fixed-width copy of the longest id per rating."""
+    from cfn_fast import load_ratings
+    from cfn_fast.cli.files import save_split
+    rng = np.random.default_rng(1)
+    users = ["x" * 5000] + [f"user-{k}" for k in rng.integers(0, 300, 19_999)]
+    items = [f"item-{k}" for k in rng.integers(0, 400, 20_000)]
+    data = RatingSet.from_arrays(users, items, rng.integers(1, 6, 20_000).astype(float), duplicates="last")
+    path = tmp_path / "train.npz"
+    save_split({"train": path}, {"train": data})
+    assert path.stat().st_size < 2 * 2 ** 20, f"{path.stat().st_size:,} bytes for {data.n_ratings:,} ratings"
+    again = load_ratings(path)
+    np.testing.assert_array_equal(again.user_ids[again.user], data.user_ids[data.user])
+    np.testing.assert_array_equal(again.item_ids[again.item], data.item_ids[data.item])
+    np.testing.assert_array_equal(again.rating, data.rating)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cfn_fast.data.ids import id_entries
 from cfn_fast.fileio import atomic_write, check_outputs_not_inputs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,20 +63,24 @@ def check_writable_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]
 
 
 def save_split(paths: Mapping[str, Path], parts: Mapping[str, RatingSet | None]) -> None:
-    """Write each part as an ``.npz`` of ``user``, ``item`` (original ids, their own dtype) and
-    ``rating`` (float32) that :func:`cfn_fast.load_ratings` and ``cfn eval --ratings`` read."""
+    """Write each part as an ``.npz`` that :func:`cfn_fast.load_ratings` and ``cfn eval --ratings`` read: ``user``,
+    ``item`` (original integer ids, their own dtype) and ``rating`` (float32). String ids are never copied once
+    per rating at the width of the longest: ``user`` / ``item`` then hold positions into the id tables
+    ``user_ids`` / ``item_ids`` (:func:`cfn_fast.data.ids.id_entries`: UTF-8 bytes when fixed width would cost more)."""
     for name, path in paths.items():
         part = parts.get(name)
         if part is None:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"rating": np.asarray(part.rating, dtype=np.float32)}
+        for side, ids, index in (("user", part.user_ids, part.user), ("item", part.item_ids, part.item)):
+            if ids.dtype.kind in "iu":
+                arrays[side] = ids[index]
+            else:
+                arrays[side] = np.asarray(index, dtype=np.int64)
+                arrays.update(id_entries(f"{side}_ids", ids))
         with atomic_write(path) as fh:
-            np.savez(fh, user=_ids(part.user_ids[part.user]), item=_ids(part.item_ids[part.item]),
-                     rating=np.asarray(part.rating, dtype=np.float32))
-
-
-def _ids(ids: np.ndarray) -> np.ndarray:
-    return ids if ids.dtype.kind in "iuU" else ids.astype(str)  # never an object array (no pickles)
+            np.savez(fh, **arrays)
 
 
 def check_eval_ratings(model: CFN, ratings: RatingSet, source: Any, *,

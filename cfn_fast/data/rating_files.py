@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import check_input_file
-from .ids import text_ids
+from .ids import ids_of, text_ids
 from .ratings import RatingSet
 
 __all__ = ["load_ratings"]
@@ -344,10 +344,30 @@ def parse_npz(path: Path) -> ParsedRatings:
         if missing:
             raise ValueError(f"{path}: missing array(s) {missing}; the archive has {sorted(archive.files)}")
         arrays = {k: _npz_array(path, archive, k) for k in ("user", "item", "rating")}
+        for side in ("user", "item"):
+            arrays[side] = _through_id_table(path, archive, side, arrays[side])
     rating = arrays["rating"]
     if rating.dtype.kind not in "iuf":
         raise ValueError(f"{path}: array 'rating' must be numeric, got dtype {rating.dtype}")
     return ParsedRatings(arrays["user"], arrays["item"], rating, None)
+
+
+def _through_id_table(path: Path, archive: Any, side: str, values: np.ndarray) -> np.ndarray:
+    """``values`` themselves, or, when the archive has the id table ``{side}_ids`` (plain, or as UTF-8 bytes +
+    offsets: how ``cfn fit --save-split`` stores string ids), the ids at those positions."""
+    table = f"{side}_ids"
+    names = [n for n in (table, f"{table}_utf8", f"{table}_offsets") if n in archive.files]
+    if not names:
+        return values
+    try:
+        ids = ids_of({n: _npz_array(path, archive, n) for n in names}, table)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: the id table {table!r} is damaged ({one_line(exc)})") from None
+    if values.dtype.kind not in "iu" or values.ndim != 1 or (values.size and (values.min() < 0
+                                                                                 or values.max() >= len(ids))):
+        raise ValueError(f"{path}: with an id table {table!r}, array {side!r} must hold positions in "
+                         f"[0, {len(ids)})")
+    return ids[values]
 
 
 def _npz_array(path: Path, archive: Any, key: str) -> np.ndarray:

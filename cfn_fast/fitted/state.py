@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..data.ids import text_ids
+from ..data.ids import id_entries, ids_of
 from ..data.ratings import RatingSet
 from ..network import Layer
 from ..preprocessing import Preprocessing
@@ -89,39 +89,6 @@ def fitted_config(fitted: Fitted, backend: str) -> dict[str, Any]:
         "scale": [float(s) for s in fitted.train.scale],
         "history": [record.as_dict() for record in fitted.history],
     }
-
-
-def id_entries(name: str, ids: np.ndarray) -> dict[str, np.ndarray]:
-    """The file entries of an id map, exact and without pickles: integers as they are (int64 / uint64); strings
-    as fixed-width unicode ``name`` when that is exact (numpy drops trailing NULs) and no more than about twice
-    their size, else as ``name_utf8`` (UTF-8 bytes, uint8) with ``name_offsets`` (int64, one more than ids)."""
-    if ids.dtype.kind in "iu":
-        return {name: ids}
-    text = ids.astype(str).tolist() if ids.dtype.kind == "S" else [v if isinstance(v, str) else str(v) for v in ids]
-    longest = max(map(len, text), default=0)
-    if longest * len(text) <= 2 * sum(map(len, text)) + 16384 and not any(t.endswith("\0") for t in text):
-        return {name: np.array(text, dtype=str) if text else np.zeros(0, dtype="<U1")}
-    encoded = [t.encode("utf-8", "surrogatepass") for t in text]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return {f"{name}_utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8), f"{name}_offsets": offsets}
-
-
-def ids_of(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
-    """The id map ``name`` of :func:`id_entries`' entries: integers, or an object array of Python ``str``."""
-    if f"{name}_utf8" in arrays:
-        blob, offsets = arrays[f"{name}_utf8"], arrays[f"{name}_offsets"]
-        if blob.dtype != np.uint8 or blob.ndim != 1 or offsets.dtype.kind not in "iu" or offsets.ndim != 1 \
-                or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(blob) or np.any(np.diff(offsets) < 0):
-            raise ValueError(f"{name}_utf8 / {name}_offsets do not describe a list of ids (uint8 bytes, and offsets "
-                             f"from 0 to their length, never decreasing)")
-        data = blob.tobytes()
-        try:
-            return text_ids([data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(offsets[:-1], offsets[1:])])
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{name}_utf8 is not UTF-8 text ({exc})") from None
-    ids = arrays[name]
-    return ids.astype(object) if ids.dtype.kind == "U" else ids
 
 
 # ----------------------------------------------------------------------------- data -> value
