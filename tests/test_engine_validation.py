@@ -248,3 +248,10 @@ def test_reading_calls_run_together(backend):
 def test_cpu_engine_and_model_work_in_a_child_forked_after_openmp_ran():
     line = child("fork", "cpu")
     assert line.startswith("ok same True"), line
+
+
+@pytest.mark.parametrize("chunk", [0, -1, 2.5, True])
+def test_numpy_encode_chunk_must_be_a_positive_integer(chunk):
+    """``chunk=-1`` used to skip every pass and return uninitialised memory as the codes."""
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        engine("numpy").encode(INPUTS.samples, INPUTS.side, chunk=chunk)

@@ -181,7 +181,9 @@ class NumpyEngine(Engine):
 
     def encode(self, inputs: sp.csr_matrix, side: np.ndarray | None, chunk: int = 512) -> np.ndarray:
         """:func:`forward` of the encoder, each row computed alone (:mod:`~cfn_fast.backends.fixed_shape`):
-        a sample's code is the same whatever else is encoded with it."""
+        a sample's code is the same whatever else is encoded with it.  ``chunk``: rows per pass (memory only)."""
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(f"chunk must be a positive integer (rows per pass), got {chunk!r}")
         width = self.layers[-1].weight.shape[1]
         weights_t = self._weights_t()
         codes = np.empty((inputs.shape[0], width), dtype=np.float32)
