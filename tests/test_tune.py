@@ -277,8 +277,10 @@ def test_nsga2_sampler_survives_pickling():
         assert len(study.trials) == 4
 
 
-def test_cli_auto_kind_stores_one_entry_per_kind(ray_cluster, tmp_path):
-    """``cfn tune --kind auto`` (joining the running Ray): both kinds tried, each kind's best stored and refitted."""
+def test_cli_auto_kind_stores_one_entry_per_kind(ray_cluster, tmp_path, capfd):
+    """``cfn tune --kind auto`` (joining the running Ray): both kinds tried, each kind's best stored and refitted;
+    with ``--json`` stdout holds one JSON object and nothing else (Ray Tune prints its experiment table even
+    when told to be quiet: on stderr)."""
     from cfn_fast.cli import main
     ratings = tmp_path / "ratings.csv"
     data = synthetic_ratings(120, 80, 2500, seed=2)
@@ -288,6 +290,9 @@ def test_cli_auto_kind_stores_one_entry_per_kind(ray_cluster, tmp_path):
     code = main(["tune", "--ratings", str(ratings), "--kind", "auto", "--trials", "3", "--algo", "random",
                  "--epochs", "2", "--hidden", "6", "--quiet", "--out", str(out), "--json"])
     assert code == 0
+    printed = capfd.readouterr()
+    result = json.loads(printed.out)                 # the whole of stdout: one JSON object
+    assert result["out"] == str(out) and result["chosen"] in ("I-CFN", "U-CFN")
     store = json.loads(out.read_text())
     assert set(store["methods"]) == {"I-CFN", "U-CFN"} and store["dataset"] == "small"
     assert store["tune"]["chosen"] in ("I-CFN", "U-CFN")
