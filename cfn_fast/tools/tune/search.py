@@ -233,7 +233,7 @@ def _run_search(setup: TrialSetup, trial_log, kinds, trials, algo, address, num_
                 run_config=tune.RunConfig(
                     name=f"cfn_tune_{algo}", storage_path=folder, stop=stopper,
                     failure_config=tune.FailureConfig(max_failures=max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if algo == "pbt" else 2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_kept(algo, pbt_interval)),
                     callbacks=[trial_log], verbose=1 if progress else 0))   # verbose 1: Ray's live table of trials
             with ctrl_c_stops(stopper):
                 results = tuner.fit()
@@ -247,6 +247,14 @@ def _run_search(setup: TrialSetup, trial_log, kinds, trials, algo, address, num_
             ray.shutdown()
         if cleanup:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def checkpoints_kept(algo: str, pbt_interval: int) -> int:
+    """Checkpoints kept per trial: the last two (a retried trial resumes from the last), and for PBT every one a
+    copy may still need: a trial copies another's checkpoint of the perturbation point after the others have gone
+    on (with more trials than CPUs, up to ``pbt_interval`` epochs, to the next point, where they wait); a copy
+    whose checkpoint was deleted fails (Ray: "checkpoint ... does not exist on storage anymore")."""
+    return max(4, pbt_interval + 2) if algo == "pbt" else 2
 
 
 def _start_ray(ray: Any, address: str | None, num_cpus: int | None) -> None:
