@@ -41,3 +41,18 @@ def backend(request) -> str:
     except BackendUnavailable as exc:
         pytest.skip(str(exc))
     return request.param
+
+
+# ----------------------------------------------------------------------------- Ray (cfn tune's tests)
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One embedded Ray (2 CPUs) for every search of the session: ``tune_cfn`` joins a running Ray, and a child
+    ``cfn tune`` joins it with ``--address`` (its GCS address: ``ray_cluster.get_runtime_context().gcs_address``).
+    Skipped without the ``tune`` extra."""
+    ray = pytest.importorskip("ray", reason="the 'tune' extra (ray[tune]) is not installed")
+    pytest.importorskip("ray.tune", reason="the 'tune' extra (ray[tune]) is not installed")
+    pytest.importorskip("optuna", reason="the 'tune' extra (optuna) is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+             _system_config={"worker_niceness": 0})
+    yield ray
+    ray.shutdown()

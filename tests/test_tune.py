@@ -3,10 +3,14 @@ and the package without Ray."""
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,7 +70,10 @@ def test_auto_kind_searches_both_kinds_starting_from_their_defaults():
 @pytest.mark.parametrize("bad, message", [
     ({"algo": "grid"}, "algo must be one of random, nsga2, pbt"), ({"kind": "both"}, "kind must be"),
     ({"trials": 0}, "trials must be an integer >= 1"), ({"algo": "pbt", "trials": 1}, "pbt needs a population"),
-    ({"gpus_per_trial": 1.5}, "gpus_per_trial must be"), ({"cpus_per_trial": 0}, "cpus_per_trial must be > 0")])
+    ({"gpus_per_trial": 1.5}, "gpus_per_trial must be"), ({"cpus_per_trial": 0}, "cpus_per_trial must be a finite"),
+    ({"hidden": (0,)}, "hidden must be"), ({"batch_size": -3}, "batch_size must be a positive integer"),
+    ({"num_cpus": 1, "cpus_per_trial": 2}, "cpus_per_trial 2 exceeds"), ({"test_ratio": 1.0}, "test_ratio must be"),
+    ({"backend": "tpu"}, "backend must be one of"), ({"address": "nowhere"}, "address must be 'auto', HOST:PORT")])
 def test_bad_arguments_are_refused_before_ray_starts(tmp_path, bad, message):
     from cfn_fast.tools.tune import tune_cfn
     with pytest.raises(ValueError, match=message):
@@ -82,19 +89,7 @@ def test_an_existing_file_that_is_not_a_result_is_not_overwritten(tmp_path):
     assert precious.read_text() == "my notes, not JSON"
 
 
-# ----------------------------------------------------------------------------- on Ray
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """One embedded Ray (2 CPUs) for every search of this module; tune_cfn joins a running Ray."""
-    ray = pytest.importorskip("ray", reason="the 'tune' extra (ray[tune]) is not installed")
-    pytest.importorskip("ray.tune", reason="the 'tune' extra (ray[tune]) is not installed")
-    pytest.importorskip("optuna", reason="the 'tune' extra (optuna) is not installed")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
-             _system_config={"worker_niceness": 0})
-    yield ray
-    ray.shutdown()
-
-
+# ----------------------------------------------------------------------------- on Ray (conftest's ray_cluster)
 @pytest.fixture(scope="module")
 def killed_search(ray_cluster, tmp_path_factory):
     """A 4-trial random search (2 CPUs) in which the worker of the first trial reaching epoch 2 is
@@ -176,15 +171,69 @@ def test_cfn_bench_paper_from_json_reads_the_result(killed_search, tmp_path):
     assert "read from" in results["meta"]["hyperparams"]
 
 
-def test_pbt_changes_settings_during_training(ray_cluster, tmp_path):
+class _CrashLast:
+    """Epoch hook: the last of ``of`` trials to start epoch ``epoch`` waits ``delay`` seconds (the others report
+    that epoch and wait at PBT's perturbation point meanwhile), then fails with an error no retry fixes: a trial
+    ending between two perturbation points, with the rest of the population waiting for it."""
+
+    def __init__(self, folder: Path, epoch: int, of: int, delay: float) -> None:
+        self.folder, self.epoch, self.of, self.delay = str(folder), epoch, of, delay
+
+    def __call__(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            return
+        for rank in range(1, self.of + 1):
+            try:
+                os.close(os.open(os.path.join(self.folder, f"started-{epoch}.{rank}"),
+                                 os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            if rank == self.of:
+                time.sleep(self.delay)
+                raise RuntimeError("crash drill: a trial failing between two perturbation points")
+            return
+
+
+class _Hooks:
+    def __init__(self, *hooks) -> None:
+        self.hooks = hooks
+
+    def __call__(self, epoch: int) -> None:
+        for hook in self.hooks:
+            hook(epoch)
+
+
+def _within(seconds: float, search, what: str):
+    """Run ``search()`` in a thread: a search that deadlocks fails the test instead of hanging the suite."""
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(result=search()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert "result" in done, f"{what} did not finish within {seconds:.0f} s (deadlocked?)"
+    return done["result"]
+
+
+def test_pbt_changes_settings_and_never_strands_its_population(ray_cluster, tmp_path):
     """PBT: the worst trials continue from a better trial's checkpoint (CFN.load) with perturbed settings
-    (set_params reaching the engine); every trial completes its epochs."""
-    from cfn_fast.tools.tune import tune_cfn
-    store = tune_cfn(synthetic_ratings(*SHAPE, seed=0), out=tmp_path / "hyperparams_pbt.json", algo="pbt",
-                     trials=4, num_cpus=2, hidden=(8,), epochs=6, pbt_interval=2, progress=False, log=lambda s: None)
+    (set_params reaching the engine).  A trial that diverges in epoch 3 reports every remaining epoch and is
+    replaced by a copy of a better one at the next perturbation point; a trial that fails for good between two
+    perturbation points, while the others wait there, does not leave them waiting forever (Ray 2.60's synchronous
+    PBT did: 3 trials paused at iteration 4, the 4th ended at iteration 3)."""
+    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers need not import the tests
+    from cfn_fast.tools.tune import DivergeOnce, tune_cfn
+    hook = _Hooks(DivergeOnce(str(tmp_path / "diverged.txt"), epoch=3), _CrashLast(tmp_path, epoch=4, of=3, delay=4))
+    store = _within(240, lambda: tune_cfn(
+        synthetic_ratings(*SHAPE, seed=0), out=tmp_path / "hyperparams_pbt.json", algo="pbt", trials=4, num_cpus=2,
+        hidden=(8,), epochs=6, pbt_interval=2, max_failures=0, epoch_hook=hook, progress=False,
+        log=lambda s: None), "the PBT search")
+    assert (tmp_path / "diverged.txt").exists() and (tmp_path / "started-4.3").exists()
     trials = store["methods"]["I-CFN"]["trials"]
-    assert len(trials) == 4 and all(t["epochs"] == 6 and t["validation_rmse"] is not None for t in trials)
-    changed = [t for t in trials if "schedule" in t]
+    assert len(trials) == 4
+    failed = [t for t in trials if t.get("error")]
+    assert len(failed) == 1 and "retries" in failed[0]["error"], failed
+    finished = [t for t in trials if t not in failed]
+    assert all(t["epochs"] == 6 and t["validation_rmse"] is not None for t in finished), finished
+    changed = [t for t in finished if "schedule" in t]
     assert changed, "no trial was perturbed"
     for trial in changed:
         first, *later = trial["schedule"]
@@ -193,8 +242,55 @@ def test_pbt_changes_settings_during_training(ray_cluster, tmp_path):
     assert store["tune"]["population"] == 4 and store["tune"]["complete"]
 
 
-def test_cli_auto_kind_stores_one_entry_per_kind(ray_cluster, tmp_path):
-    """``cfn tune --kind auto`` (joining the running Ray): both kinds tried, each kind's best stored and refitted."""
+@pytest.mark.parametrize("interval", [1, 2, 4, 7])
+def test_pbt_keeps_every_checkpoint_a_copy_may_need(interval):
+    """A PBT trial copies another's checkpoint of the perturbation point after that one went on (up to the next
+    point): with 4 kept and a 4-epoch interval, 3 of 12 trials (2 CPUs, 12 epochs) failed with Ray's "checkpoint
+    ... does not exist on storage anymore"."""
+    from cfn_fast.tools.tune.search import checkpoints_kept
+    assert checkpoints_kept("pbt", interval) >= interval + 2
+    assert checkpoints_kept("random", interval) == checkpoints_kept("nsga2", interval) == 2
+
+
+def test_nsga2_search_end_to_end(ray_cluster, tmp_path):
+    """The default algorithm runs a whole search: Optuna's NSGA-II through Ray Tune (which pickles the searcher;
+    Optuna 5.1's sampler holds a lock), generation 0 then bred generations."""
+    from cfn_fast.tools.tune import tune_cfn
+    store = _within(400, lambda: tune_cfn(
+        synthetic_ratings(120, 80, 2500, seed=3), out=tmp_path / "hyperparams_nsga2.json", trials=6, population=2,
+        hidden=(6,), epochs=2, progress=False, log=lambda s: None), "the NSGA-II search")
+    assert store["tune"]["algo"] == "nsga2" and store["tune"]["population"] == 2 and store["tune"]["complete"]
+    assert "optuna" in store["tune"]["versions"]
+    trials = store["methods"]["I-CFN"]["trials"]
+    assert len(trials) == 6 and all(t["validation_rmse"] is not None for t in trials)
+    assert len({tuple(sorted(t["params"].items())) for t in trials}) == 6      # every trial its own settings
+    assert store["methods"]["I-CFN"]["test_rmse"] > 0
+
+
+def test_nsga2_sampler_survives_pickling():
+    """What Ray does to the searcher: cloudpickle (the Tuner) and pickle (the searcher's saved state)."""
+    optuna = pytest.importorskip("optuna", reason="the 'tune' extra (optuna) is not installed")
+    cloudpickle = pytest.importorskip("ray.cloudpickle", reason="the 'tune' extra (ray[tune]) is not installed")
+    pytest.importorskip("ray.tune", reason="the 'tune' extra (ray[tune]) is not installed")
+    from ray.tune.search.optuna import OptunaSearch
+
+    from cfn_fast.tools.tune.sampler import PicklableNSGAIISampler
+    sampler = PicklableNSGAIISampler(population_size=3, seed=7)
+    search = OptunaSearch(sampler=sampler, space={"lr": optuna.distributions.FloatDistribution(0.02, 0.15)},
+                          metric="validation_rmse", mode="min")
+    copy = pickle.loads(pickle.dumps(dict(vars(search))))["_sampler"]
+    again = cloudpickle.loads(cloudpickle.dumps(search))
+    for clone in (copy, pickle.loads(pickle.dumps(sampler)), again._sampler):
+        assert isinstance(clone, PicklableNSGAIISampler)
+        study = optuna.create_study(sampler=clone)   # each copy samples (its re-created lock included)
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=4)
+        assert len(study.trials) == 4
+
+
+def test_cli_auto_kind_stores_one_entry_per_kind(ray_cluster, tmp_path, capfd):
+    """``cfn tune --kind auto`` (joining the running Ray): both kinds tried, each kind's best stored and refitted;
+    with ``--json`` stdout holds one JSON object and nothing else (Ray Tune prints its experiment table even
+    when told to be quiet: on stderr)."""
     from cfn_fast.cli import main
     ratings = tmp_path / "ratings.csv"
     data = synthetic_ratings(120, 80, 2500, seed=2)
@@ -204,6 +300,9 @@ def test_cli_auto_kind_stores_one_entry_per_kind(ray_cluster, tmp_path):
     code = main(["tune", "--ratings", str(ratings), "--kind", "auto", "--trials", "3", "--algo", "random",
                  "--epochs", "2", "--hidden", "6", "--quiet", "--out", str(out), "--json"])
     assert code == 0
+    printed = capfd.readouterr()
+    result = json.loads(printed.out)                 # the whole of stdout: one JSON object
+    assert result["out"] == str(out) and result["chosen"] in ("I-CFN", "U-CFN")
     store = json.loads(out.read_text())
     assert set(store["methods"]) == {"I-CFN", "U-CFN"} and store["dataset"] == "small"
     assert store["tune"]["chosen"] in ("I-CFN", "U-CFN")

@@ -53,8 +53,10 @@ def exit_status(exc: BaseException) -> int:
 def message_of(exc: BaseException, command: str) -> str:
     """The one-line message for ``exc``."""
     from cfn_fast.model import DeviceOutOfMemory
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C); files being written were left unchanged"
+    if isinstance(exc, KeyboardInterrupt):   # one that carries a message says what was kept (cfn tune)
+        detail = _one_line(str(exc))
+        return f"interrupted (Ctrl-C): {detail}" if detail else \
+            "interrupted (Ctrl-C); files being written were left unchanged"
     if isinstance(exc, MemoryError) and not isinstance(exc, DeviceOutOfMemory):
         return f"out of memory{_detail(exc)}: {_memory_hint(command)}"
     if isinstance(exc, ModuleNotFoundError) and exc.name:

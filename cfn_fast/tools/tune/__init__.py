@@ -20,9 +20,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ALGORITHMS", "KillWorkerOnce", "TuneExtraMissing", "tune_cfn"]
+__all__ = ["ALGORITHMS", "DivergeOnce", "KillWorkerOnce", "SearchInterrupted", "TuneExtraMissing", "tune_cfn"]
 
-_WHERE = {"tune_cfn": ".search", "ALGORITHMS": ".search", "TuneExtraMissing": ".extra", "KillWorkerOnce": ".faults"}
+_WHERE = {"tune_cfn": ".search", "ALGORITHMS": ".search", "TuneExtraMissing": ".extra", "KillWorkerOnce": ".faults",
+          "DivergeOnce": ".faults", "SearchInterrupted": ".results"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
 """Fault injection for checking that a search survives a dying worker (used by the test suite and
-``cfn tune --kill-worker-once``)."""
+``cfn tune --kill-worker-once``) or a diverging trial (the test suite)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["KillWorkerOnce"]
+__all__ = ["DivergeOnce", "KillWorkerOnce"]
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,31 @@ class KillWorkerOnce:
     epoch: int = 2
 
     def __call__(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            return
-        try:
-            fd = os.open(Path(self.marker), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.write(fd, f"killed pid {os.getpid()} before epoch {epoch}\n".encode())
-        os.close(fd)
-        os.kill(os.getpid(), signal.SIGKILL)
+        if _first_to_reach(self.marker, epoch, self.epoch, "killed"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class DivergeOnce:
+    """Make the first trial that is about to train epoch ``epoch`` diverge (the epoch raises
+    ``FloatingPointError``, as CFN does when training diverges); once, keyed by the ``marker`` file."""
+
+    marker: str
+    epoch: int = 3
+
+    def __call__(self, epoch: int) -> None:
+        if _first_to_reach(self.marker, epoch, self.epoch, "diverged"):
+            raise FloatingPointError(f"training diverged in epoch {epoch} (DivergeOnce drill)")
+
+
+def _first_to_reach(marker: str, epoch: int, target: int, what: str) -> bool:
+    """True for exactly one process reaching epoch ``target`` (the one that creates ``marker``)."""
+    if epoch != target:
+        return False
+    try:
+        fd = os.open(Path(marker), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{what} pid {os.getpid()} before epoch {epoch}\n".encode())
+    os.close(fd)
+    return True

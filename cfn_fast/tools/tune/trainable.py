@@ -44,32 +44,45 @@ class TrialSetup:
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
-    """Ray Tune function trainable (bind ``setup`` with ``tune.with_parameters``)."""
+    """Ray Tune function trainable (bind ``setup`` with ``tune.with_parameters``).
+
+    Every trial reports every epoch up to ``setup.epochs``, a diverged one included (it reports an infinite RMSE,
+    without training, for the epochs left): a trial that ended early would strand synchronous PBT's population
+    at the next perturbation point, and PBT replaces a diverged trial by a copy of a better one there."""
     tune = require("ray.tune")
     threads = max(1, int(setup.cpus))
     with _thread_limit(threads):
         model, resumed_from = _start(config, setup)
         where = _where()
-        while model.epochs_trained_ < setup.epochs:
-            epoch = model.epochs_trained_ + 1
-            if setup.epoch_hook is not None:
-                setup.epoch_hook(epoch)
-            start = time.perf_counter()
-            try:
-                model.partial_fit(1, validation=setup.validation)
-                rmse, error = float(model.history_[-1].validation_rmse), None
-            except (ArithmeticError, ValueError) as exc:       # TrainingDiverged is a FloatingPointError
-                rmse, error = math.inf, " ".join(str(exc).split())[:200]
-            if not math.isfinite(rmse):
-                tune.report({METRIC: math.inf, "epoch": epoch, "diverged": True, "error": error or "non-finite RMSE",
+        failure: str | None = None
+        for epoch in range(resumed_from + 1, setup.epochs + 1):
+            if failure is None:
+                failure = _train_one_epoch(model, setup, epoch, resumed_from, threads, where)
+            if failure is not None:
+                tune.report({METRIC: math.inf, "epoch": epoch, "diverged": True, "error": failure,
                              "resumed_from": resumed_from, **where})
-                return
-            _report(model, {METRIC: rmse, "epoch": epoch, "train_loss": model.history_[-1].train_loss,
-                            "epoch_seconds": time.perf_counter() - start, "diverged": False,
-                            "resumed_from": resumed_from, "threads": threads, "backend": model.backend_, **where})
         if resumed_from >= setup.epochs:          # PBT cloned a finished model: this trial ends as its copy
             _report(model, {METRIC: float(model.score(setup.validation)), "epoch": resumed_from, "diverged": False,
                             "resumed_from": resumed_from, "threads": threads, **where})
+
+
+def _train_one_epoch(model: Any, setup: TrialSetup, epoch: int, resumed_from: int, threads: int,
+                     where: dict[str, Any]) -> str | None:
+    """Train and report epoch ``epoch`` (with the model as checkpoint); the reason when it diverged, else None."""
+    start = time.perf_counter()
+    try:
+        if setup.epoch_hook is not None:
+            setup.epoch_hook(epoch)
+        model.partial_fit(1, validation=setup.validation)
+        rmse, error = float(model.history_[-1].validation_rmse), None
+    except (ArithmeticError, ValueError) as exc:       # TrainingDiverged is a FloatingPointError
+        rmse, error = math.inf, " ".join(str(exc).split())[:200]
+    if not math.isfinite(rmse):
+        return f"diverged in epoch {epoch}: {error or 'non-finite validation RMSE'}"
+    _report(model, {METRIC: rmse, "epoch": epoch, "train_loss": model.history_[-1].train_loss,
+                    "epoch_seconds": time.perf_counter() - start, "diverged": False,
+                    "resumed_from": resumed_from, "threads": threads, "backend": model.backend_, **where})
+    return None
 
 
 def _report(model: Any, metrics: dict[str, Any]) -> None:
