@@ -213,6 +213,7 @@ def _within(seconds: float, search, what: str):
     return done["result"]
 
 
+@pytest.mark.smoke
 def test_pbt_changes_settings_and_never_strands_its_population(ray_cluster, tmp_path):
     """PBT: the worst trials continue from a better trial's checkpoint (CFN.load) with perturbed settings
     (set_params reaching the engine).  A trial that diverges in epoch 3 reports every remaining epoch and is
@@ -252,6 +253,7 @@ def test_pbt_keeps_every_checkpoint_a_copy_may_need(interval):
     assert checkpoints_kept("random", interval) == checkpoints_kept("nsga2", interval) == 2
 
 
+@pytest.mark.smoke
 def test_nsga2_search_end_to_end(ray_cluster, tmp_path):
     """The default algorithm runs a whole search: Optuna's NSGA-II through Ray Tune (which pickles the searcher;
     Optuna 5.1's sampler holds a lock), generation 0 then bred generations."""
@@ -287,6 +289,7 @@ def test_nsga2_sampler_survives_pickling():
         assert len(study.trials) == 4
 
 
+@pytest.mark.smoke
 def test_cli_auto_kind_stores_one_entry_per_kind(ray_cluster, tmp_path, capfd):
     """``cfn tune --kind auto`` (joining the running Ray): both kinds tried, each kind's best stored and refitted;
     with ``--json`` stdout holds one JSON object and nothing else (Ray Tune prints its experiment table even
