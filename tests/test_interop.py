@@ -367,3 +367,12 @@ def test_cupy_output_refusal_is_simulated_anywhere_cupy_imports(model, monkeypat
     monkeypatch.setattr(interop, "cuda_device_problem", lambda: "CuPy found no CUDA GPU")
     with pytest.raises(ValueError, match=r"CuPy reaches none \(CuPy found no CUDA GPU\); use output='numpy'"):
         model.predict_indices([0], [0], output="cupy")
+
+
+def test_read_only_inputs_reach_the_kernels_without_copy(model):
+    """numpy 2.0's ``from_dlpack`` (and memory-mapped files) give read-only arrays: the cpu kernels read them."""
+    codes, side = model.encode(), model.side_
+    expected = model.decode(codes, side)
+    frozen_codes, frozen_side = codes.copy(), side.copy()
+    frozen_codes.flags.writeable = frozen_side.flags.writeable = False
+    np.testing.assert_array_equal(model.decode(frozen_codes, frozen_side), expected)

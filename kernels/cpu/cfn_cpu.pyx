@@ -489,28 +489,30 @@ def splitmix64_array(const uint64_t[::1] x):
 
 
 # ============================================================================= pointer helpers
+# The views are const so that read-only inputs (a DLPack or memory-mapped buffer, numpy 2.0's from_dlpack) reach
+# the kernels without a copy; the kernels write only into arrays this module allocated.
 cdef inline float* fptr(object a) except? NULL:
     """float* of a C-contiguous float32 array (NULL when it is empty or None)."""
     if a is None:
         return NULL
-    cdef float[::1] flat = a.reshape(-1)
+    cdef const float[::1] flat = a.reshape(-1)
     if flat.shape[0] == 0:
         return NULL
-    return &flat[0]
+    return <float*>&flat[0]
 
 
 cdef inline int32_t* iptr(object a) except? NULL:
-    cdef int32_t[::1] flat = a.reshape(-1)
+    cdef const int32_t[::1] flat = a.reshape(-1)
     if flat.shape[0] == 0:
         return NULL
-    return &flat[0]
+    return <int32_t*>&flat[0]
 
 
 cdef inline int64_t* lptr(object a) except? NULL:
-    cdef int64_t[::1] flat = a.reshape(-1)
+    cdef const int64_t[::1] flat = a.reshape(-1)
     if flat.shape[0] == 0:
         return NULL
-    return &flat[0]
+    return <int64_t*>&flat[0]
 
 
 cdef inline uint8_t* bptr(object a) except? NULL:
