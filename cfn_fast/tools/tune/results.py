@@ -84,10 +84,12 @@ def _finite(value: Any) -> bool:
 
 
 def trial_history(results: Any, trial_log: Any, kinds: tuple[str, ...], started: float,
-                  epochs: int) -> list[dict[str, Any]]:
+                  epochs: int, interrupted: bool) -> list[dict[str, Any]]:
     """One row per trial, in the order trials finished: the controller's view of each trial as the callback saw
     it end (a reused actor may report a stale ``trial_id`` in its metrics), else Ray's result grid (Ray Client,
-    where callbacks run remotely).  A trial stopped before its last epoch (Ctrl-C) is not scored."""
+    where callbacks run remotely).  A trial that ended before its last epoch without an error is *stopped* (not
+    scored) when the search was ``interrupted`` (Ctrl-C), else a failed trial: only the user's stop makes a search
+    incomplete."""
     ends = list(trial_log.ends.items()) or [
         ((r.metrics or {}).get("trial_id"), {"config": r.config or {}, "metrics": r.metrics or {},
                                               "error": None if r.error is None else str(r.error)})
@@ -96,10 +98,13 @@ def trial_history(results: Any, trial_log: Any, kinds: tuple[str, ...], started:
     for trial_id, end in ends:
         metrics, config = end["metrics"], end["config"]
         rmse = metrics.get(METRIC)
-        stopped = end["error"] is None and not metrics.get("diverged") and (metrics.get("epoch") or 0) < epochs
-        ok = end["error"] is None and _finite(rmse) and not metrics.get("diverged") and not stopped
-        error = None if ok else (f"stopped after epoch {metrics.get('epoch') or 0} of {epochs}" if stopped else
-                                 metrics.get("error") or " ".join(str(end["error"] or "no result").split())[:200])
+        ended_early = end["error"] is None and not metrics.get("diverged") and (metrics.get("epoch") or 0) < epochs
+        stopped = ended_early and interrupted
+        ok = end["error"] is None and _finite(rmse) and not metrics.get("diverged") and not ended_early
+        error = None if ok else (
+            f"stopped after epoch {metrics.get('epoch') or 0} of {epochs}" if stopped else
+            f"ended after epoch {metrics.get('epoch') or 0} of {epochs} without an error" if ended_early else
+            metrics.get("error") or " ".join(str(end["error"] or "no result").split())[:200])
         params = {name: float(config[name]) for name in TUNED if name in config}   # exactly what trained
         attempt = trial_log.attempts.get(trial_id, {})
         history.append({

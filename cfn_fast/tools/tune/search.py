@@ -108,13 +108,13 @@ def tune_cfn(ratings: RatingSet, *, out: str | Path, kind: str = "item", trials:
         run = _run_search(setup, trial_log, kinds, trials, algo, address, num_cpus, cpus_per_trial, gpus_per_trial,
                           population, pbt_interval, max_failures, storage, out, search_seed, progress, label)
         wall = time.time() - started
-        history = trial_history(run["results"], trial_log, kinds, started, int(epochs))
+        history = trial_history(run["results"], trial_log, kinds, started, int(epochs), run["stopped"])
         if run["stopped"] or not is_complete(history, trials):
             raise KeyboardInterrupt
         entries = _refit_entries(history, ratings, kinds, hidden, epochs, batch_size, backend, seed, search_seed,
                                  split_seed, test_ratio, log)
     except KeyboardInterrupt:
-        history = trial_history(None, trial_log, kinds, started, int(epochs))
+        history = trial_history(None, trial_log, kinds, started, int(epochs), True)
         raise _interrupted(history, kinds, dataset, algo, trials, command, out, storage, label) from None
     chosen = min(entries, key=lambda name: entries[name]["validation_rmse"])
     plot = progress_plot(history, plot_path(out), f"{dataset}: {algo}, {len(history)} trials")
