@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from model_files import read_arrays, write_rehashed  # tests/model_files.py: edit and re-hash a file
 
 from cfn_fast import CFN, RatingSet, load_ratings, synthetic_ratings
 
@@ -122,28 +123,15 @@ def test_long_and_unusual_string_ids_survive_files_and_loaders(base, tmp_path):
     assert from_frame.user_ids.dtype == object and np.array_equal(np.sort(from_frame.user_ids), np.sort(named))
 
 
-def _rehash(arrays: dict) -> str:
-    """The file's SHA-256 over every other entry (name, dtype, shape, bytes), as an editor re-hashes it."""
-    import hashlib
-    digest = hashlib.sha256()
-    for name in sorted(set(arrays) - {"checksum"}):
-        value = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}\0{value.dtype.str}\0{value.shape}\0".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
-
-
 def test_damaged_string_ids_in_a_file_are_a_model_file_error(base, tmp_path):
     from cfn_fast.fitted.persistence import ModelFileError
     users = np.array(["x" * 5000, *(f"u{k}" for k in range(1, base.n_users))], dtype=object)
     path = CFN("user", (8,), 1, backend="numpy").fit(_relabelled(base, users)).save(tmp_path / "m.npz")
     for entry, change in (("user_ids_utf8", lambda a: np.concatenate([a[:-1], [0xFF]]).astype(np.uint8)),
                           ("user_ids_offsets", lambda a: a[::-1].copy())):
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {k: stored[k] for k in stored.files}
+        arrays = read_arrays(path)
         arrays[entry] = change(arrays[entry])
-        arrays["checksum"] = np.array([_rehash(arrays)])
-        np.savez(tmp_path / "bad.npz", **arrays)
+        write_rehashed(tmp_path / "bad.npz", arrays)
         with pytest.raises(ModelFileError, match="is not a valid cfn_fast model: user_ids_"):
             CFN.load(tmp_path / "bad.npz")
 
