@@ -43,7 +43,7 @@ gradient moves the touched rows of ``V`` by ``-(lr/B) g / scale_new``.  ``V`` is
 the reference: ``p = p * shrink - (lr/B) g``.
 """
 from cython.parallel cimport prange, parallel
-from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
+from libc.stdint cimport uint64_t, int64_t, int32_t, uint32_t, uint16_t, uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
 from libc.math cimport tanhf, NAN
@@ -409,6 +409,7 @@ cdef extern from *:
     #define cfn_tanh(x, n) cfn_tanh_p((x), (n))
     #define cfn_dots14(x, y, n, out) cfn_dots14_p((x), (y), (n), (out))
     #define cfn_dots44(x, y, n, out) cfn_dots44_p((x), (y), (n), (out))
+    #include "cfn_rows.h"
     """
     int cfn_max_threads() nogil
     int cfn_has_openmp() nogil
@@ -428,10 +429,32 @@ cdef extern from *:
     int cfn_ctz64(uint64_t x) nogil
     int cfn_simd_init(int level) nogil
     int cfn_simd_level() nogil
+    void cfn_rows_use(int level) nogil
+    void cfn_encol(float* rf, uint16_t* rb, uint32_t rs, Py_ssize_t n, int npend, const float** dz, const float* cp,
+                   int nv, float** z, const float* xv) nogil
+    void cfn_outdots(const float* rf, const uint16_t* rb, Py_ssize_t n, int m, const float** h, float* out) nogil
+    void cfn_outupd(float* rf, uint16_t* rb, uint32_t rs, Py_ssize_t n, int m, const float** h, float** dh,
+                    const float* a, const float* c) nogil
+    uint32_t cfn_row_seed(uint32_t seed, int64_t r) nogil
+    uint16_t cfn_bf16_sr1(float x, uint32_t rs, uint32_t k) nogil
+    uint16_t cfn_bf16_rn1(float x) nogil
+    float cfn_bf16_load1(const uint16_t* p) nogil
+    void cfn_bf16_round_nearest(const float* x, uint16_t* out, Py_ssize_t n) nogil
+    void cfn_enc_rows(float* bf, uint16_t* bb, Py_ssize_t n, int ncol, const int32_t* col, const uint32_t* rseed,
+                       const int32_t* poff, const float** dz, const float* cp, const int32_t* voff, float** z,
+                       const float* xv, const int32_t* next, int nnext) nogil
+    void cfn_out_rows_dots(const float* bf, const uint16_t* bb, Py_ssize_t n, int ncol, const int32_t* col,
+                           const int32_t* off, const float** h, float* out, int nnext) nogil
+    void cfn_out_rows_upd(float* bf, uint16_t* bb, Py_ssize_t n, int ncol, const int32_t* col, const uint32_t* rseed,
+                           const int32_t* off, const float** h, float** dh, const float* a, const float* c,
+                           const int32_t* next, int nnext) nogil
+    void cfn_prefetch_rows(const void* base, Py_ssize_t n, Py_ssize_t esz, const int32_t* rows, int count) nogil
+    int CFN_BLOCK
+    int CFN_PF_AHEAD
 
 
 _SIMD_NAMES = ("generic", "avx2", "avx512")
-cfn_simd_init(-1)
+cfn_rows_use(cfn_simd_init(-1))
 
 # rescale the lazily decayed arrays (fold scale into V) when scale drops below this
 cdef double FOLD_BELOW = 1e-10
@@ -466,7 +489,9 @@ def simd_level():
 def set_simd_level(name):
     """Force a SIMD path ('generic', 'avx2', 'avx512' or 'best'); returns the one in use (capped by the CPU)."""
     level = -1 if name is None or name == "best" else _SIMD_NAMES.index(name)
-    return _SIMD_NAMES[cfn_simd_init(level)]
+    level = cfn_simd_init(level)
+    cfn_rows_use(level)
+    return _SIMD_NAMES[level]
 
 
 def tanh_array(const float[::1] x):
@@ -517,6 +542,16 @@ cdef inline int64_t* lptr(object a) except? NULL:
 
 cdef inline uint8_t* bptr(object a) except? NULL:
     cdef uint8_t[::1] flat = a.reshape(-1)
+    if flat.shape[0] == 0:
+        return NULL
+    return &flat[0]
+
+
+cdef inline uint16_t* hptr(object a) except? NULL:
+    """uint16_t* of a C-contiguous uint16 array (bfloat16 bits; NULL when it is empty or None)."""
+    if a is None:
+        return NULL
+    cdef uint16_t[::1] flat = a.reshape(-1)
     if flat.shape[0] == 0:
         return NULL
     return &flat[0]
@@ -825,6 +860,15 @@ cdef class SparseCFN:
     cdef float* p_wout
     cdef float* p_bout
     cdef float* p_sout
+    # bfloat16 storage (bf16): the four arrays above hold bfloat16 bits (q_*; p_* are NULL), updates are rounded
+    # stochastically with per-batch array seeds (cfn_fast/bfloat16.py); round_salt comes from there
+    cdef readonly bint bf16
+    cdef uint16_t* q_win
+    cdef uint16_t* q_wout
+    cdef uint16_t* q_bout
+    cdef uint16_t* q_sout
+    cdef uint64_t round_salt
+    cdef uint32_t seed_win, seed_wout, seed_bout, seed_sout, pend_seed
     cdef float** p_dw
     cdef float** p_db
     cdef float** p_ds
@@ -853,6 +897,20 @@ cdef class SparseCFN:
     cdef uint64_t* bitmap
     cdef int32_t* gstart
     cdef double* lossp
+    # per batch entry / merged row of the tiled row kernels (each group uses a disjoint range)
+    cdef int32_t* mcol
+    cdef uint32_t* mseed
+    cdef int32_t* mpoff
+    cdef int32_t* mvoff
+    cdef float** pdz
+    cdef float** vzp
+    cdef float* vx
+    cdef float** ehp
+    cdef float** edp
+    cdef float* eca
+    cdef float* ecc
+    cdef float* eval_
+    cdef uint32_t* eseed
     # the previous mini-batch's input-layer update, deferred into this batch's encoder pass
     cdef int pend_nd
     cdef float* pend_dz
@@ -896,8 +954,10 @@ cdef class SparseCFN:
         free(self.act)
 
     def __init__(self, widths, int side_dim, indptr, indices, data, side, double alpha, double beta,
-                 uint64_t threshold, int batch_size, int nthreads):
+                 uint64_t threshold, int batch_size, int nthreads, bint bf16=False, uint64_t round_salt=0):
         cdef int l
+        self.bf16 = bf16
+        self.round_salt = round_salt
         self.widths = tuple(int(x) for x in widths)
         self.n_layers = len(self.widths) - 1
         if self.n_layers < 2:
@@ -926,23 +986,32 @@ cdef class SparseCFN:
         H0 = self.widths[1]
         HL = self.widths[nl - 1]
         n = self.n_inputs
-        self.win = np.zeros((n, H0), np.float32)
+        big = np.uint16 if bf16 else np.float32
+        self.win = np.zeros((n, H0), big)
         self.b_in = np.zeros(H0, np.float32)
         self.s_in_t = np.zeros((side_dim, H0), np.float32)
-        self.wout = np.zeros((n, HL), np.float32)
-        self.bout = np.zeros(n, np.float32)
-        self.sout = np.zeros((n, side_dim), np.float32)
+        self.wout = np.zeros((n, HL), big)
+        self.bout = np.zeros(n, big)
+        self.sout = np.zeros((n, side_dim), big)
         self.dense_w, self.dense_b, self.dense_s = [None], [None], [None]
         for l in range(1, nl - 1):
             self.dense_w.append(np.zeros((self.widths[l + 1], self.widths[l]), np.float32))
             self.dense_b.append(np.zeros(self.widths[l + 1], np.float32))
             self.dense_s.append(np.zeros((self.widths[l + 1], side_dim), np.float32))
-        self.p_win = fptr(self.win)
         self.p_bin = fptr(self.b_in)
         self.p_sin = fptr(self.s_in_t)
-        self.p_wout = fptr(self.wout)
-        self.p_bout = fptr(self.bout)
-        self.p_sout = fptr(self.sout)
+        if bf16:
+            self.p_win = self.p_wout = self.p_bout = self.p_sout = NULL
+            self.q_win = hptr(self.win)
+            self.q_wout = hptr(self.wout)
+            self.q_bout = hptr(self.bout)
+            self.q_sout = hptr(self.sout)
+        else:
+            self.q_win = self.q_wout = self.q_bout = self.q_sout = NULL
+            self.p_win = fptr(self.win)
+            self.p_wout = fptr(self.wout)
+            self.p_bout = fptr(self.bout)
+            self.p_sout = fptr(self.sout)
         for l in range(1, nl - 1):
             self.p_dw[l] = fptr(self.dense_w[l])
             self.p_db[l] = fptr(self.dense_b[l])
@@ -1010,6 +1079,14 @@ cdef class SparseCFN:
         b["pstart"] = np.zeros(MAX_GROUPS + 1, np.int32)
         b["gstart"] = np.zeros(MAX_GROUPS + 1, np.int32)
         b["lossp"] = np.zeros(MAX_GROUPS, np.float64)
+        for name in ("mcol", "mpoff", "mvoff"):
+            b[name] = np.zeros(2 * nd + MAX_GROUPS + 2, np.int32)
+        b["mseed"] = np.zeros(2 * nd + MAX_GROUPS + 2, np.uint32)
+        b["eseed"] = np.zeros(nd + 1, np.uint32)
+        for name in ("pdz", "vzp", "ehp", "edp"):
+            b[name] = np.zeros(ne, np.uint64)
+        for name in ("vx", "eca", "ecc", "eval_"):
+            b[name] = np.zeros(ne, np.float32)
         b["sideb"] = np.zeros(B * self.side_dim + 1, np.float32)
         b["dA"] = np.zeros(B * wmax, np.float32)
         b["dB"] = np.zeros(B * wmax, np.float32)
@@ -1037,6 +1114,19 @@ cdef class SparseCFN:
         self.pend_coef = fptr(b["pend_coef"])
         self.pstart = iptr(b["pstart"])
         self.lossp = dptr(b["lossp"])
+        self.mcol = iptr(b["mcol"])
+        self.mpoff = iptr(b["mpoff"])
+        self.mvoff = iptr(b["mvoff"])
+        self.mseed = <uint32_t*>iptr(b["mseed"].view(np.int32))
+        self.eseed = <uint32_t*>iptr(b["eseed"].view(np.int32))
+        self.pdz = <float**>uptr(b["pdz"])     # pointer arrays: 64-bit slots
+        self.vzp = <float**>uptr(b["vzp"])
+        self.ehp = <float**>uptr(b["ehp"])
+        self.edp = <float**>uptr(b["edp"])
+        self.vx = fptr(b["vx"])
+        self.eca = fptr(b["eca"])
+        self.ecc = fptr(b["ecc"])
+        self.eval_ = fptr(b["eval_"])
         self.sideb = fptr(b["sideb"])
         self.dA = fptr(b["dA"])
         self.dB = fptr(b["dB"])
@@ -1051,13 +1141,13 @@ cdef class SparseCFN:
         """Import canonical layers (``cfn_fast.network.Layer``); scale becomes 1."""
         nl = self.n_layers
         first, last = layers[0], layers[nl - 1]
-        np.copyto(self.win, np.asarray(first.weight, np.float32).T)
+        self._set_big(self.win, np.asarray(first.weight, np.float32).T)
         np.copyto(self.b_in, first.bias)
-        np.copyto(self.wout, last.weight)
-        np.copyto(self.bout, last.bias)
+        self._set_big(self.wout, last.weight)
+        self._set_big(self.bout, last.bias)
         if self.side_dim > 0:
             np.copyto(self.s_in_t, np.asarray(first.side_weight, np.float32).T)
-            np.copyto(self.sout, last.side_weight)
+            self._set_big(self.sout, last.side_weight)
         for l in range(1, nl - 1):
             np.copyto(self.dense_w[l], layers[l].weight)
             np.copyto(self.dense_b[l], layers[l].bias)
@@ -1065,16 +1155,27 @@ cdef class SparseCFN:
                 np.copyto(self.dense_s[l], layers[l].side_weight)
         self.scale = 1.0
 
+    def _set_big(self, dst, values):
+        """One of the four per-input arrays from float32 values (bfloat16: rounded to nearest even)."""
+        if not self.bf16:
+            np.copyto(dst, values)
+            return
+        np.copyto(dst, round_nearest_bf16(values))
+
+    def _big(self, a):
+        """The float32 values of one of the four per-input arrays, before the scale."""
+        return widen_bf16(a) if self.bf16 else a
+
     def export(self):
         """Canonical arrays [(weight, bias, side_weight or None), ...] with the scale applied."""
         nl = self.n_layers
         sd = self.side_dim
-        win = scaled_transpose(self.win, self.scale)
+        win = scaled_transpose(self._big(self.win), self.scale)
         out = [(win, self.b_in.copy(), self.s_in_t.T.copy() if sd else None)]
         for l in range(1, nl - 1):
             out.append((self.dense_w[l].copy(), self.dense_b[l].copy(), self.dense_s[l].copy() if sd else None))
-        out.append((scaled_copy(self.wout, self.scale), scaled_copy(self.bout, self.scale),
-                    scaled_copy(self.sout, self.scale) if sd else None))
+        out.append((scaled_copy(self._big(self.wout), self.scale), scaled_copy(self._big(self.bout), self.scale),
+                    scaled_copy(self._big(self.sout), self.scale) if sd else None))
         return out
 
     def max_abs(self):
@@ -1087,7 +1188,7 @@ cdef class SparseCFN:
         for arrays, factor in ((arrays_scaled, s), (arrays_dense, 1.0)):
             for a in arrays:
                 if a.size:
-                    m = max_abs_array(a, self.nthreads)
+                    m = max_abs_bf16(a) if a.dtype == np.uint16 else max_abs_array(a, self.nthreads)
                     if m != m:
                         return float("nan")
                     largest = max(largest, float(<float>(m * factor)))
@@ -1122,6 +1223,12 @@ cdef class SparseCFN:
 
     cdef void _fold(self, double s) noexcept nogil:
         cdef int nl = self.n_layers
+        if self.bf16:
+            scale_bf16_inplace(self.q_win, <Py_ssize_t>self.n_inputs * self.w[1], s, self.nthreads)
+            scale_bf16_inplace(self.q_wout, <Py_ssize_t>self.n_inputs * self.w[nl - 1], s, self.nthreads)
+            scale_bf16_inplace(self.q_bout, self.n_inputs, s, self.nthreads)
+            scale_bf16_inplace(self.q_sout, <Py_ssize_t>self.n_inputs * self.side_dim, s, self.nthreads)
+            return
         scale_inplace(self.p_win, <Py_ssize_t>self.n_inputs * self.w[1], s, self.nthreads)
         scale_inplace(self.p_wout, <Py_ssize_t>self.n_inputs * self.w[nl - 1], s, self.nthreads)
         scale_inplace(self.p_bout, self.n_inputs, s, self.nthreads)
@@ -1161,8 +1268,12 @@ cdef class SparseCFN:
         cdef double loss
         self.ensure_capacity(B, self.batch_entries(rows))
         self._profile_rows(1)
+        if self.bf16 and not train:
+            raise NotImplementedError("gradients of a bfloat16 engine: take them from a float32 copy")
         with nogil:
             loss = self._step(&rows[0], B, key, lr, weight_decay, train, 0)
+            if self.bf16:
+                self._flush_pending()
         return loss
 
     # ----------------------------------------------------------------- phase timers
@@ -1244,6 +1355,9 @@ cdef class SparseCFN:
                 self._encode_columns(B, self.last_G, <float>self.scale)
             elif phase == 2:
                 self._output_pass(B, self.last_G, <float>self.scale, upd, self.dA)
+            elif phase == 3 and self.bf16:
+                self._defer_input_pass(B, self.last_nd, self.dA, upd)
+                self._flush_pending()
             elif phase == 3:
                 dense_vector_update(self.p_bin, self.dA, B, self.w[1], shrink, step, self.g_bin, self.nthreads)
                 if self.side_dim > 0:
@@ -1381,17 +1495,14 @@ cdef class SparseCFN:
 
         The previous batch's deferred input-layer update (sorted by column, like this batch's
         segments) is merged in: each group applies the pending rows of its column range, to the
-        rows it loads anyway or on their own, so every pending row is applied exactly once."""
+        rows it loads anyway (one sweep over the row: update, store, then add into z) or on their
+        own, so every pending row is applied exactly once."""
         cdef int H0 = self.w[1]
         cdef int sd = self.side_dim
-        cdef int g, s, q, m, i, k, d, send, p, pend
-        cdef int32_t e, c
+        cdef int g, i, k, d, p
+        cdef int32_t c
         cdef float* zp
         cdef float* z
-        cdef float* row
-        cdef float** yp = NULL
-        cdef float* cf = NULL
-        cdef int cap = self.cap_b + 1
         # pstart[g]: first pending column of group g's range [dcol[gstart[g]], dcol[gstart[g + 1]])
         self.pstart[0] = 0
         p = 0
@@ -1402,40 +1513,10 @@ cdef class SparseCFN:
             self.pstart[g] = p
         self.pstart[G] = self.pend_nd
         with parallel(num_threads=self.nthreads):
-            yp = <float**>malloc(cap * sizeof(float*))
-            cf = <float*>malloc(cap * sizeof(float))
             for g in prange(G, schedule='dynamic', chunksize=1):
                 zp = self.dhp + <Py_ssize_t>g * B * H0
                 memset(zp, 0, <Py_ssize_t>B * H0 * sizeof(float))
-                send = self.gstart[g + 1]
-                p = self.pstart[g]
-                pend = self.pstart[g + 1]
-                for s in range(self.gstart[g], send):
-                    c = self.dcol[s]
-                    if s + 1 < send:
-                        cfn_prefetch(self.p_win + <Py_ssize_t>self.dcol[s + 1] * H0, H0 * sizeof(float))
-                    while p < pend and self.pend_dcol[p] < c:     # pending rows this batch does not read
-                        self._apply_pending(p, self.p_win + <Py_ssize_t>self.pend_dcol[p] * H0,
-                                            <const float**>yp, cf)
-                        p = p + 1
-                    row = self.p_win + <Py_ssize_t>c * H0
-                    if p < pend and self.pend_dcol[p] == c:       # pending update of a row loaded anyway
-                        self._apply_pending(p, row, <const float**>yp, cf)
-                        p = p + 1
-                    m = 0
-                    for q in range(self.seg[s], self.seg[s + 1]):
-                        e = self.perm[q]
-                        if self.ehid[e] == 0:
-                            yp[m] = zp + <Py_ssize_t>self.erow[e] * H0
-                            cf[m] = self.evl[e]
-                            m = m + 1
-                    if m > 0:
-                        cfn_saxpy(row, H0, m, yp, cf)
-                while p < pend:
-                    self._apply_pending(p, self.p_win + <Py_ssize_t>self.pend_dcol[p] * H0, <const float**>yp, cf)
-                    p = p + 1
-            free(yp)
-            free(cf)
+                self._encode_group(g, zp)
             # z = sum of the group partials (in group order), scaled, + bias + side terms, tanh
             for i in prange(B, schedule='static'):
                 z = self.act[1] + <Py_ssize_t>i * H0
@@ -1451,96 +1532,85 @@ cdef class SparseCFN:
                 cfn_tanh(z, H0)
         self.pend_nd = 0
 
+    cdef void _encode_group(self, int g, float* zp) noexcept nogil:
+        """Group g's input rows: the merge, in column order, of this batch's columns gstart[g] .. and the
+        pending columns pstart[g] .. of the same range; each with its deferred contributions and its visible
+        entries, then one tiled sweep (cfn_enc_rows)."""
+        cdef int H0 = self.w[1]
+        cdef int s = self.gstart[g], send = self.gstart[g + 1]
+        cdef int p = self.pstart[g], pend = self.pstart[g + 1]
+        cdef int base = self.gstart[g] + self.pstart[g]      # group g's merged rows: disjoint across groups
+        cdef int32_t* mcol = self.mcol + base
+        cdef uint32_t* mseed = self.mseed + base
+        cdef int32_t* poff = self.mpoff + base + g
+        cdef int32_t* voff = self.mvoff + base + g
+        cdef int k = 0, q, vq, pq, b, nb, nn
+        cdef int32_t c, e
+        cdef bint take_batch, take_pending
+        vq = self.seg[s] if s < send else 0
+        pq = self.pend_seg[p]
+        for q in range(self.pend_seg[p], self.pend_seg[pend]):
+            self.pdz[q] = self.pend_dz + <Py_ssize_t>self.pend_row[q] * H0
+        while s < send or p < pend:
+            take_batch = s < send and (p >= pend or self.dcol[s] <= self.pend_dcol[p])
+            c = self.dcol[s] if take_batch else self.pend_dcol[p]
+            take_pending = p < pend and self.pend_dcol[p] == c
+            mcol[k] = c
+            mseed[k] = cfn_row_seed(self.pend_seed, c)
+            poff[k] = pq
+            voff[k] = vq
+            if take_pending:
+                pq = self.pend_seg[p + 1]
+                p += 1
+            if take_batch:
+                for q in range(self.seg[s], self.seg[s + 1]):
+                    e = self.perm[q]
+                    if self.ehid[e] == 0:
+                        self.vzp[vq] = zp + <Py_ssize_t>self.erow[e] * H0
+                        self.vx[vq] = self.evl[e]
+                        vq += 1
+                s += 1
+            k += 1
+        poff[k] = pq
+        voff[k] = vq
+        self._prefetch_block(self.p_win, self.q_win, H0, mcol, k)
+        b = 0
+        while b < k:
+            nb = k - b if k - b < CFN_BLOCK else CFN_BLOCK
+            nn = k - b - nb if k - b - nb < CFN_BLOCK else CFN_BLOCK
+            cfn_enc_rows(self.p_win, self.q_win, H0, nb, mcol + b, mseed + b, poff + b, <const float**>self.pdz,
+                          self.pend_coef, voff + b, self.vzp, self.vx, mcol + b + nb, nn)
+            b += nb
+
+    cdef inline void _prefetch_win(self, int32_t c) noexcept nogil:
+        if self.bf16:
+            cfn_prefetch(self.q_win + <Py_ssize_t>c * self.w[1], self.w[1] * sizeof(uint16_t))
+        else:
+            cfn_prefetch(self.p_win + <Py_ssize_t>c * self.w[1], self.w[1] * sizeof(float))
+
+    cdef inline void _encode_row(self, int32_t c, int npend, const float** xp, const float* cp,
+                                 int m, float** yp, const float* cf) noexcept nogil:
+        """Input row c: the npend deferred contributions (xp, cp), stored, then added into the m rows yp times cf."""
+        cdef Py_ssize_t off = <Py_ssize_t>c * self.w[1]
+        if self.bf16:
+            cfn_encol(NULL, self.q_win + off, cfn_row_seed(self.pend_seed, c), self.w[1], npend, xp, cp, m, yp, cf)
+        else:
+            cfn_encol(self.p_win + off, NULL, 0, self.w[1], npend, xp, cp, m, yp, cf)
+
     cdef double _output_pass(self, int B, int G, float sc, float upd, float* dh) noexcept nogil:
-        """Fused decoder + loss + delta + dh partials + output-layer update, per column segment;
-        then dh = sum of the partials in group order, times (1 - h^2)."""
+        """Fused decoder + loss + delta + dh partials + output-layer update, group by group (parallel over
+        groups); then dh = sum of the partials in group order, times (1 - h^2)."""
         cdef int nl = self.n_layers
         cdef int HL = self.w[nl - 1]
-        cdef int sd = self.side_dim
-        cdef const float* h = self.act[nl - 1]
-        cdef const float* sideb = self.sideb
-        cdef float alpha = self.alpha, beta = self.beta
-        cdef int g, s, c, i, d, q0, j, m, send
-        cdef int32_t e
+        cdef int g, i, j
         cdef float* v
-        cdef float* vs
         cdef float* dhp_g
-        cdef float* gw
-        cdef float z, y, x, wt, r, dq, gb, f
         cdef double lossg
-        cdef bint train = self.g_wout == NULL
-        cdef const float** hp = NULL
-        cdef float** dp = NULL
-        cdef float* ca = NULL
-        cdef float* cc = NULL
-        cdef float* yv = NULL
         with parallel(num_threads=self.nthreads):
-            hp = <const float**>malloc((B + 1) * sizeof(float*))
-            dp = <float**>malloc((B + 1) * sizeof(float*))
-            ca = <float*>malloc(3 * (B + 1) * sizeof(float))
-            cc = ca + (B + 1)
-            yv = cc + (B + 1)
             for g in prange(G, schedule='dynamic', chunksize=1):
                 dhp_g = self.dhp + <Py_ssize_t>g * B * HL
                 memset(dhp_g, 0, <Py_ssize_t>B * HL * sizeof(float))
-                lossg = 0.0
-                send = self.gstart[g + 1]
-                for s in range(self.gstart[g], send):
-                    c = self.dcol[s]
-                    if s + 1 < send:
-                        cfn_prefetch(self.p_wout + <Py_ssize_t>self.dcol[s + 1] * HL, HL * sizeof(float))
-                    v = self.p_wout + <Py_ssize_t>c * HL
-                    vs = self.p_sout + <Py_ssize_t>c * sd
-                    q0 = self.seg[s]
-                    m = self.seg[s + 1] - q0
-                    for j in range(m):
-                        i = self.erow[self.perm[q0 + j]]
-                        hp[j] = h + <Py_ssize_t>i * HL
-                        dp[j] = dhp_g + <Py_ssize_t>i * HL
-                    # outputs at the column's entries (v loaded once per 4 rows)
-                    cfn_dots(v, hp, m, HL, yv)
-                    if train:
-                        f = upd
-                        gw = v
-                    else:
-                        f = 1.0
-                        gw = self.g_wout + <Py_ssize_t>c * HL
-                    for j in range(m):
-                        z = yv[j] + self.p_bout[c]
-                        if sd > 0:
-                            z = z + cfn_dot(sideb + <Py_ssize_t>self.erow[self.perm[q0 + j]] * sd, vs, sd)
-                        yv[j] = sc * z
-                    cfn_tanh(yv, m)
-                    gb = 0
-                    for j in range(m):
-                        e = self.perm[q0 + j]
-                        y = yv[j]
-                        x = self.evl[e]
-                        wt = alpha if self.ehid[e] else beta
-                        r = y - x
-                        lossg = lossg + <double>wt * (<double>r * <double>r)
-                        dq = 2.0 * wt * r * (1.0 - y * y)
-                        yv[j] = dq
-                        ca[j] = dq * sc          # dh[i] += delta * W[c] = (delta sc) V[c]   (old weights)
-                        cc[j] = f * dq           # V[c] += f delta h[i]   (or grad row += delta h[i])
-                        gb = gb + dq
-                    cfn_segbwd(v, gw, HL, m, hp, dp, ca, cc)
-                    if train:
-                        self.p_bout[c] = self.p_bout[c] + f * gb
-                    else:
-                        self.g_bout[c] = gb
-                    if sd > 0:
-                        if not train:
-                            vs = self.g_sout + <Py_ssize_t>c * sd
-                        for j in range(m):
-                            i = self.erow[self.perm[q0 + j]]
-                            dq = cc[j]
-                            for d in range(sd):
-                                vs[d] = vs[d] + dq * sideb[<Py_ssize_t>i * sd + d]
-                self.lossp[g] = lossg
-            free(hp)
-            free(dp)
-            free(ca)
+                self.lossp[g] = self._output_group(g, sc, upd, dhp_g)
             for i in prange(B, schedule='static'):
                 dhp_g = dh + <Py_ssize_t>i * HL
                 memcpy(dhp_g, self.dhp + <Py_ssize_t>i * HL, HL * sizeof(float))
@@ -1548,21 +1618,154 @@ cdef class SparseCFN:
                     v = self.dhp + (<Py_ssize_t>g * B + i) * HL
                     for j in range(HL):
                         dhp_g[j] += v[j]
-                tanh_backward(dhp_g, h + <Py_ssize_t>i * HL, HL)
+                tanh_backward(dhp_g, self.act[nl - 1] + <Py_ssize_t>i * HL, HL)
         lossg = 0.0
         for g in range(G):
             lossg = lossg + self.lossp[g]
         return lossg
 
-    cdef inline void _apply_pending(self, int p, float* row, const float** xp, float* cf) noexcept nogil:
-        """row += the deferred contributions of pending segment p (the eager input pass's maxpy)."""
+    cdef double _output_group(self, int g, float sc, float upd, float* dhp_g) noexcept nogil:
+        """Group g's output rows (the batch columns gstart[g] .. gstart[g + 1] - 1): the outputs at their
+        entries (tiled dots), the loss, the deltas, the bias and side rows, then dh partials and the rows
+        updated in one tiled sweep (or, computing gradients, the gradient rows).  Returns the loss."""
+        cdef int nl = self.n_layers
+        cdef int HL = self.w[nl - 1]
+        cdef int sd = self.side_dim
+        cdef const float* h = self.act[nl - 1]
+        cdef float alpha = self.alpha, beta = self.beta
+        cdef int s0 = self.gstart[g], s1 = self.gstart[g + 1]
+        cdef int q, i, b, nb, nn
+        cdef double loss = 0.0
+        cdef bint train = self.g_wout == NULL
+        cdef float f = upd if train else 1.0
+        cdef int q0 = self.seg[s0], q1 = self.seg[s1]
+        cdef const float** hp = <const float**>self.ehp
+        cdef float** dp = self.edp
+        if s1 <= s0:
+            return 0.0
+        for q in range(q0, q1):
+            i = self.erow[self.perm[q]]
+            hp[q] = h + <Py_ssize_t>i * HL
+            dp[q] = dhp_g + <Py_ssize_t>i * HL
+        self._prefetch_block(self.p_wout, self.q_wout, HL, self.dcol + s0, min(s1 - s0, CFN_BLOCK))
+        b = s0
+        while b < s1:
+            nb = s1 - b if s1 - b < CFN_BLOCK else CFN_BLOCK
+            nn = s1 - b - nb if s1 - b - nb < CFN_BLOCK else CFN_BLOCK
+            loss = loss + self._output_block(b, b + nb, sc, f, hp, dp, nn)
+            b += nb
+        return loss
+
+    cdef double _output_block(self, int s0, int s1, float sc, float f, const float** hp, float** dp,
+                              int nnext) noexcept nogil:
+        """Batch columns s0 .. s1 - 1 (one block of a group): tiled dots, then the loss, deltas, bias and side
+        rows, then the dh partials and the rows updated in one tiled sweep (or the gradient rows); the next
+        nnext columns' rows are prefetched meanwhile.  Returns the loss."""
+        cdef int HL = self.w[self.n_layers - 1]
+        cdef int sd = self.side_dim
+        cdef float alpha = self.alpha, beta = self.beta
+        cdef int s, c, q, qa, m
+        cdef int32_t e
+        cdef float z, y, x, wt, r, dq, gb, bias
+        cdef double loss = 0.0
+        cdef bint train = self.g_wout == NULL
+        cdef bint bf16 = self.bf16
+        cdef int q0 = self.seg[s0], q1 = self.seg[s1]
+        cfn_out_rows_dots(self.p_wout, self.q_wout, HL, s1 - s0, self.dcol + s0, self.seg + s0, hp, self.eval_, nnext)
+        for s in range(s0, s1):
+            c = self.dcol[s]
+            bias = cfn_bf16_load1(self.q_bout + c) if bf16 else self.p_bout[c]
+            for q in range(self.seg[s], self.seg[s + 1]):
+                z = self.eval_[q] + bias
+                if sd > 0:
+                    z = z + self._side_dot(self.sideb + <Py_ssize_t>self.erow[self.perm[q]] * sd, c)
+                self.eval_[q] = sc * z
+        cfn_tanh(self.eval_ + q0, q1 - q0)
+        for s in range(s0, s1):
+            c = self.dcol[s]
+            qa = self.seg[s]
+            m = self.seg[s + 1] - qa
+            gb = 0
+            for q in range(qa, qa + m):
+                e = self.perm[q]
+                y = self.eval_[q]
+                x = self.evl[e]
+                wt = alpha if self.ehid[e] else beta
+                r = y - x
+                loss = loss + <double>wt * (<double>r * <double>r)
+                dq = 2.0 * wt * r * (1.0 - y * y)
+                self.eca[q] = dq * sc          # dh[i] += delta * W[c] = (delta sc) V[c]   (old weights)
+                self.ecc[q] = f * dq           # V[c] += f delta h[i]   (or grad row += delta h[i])
+                gb = gb + dq
+            if not train:
+                self.g_bout[c] = gb
+            elif bf16:
+                self.q_bout[c] = cfn_bf16_sr1(cfn_bf16_load1(self.q_bout + c) + f * gb,
+                                              cfn_row_seed(self.seed_bout, c), 0)
+            else:
+                self.p_bout[c] = self.p_bout[c] + f * gb
+            if sd > 0:
+                self._side_row_update(c, m, qa, self.ecc + qa, train)
+            if not train:
+                cfn_segbwd(self.p_wout + <Py_ssize_t>c * HL, self.g_wout + <Py_ssize_t>c * HL, HL, m, hp + qa,
+                           dp + qa, self.eca + qa, self.ecc + qa)
+            elif bf16:
+                self.eseed[s] = cfn_row_seed(self.seed_wout, c)
+        if train:
+            cfn_out_rows_upd(self.p_wout, self.q_wout, HL, s1 - s0, self.dcol + s0, self.eseed + s0,
+                              self.seg + s0, hp, dp, self.eca, self.ecc, self.dcol + s1, 0)
+        return loss
+
+    cdef inline void _prefetch_block(self, float* bf, uint16_t* bb, int n, const int32_t* rows, int count) noexcept nogil:
+        """A group's first block of rows, whole (the following blocks are prefetched while the previous one runs)."""
+        if bb != NULL:
+            cfn_prefetch_rows(bb, n, 2, rows, count if count < CFN_PF_AHEAD else CFN_PF_AHEAD)
+        else:
+            cfn_prefetch_rows(bf, n, 4, rows, count if count < CFN_PF_AHEAD else CFN_PF_AHEAD)
+
+    cdef inline float _side_dot(self, const float* side_row, int32_t c) noexcept nogil:
+        """side_row . S_out[c] (before the scale)."""
+        cdef int sd = self.side_dim
+        cdef int d
+        cdef float acc = 0
+        if not self.bf16:
+            return cfn_dot(side_row, self.p_sout + <Py_ssize_t>c * sd, sd)
+        for d in range(sd):
+            acc = acc + side_row[d] * cfn_bf16_load1(self.q_sout + <Py_ssize_t>c * sd + d)
+        return acc
+
+    cdef inline void _side_row_update(self, int32_t c, int m, int q0, const float* cc, bint train) noexcept nogil:
+        """S_out[c] (or its gradient row) += sum over the column's m entries cc[j] side[row_j], in entry order."""
+        cdef int sd = self.side_dim
+        cdef int d, j
+        cdef float acc
+        cdef float* vs
+        cdef uint32_t rs
+        if self.bf16:
+            rs = cfn_row_seed(self.seed_sout, c)
+            for d in range(sd):
+                acc = cfn_bf16_load1(self.q_sout + <Py_ssize_t>c * sd + d)
+                for j in range(m):
+                    acc = acc + cc[j] * self.sideb[<Py_ssize_t>self.erow[self.perm[q0 + j]] * sd + d]
+                self.q_sout[<Py_ssize_t>c * sd + d] = cfn_bf16_sr1(acc, rs, <uint32_t>d)
+            return
+        vs = (self.p_sout if train else self.g_sout) + <Py_ssize_t>c * sd
+        for j in range(m):
+            acc = cc[j]
+            for d in range(sd):
+                vs[d] = vs[d] + acc * self.sideb[<Py_ssize_t>self.erow[self.perm[q0 + j]] * sd + d]
+
+    cdef inline void _apply_pending(self, int p, const float** xp, float* cp, int m, float** yp,
+                                    const float* cf) noexcept nogil:
+        """Pending segment p: its row += the deferred contributions (in entry order), then, when m > 0, the
+        updated row goes into this batch's m partial rows yp times cf."""
         cdef int H0 = self.w[1]
-        cdef int q, m = 0
+        cdef int q, npend = 0
         for q in range(self.pend_seg[p], self.pend_seg[p + 1]):
-            xp[m] = self.pend_dz + <Py_ssize_t>self.pend_row[q] * H0
-            cf[m] = self.pend_coef[q]
-            m += 1
-        cfn_maxpy(row, H0, m, xp, cf)
+            xp[npend] = self.pend_dz + <Py_ssize_t>self.pend_row[q] * H0
+            cp[npend] = self.pend_coef[q]
+            npend += 1
+        self._encode_row(self.pend_dcol[p], npend, xp, cp, m, yp, cf)
 
     cdef void _flush_pending(self) noexcept nogil:
         """Apply every deferred input-layer update now."""
@@ -1577,7 +1780,7 @@ cdef class SparseCFN:
             xp = <const float**>malloc(cap * sizeof(float*))
             cf = <float*>malloc(cap * sizeof(float))
             for p in prange(self.pend_nd, schedule='dynamic', chunksize=16):
-                self._apply_pending(p, self.p_win + <Py_ssize_t>self.pend_dcol[p] * H0, xp, cf)
+                self._apply_pending(p, xp, cf, 0, NULL, NULL)
             free(xp)
             free(cf)
         self.pend_nd = 0
@@ -1589,6 +1792,7 @@ cdef class SparseCFN:
         cdef int s, q, np_ = 0, nq = 0
         cdef int32_t e
         memcpy(self.pend_dz, dz, <Py_ssize_t>B * H0 * sizeof(float))
+        self.pend_seed = self.seed_win      # bfloat16: the rounding bits are this batch's
         self.pend_seg[0] = 0
         for s in range(nd):
             for q in range(self.seg[s], self.seg[s + 1]):
@@ -1655,6 +1859,16 @@ cdef class SparseCFN:
         cdef float* other
         cdef float* tmp
         cdef int nt = self.nthreads
+        cdef uint64_t round_base
+        if self.bf16:
+            # the rounding seeds of this batch's updates (cfn_fast.bfloat16.array_seed)
+            round_base = key + self.round_salt + 4 * <uint64_t>rows[0]
+            self.seed_win = <uint32_t>cfn_splitmix64(round_base + 0)
+            self.seed_wout = <uint32_t>cfn_splitmix64(round_base + 1)
+            self.seed_bout = <uint32_t>cfn_splitmix64(round_base + 2)
+            self.seed_sout = <uint32_t>cfn_splitmix64(round_base + 3)
+            if train:
+                defer = 1     # bfloat16 input rows are updated by the row kernel only (deferred, then flushed)
         self._batch_mark(1)
         self._tick(PH_GATHER)
         ne = self._gather(rows, B, key)
@@ -1823,33 +2037,75 @@ cdef void scale_inplace(float* p, Py_ssize_t n, double s, int nt) noexcept nogil
 
 
 def max_abs_array(a, int nthreads=0):
-    """max |a| of a float32 array (NaN if it holds a NaN); parallel, fixed-order result."""
-    cdef float[::1] flat = a.reshape(-1)
+    """max |a| of a float32 array (NaN if it holds a NaN); parallel, fixed-order result.  Compares the bits
+    without the sign as unsigned integers (the order of |x| for finite values and infinity; every NaN is
+    above), which vectorises whatever the compiler assumes about NaN."""
+    cdef const uint32_t[::1] flat = np.ascontiguousarray(a).reshape(-1).view(np.uint32)
     cdef Py_ssize_t n = flat.shape[0], nc, c, i, i0, i1
     cdef int CH = 1 << 16
+    cdef uint32_t m, b
     if n == 0:
         return 0.0
     nc = (n + CH - 1) // CH
-    part = np.zeros(nc, np.float64)
-    cdef double[::1] pm = part
-    cdef float m, x
-    cdef int nan
+    part = np.zeros(nc, np.uint32)
+    cdef uint32_t[::1] pm = part
     with nogil:
         for c in prange(nc, schedule='static', num_threads=nthreads if nthreads > 0 else cfn_max_threads()):
             i0 = c * CH
             i1 = i0 + CH if i0 + CH < n else n
             m = 0
-            nan = 0
             for i in range(i0, i1):
-                x = flat[i]
-                if x != x:
-                    nan = 1
-                if x < 0:
-                    x = -x
-                if x > m:
-                    m = x
-            pm[c] = m if nan == 0 else NAN
-    return float(part.max()) if not np.isnan(part).any() else float("nan")
+                b = flat[i] & 0x7FFFFFFF
+                m = b if b > m else m
+            pm[c] = m
+    top = int(part.max())
+    return float("nan") if top > 0x7F800000 else float(np.array([top], np.uint32).view(np.float32)[0])
+
+
+def max_abs_bf16(a):
+    """max |a| of bfloat16 bits (NaN if one is a NaN)."""
+    top = int(np.max(np.asarray(a, np.uint16) & np.uint16(0x7FFF))) if a.size else 0
+    return float("nan") if top > 0x7F80 else float(widen_bf16(np.array([top], np.uint16))[0])
+
+
+def widen_bf16(a):
+    """float32 values of bfloat16 bits (exact)."""
+    return (np.asarray(a, np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def round_nearest_bf16(values):
+    """bfloat16 bits of float32 values, rounded to nearest even (the kernels' rule for loads)."""
+    src = np.ascontiguousarray(values, dtype=np.float32)
+    out = np.empty(src.shape, np.uint16)
+    if src.size:
+        cfn_bf16_round_nearest(fptr(src), hptr(out), src.size)
+    return out
+
+
+def round_stochastic_bf16(values, uint32_t seed):
+    """bfloat16 bits of a (rows, cols) float32 array rounded stochastically with the kernels' per-element bits
+    (row r's seed is derived from ``seed`` and r, element k's bits from the row seed and k)."""
+    src = np.ascontiguousarray(values, dtype=np.float32)
+    mat = src.reshape(src.shape[0], -1) if src.ndim else src.reshape(1, 1)
+    out = np.empty(mat.shape, np.uint16)
+    cdef const float[:, ::1] x = mat
+    cdef uint16_t[:, ::1] o = out
+    cdef Py_ssize_t r, k
+    cdef uint32_t rs
+    for r in range(x.shape[0]):
+        rs = cfn_row_seed(seed, r)
+        for k in range(x.shape[1]):
+            o[r, k] = cfn_bf16_sr1(x[r, k], rs, <uint32_t>k)
+    return out.reshape(src.shape)
+
+
+cdef void scale_bf16_inplace(uint16_t* p, Py_ssize_t n, double s, int nt) noexcept nogil:
+    """Fold a scale into bfloat16 bits: each value times s, rounded to nearest even."""
+    cdef Py_ssize_t k
+    if p == NULL:
+        return
+    for k in prange(n, schedule='static', num_threads=nt):
+        p[k] = cfn_bf16_rn1(<float>(<double>cfn_bf16_load1(&p[k]) * s))
 
 
 def scaled_transpose(a, double s):
