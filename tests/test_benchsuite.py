@@ -303,8 +303,8 @@ def test_compare_auto_uses_the_baseline_of_this_cpu_only(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     message = result["stored_baseline"]["message"]
     assert message.startswith(f"no stored baseline matches this machine ({key.cpu_model}, {key.logical_cpus} "
-                              f"logical CPUs, SIMD {key.simd}, --timer wall, smoke full run) in {stored}: stored are "
-                              "other.json: Fake CPU 9000, "), message
+                              f"logical CPUs, SIMD {key.simd}, --timer wall, smoke full run) in {stored}: "
+                              "stored there: other.json: Fake CPU 9000, "), message
     assert message.endswith("running without a comparison (record one here with --save-baseline)")
     assert result["baseline"] is None and "comparison" not in result
     saved = Path(result["saved_baseline"])

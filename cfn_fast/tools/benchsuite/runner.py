@@ -17,6 +17,11 @@ Comparison (``baseline``): :func:`.report.compare` marks suspects; they are **ru
 times, default 2) and the minimum over every run is compared once more, so a burst of load during one
 run does not fail the comparison.
 
+Stored baselines (:mod:`.stored`): ``baseline="auto"`` (``--compare auto``) compares with the stored
+baseline of this machine (CPU model, logical CPUs, SIMD path, timer, mode), or says that none matches and
+runs without comparing; ``save_baseline`` (``--save-baseline``) stores the run as this machine's, checked
+before the run like ``out``.
+
 Timer: ``"wall"`` (default, ``time.perf_counter``) gives the throughput figures; ``"cpu"``
 (``time.process_time``: CPU seconds of all threads) is far less sensitive to other jobs on a shared
 machine — use it for regression checks there, against a baseline taken with the same timer.

@@ -168,7 +168,7 @@ def find_stored(key: MachineKey, folder: str | os.PathLike | None = None) -> dic
     stored = "; ".join(f"{p.name}: {k.describe()}" for p, k, _ in found) or "none"
     note = f"; ignored: {', '.join(ignored)}" if ignored else ""
     result["message"] = (f"no stored baseline matches this machine ({key.describe()}) in {folder}: "
-                         f"stored are {stored}{note}; running without a comparison (record one here with "
+                         f"stored there: {stored}{note}; running without a comparison (record one here with "
                          f"--save-baseline)")
     return result
 
