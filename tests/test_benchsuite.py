@@ -57,7 +57,7 @@ def test_suite_runs_end_to_end_from_a_plain_install(tmp_path):
     cwd.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run([sys.executable, "-m", "cfn_fast.cli", "bench", "suite", "--quick", "--smoke", "--json",
-                             "--quiet", "--out", str(tmp_path / "run.json")],
+                             "--quiet", "--out", str(tmp_path / "run.json"), "--compare", "auto"],
                             cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("\n") == 1, result.stdout[:2000]      # one JSON object, nothing else
@@ -70,6 +70,10 @@ def test_suite_runs_end_to_end_from_a_plain_install(tmp_path):
     assert not [c for c in summary["skipped"] if c["backend"] == "cpu" and "unavailable" in c["reason"]]
     stored = json.loads((tmp_path / "run.json").read_text())
     assert len(stored["benchmarks"]) == len(summary["cases"]) and stored["machine_info"]["cfn_smoke"] is True
+    # the stored baselines come with the package: --compare auto finds them (none is of a smoke run)
+    found = summary["stored_baseline"]
+    assert found["folder"] == str(site / "cfn_fast" / "tools" / "benchsuite" / "baselines") and found["stored"]
+    assert found["path"] is None and found["message"].startswith("no stored baseline matches this machine (")
 
 
 def test_suite_refuses_to_measure_another_cfn_fast(tmp_path):
@@ -202,12 +206,16 @@ def test_merge_keeps_the_minimum_over_runs():
 
 def test_table_rows_floor_and_paper():
     data = _data(x=(2.0, 2.0))
+    data["machine_info"].update(cpu_model="Fake CPU 9000", physical_cores=4, logical_cpus=8, cfn_simd="avx2")
     data["benchmarks"][0]["extra_info"].update(ratings_epochs=10 ** 6, floor_s=0.1, paper_gtx980_s=123.0)
     row = benchsuite.case_rows(data)[0]
     assert row["gb_per_s"] == pytest.approx(0.5) and row["ratings_epochs_per_s"] == pytest.approx(5e5)
     assert row["floor_s"] == pytest.approx(0.1) and row["fraction_of_floor"] == pytest.approx(0.05)
     assert row["speedup_vs_paper"] == pytest.approx(61.5)
-    assert "2m03.0s (x61.5)" in benchsuite.format_table([row], data["machine_info"])
+    table = benchsuite.format_table([row], data["machine_info"])
+    assert "2m03.0s (x61.5)" in table
+    assert table.splitlines()[0].startswith("machine: Fake CPU 9000, 4 cores (8 logical CPUs), ")
+    assert "SIMD avx2, triad 10.0 GB/s (the floor's bandwidth)" in table.splitlines()[0]
 
 
 def test_deliberately_slower_kernel_is_flagged(tmp_path, monkeypatch, capsys):
@@ -242,18 +250,134 @@ def test_option_errors_are_clear(capsys):
 
 
 def test_stored_baselines_pass_the_baseline_check():
-    stored = sorted((ROOT / "bench" / "baselines").glob("*.json"))
-    assert stored, "bench/baselines holds the reference run of this machine class"
+    """The stored baselines live in the package (package data: a wheel install finds them) and each is keyed
+    by the machine and mode that measured it."""
+    stored = sorted(benchsuite.STORED_DIR.glob("*.json"))
+    assert benchsuite.STORED_DIR == SUITE / "baselines" and stored, "the package stores the reference runs"
+    assert '"cfn_fast.tools.benchsuite" = ["baselines/*.json"]' in (ROOT / "pyproject.toml").read_text()
+    keys = set()
     for path in stored:
         data = benchsuite.check_baseline(path, "cpu" if "cputime" in path.name else "wall")
         assert data["machine_info"]["triad_gb_per_s"] > 0
         for bench in data["benchmarks"]:
             assert bench["extra_info"]["backend"] in ("numpy", "cpu", "cuda")
+        key = benchsuite.key_of(data)
+        assert key.cpu_model and key.logical_cpus and key.simd and not key.smoke
+        keys.add(key)
+    assert len(keys) == len(stored), "two stored baselines share a key"
 
 
 def test_cpu_timer_runs_make_no_throughput_figures():
     cpu = _data(timer="process_time", x=(1.0, 1.0))
     assert "gb_per_s" not in benchsuite.case_rows(cpu)[0] and "gb_per_s" in benchsuite.case_rows(_data(x=(1.0, 1.0)))[0]
+
+
+# ----------------------------------------------------------------------------- stored baselines, keyed by the CPU
+#: one micro stage, one training case (floor figures), one bfloat16 case (skipped until CFN has dtype)
+KEYED_CASES = "(test_stage and cpu-fold) or (test_training and cpu-synthetic-item-1) or (bf16 and cpu-item-1)"
+
+
+def _stored_run(path: Path, cpu_model: str | None = None, scale: float = 1.0) -> Path:
+    """A stored baseline of the KEYED_CASES smoke run on this machine (or with another ``cpu_model``):
+    times scaled by ``scale``, so that a comparison with it cannot fail on a loaded machine."""
+    key = benchsuite.this_key("wall", False, True)
+    machine = {"cpu_model": cpu_model or key.cpu_model, "logical_cpus": key.logical_cpus, "cfn_simd": key.simd,
+               "cfn_quick": False, "cfn_smoke": True, "triad_gb_per_s": 10.0}
+    names = ["test_stage[cpu-fold]", "test_training[cpu-synthetic-item-1]"]
+    data = {**_data(**{n: (scale, scale) for n in names}), "machine_info": machine,
+            "datetime": "2026-01-01T00:00:00"}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_compare_auto_uses_the_baseline_of_this_cpu_only(tmp_path, capsys):
+    """--compare auto: a stored baseline of another CPU is not used (the run says so, naming this CPU and the
+    stored ones, and exits 0 uncompared); --save-baseline stores the run under this CPU's key, and the next
+    --compare auto uses it.  The JSON carries each training case's GB/s, floor and share of the floor."""
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    _stored_run(stored / "other.json", cpu_model="Fake CPU 9000")
+    key = benchsuite.this_key("wall", False, True)
+    argv = ["bench", "suite", "--smoke", "--quiet", "--json", "-k", KEYED_CASES, "--baseline-dir", str(stored)]
+    assert main([*argv, "--compare", "auto", "--save-baseline"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    message = result["stored_baseline"]["message"]
+    assert message.startswith(f"no stored baseline matches this machine ({key.cpu_model}, {key.logical_cpus} "
+                              f"logical CPUs, SIMD {key.simd}, --timer wall, smoke full run) in {stored}: "
+                              "stored there: other.json: Fake CPU 9000, "), message
+    assert message.endswith("running without a comparison (record one here with --save-baseline)")
+    assert result["baseline"] is None and "comparison" not in result
+    saved = Path(result["saved_baseline"])
+    assert saved == stored / key.file_name() and benchsuite.key_of(json.loads(saved.read_text())) == key
+    training = [c for c in result["cases"] if c["case"] == "I-CFN synthetic 1 ep"]
+    assert len(training) == 1 and {"gb_per_s", "floor_s", "fraction_of_floor", "bytes"} <= set(training[0])
+    assert training[0]["fraction_of_floor"] == pytest.approx(training[0]["floor_s"] / training[0]["min_s"])
+    assert result["machine"]["cpu_model"] == key.cpu_model and result["machine"]["cfn_simd"] == key.simd
+    bf16 = [c for c in result["skipped"] if "bf16" in c["case"]]
+    from cfn_fast.tools.benchsuite import workloads
+    if not workloads.dtype_supported():
+        assert bf16 and bf16[0]["reason"].startswith("CFN has no dtype parameter in this cfn_fast")
+    # this CPU's baseline (times made 1000x slower, so the run compares faster whatever the load) is used
+    _stored_run(saved, scale=1000.0)
+    assert main([*argv, "--compare", "auto"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["baseline"] == str(saved) and result["stored_baseline"]["path"] == str(saved)
+    assert result["stored_baseline"]["message"].startswith("comparing with the stored baseline of this machine")
+    assert {c["name"]: c["status"] for c in result["comparison"]} == {
+        "test_stage[cpu-fold]": "faster", "test_training[cpu-synthetic-item-1]": "faster"}
+    # an explicit --compare FILE of another CPU is compared, with a note
+    assert main([*argv, "--compare", str(_stored_run(tmp_path / "x.json", "Fake CPU 9000", 1000.0))]) == 0
+    assert json.loads(capsys.readouterr().out)["baseline_note"].startswith(
+        f"note: the baseline {tmp_path / 'x.json'} was measured on Fake CPU 9000, ")
+
+
+def test_save_baseline_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
+    """Checked before the run: this machine's stored baseline is replaced only with --force, and never when it
+    is the baseline this run compares with."""
+    def started(*args, **kwargs):
+        raise AssertionError("the suite started before --save-baseline was checked")
+    monkeypatch.setattr(subprocess, "Popen", started)
+    key = benchsuite.this_key("wall", False, True)
+    mine = _stored_run(tmp_path / "mine.json")
+    before = mine.read_text()
+    argv = ["bench", "suite", "--smoke", "--quiet", "--save-baseline", "--baseline-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert _one_line_error(capsys.readouterr().err).endswith(
+        f"--save-baseline: {mine} exists (the stored baseline of this machine: {key.describe()}); "
+        "pass --force to replace it")
+    assert main([*argv, "--force", "--compare", "auto"]) == 2
+    assert "--save-baseline " + str(mine) + " is the input given by --compare" in \
+        _one_line_error(capsys.readouterr().err)
+    assert main([*argv[:-2], "--baseline-dir", str(tmp_path / "nowhere")]) == 2
+    assert "the baseline folder" in _one_line_error(capsys.readouterr().err)
+    assert mine.read_text() == before
+
+
+def test_machine_keys_and_file_names():
+    key = benchsuite.MachineKey("AMD EPYC 7B13 64-Core Processor", 2, "avx2", "perf_counter", True, False)
+    assert key.file_name() == "amd-epyc-7b13-64-core-2cpu-avx2-wall-quick.json"
+    assert benchsuite.MachineKey("Intel(R) Xeon(R) Processor", 2, "avx512", "process_time", False, True) \
+        .file_name() == "intel-xeon-2cpu-avx512-cpu-smoke-full.json"
+    assert key.describe() == "AMD EPYC 7B13 64-Core Processor, 2 logical CPUs, SIMD avx2, --timer wall, quick run"
+    assert benchsuite.key_of(_data(timer="process_time", x=(1.0, 1.0))).timer == "process_time"
+    assert benchsuite.find_stored(key, ROOT / "no-such-folder")["message"].startswith(
+        "no stored baseline matches this machine (AMD EPYC 7B13 64-Core Processor, ")
+
+
+def test_bytes_model_counts_the_weight_storage():
+    """Per mini-batch: the four per-input arrays' values of each distinct input read and written once at
+    4 (float32) or 2 (bfloat16) bytes each, and the batch's CSR entries (8 bytes) read once."""
+    from cfn_fast.tools.benchsuite import workloads
+    inputs = training_inputs(synthetic_ratings(60, 40, 600, seed=0, side_info=False), "item").samples
+    hidden, side, batch = 8, 3, 16
+    distinct, entries = workloads.batch_shapes(inputs, batch)
+    values = int(np.sum(distinct * (2 * hidden + 1 + side)))
+    fp32 = workloads.epoch_bytes(inputs, hidden, side, batch)
+    bf16 = workloads.epoch_bytes(inputs, hidden, side, batch, workloads.WEIGHT_BYTES["bfloat16"])
+    assert fp32 == 2 * 4 * values + 8 * int(entries.sum()) and bf16 == 2 * 2 * values + 8 * int(entries.sum())
+    assert fp32 - bf16 == 4 * values and workloads.WEIGHT_BYTES == {"float32": 4, "bfloat16": 2}
+    with pytest.raises(ValueError, match="weight_bytes must be 4"):
+        workloads.epoch_bytes(inputs, hidden, side, batch, 8)
 
 
 # ----------------------------------------------------------------------------- the engine's per-stage hook

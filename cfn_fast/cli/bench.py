@@ -84,10 +84,19 @@ def _bench_parser(sub: Any) -> None:
                    help="write pytest-benchmark's JSON here (a baseline for --compare; `pytest-benchmark compare` "
                         "reads it); refused when FILE exists (unless --force) or is an input of the run")
     p.add_argument("--force", action="store_true",
-                   help="let --out replace an existing file (never the --compare baseline nor a file of the package)")
-    p.add_argument("--compare", metavar="FILE", default=None,
-                   help="baseline: pytest-benchmark JSON of an earlier run with the same --timer "
-                        "(e.g. bench/baselines/*.json); checked before the run; exit status 1 on a regression")
+                   help="let --out and --save-baseline replace an existing file (never the --compare baseline, nor "
+                        "for --out a file of the package)")
+    p.add_argument("--compare", metavar="FILE|auto", default=None,
+                   help="baseline: pytest-benchmark JSON of an earlier run with the same --timer, checked before the "
+                        "run; exit status 1 on a regression. 'auto': the stored baseline of this machine (same CPU "
+                        "model, logical CPUs, SIMD path, --timer and --quick/--smoke mode) in --baseline-dir; when "
+                        "none matches, says so and runs without comparing (a file named auto: ./auto)")
+    p.add_argument("--save-baseline", action="store_true",
+                   help="store this run as the baseline of this machine in --baseline-dir, under a name made of "
+                        "its key; refused before the run when this machine has one there (unless --force)")
+    p.add_argument("--baseline-dir", metavar="DIR", default=None,
+                   help="folder of the stored baselines for --compare auto and --save-baseline (default: the "
+                        "package's, cfn_fast/tools/benchsuite/baselines)")
     p.add_argument("--threshold", type=float, default=benchsuite.DEFAULT_THRESHOLD,
                    help=f"relative slow-down that counts as a regression (default {benchsuite.DEFAULT_THRESHOLD})")
     p.add_argument("--confirm", type=int_in(0, 100), default=2, help="re-runs of suspect cases before they count")
@@ -155,9 +164,11 @@ def run_paper_from_args(args: argparse.Namespace) -> dict:
 
 
 def run_suite_from_args(args: argparse.Namespace) -> dict:
-    check_writable_outputs({"--out": args.out}, {"--compare": args.compare})
+    compared = None if args.compare == benchsuite.AUTO else args.compare    # auto: checked once it names a file
+    check_writable_outputs({"--out": args.out}, {"--compare": compared})
     result = benchsuite.run_suite(quick=args.quick, slow=args.slow, smoke=args.smoke, out=args.out, force=args.force,
-                                  baseline=args.compare, threshold=args.threshold, confirm=args.confirm,
+                                  baseline=args.compare, save_baseline=args.save_baseline,
+                                  baseline_dir=args.baseline_dir, threshold=args.threshold, confirm=args.confirm,
                                   select=args.select, progress=not args.quiet, echo=not args.json, timer=args.timer)
     if result.get("regressions"):
         raise benchsuite.BenchmarkRegression(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import platform
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import cfn_fast
 from cfn_fast.backends import BACKENDS, BackendUnavailable, available_backends, resolve_backend
 
 from . import workloads as W
+from .stored import this_machine
 
 __all__ = ["backend", "machine_bandwidth", "pytest_addoption", "pytest_benchmark_update_machine_info",
            "pytest_collection_modifyitems", "pytest_collectreport", "pytest_configure", "pytest_runtest_logreport",
@@ -132,31 +132,6 @@ def triad_bandwidth(n: int = 1 << 23, repeats: int = 5) -> float:
     return 5 * 8 * n / best / 1e9
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _physical_cores() -> int | None:
-    """Distinct (socket, core) pairs of /proc/cpuinfo."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None
-    pairs, socket = set(), None
-    for line in lines:
-        if line.startswith("physical id"):
-            socket = line.split(":")[1].strip()
-        elif line.startswith("core id"):
-            pairs.add((socket, line.split(":")[1].strip()))
-    return len(pairs) or None
-
-
 def _gpu_info() -> dict[str, Any]:
     try:
         resolve_backend("cuda")
@@ -180,20 +155,10 @@ def machine_bandwidth() -> float:
     return _BANDWIDTH["gbs"]
 
 
-def _cpu_engine_info() -> dict[str, Any]:
-    try:
-        from cfn_fast.backends import cpu_backend
-    except ImportError:  # no compiled kernels: the cpu cases are skipped, and the run says so
-        return {"cfn_threads": None, "cfn_simd": None, "cfn_openmp": None}
-    return {"cfn_threads": cpu_backend.get_num_threads(), "cfn_simd": cpu_backend.simd_level(),
-            "cfn_openmp": cpu_backend.has_openmp()}
-
-
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     machine_info.update({
-        "cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(), "physical_cores": _physical_cores(),
-        **_cpu_engine_info(), "numpy": np.__version__,
+        **this_machine(), "numpy": np.__version__,
         "triad_gb_per_s": round(machine_bandwidth(), 3), "load_average_1m": load[0],
         "cfn_quick": bool(config.getoption("--cfn-quick")), "cfn_slow": bool(config.getoption("--cfn-slow")),
         "cfn_smoke": W.SMOKE,

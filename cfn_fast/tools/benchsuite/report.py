@@ -12,10 +12,11 @@ compares the minimum over every run once more.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["DEFAULT_THRESHOLD", "TIMERS", "case_rows", "compare", "data_fullname", "format_comparison",
-           "format_skipped", "format_table", "merge_min", "timer_of"]
+__all__ = ["DEFAULT_THRESHOLD", "TIMERS", "baseline_problem", "case_rows", "compare", "data_fullname",
+           "format_comparison", "format_skipped", "format_table", "merge_min", "timer_of"]
 
 DEFAULT_THRESHOLD = 0.25
 #: ``--timer`` names and the clocks pytest-benchmark times with
@@ -27,6 +28,25 @@ def timer_of(data: dict) -> str | None:
     timers = {str(b.get("options", {}).get("timer", "")).split(".")[-1] for b in data.get("benchmarks", [])}
     timers.discard("")
     return timers.pop() if len(timers) == 1 else None
+
+
+def baseline_problem(data: Any) -> str | None:
+    """What makes ``data`` unlike pytest-benchmark's JSON (the fields the comparison reads), or None."""
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        return "no 'benchmarks' list"
+    if not data["benchmarks"]:
+        return "no cases in 'benchmarks'"
+    for n, bench in enumerate(data["benchmarks"]):
+        if not isinstance(bench, dict) or not isinstance(bench.get("name"), str):
+            return f"benchmarks[{n}] has no 'name'"
+        stats, options = bench.get("stats"), bench.get("options")
+        for key in ("min", "median"):
+            value = stats.get(key) if isinstance(stats, dict) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                return f"{bench['name']}: stats.{key} must be a positive number of seconds, got {value!r}"
+        if not isinstance(options, dict) or not isinstance(options.get("timer"), str):
+            return f"{bench['name']}: no options.timer"
+    return None
 
 
 def data_fullname(data: dict, name: str) -> str:
@@ -85,9 +105,10 @@ def _t(seconds: float | None) -> str:
 
 def format_table(rows: list[dict[str, Any]], machine: dict[str, Any] | None = None) -> str:
     machine = machine or {}
-    head = (f"machine: {machine.get('cpu_model', '?')}, {machine.get('logical_cpus', '?')} logical CPUs, "
-            f"cfn threads {machine.get('cfn_threads', '?')}, SIMD {machine.get('cfn_simd', '?')}, "
-            f"triad {machine.get('triad_gb_per_s', float('nan')):.1f} GB/s, GPU {machine.get('gpu') or 'none'}, "
+    head = (f"machine: {machine.get('cpu_model', '?')}, {machine.get('physical_cores') or '?'} cores "
+            f"({machine.get('logical_cpus', '?')} logical CPUs), cfn threads {machine.get('cfn_threads', '?')}, "
+            f"SIMD {machine.get('cfn_simd', '?')}, triad {machine.get('triad_gb_per_s', float('nan')):.1f} GB/s "
+            f"(the floor's bandwidth), GPU {machine.get('gpu') or 'none'}, "
             f"load {machine.get('load_average_1m', float('nan')):.1f}")
     lines = [head, (f"{'case':<34}{'backend':<8}{'min':>11}{'median':>11}{'rounds':>7}{'Mrat·ep/s':>10}"
                     f"{'GB/s':>7}{'floor':>10}{'of floor':>9}  paper GTX-980 (x speed-up)")]

@@ -17,6 +17,11 @@ Comparison (``baseline``): :func:`.report.compare` marks suspects; they are **ru
 times, default 2) and the minimum over every run is compared once more, so a burst of load during one
 run does not fail the comparison.
 
+Stored baselines (:mod:`.stored`): ``baseline="auto"`` (``--compare auto``) compares with the stored
+baseline of this machine (CPU model, logical CPUs, SIMD path, timer, mode), or says that none matches and
+runs without comparing; ``save_baseline`` (``--save-baseline``) stores the run as this machine's, checked
+before the run like ``out``.
+
 Timer: ``"wall"`` (default, ``time.perf_counter``) gives the throughput figures; ``"cpu"``
 (``time.process_time``: CPU seconds of all threads) is far less sensitive to other jobs on a shared
 machine — use it for regression checks there, against a baseline taken with the same timer.
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import subprocess
 import sys
@@ -41,6 +45,7 @@ from cfn_fast.fileio import atomic_write, check_outputs_not_inputs
 from .report import (
     DEFAULT_THRESHOLD,
     TIMERS,
+    baseline_problem,
     case_rows,
     compare,
     data_fullname,
@@ -50,11 +55,14 @@ from .report import (
     merge_min,
     timer_of,
 )
+from .stored import MachineKey, find_stored, key_of, save_target, this_key
 
-__all__ = ["BenchmarkRegression", "EXTRA_HINT", "check_baseline", "check_out", "require_extra", "run_suite",
+__all__ = ["AUTO", "BenchmarkRegression", "EXTRA_HINT", "check_baseline", "check_out", "require_extra", "run_suite",
            "suite_dir"]
 
 EXTRA_HINT = "pip install 'cfn_fast[bench]'"
+#: ``--compare auto``: the stored baseline of this machine (:mod:`.stored`)
+AUTO = "auto"
 
 
 class BenchmarkRegression(RuntimeError):
@@ -96,7 +104,7 @@ def check_baseline(path: str | os.PathLike, timer: str) -> dict:
     except json.JSONDecodeError as exc:
         raise ValueError(f"--compare {path} is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") \
             from None
-    problem = _shape_problem(data)
+    problem = baseline_problem(data)
     if problem:
         raise ValueError(f"--compare {path} is not a pytest-benchmark result ({problem}); "
                          "store one with cfn bench suite --out FILE")
@@ -107,25 +115,6 @@ def check_baseline(path: str | os.PathLike, timer: str) -> dict:
         raise ValueError(f"the baseline {path} was timed with {used}, this run with {TIMERS[timer]}: pass "
                          f"--timer {'cpu' if used == 'process_time' else 'wall'}")
     return data
-
-
-def _shape_problem(data: Any) -> str | None:
-    """What makes ``data`` unlike pytest-benchmark's JSON (the fields the comparison reads), or None."""
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        return "no 'benchmarks' list"
-    if not data["benchmarks"]:
-        return "no cases in 'benchmarks'"
-    for n, bench in enumerate(data["benchmarks"]):
-        if not isinstance(bench, dict) or not isinstance(bench.get("name"), str):
-            return f"benchmarks[{n}] has no 'name'"
-        stats, options = bench.get("stats"), bench.get("options")
-        for key in ("min", "median"):
-            value = stats.get(key) if isinstance(stats, dict) else None
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                return f"{bench['name']}: stats.{key} must be a positive number of seconds, got {value!r}"
-        if not isinstance(options, dict) or not isinstance(options.get("timer"), str):
-            return f"{bench['name']}: no options.timer"
-    return None
 
 
 def check_out(out: str | os.PathLike, baseline: str | os.PathLike | None, force: bool) -> Path:
@@ -246,36 +235,75 @@ def _checked(code: int, output: str, json_path: Path, ran_path: Path, select: st
 
 # ----------------------------------------------------------------------------- the command
 def run_suite(*, quick: bool = False, slow: bool = False, smoke: bool = False, out: str | os.PathLike | None = None,
-              force: bool = False, baseline: str | os.PathLike | None = None,
+              force: bool = False, baseline: str | os.PathLike | None = None, save_baseline: bool = False,
+              baseline_dir: str | os.PathLike | None = None,
               threshold: float = DEFAULT_THRESHOLD, confirm: int = 2, select: str | None = None,
               pytest_args: list[str] | None = None, echo: bool = True, progress: bool = True,
               timer: str = "wall") -> dict[str, Any]:
     """Run the suite; with ``baseline``, compare (module docstring).  Returns the result dict: the cases,
     the skipped ones with their reasons, and with a baseline the comparison and the regressions.
-    ``out`` receives pytest-benchmark's JSON of the first run; ``smoke``: tiny data, one round per case
-    (checks that every case runs; its figures mean nothing).  ``echo`` prints the tables on stdout,
-    ``progress`` pytest's output on stderr."""
+    ``baseline="auto"``: the stored baseline of this machine in ``baseline_dir`` (default: the package's,
+    :mod:`.stored`); when none matches, the run is not compared and ``stored_baseline`` says why.
+    ``out`` receives pytest-benchmark's JSON of the first run; ``save_baseline`` stores it as this machine's
+    baseline in ``baseline_dir`` (an existing one is replaced only with ``force``).  ``smoke``: tiny data, one
+    round per case (checks that every case runs; its figures mean nothing).  ``echo`` prints the tables on
+    stdout, ``progress`` pytest's output on stderr."""
     require_extra()
     _check_options(threshold, confirm, timer)
+    key = this_key(timer, quick, smoke or os.environ.get("CFN_BENCH_SMOKE") == "1")
+    stored = None
+    if isinstance(baseline, str) and baseline == AUTO:
+        stored = find_stored(key, baseline_dir)
+        baseline = stored["path"]
     base = check_baseline(baseline, timer) if baseline is not None else None
     out_path = check_out(out, baseline, force) if out is not None else None
+    save_path = None
+    if save_baseline:
+        save_path = save_target(key, baseline_dir, force)
+        check_outputs_not_inputs({"--save-baseline": save_path, "--out": out_path}, {"--compare": baseline})
+    note = _machine_note(key, base, baseline)
+    if echo and (stored or note):
+        print(stored["message"] if stored else note, flush=True)
     with tempfile.TemporaryDirectory(prefix="cfn-bench-suite-") as tmp:
         child = _Child(Path(tmp), quick, slow, smoke, timer, tuple(pytest_args or ()), progress)
         data, ran, text = child.run([str(suite_dir())], "run", select or None)
-        if out_path is not None:
-            with atomic_write(out_path, "w", encoding="utf-8") as fh:
+        for path in filter(None, (out_path, _checked_save(save_path, key, data))):
+            with atomic_write(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
         rows = case_rows(data)
         result: dict[str, Any] = {"cfn_fast": ran["cfn_fast"], "out": None if out_path is None else str(out_path),
                                   "smoke": smoke, "machine": data.get("machine_info", {}), "timer": TIMERS[timer],
-                                  "cases": rows, "skipped": ran["skipped"]}
+                                  "cases": rows, "skipped": ran["skipped"],
+                                  "baseline": None if baseline is None else str(baseline)}
+        result.update({k: v for k, v in (("stored_baseline", stored), ("baseline_note", note),
+                                         ("saved_baseline", save_path and str(save_path))) if v})
         if echo:
             _print_run(rows, data, ran, timer)
+            if save_path is not None:
+                print(f"stored this run as the baseline of this machine ({key.describe()}): {save_path}")
         if base is not None:
             result.update(_compared(child, data, base, threshold, confirm))
             if echo:
                 print(format_comparison(result["comparison"], threshold))
     return result
+
+
+def _machine_note(key: MachineKey, base: dict | None, path: str | os.PathLike | None) -> str | None:
+    """A line when the ``--compare`` baseline was measured on another machine, or in another mode."""
+    theirs = None if base is None else key_of(base)
+    if theirs is None or theirs == key:
+        return None
+    return (f"note: the baseline {path} was measured on {theirs.describe()}; this run: {key.describe()} "
+            "(the comparison tells code changes apart from machine differences only on the same machine)")
+
+
+def _checked_save(path: Path | None, key: MachineKey, data: dict) -> Path | None:
+    """The ``--save-baseline`` file, once the run's own machine fields are seen to be the key it is filed under."""
+    if path is not None and key_of(data) != key:
+        theirs = key_of(data)
+        raise RuntimeError(f"--save-baseline: the run recorded {theirs.describe() if theirs else 'mixed timers'}, "
+                           f"not this machine's {key.describe()}: not stored")
+    return path
 
 
 def _print_run(rows: list[dict[str, Any]], data: dict, ran: dict, timer: str) -> None:

@@ -3,7 +3,9 @@
 Byte counts are *estimates of the minimal traffic* a case must move between memory and the cores
 (each touched parameter row read and written once per mini-batch, the batch's CSR entries read
 once; activations of one batch are assumed to stay in cache).  Dividing them by the measured
-time gives the achieved GB/s; dividing them by the triad bandwidth gives the floor.
+time gives the achieved GB/s; dividing them by the triad bandwidth gives the floor.  The per-input
+weight arrays count :data:`WEIGHT_BYTES` per value: 4 in float32, 2 with ``CFN(dtype="bfloat16")``
+(:mod:`cfn_fast.bfloat16` lists the four arrays stored so).
 """
 from __future__ import annotations
 
@@ -63,13 +65,24 @@ def ratings(name: str):
     raise ValueError(f"unknown data set {name!r}")
 
 
-def model(kind: str, hidden: int, epochs: int, backend: str) -> CFN:
-    return CFN(kind, (hidden,), epochs, backend=backend, use_side_info=False, seed=0)
+#: bytes per stored value of the per-input weight arrays, by ``CFN(dtype=...)``
+WEIGHT_BYTES = {"float32": 4, "bfloat16": 2}
 
 
-def prepared(kind: str, name: str, hidden: int, backend: str) -> CFN:
+def dtype_supported() -> bool:
+    """Whether this cfn_fast's CFN takes ``dtype`` (the bfloat16 cases skip until it does)."""
+    return "dtype" in CFN().get_params()
+
+
+def model(kind: str, hidden: int, epochs: int, backend: str, dtype: str = "float32") -> CFN:
+    """The cases' CFN; ``dtype`` is passed only when it is not float32 (a cfn_fast without the setting)."""
+    extra = {} if dtype == "float32" else {"dtype": dtype}
+    return CFN(kind, (hidden,), epochs, backend=backend, use_side_info=False, seed=0, **extra)
+
+
+def prepared(kind: str, name: str, hidden: int, backend: str, dtype: str = "float32") -> CFN:
     """A model fitted for 0 epochs: engine built, nothing trained (the macro cases' set-up)."""
-    return model(kind, hidden, 0, backend).fit(ratings(name))
+    return model(kind, hidden, 0, backend, dtype).fit(ratings(name))
 
 
 # ----------------------------------------------------------------------------- byte counts
@@ -85,12 +98,17 @@ def batch_shapes(inputs: sp.csr_matrix, batch_size: int, seed: int = 0) -> tuple
     return np.array(distinct, np.int64), np.array(entries, np.int64)
 
 
-def epoch_bytes(inputs: sp.csr_matrix, hidden: int, side_dim: int, batch_size: int) -> int:
+def epoch_bytes(inputs: sp.csr_matrix, hidden: int, side_dim: int, batch_size: int, weight_bytes: int = 4) -> int:
     """Minimal bytes of one epoch of a one-hidden-layer CFN: for every mini-batch, each distinct
-    input column's input-weight row (hidden floats) and output row (hidden + bias + side floats)
-    read and written once, and the batch's CSR entries (index + value) read once."""
+    input column's values of the four per-input arrays (input-weight row: hidden values; output-weight
+    row: hidden; output bias: 1; output side-weight row: side_dim) read and written once, at
+    ``weight_bytes`` per value (4: float32, 2: bfloat16), and the batch's CSR entries (int32 index +
+    float32 value: 8 bytes) read once.  Not counted: the dense parameters (O(hidden² + hidden·side),
+    read once per mini-batch), the indptr of the batch and the activations (in cache)."""
+    if weight_bytes not in (2, 4):
+        raise ValueError(f"weight_bytes must be 4 (float32) or 2 (bfloat16), got {weight_bytes!r}")
     distinct, entries = batch_shapes(inputs, batch_size)
-    return int(np.sum(8 * distinct * (2 * hidden + 1 + side_dim) + 8 * entries))
+    return int(np.sum(2 * weight_bytes * distinct * (2 * hidden + 1 + side_dim) + 8 * entries))
 
 
 def paper_seconds(kind: str, spec: DataSpec) -> float | None:
