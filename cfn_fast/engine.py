@@ -43,7 +43,7 @@ __all__ = ["ENGINE_API_VERSION", "Engine", "TrainConfig", "Layer", "TrainingInpu
            "BACKENDS", "available_backends", "BackendUnavailable", "ModelBusyError", "EngineSnapshot"]
 
 #: Version of the contract in ``docs/engine_api.md`` (``"major.minor"``).
-ENGINE_API_VERSION = "1.3"
+ENGINE_API_VERSION = "1.4"
 
 
 @dataclass(frozen=True)
