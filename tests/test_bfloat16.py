@@ -197,6 +197,15 @@ def test_snapshot_and_restore_keep_the_bits_and_the_scale_exactly():
         np.testing.assert_array_equal(engine._bf16.bits[name], bits)
 
 
+def test_a_profiled_epoch_is_the_same_epoch_with_its_update_timed():
+    plain, profiled = engine_for(), engine_for()
+    assert plain.train_epoch(1, 0.05) == profiled.profiled_epoch(1, 0.05)[0]
+    assert "update" in {phase for phase, *_ in profiled.profiled_epoch(2, 0.05)[1]}
+    plain.train_epoch(2, 0.05)
+    for name, bits in plain._bf16.bits.items():
+        np.testing.assert_array_equal(bits, profiled._bf16.bits[name])
+
+
 def test_max_abs_param_sees_nan_in_the_stored_arrays():
     engine = engine_for()
     engine._bf16.bits["output_weight"][3, 2] = 0x7FC0            # a bfloat16 NaN
