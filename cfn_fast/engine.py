@@ -43,7 +43,7 @@ __all__ = ["ENGINE_API_VERSION", "Engine", "TrainConfig", "Layer", "TrainingInpu
            "BACKENDS", "available_backends", "BackendUnavailable", "ModelBusyError", "EngineSnapshot"]
 
 #: Version of the contract in ``docs/engine_api.md`` (``"major.minor"``).
-ENGINE_API_VERSION = "1.3"
+ENGINE_API_VERSION = "1.4"
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,9 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
     backend cannot run here, ``TypeError`` / ``ValueError`` naming any inconsistent argument."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be one of {BACKENDS} or 'auto', got {backend!r}")
-    name = resolve_backend(backend)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
+    name = resolve_backend(backend, config.dtype)
     if not sp.issparse(samples):
         raise TypeError(f"samples must be a SciPy sparse matrix (samples x inputs), got {type(samples).__name__}")
     # checked on its raw arrays before SciPy copies and sorts it (its C++ code trusts the structure)

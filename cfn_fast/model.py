@@ -58,7 +58,7 @@ class CFN(EstimatorParams):
     Parameters are those of :data:`cfn_fast.settings.SETTINGS` (each with its help text there):
     ``kind`` (``"item"`` I-CFN, ``"user"`` U-CFN, ``"auto"`` chosen with the centring on a validation
     part at fit), ``hidden``, ``epochs``, ``centring``, ``alpha``, ``beta``, ``mask_ratio``, ``lr``,
-    ``lr_decay``, ``weight_decay``, ``batch_size``, ``backend``, ``use_side_info``, ``seed``,
+    ``lr_decay``, ``weight_decay``, ``batch_size``, ``backend``, ``use_side_info``, ``seed``, ``dtype``,
     ``verbose``, ``profile``.  ``None`` hyper-parameters take the per-kind :data:`DEFAULTS`; a default
     ``lr`` is scaled down on data denser than ML-1M (:func:`cfn_fast.settings.density_step_factor`), an
     explicit ``lr`` is used as given.
@@ -109,7 +109,7 @@ class CFN(EstimatorParams):
                 " (build one with RatingSet.from_arrays(user, item, rating))"
             raise TypeError(f"fit expects a RatingSet as train, got {type(train).__name__}{hint}")
         settings.resolve(self.get_params())
-        backend = resolve_backend(self.backend)
+        backend = resolve_backend(self.backend, self.dtype)
         train.validate("train")
         train.check_validation(validation)
         kind, centring, selection = self._resolve_kind(train, user_features, item_features, validation, divergence)
@@ -207,11 +207,9 @@ class CFN(EstimatorParams):
                            echo=self.verbose >= 2, report=report)
         finally:
             fitted.epochs_trained = fitted.history[-1].epoch if fitted.history else 0
-            # The engine goes on from the canonical float32 parameters it exports (an engine may keep
-            # another representation, e.g. a folded weight-decay scale): predictions are then a function of
-            # the layers alone, identical after save/load, and partial_fit resumes from what a file holds.
-            network.layers = runtime.engine.get_layers()
-            runtime.engine.set_layers(network.layers)
+            # predictions are then a function of the layers alone, identical after save/load, and partial_fit
+            # resumes from what a file holds (Runtime.reload_layers)
+            network.layers = runtime.reload_layers()
             runtime.clear_caches()
         if report.get("best_epoch") is not None:
             fitted.best_epoch = report["best_epoch"]
@@ -364,10 +362,10 @@ class CFN(EstimatorParams):
         params, fitted, config = read_model(path)
         model = cls(**params)
         if backend is None:
-            chosen = fallback_backend((model.backend,), config.get("backend_trained", model.backend))
+            chosen = fallback_backend((model.backend,), config.get("backend_trained", model.backend), model.dtype)
         else:
             model.backend = backend
-            chosen = resolve_backend(backend)
+            chosen = resolve_backend(backend, model.dtype)
         model._bind(fitted, chosen)
         return model
 
@@ -381,14 +379,14 @@ class CFN(EstimatorParams):
         attributes, fitted, fitted_on = unpickle_state(state, type(self).__name__)
         vars(self).update({"_fitted": None, "_runtime": None, "_validation": None, **attributes})
         if fitted is not None:
-            self._bind(fitted, backend or fallback_backend((fitted_on, self.backend), fitted_on))
+            self._bind(fitted, backend or fallback_backend((fitted_on, self.backend), fitted_on, self.dtype))
 
     def to_backend(self, backend: str) -> "CFN":
         """A **new** model equal to this one that runs on ``backend`` (``"cpu"``, ``"cuda"``, ``"numpy"`` or
         ``"auto"``); this one is left as it is.  The copy predicts from the same canonical parameters and
         can go on training with ``partial_fit``.  Raises :class:`~cfn_fast.backends.BackendUnavailable`
         when the backend cannot run here."""
-        resolved = resolve_backend(backend)
+        resolved = resolve_backend(backend, self.dtype)
         moved = type(self).__new__(type(self))
         moved.__setstate__(copy.deepcopy(self.__getstate__()), backend=resolved)
         moved.backend = backend

@@ -31,11 +31,14 @@ __all__ = ["Setting", "SETTINGS", "TrainConfig", "SETTING_NAMES", "DEFAULTS", "K
            "AUTO", "CENTRINGS", "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
            "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE",
            "known_per_sample", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
-           "is_int", "is_real", "is_finite"]
+           "is_int", "is_real", "is_finite", "DTYPES"]
 
 KINDS = ("item", "user")
 AUTO = "auto"
 CENTRINGS = ("sample", "bias")
+#: The weight storage types (``dtype=``), as :data:`cfn_fast.bfloat16.DTYPES` lists them (a test ties the two):
+#: the settings sit below the storage rules in the layers of docs/architecture.md and cannot import them.
+DTYPES = ("float32", "bfloat16")
 #: Marks a setting whose default depends on the kind (:data:`DEFAULTS`).
 PER_KIND = "per kind"
 
@@ -166,6 +169,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("seed", 0, "seeds initialisation, batch order and corruption", ok=lambda v: is_int(v) and v >= 0,
             expected="an integer >= 0", convert=int, engine=True, engine_default=0, cli={"type": "int",
                                                           "help": "seed of initialisation and masking noise"}),
+    Setting("dtype", "float32", "weight storage: float32, or bfloat16 for the four per-input arrays (input and "
+            "output weights, output bias and side weight; half the memory and traffic, updates rounded "
+            "stochastically; cfn_fast.bfloat16)", ok=lambda v: isinstance(v, str) and v in DTYPES,
+            expected=" or ".join(repr(d) for d in DTYPES), convert=str, engine=True, engine_default="float32",
+            cli={"choices": DTYPES, "help": "weight storage of the per-input arrays: float32, or bfloat16 (half the "
+                 "memory; backends numpy and cpu)"}),
     Setting("verbose", 0, "0 silent, 1 progress bar, 2 also one line per epoch",
             ok=lambda v: (is_int(v) or isinstance(v, bool)) and v >= 0, expected="an integer >= 0",
             cli={"flag": None}),

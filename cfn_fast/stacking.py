@@ -89,7 +89,7 @@ class StackedCFN(EstimatorParams):
         pretrained = self.__dict__.get("pretrained_")
         kind, centring = (self.kind, self.centring) if pretrained is None else (pretrained.kind_, pretrained.centring_)
         return {"kind": kind, "centring": centring, "backend": self.backend, "use_side_info": self.use_side_info,
-                "seed": self.seed, "verbose": self.verbose}
+                "seed": self.seed, "dtype": self.dtype, "verbose": self.verbose}
 
     def _pretrain_settings(self) -> dict[str, Any]:
         given = {} if self.pretrain is None else self.pretrain
@@ -166,7 +166,7 @@ class StackedCFN(EstimatorParams):
     def to_backend(self, backend: str) -> "StackedCFN":
         """A new StackedCFN equal to this one whose fitted networks run on ``backend`` (see
         :meth:`CFN.to_backend`); this one is left as it is."""
-        resolve_backend(backend)
+        resolve_backend(backend, self.dtype)
         moved = copy.copy(self)
         moved.backend = backend
         for name in ("pretrained_", "model_"):

@@ -88,6 +88,8 @@ CASES: list[Case] = [
          "first"),
     Case("engine batch_size zero", "TrainConfig(batch_size=0)", lambda: TrainConfig(batch_size=0), ValueError,
          "batch_size must be a positive integer, got 0"),
+    Case("engine weight storage type unknown", "TrainConfig(dtype=\"float16\")", lambda: TrainConfig(dtype="float16"),
+         ValueError, "dtype must be 'float32' or 'bfloat16', got 'float16'"),
     Case("float rows of a mini-batch", "engine.sgd_step(np.array([1.7, 2.2]), 1, 0.05)",
          _on_engine(lambda e, i: e.sgd_step(np.array([1.7, 2.2]), 1, 0.05)), TypeError,
          "rows must be an integer array of indices, got dtype float64"),

@@ -286,6 +286,12 @@ CORE_CASES: list[Case] = [
          "lr must be a finite number > 0, got 'fast'"),
     Case("unknown backend", "CFN(backend=\"tpu\")", fit_with(backend="tpu"), ValueError,
          "unknown backend 'tpu'; choose one of ('numpy', 'cpu', 'cuda') or 'auto'"),
+    Case("unknown weight storage type", "CFN(dtype=\"float16\")", fit_with(dtype="float16"), ValueError,
+         "dtype must be 'float32' or 'bfloat16', got 'float16'"),
+    Case("bfloat16 storage on the GPU", "CFN(dtype=\"bfloat16\", backend=\"cuda\").fit(train)",
+         fit_with(dtype="bfloat16", backend="cuda"), ValueError,
+         r"re:bfloat16 weight storage is not on cuda yet; use backend=('cpu' or )?'numpy'",
+         shown="bfloat16 weight storage is not on cuda yet; use backend='cpu' or 'numpy'"),
     Case("GPU requested but absent", "CFN(backend=\"cuda\").fit(train)", _cuda, BackendUnavailable,
          r"re:backend 'cuda' is unavailable: .+",
          shown="backend 'cuda' is unavailable: CuPy is not installed (pip install 'cfn_fast[cuda12]' or "

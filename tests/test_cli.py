@@ -51,6 +51,21 @@ def test_fit_save(capsys, files, tmp_path):
     assert loaded.kind == "item" and loaded.epochs_trained_ == 2
 
 
+def test_fit_with_bfloat16_storage_saves_it(capsys, files, tmp_path):
+    path = tmp_path / "bf16.npz"
+    code, out, _ = run(capsys, "fit", "--ratings", str(files["ratings"]), "--kind", "item", "--hidden", "8",
+                       "--epochs", "1", "--backend", "numpy", "--dtype", "bfloat16", "--save", str(path), "--json")
+    assert code == 0 and 0 < out["test_rmse"] < 2
+    loaded = CFN.load(path)
+    assert loaded.dtype == "bfloat16" and loaded.engine_.config.dtype == "bfloat16"
+    code = main(["fit", "--ratings", str(files["ratings"]), "--hidden", "8", "--dtype", "float16"])
+    assert code == 2 and "--dtype" in _one_line_error(capsys.readouterr().err, "fit")
+    code = main(["fit", "--ratings", str(files["ratings"]), "--hidden", "8", "--dtype", "bfloat16",
+                 "--backend", "cuda"])
+    assert code == 2 and "bfloat16 weight storage is not on cuda yet" in _one_line_error(capsys.readouterr().err,
+                                                                                          "fit")
+
+
 def test_eval(capsys, files, model):
     code, out, _ = run(capsys, "eval", "--model", str(model), "--ratings", str(files["ratings"]), "--json")
     assert code == 0 and out["n_ratings"] == 3000

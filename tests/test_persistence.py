@@ -62,6 +62,20 @@ def test_round_trip_predictions_bit_identical(split, tmp_path, backend, kind, si
     assert loaded.score(test) == m.score(test)
 
 
+def test_round_trip_keeps_the_weight_storage_type(split, tmp_path):
+    train, test = split
+    m = CFN("user", (16,), 2, backend="numpy", dtype="bfloat16").fit(train)
+    path = m.save(tmp_path / "bf16.npz")
+    with np.load(path, allow_pickle=False) as z:
+        config = json.loads(str(z["config"][0]))
+        assert z["layer0_weight"].dtype == np.float32      # the file holds float32 parameters (bfloat16 values)
+    assert config["params"]["dtype"] == "bfloat16"
+    loaded = CFN.load(path)
+    assert loaded.dtype == "bfloat16" and loaded.get_params() == m.get_params()
+    assert loaded.engine_.config.dtype == "bfloat16"
+    np.testing.assert_array_equal(m.predict_indices(test.user, test.item), loaded.predict_indices(test.user, test.item))
+
+
 def test_round_trip_keeps_everything(saved):
     m, path = saved
     loaded = CFN.load(path)

@@ -58,6 +58,8 @@ def test_per_kind_defaults_and_resolution():
     ("batch_size", 2.5, "batch_size must be a positive integer, got 2.5"),
     ("centring", "mean", "centring must be None, 'sample' or 'bias', got 'mean'"),
     ("use_side_info", 1, "use_side_info must be True or False, got 1"),
+    ("dtype", "float16", "dtype must be 'float32' or 'bfloat16', got 'float16'"),
+    ("dtype", None, "dtype must be 'float32' or 'bfloat16', got None"),
 ])
 def test_every_setting_is_checked_by_its_declaration(name, value, message):
     with pytest.raises(ValueError, match=message):
@@ -86,15 +88,30 @@ def test_the_command_line_model_options_are_the_declared_settings(argv):
     # given, each flag sets its setting
     values = {"kind": "user", "centring": "bias", "hidden": ["7", "5"], "epochs": "3", "alpha": "0.9", "beta": "0.3",
               "mask_ratio": "0.1", "lr": "0.02", "lr_decay": "0.5", "weight_decay": "0.01", "batch_size": "9",
-              "backend": "numpy", "seed": "4"}
+              "backend": "numpy", "seed": "4", "dtype": "bfloat16"}
     assert set(values) | {"use_side_info"} == {s.name for s in flagged}   # a new option: give it a value here
     given = [token for s in flagged if s.name in values
              for token in [s.flag, *([values[s.name]] if isinstance(values[s.name], str) else values[s.name])]]
     params = model_from_args(parser.parse_args([*argv, *given, "--no-side-info"])).get_params()
     assert params["use_side_info"] is False and params["hidden"] == (7, 5)
-    for name in ("kind", "centring", "backend"):
+    for name in ("kind", "centring", "backend", "dtype"):
         assert params[name] == values[name]
     for name in ("epochs", "batch_size", "seed"):
         assert params[name] == int(values[name])
     for name in ("alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay"):
         assert params[name] == float(values[name])
+
+
+def test_dtype_is_an_engine_setting_with_the_storage_types_of_the_bfloat16_rules():
+    import cfn_fast.bfloat16
+    from cfn_fast.settings import DTYPES
+    dtype = next(s for s in SETTINGS if s.name == "dtype")
+    assert DTYPES == cfn_fast.bfloat16.DTYPES == dtype.cli["choices"]   # settings cannot import the rules (layers)
+    assert dtype.default == dtype.engine_default == "float32" and dtype.engine and dtype.search is None
+    assert TrainConfig().dtype == "float32" and TrainConfig(dtype="bfloat16").dtype == "bfloat16"
+    assert train_config(resolve({"kind": "item", "dtype": "bfloat16"})).dtype == "bfloat16"
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16', got 'fp16'"):
+        TrainConfig(dtype="fp16")
+    model = CFN(dtype="bfloat16")
+    assert model.get_params()["dtype"] == "bfloat16" and "dtype='bfloat16'" in repr(model)
+    assert CFN().set_params(dtype="bfloat16").dtype == "bfloat16"

@@ -1,7 +1,8 @@
 """Backends behind one API: ``numpy`` (reference), ``cpu`` (Cython + OpenMP), ``cuda`` (CuPy + CUDA C).
 
 ``resolve_backend("auto")`` picks ``cuda`` when CuPy sees a GPU, else ``cpu`` when the
-compiled kernels import, else ``numpy``.  Nothing here imports CuPy at import time.
+compiled kernels import, else ``numpy``; for a weight storage type (``dtype``) only among the engines
+that hold it (each engine class lists its own in ``dtypes``).  Nothing here imports CuPy at import time.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from functools import lru_cache
 from typing import Sequence
 
 from ..interop import cuda_device_problem
+from ..settings import DTYPES, check
 from .base import BackendUnavailable, Engine, TrainConfig, epoch_order
 
 __all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class",
-           "available_backends", "BackendUnavailable", "fallback_backend"]
+           "available_backends", "BackendUnavailable", "fallback_backend", "holds_dtype"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -46,14 +48,30 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if _why_unavailable(name) is None]
 
 
-def resolve_backend(name: str = "auto") -> str:
-    """The concrete backend for ``name``; raises :class:`BackendUnavailable` with the reason."""
+def holds_dtype(name: str, dtype: str) -> bool:
+    """Whether backend ``name``'s engine stores weights as ``dtype`` (its class's ``dtypes``).  Reads the class
+    without starting anything (the cuda module imports CuPy only when an engine is built); False when the
+    backend's module does not import."""
+    module, cls = _MODULES[name]
+    try:
+        return dtype in getattr(importlib.import_module(module), cls).dtypes
+    except ImportError:
+        return False
+
+
+def resolve_backend(name: str = "auto", dtype: str = "float32") -> str:
+    """The concrete backend for ``name`` that holds weights as ``dtype``; raises :class:`BackendUnavailable`
+    with the reason, ``ValueError`` for an unknown name or a backend that does not hold ``dtype``."""
+    check(isinstance(dtype, str) and dtype in DTYPES, "dtype", dtype, " or ".join(repr(d) for d in DTYPES))
     if name == "auto":
         for candidate in ("cuda", "cpu", "numpy"):
-            if _why_unavailable(candidate) is None:
+            if _why_unavailable(candidate) is None and holds_dtype(candidate, dtype):
                 return candidate
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS} or 'auto'")
+    if dtype != "float32" and not holds_dtype(name, dtype):   # said before the GPU is probed or used
+        others = " or ".join(repr(b) for b in ("cpu", "numpy") if b != name and holds_dtype(b, dtype))
+        raise ValueError(f"{dtype} weight storage is not on {name} yet; use backend={others}")
     reason = _why_unavailable(name)
     if reason is not None:
         raise BackendUnavailable(f"backend {name!r} is unavailable: {reason}")
@@ -65,14 +83,15 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(importlib.import_module(module), cls)
 
 
-def fallback_backend(preferred: Sequence[str], fitted_on: str) -> str:
+def fallback_backend(preferred: Sequence[str], fitted_on: str, dtype: str = "float32") -> str:
     """Where a model that travelled (a pickle, a loaded file) runs: the first of ``preferred`` that runs
     here, else ``"auto"`` resolved here; with a warning naming why the first could not.  The one policy
-    for every model that arrives from elsewhere (``fitted_on``: the backend it ran on there)."""
+    for every model that arrives from elsewhere (``fitted_on``: the backend it ran on there; ``dtype``: the
+    model's weight storage, which the backend chosen holds)."""
     reason = None
     for candidate in (*preferred, "auto"):
         try:
-            chosen = resolve_backend(candidate)
+            chosen = resolve_backend(candidate, dtype)
             break
         except (BackendUnavailable, ValueError) as exc:
             reason = reason or str(exc)

@@ -62,6 +62,8 @@ class Engine(ABC):
                      ``"cuda"`` (a CUDA GPU; the engine then also has ``stream``).
     ``phase_timer``  how :meth:`profiled_epoch` times the phases of a training step (a sentence for
                      the profile's header); empty when the engine cannot be profiled.
+    ``dtypes``       the weight storage types it holds (``config.dtype``, :mod:`cfn_fast.bfloat16`); it
+                     refuses the others when built.
 
     Every public method of every subclass is wrapped when the class is created
     (:mod:`cfn_fast.backends.public_calls`): its arguments are checked before any kernel runs, it
@@ -71,6 +73,7 @@ class Engine(ABC):
     name: str = "abstract"
     device: str = "host"
     phase_timer: str = ""
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     #: how a public method's body runs: directly; the ``cpu`` engine runs it where OpenMP works after a fork
     run_kernels: ClassVar[Callable[[Callable[[], Any]], Any]] = staticmethod(_direct)
 
@@ -82,6 +85,8 @@ class Engine(ABC):
                  side: np.ndarray | None) -> None:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
+        if config.dtype not in self.dtypes:   # an engine that ignored it would train another model than asked
+            raise ValueError(f"{config.dtype} weight storage is not on {self.name} yet; use backend='numpy'")
         check_training_inputs(samples, side)
         self.config = config
         self.samples = samples

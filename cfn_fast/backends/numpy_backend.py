@@ -10,7 +10,9 @@ One mini-batch of B samples, dense over the N inputs:
     loss     = α Σ_{H} (Ŷ − X)² + β Σ_{K∧¬H} (Ŷ − X)²           unknown entries give no error
     θ        ← θ − lr_t (∂loss/∂θ / B + λ θ)                    every parameter, every step
 
-Readable before fast; the Cython and CUDA engines are tested against it.
+Readable before fast; the Cython and CUDA engines are tested against it.  With ``config.dtype ==
+"bfloat16"`` the per-input arrays are stored as bfloat16 times a shared decay scale and updated by
+:func:`~cfn_fast.backends.bf16_state.bf16_sgd_update` (the specification of :mod:`cfn_fast.bfloat16`).
 """
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from ..bfloat16 import DTYPES
 from ..corruption import epoch_key, hidden_entries, mask_threshold
 from ..network import Layer, copy_layers
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order
+from .bf16_state import Bf16Weights, bf16_sgd_update, with_values
 from .fixed_shape import column_block_product, row_block_product, sparse_rows_product
 
 __all__ = ["NumpyEngine", "corrupted_batch", "forward", "reconstruction_loss", "backward", "sgd_update"]
@@ -97,19 +101,30 @@ class NumpyEngine(Engine):
 
     name = "numpy"
     phase_timer = "time.monotonic around the reference's step functions"
+    dtypes = DTYPES
     #: the phases of :meth:`profiled_epoch`: each step function of the paper's pieces
     PHASES = {"corrupted_batch": "batch_setup", "forward": "forward", "reconstruction_loss": "loss",
-              "backward": "backward", "sgd_update": "update"}
+              "backward": "backward", "sgd_update": "update", "bf16_sgd_update": "update"}
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None) -> None:
         super().__init__(layers, config, samples, side)
-        self.layers = copy_layers(layers)
+        self._load(layers)
         self.threshold = mask_threshold(config.mask_ratio)
         self._timings: list[PhaseTiming] | None = None     # set while profiled_epoch runs
         self._ranges: Ranges | None = None
         self._batch = -1
         self._transposed: list[tuple[np.ndarray, np.ndarray | None]] | None = None  # inference copies
+
+    def _load(self, layers: list[Layer]) -> None:
+        """Hold a copy of ``layers``; in bfloat16, the per-input arrays rounded to nearest (scale 1), and
+        ``self.layers`` the float32 values the steps compute with."""
+        self._transposed = None
+        self.layers = copy_layers(layers)
+        self._bf16: Bf16Weights | None = None
+        if self.config.dtype == "bfloat16":
+            self._bf16 = Bf16Weights.load(self.layers)
+            self.layers = with_values(self.layers, self._bf16.training_values())
 
     def _call(self, fn, *args):
         """``fn(*args)``, timed as its phase while :meth:`profiled_epoch` runs."""
@@ -153,7 +168,12 @@ class NumpyEngine(Engine):
     def sgd_step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
         self._transposed = None
         loss, grads = self.gradients(rows, epoch)
-        self._call(sgd_update, self.layers, grads, lr, len(rows), self.config.weight_decay)
+        cfg = self.config
+        if self._bf16 is None:
+            self._call(sgd_update, self.layers, grads, lr, len(rows), cfg.weight_decay)
+        else:
+            self.layers = self._call(bf16_sgd_update, self.layers, grads, self._bf16, lr, len(rows), cfg.weight_decay,
+                                     cfg.seed, epoch, int(rows[0]))
         return loss
 
     def train_epoch(self, epoch: int, lr: float) -> float:
@@ -162,11 +182,25 @@ class NumpyEngine(Engine):
         return sum(self.sgd_step(order[start:start + size], epoch, lr) for start in range(0, len(order), size))
 
     def get_layers(self) -> list[Layer]:
-        return copy_layers(self.layers)
+        if self._bf16 is None:
+            return copy_layers(self.layers)
+        return with_values(copy_layers(self.layers), self._bf16.exported())
 
     def set_layers(self, layers: list[Layer]) -> None:
+        self._load(layers)
+
+    def snapshot(self) -> object:
+        if self._bf16 is None:
+            return self.get_layers()
+        return copy_layers(self.layers), self._bf16.copy()   # the bits and the scale exactly, not rounded layers
+
+    def restore(self, snapshot: object) -> None:
+        if self._bf16 is None:
+            self.set_layers(snapshot)  # type: ignore[arg-type]
+            return
+        layers, state = snapshot  # type: ignore[misc]
         self._transposed = None
-        self.layers = copy_layers(layers)
+        self.layers, self._bf16 = copy_layers(layers), state.copy()
 
     def _weights_t(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Each layer's weight and side weight transposed, C-contiguous (what the inference products take),

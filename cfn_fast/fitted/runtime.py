@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 from ..backends.base import Engine, TrainConfig
 from ..engine import make_engine
+from ..network import Layer
 from .value import Fitted
 
 __all__ = ["Runtime", "NotFittedError", "DeviceOutOfMemory"]
@@ -59,6 +60,15 @@ class Runtime:
     @property
     def engine_built(self) -> bool:
         return self._engine is not None
+
+    def reload_layers(self) -> list[Layer]:
+        """The engine reloaded from the canonical float32 parameters it exports, and those parameters as it
+        now holds them.  An engine may keep another representation: a lazy weight-decay scale (exact float32
+        again once reloaded), or bfloat16, which loading rounds to nearest; its layers are then read back."""
+        engine = self.engine
+        layers = engine.get_layers()
+        engine.set_layers(layers)
+        return layers if engine.config.dtype == "float32" else engine.get_layers()
 
     def cached(self, name: str, compute: Callable[[], Any]) -> Any:
         """The cache entry ``name``, computed once under the lock."""

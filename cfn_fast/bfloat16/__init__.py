@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .corruption import splitmix64
+from ..corruption import splitmix64
 
 __all__ = ["DTYPES", "ARRAYS", "ROUND_SALT", "array_seed", "row_seeds", "round_stochastic", "round_nearest",
            "to_float32", "fmix32"]
