@@ -36,7 +36,7 @@ __all__ = ["Setting", "SETTINGS", "TrainConfig", "SETTING_NAMES", "DEFAULTS", "K
 KINDS = ("item", "user")
 AUTO = "auto"
 CENTRINGS = ("sample", "bias")
-#: The weight storage types (``dtype=``), as :data:`cfn_fast.bfloat16.DTYPES` lists them (a test ties the two):
+#: The weight storage types (``dtype=``); :mod:`cfn_fast.backends.bfloat16` holds bfloat16's rules:
 #: the settings sit below the storage rules in the layers of docs/architecture.md and cannot import them.
 DTYPES = ("float32", "bfloat16")
 #: Marks a setting whose default depends on the kind (:data:`DEFAULTS`).
@@ -171,7 +171,7 @@ SETTINGS: tuple[Setting, ...] = (
                                                           "help": "seed of initialisation and masking noise"}),
     Setting("dtype", "float32", "weight storage: float32, or bfloat16 for the four per-input arrays (input and "
             "output weights, output bias and side weight; half the memory and traffic, updates rounded "
-            "stochastically; cfn_fast.bfloat16)", ok=lambda v: isinstance(v, str) and v in DTYPES,
+            "stochastically; cfn_fast.backends.bfloat16)", ok=lambda v: isinstance(v, str) and v in DTYPES,
             expected=" or ".join(repr(d) for d in DTYPES), convert=str, engine=True, engine_default="float32",
             cli={"choices": DTYPES, "help": "weight storage of the per-input arrays: float32, or bfloat16 (half the "
                  "memory; backends numpy and cpu)"}),

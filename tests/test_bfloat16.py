@@ -1,4 +1,4 @@
-"""bfloat16 weight storage (``CFN(dtype="bfloat16")``): the rounding rules of cfn_fast.bfloat16 and the
+"""bfloat16 weight storage (``CFN(dtype="bfloat16")``): the rounding rules of cfn_fast.backends.bfloat16 and the
 NumPy reference engine that follows them (cfn_fast/backends/bf16_state.py); the estimator, files, pickles,
 ONNX and backends that carry the setting."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import cfn_fast.backends as backends
 from cfn_fast import CFN, StackedCFN, synthetic_ratings, train_test_split
 from cfn_fast.backends import holds_dtype, resolve_backend
 from cfn_fast.backends.bf16_state import FOLD_BELOW
-from cfn_fast.bfloat16 import ARRAYS, array_seed, round_nearest, round_stochastic, to_float32
+from cfn_fast.backends.bfloat16 import ARRAYS, array_seed, round_nearest, round_stochastic, to_float32
 from cfn_fast.corruption import epoch_key
 from cfn_fast.engine import TrainConfig, init_layers, learning_rate, make_engine, minibatches, training_inputs
 

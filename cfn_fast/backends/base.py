@@ -62,7 +62,7 @@ class Engine(ABC):
                      ``"cuda"`` (a CUDA GPU; the engine then also has ``stream``).
     ``phase_timer``  how :meth:`profiled_epoch` times the phases of a training step (a sentence for
                      the profile's header); empty when the engine cannot be profiled.
-    ``dtypes``       the weight storage types it holds (``config.dtype``, :mod:`cfn_fast.bfloat16`); it
+    ``dtypes``       the weight storage types it holds (``config.dtype``, :mod:`cfn_fast.backends.bfloat16`); it
                      refuses the others when built.
 
     Every public method of every subclass is wrapped when the class is created

@@ -1,8 +1,8 @@
 """bfloat16 weight storage in the NumPy reference engine (``TrainConfig(dtype="bfloat16")``): the
-rules of :mod:`cfn_fast.bfloat16` written out as one SGD step, the specification the other engines follow.
+rules of :mod:`cfn_fast.backends.bfloat16` written out as one SGD step, the specification the other engines follow.
 
 The four per-input arrays are held as bfloat16 bits (``uint16``) in the layout the rounding hash numbers
-(:data:`~cfn_fast.bfloat16.ARRAYS`), times ONE float64 decay scale ``s`` shared by the four:
+(:data:`~cfn_fast.backends.bfloat16.ARRAYS`), times ONE float64 decay scale ``s`` shared by the four:
 
     input_weight         n_inputs x H_0     ``layers[0].weight.T`` (row r: input r)
     output_weight        n_out x H_L        ``layers[-1].weight``
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bfloat16 import ARRAYS, array_seed, round_nearest, round_stochastic, to_float32
 from ..corruption import epoch_key
 from ..network import Layer
+from .bfloat16 import ARRAYS, array_seed, round_nearest, round_stochastic, to_float32
 
 __all__ = ["FOLD_BELOW", "Bf16Weights", "stored_arrays", "dense_arrays", "with_values", "bf16_sgd_update"]
 

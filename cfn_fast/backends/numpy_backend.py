@@ -12,7 +12,7 @@ One mini-batch of B samples, dense over the N inputs:
 
 Readable before fast; the Cython and CUDA engines are tested against it.  With ``config.dtype ==
 "bfloat16"`` the per-input arrays are stored as bfloat16 times a shared decay scale and updated by
-:func:`~cfn_fast.backends.bf16_state.bf16_sgd_update` (the specification of :mod:`cfn_fast.bfloat16`).
+:func:`~cfn_fast.backends.bf16_state.bf16_sgd_update` (the specification of :mod:`cfn_fast.backends.bfloat16`).
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from ..bfloat16 import DTYPES
 from ..corruption import epoch_key, hidden_entries, mask_threshold
 from ..network import Layer, copy_layers
+from ..settings import DTYPES
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order
 from .bf16_state import Bf16Weights, bf16_sgd_update, with_values
 from .fixed_shape import column_block_product, row_block_product, sparse_rows_product

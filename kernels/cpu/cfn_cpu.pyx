@@ -861,7 +861,7 @@ cdef class SparseCFN:
     cdef float* p_bout
     cdef float* p_sout
     # bfloat16 storage (bf16): the four arrays above hold bfloat16 bits (q_*; p_* are NULL), updates are rounded
-    # stochastically with per-batch array seeds (cfn_fast/bfloat16.py); round_salt comes from there
+    # stochastically with per-batch array seeds (cfn_fast/backends/bfloat16.py); round_salt comes from there
     cdef readonly bint bf16
     cdef uint16_t* q_win
     cdef uint16_t* q_wout
@@ -1861,7 +1861,7 @@ cdef class SparseCFN:
         cdef int nt = self.nthreads
         cdef uint64_t round_base
         if self.bf16:
-            # the rounding seeds of this batch's updates (cfn_fast.bfloat16.array_seed)
+            # the rounding seeds of this batch's updates (cfn_fast.backends.bfloat16.array_seed)
             round_base = key + self.round_salt + 4 * <uint64_t>rows[0]
             self.seed_win = <uint32_t>cfn_splitmix64(round_base + 0)
             self.seed_wout = <uint32_t>cfn_splitmix64(round_base + 1)

@@ -2,7 +2,7 @@
 
    Each call handles ONE weight row of a column segment, in one sweep over the row: the row is read
    once and, when it changes, written once, whatever the number m of the segment's entries.  A row is
-   float32 (rb == NULL) or bfloat16 bits (rb != NULL; cfn_fast/bfloat16.py is the specification: loads
+   float32 (rb == NULL) or bfloat16 bits (rb != NULL; cfn_fast/backends/bfloat16.py is the specification: loads
    widen exactly, updated values are stored with stochastic rounding keyed by the row's seed rs and the
    element's index, and the kernels go on with the rounded value).
 

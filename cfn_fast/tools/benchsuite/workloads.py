@@ -5,7 +5,7 @@ Byte counts are *estimates of the minimal traffic* a case must move between memo
 once; activations of one batch are assumed to stay in cache).  Dividing them by the measured
 time gives the achieved GB/s; dividing them by the triad bandwidth gives the floor.  The per-input
 weight arrays count :data:`WEIGHT_BYTES` per value: 4 in float32, 2 with ``CFN(dtype="bfloat16")``
-(:mod:`cfn_fast.bfloat16` lists the four arrays stored so).
+(:mod:`cfn_fast.backends.bfloat16` lists the four arrays stored so).
 """
 from __future__ import annotations
 

@@ -31,11 +31,9 @@ import numpy as np
 
 from ..corruption import splitmix64
 
-__all__ = ["DTYPES", "ARRAYS", "ROUND_SALT", "array_seed", "row_seeds", "round_stochastic", "round_nearest",
+__all__ = ["ARRAYS", "ROUND_SALT", "array_seed", "row_seeds", "round_stochastic", "round_nearest",
            "to_float32", "fmix32"]
 
-#: The weight storage types a CFN accepts (``dtype=``).
-DTYPES = ("float32", "bfloat16")
 #: The arrays held in bfloat16, numbered as the rounding hash numbers them.
 ARRAYS = {"input_weight": 0, "output_weight": 1, "output_bias": 2, "output_side_weight": 3}
 ROUND_SALT = 0xB16F_0A7A_5EED_0001
