@@ -24,6 +24,7 @@ OpenMP's default (``OMP_NUM_THREADS`` or all cores).
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,7 +39,9 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 from ..corruption import epoch_key, mask_threshold  # noqa: E402
 from ..kernels import cfn_cpu as _kernels  # noqa: E402
 from ..network import Layer  # noqa: E402
+from ..settings import DTYPES  # noqa: E402
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order  # noqa: E402
+from .bfloat16 import ROUND_SALT  # noqa: E402
 from .openmp_fork import run as run_after_fork  # noqa: E402
 
 __all__ = ["CpuEngine", "set_num_threads", "get_num_threads", "has_openmp", "simd_level"]
@@ -91,6 +94,7 @@ class CpuEngine(Engine):
     """Sparse Cython + OpenMP implementation of CFN training (exact to the NumPy reference)."""
 
     name = "cpu"
+    dtypes = DTYPES
     phase_timer = "clock_gettime timers inside the Cython training step"
     run_kernels = staticmethod(run_after_fork)   # libgomp's thread team does not survive fork
 
@@ -106,9 +110,12 @@ class CpuEngine(Engine):
         self._state = _kernels.SparseCFN(
             self.widths, self.side_dim, samples.indptr, samples.indices, samples.data,
             self.side, float(config.alpha), float(config.beta), mask_threshold(config.mask_ratio),
-            min(int(config.batch_size), max(n_samples, 1)), 1)   # the kernels size buffers in C ints
+            min(int(config.batch_size), max(n_samples, 1)), 1,   # the kernels size buffers in C ints
+            config.dtype == "bfloat16", ROUND_SALT)
         self.threads = threads
         self._state.load(layers)
+        self._float32_twin: _kernels.SparseCFN | None = None   # bfloat16: inference and gradients in float32
+        self._spare_snapshots: list[list[np.ndarray]] = []
 
     # ---------------------------------------------------------------- threads
     @property
@@ -135,6 +142,7 @@ class CpuEngine(Engine):
         return epoch_key(self.config.seed, epoch)
 
     def train_epoch(self, epoch: int, lr: float) -> float:
+        self._float32_twin = None
         order = np.ascontiguousarray(epoch_order(self.config.seed, epoch, self.trainable), dtype=np.int64)
         batch = min(int(self.config.batch_size), max(len(order), 1))   # no batch holds more rows than there are
         return float(self._state.train_epoch(order, batch, self._key(epoch), float(lr),
@@ -157,6 +165,7 @@ class CpuEngine(Engine):
 
     def sgd_step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
         rows = self._rows(rows)
+        self._float32_twin = None
         return float(self._state.step(rows, self._key(epoch), float(lr), float(self.config.weight_decay), True))
 
     #: The stages of one training step that :meth:`run_stage` re-runs, in the step's order.
@@ -169,12 +178,13 @@ class CpuEngine(Engine):
         if stage not in self.STAGES:
             raise ValueError(f"stage must be one of {', '.join(self.STAGES)}, got {stage!r}")
         rows = self._rows(rows)
+        self._float32_twin = None
         self._state.run_phase(self.STAGES.index(stage), rows, self._key(epoch), float(lr),
                               float(self.config.weight_decay))
 
     def gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer]]:
         rows = self._rows(rows)
-        st = self._state
+        st = self._float32_state()      # bfloat16: the gradient at the float32 values of the weights
         grads = {name: np.zeros_like(getattr(st, name)) for name in ("win", "b_in", "s_in_t", "wout", "bout", "sout")}
         for name in ("dense_w", "dense_b", "dense_s"):
             grads[name] = [None] + [np.zeros_like(a) for a in getattr(st, name)[1:]]
@@ -196,6 +206,7 @@ class CpuEngine(Engine):
 
     def set_layers(self, layers: list[Layer]) -> None:
         _check_layers(layers, self.widths[0], self.side_dim, self.widths)
+        self._float32_twin = None
         self._state.load(layers)
 
     def max_abs_param(self) -> float:
@@ -203,13 +214,19 @@ class CpuEngine(Engine):
         return float(self._state.max_abs())
 
     def snapshot(self) -> object:
-        return self._state.snapshot()
+        """The parameters as the kernels hold them.  The arrays of a snapshot nobody holds any more are
+        reused by the next one (the trainer takes one per epoch: no fresh pages to fault in each time)."""
+        spare = self._spare_snapshots.pop() if self._spare_snapshots else None
+        snap = _Snapshot(self._state.snapshot(spare))
+        weakref.finalize(snap, self._spare_snapshots.append, snap.state[1])
+        return snap
 
     def restore(self, snapshot: object) -> None:
+        self._float32_twin = None
         if isinstance(snapshot, list):  # canonical layers
             self.set_layers(snapshot)
         else:
-            self._state.restore(snapshot)
+            self._state.restore(snapshot.state if isinstance(snapshot, _Snapshot) else snapshot)
 
     # ---------------------------------------------------------------- inference
     def _inference_inputs(self, inputs: sp.csr_matrix,
@@ -232,7 +249,7 @@ class CpuEngine(Engine):
 
     def encode(self, inputs: sp.csr_matrix, side: np.ndarray | None) -> np.ndarray:
         inputs, side = self._inference_inputs(inputs, side)
-        return self._state.encode(inputs.indptr, inputs.indices, inputs.data, side)
+        return self._float32_state().encode(inputs.indptr, inputs.indices, inputs.data, side)
 
     def predict_entries(self, inputs: sp.csr_matrix, side: np.ndarray | None,
                         rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -249,13 +266,38 @@ class CpuEngine(Engine):
             raise IndexError(f"cols must lie in [0, {self.widths[-1]})")
         needed, local = np.unique(rows, return_inverse=True)
         sub = inputs[needed]
-        codes = self._state.encode(sub.indptr, sub.indices, sub.data, None if side is None else side[needed])
-        return self._state.predict(codes, np.ascontiguousarray(local, dtype=np.int64), rows, cols, side)
+        state = self._float32_state()
+        codes = state.encode(sub.indptr, sub.indices, sub.data, None if side is None else side[needed])
+        return state.predict(codes, np.ascontiguousarray(local, dtype=np.int64), rows, cols, side)
 
     def decode(self, codes: np.ndarray, side: np.ndarray | None, cols: np.ndarray | None = None) -> np.ndarray:
         """The output layer in the kernels: each value one fixed sequence of operations, whatever the numbers
         of rows and columns asked for (a user's scores do not depend on the batch)."""
-        return self._state.decode(codes, side if self.side_dim else None, cols)
+        return self._float32_state().decode(codes, side if self.side_dim else None, cols)
+
+    def _float32_state(self) -> _kernels.SparseCFN:
+        """The kernels' state in float32: this engine's own, or for bfloat16 storage a float32 copy of its
+        exported values (made once per set of parameters; the inference kernels read float32 rows)."""
+        if not self._state.bf16:
+            return self._state
+        if self._float32_twin is None:
+            st = self._state
+            twin = _kernels.SparseCFN(self.widths, self.side_dim, self.samples.indptr, self.samples.indices,
+                                      self.samples.data, self.side, float(self.config.alpha),
+                                      float(self.config.beta), mask_threshold(self.config.mask_ratio), 1, st.nthreads)
+            twin.load(self.get_layers())
+            self._float32_twin = twin
+        self._float32_twin.nthreads = self._state.nthreads
+        return self._float32_twin
+
+
+class _Snapshot:
+    """A snapshot of the kernels' parameters (``state``: the scale and the arrays)."""
+
+    __slots__ = ("state", "__weakref__")
+
+    def __init__(self, state: tuple) -> None:
+        self.state = state
 
 
 # ----------------------------------------------------------------------------- validation

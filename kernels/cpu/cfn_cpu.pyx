@@ -85,11 +85,18 @@ cdef extern from *:
     }
 
     static int cfn_prefetch_on = 1;
-    static inline void cfn_prefetch(const void *p, ptrdiff_t nbytes) {
+    /* always inlined: GCC's IPA takes a function holding nothing but prefetches for one without effects
+       and drops its calls (the prefetch then never runs) */
+    #if defined(__GNUC__)
+    #define CFN_INLINE_PF __attribute__((always_inline)) static inline
+    #else
+    #define CFN_INLINE_PF static inline
+    #endif
+    CFN_INLINE_PF void cfn_prefetch(const void *p, ptrdiff_t nbytes) {
     #if defined(__GNUC__)
         const char *c = (const char *)p;
         if (!cfn_prefetch_on) return;
-        for (ptrdiff_t o = 0; o < nbytes; o += 64) __builtin_prefetch(c + o, 1, 3);
+        for (ptrdiff_t o = 0; o < nbytes; o += 64) __builtin_prefetch(c + o, 0, 3);
     #endif
     }
 
@@ -1194,22 +1201,28 @@ cdef class SparseCFN:
                     largest = max(largest, float(<float>(m * factor)))
         return largest
 
-    def snapshot(self):
-        """Internal copies (no transposition): cheap to take every epoch."""
+    def _param_arrays(self):
         nl = self.n_layers
         arrays = [self.win, self.b_in, self.s_in_t, self.wout, self.bout, self.sout]
         for l in range(1, nl - 1):
             arrays += [self.dense_w[l], self.dense_b[l], self.dense_s[l]]
-        return (self.scale, [a.copy() for a in arrays])
+        return arrays
+
+    def snapshot(self, into=None):
+        """Internal copies (no transposition): cheap to take every epoch.  ``into``: the arrays of an earlier
+        snapshot to copy into (no new pages to fault in), else new ones."""
+        arrays = self._param_arrays()
+        if into is None or len(into) != len(arrays) or any(a.shape != b.shape or a.dtype != b.dtype
+                                                            for a, b in zip(into, arrays)):
+            into = [np.empty_like(a) for a in arrays]
+        for dst, src in zip(into, arrays):
+            parallel_copy(dst, src, self.nthreads)
+        return (self.scale, into)
 
     def restore(self, snap):
         scale, arrays = snap
-        nl = self.n_layers
-        targets = [self.win, self.b_in, self.s_in_t, self.wout, self.bout, self.sout]
-        for l in range(1, nl - 1):
-            targets += [self.dense_w[l], self.dense_b[l], self.dense_s[l]]
-        for t, a in zip(targets, arrays):
-            np.copyto(t, a)
+        for t, a in zip(self._param_arrays(), arrays):
+            parallel_copy(t, a, self.nthreads)
         self.scale = scale
 
     def fold(self):
@@ -2066,6 +2079,24 @@ def max_abs_bf16(a):
     """max |a| of bfloat16 bits (NaN if one is a NaN)."""
     top = int(np.max(np.asarray(a, np.uint16) & np.uint16(0x7FFF))) if a.size else 0
     return float("nan") if top > 0x7F80 else float(widen_bf16(np.array([top], np.uint16))[0])
+
+
+def parallel_copy(dst, src, int nthreads=0):
+    """dst[...] = src for two C-contiguous arrays of the same size and item size, in parallel chunks."""
+    cdef uint8_t[::1] d = dst.reshape(-1).view(np.uint8)
+    cdef const uint8_t[::1] s = src.reshape(-1).view(np.uint8)
+    cdef Py_ssize_t n = d.shape[0], nc, c, i0, i1
+    cdef Py_ssize_t CH = 1 << 20
+    if n != s.shape[0]:
+        raise ValueError("parallel_copy: sizes differ")
+    if n == 0:
+        return
+    nc = (n + CH - 1) // CH
+    with nogil:
+        for c in prange(nc, schedule='static', num_threads=nthreads if nthreads > 0 else cfn_max_threads()):
+            i0 = c * CH
+            i1 = i0 + CH if i0 + CH < n else n
+            memcpy(&d[i0], &s[i0], i1 - i0)
 
 
 def widen_bf16(a):

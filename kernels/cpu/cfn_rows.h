@@ -88,30 +88,30 @@ A2 static inline __m256 cfn_stb_avx2(uint16_t *p, __m256 v, uint32_t rs, uint32_
 
 #define CFN_BLOCK 96      /* rows per block: the block's rows stay in L2 between the output's dots and update */
 #ifndef CFN_PF_AHEAD
-#define CFN_PF_AHEAD 4    /* rows prefetched ahead */
+#define CFN_PF_AHEAD 1    /* rows prefetched ahead */
 #endif
 
 /* While a block runs, the rows of the next block are prefetched (towards L2), spread over its steps: at the
    step of row s and tile [t0, t1), that tile of the next block's row s (and of the rows past the current
    block's size, at its last row). */
-static inline void cfn_prefetch_rows_tile(const char *base, ptrdiff_t n, ptrdiff_t esz, ptrdiff_t t0, ptrdiff_t t1,
+CFN_INLINE_PF void cfn_prefetch_rows_tile(const char *base, ptrdiff_t n, ptrdiff_t esz, ptrdiff_t t0, ptrdiff_t t1,
                                           const int32_t *rows, int from, int to) {
 #if defined(__GNUC__)
     if (!cfn_prefetch_on) return;
     for (int k = from; k < to; k++) {
         const char *p = base + ((ptrdiff_t)rows[k] * n + t0) * esz;
-        for (ptrdiff_t o = 0; o < (t1 - t0) * esz; o += 64) __builtin_prefetch(p + o, 1, 2);
+        for (ptrdiff_t o = 0; o < (t1 - t0) * esz; o += 64) __builtin_prefetch(p + o, 0, 3);
     }
 #endif
 }
-static inline void cfn_prefetch_next(const char *base, ptrdiff_t n, ptrdiff_t esz, ptrdiff_t t0, ptrdiff_t t1,
+CFN_INLINE_PF void cfn_prefetch_next(const char *base, ptrdiff_t n, ptrdiff_t esz, ptrdiff_t t0, ptrdiff_t t1,
                                      int s, int ncol, const int32_t *next, int nnext) {
     /* next == col + ncol: row s + CFN_PF_AHEAD of the block and the next one */
     int k = s + CFN_PF_AHEAD - ncol;
     if (k < nnext) cfn_prefetch_rows_tile(base, n, esz, t0, t1, next, k, k + 1);
 }
 /* the whole rows of a block at once (a group's first block) */
-static inline void cfn_prefetch_rows(const void *base, ptrdiff_t n, ptrdiff_t esz, const int32_t *rows, int count) {
+CFN_INLINE_PF void cfn_prefetch_rows(const void *base, ptrdiff_t n, ptrdiff_t esz, const int32_t *rows, int count) {
     cfn_prefetch_rows_tile((const char *)base, n, esz, 0, n, rows, 0, count);
 }
 #define CFN_DEFINE_ROWS(SFX, ATTR, VT, W, MT, ZERO, LD, ST, SET1, FMA, ADD, HSUM, MK, MLD, MST)           \
