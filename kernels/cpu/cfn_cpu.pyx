@@ -837,6 +837,17 @@ def monotonic():
 
 
 # ============================================================================= the training state
+cdef inline Py_ssize_t _group_stride(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
+    """Floats between two group partials of B rows of H: whole 4 KiB pages (see ensure_capacity)."""
+    return (B * H + 1023) // 1024 * 1024
+
+
+cdef Py_ssize_t _skew(object a, Py_ssize_t page_offset) except -1:
+    """Floats to skip from the start of float32 array ``a`` so that the address is at ``page_offset`` bytes
+    within a 4 KiB page (``a`` has 1024 floats to spare)."""
+    return ((page_offset - a.ctypes.data % 4096) % 4096) // 4
+
+
 cdef class SparseCFN:
     """CFN parameters and work buffers, with the sparse training step in C.
 
@@ -939,6 +950,7 @@ cdef class SparseCFN:
     cdef double* prof_log
     cdef Py_ssize_t prof_row, prof_rows
     cdef int last_nd, last_G
+    cdef Py_ssize_t dhp_cap          # floats of the group partials
 
     def __cinit__(self):
         self.pend_nd = 0
@@ -1078,7 +1090,7 @@ cdef class SparseCFN:
             b[name] = self._buf.get(name, None)   # kept clean between batches: reuse
             if b[name] is None:
                 b[name] = np.full(max(size, 1), fill, dtype)
-        b["pend_dz"] = np.zeros(B * self.widths[1], np.float32)
+        b["pend_dz"] = np.zeros(B * self.widths[1] + 1024, np.float32)
         b["pend_row"] = np.zeros(ne, np.int32)
         b["pend_dcol"] = np.zeros(nd, np.int32)
         b["pend_seg"] = np.zeros(nd + 1, np.int32)
@@ -1098,7 +1110,9 @@ cdef class SparseCFN:
         b["dA"] = np.zeros(B * wmax, np.float32)
         b["dB"] = np.zeros(B * wmax, np.float32)
         HP = max(HL, self.widths[1])
-        b["dhp"] = np.zeros(min(MAX_GROUPS * B * HP, max(GROUP_FLOATS, B * HP)), np.float32)
+        gstride = _group_stride(B, HP)
+        self.dhp_cap = min(MAX_GROUPS * gstride, max(GROUP_FLOATS, gstride))
+        b["dhp"] = np.zeros(self.dhp_cap + 1024, np.float32)
         for l in range(1, nl):
             b[f"act{l}"] = np.zeros(B * self.widths[l], np.float32)
         self._buf = b
@@ -1114,7 +1128,13 @@ cdef class SparseCFN:
         self.ccount = iptr(b["ccount"])
         self.bitmap = <uint64_t*>uptr(b["bitmap"])
         self.gstart = iptr(b["gstart"])
-        self.pend_dz = fptr(b["pend_dz"])
+        # The group partials (dhp) are read and written in the same loops as the activation rows (output
+        # pass) and the deferred dz rows (encoder), row i with row i.  Rows at the same offset within a 4 KiB
+        # page would make every such store look like it feeds the next load ("4K aliasing"), so the buffers
+        # start half a page apart: dz and the activations at one page offset, the partials 2 KiB after (group
+        # partials are whole pages apart).  A guard: here it measured a few per cent, within the noise.
+        h_page = b[f"act{nl - 1}"].ctypes.data % 4096
+        self.pend_dz = fptr(b["pend_dz"]) + <Py_ssize_t>_skew(b["pend_dz"], h_page)
         self.pend_dcol = iptr(b["pend_dcol"])
         self.pend_seg = iptr(b["pend_seg"])
         self.pend_row = iptr(b["pend_row"])
@@ -1137,7 +1157,7 @@ cdef class SparseCFN:
         self.sideb = fptr(b["sideb"])
         self.dA = fptr(b["dA"])
         self.dB = fptr(b["dB"])
-        self.dhp = fptr(b["dhp"])
+        self.dhp = fptr(b["dhp"]) + <Py_ssize_t>_skew(b["dhp"], (h_page + 2048) % 4096)
         for l in range(1, nl):
             self.act[l] = fptr(b[f"act{l}"])
         self.cap_b = B
@@ -1482,7 +1502,7 @@ cdef class SparseCFN:
         cdef int HL = self.w[self.n_layers - 1]
         if self.w[1] > HL:
             HL = self.w[1]      # the partials serve the input layer (H0) and the output layer (HL)
-        cdef int cap = GROUP_FLOATS // (B * HL if B * HL > 0 else 1)
+        cdef Py_ssize_t cap = self.dhp_cap // _group_stride(B, HL)
         if cap > MAX_GROUPS:
             cap = MAX_GROUPS
         if cap < 1:
@@ -1527,7 +1547,7 @@ cdef class SparseCFN:
         self.pstart[G] = self.pend_nd
         with parallel(num_threads=self.nthreads):
             for g in prange(G, schedule='dynamic', chunksize=1):
-                zp = self.dhp + <Py_ssize_t>g * B * H0
+                zp = self.dhp + g * _group_stride(B, H0)
                 memset(zp, 0, <Py_ssize_t>B * H0 * sizeof(float))
                 self._encode_group(g, zp)
             # z = sum of the group partials (in group order), scaled, + bias + side terms, tanh
@@ -1535,7 +1555,7 @@ cdef class SparseCFN:
                 z = self.act[1] + <Py_ssize_t>i * H0
                 memcpy(z, self.dhp + <Py_ssize_t>i * H0, H0 * sizeof(float))
                 for g in range(1, G):
-                    zp = self.dhp + (<Py_ssize_t>g * B + i) * H0
+                    zp = self.dhp + g * _group_stride(B, H0) + <Py_ssize_t>i * H0
                     for k in range(H0):
                         z[k] += zp[k]
                 for k in range(H0):
@@ -1621,14 +1641,14 @@ cdef class SparseCFN:
         cdef double lossg
         with parallel(num_threads=self.nthreads):
             for g in prange(G, schedule='dynamic', chunksize=1):
-                dhp_g = self.dhp + <Py_ssize_t>g * B * HL
+                dhp_g = self.dhp + g * _group_stride(B, HL)
                 memset(dhp_g, 0, <Py_ssize_t>B * HL * sizeof(float))
                 self.lossp[g] = self._output_group(g, sc, upd, dhp_g)
             for i in prange(B, schedule='static'):
                 dhp_g = dh + <Py_ssize_t>i * HL
                 memcpy(dhp_g, self.dhp + <Py_ssize_t>i * HL, HL * sizeof(float))
                 for g in range(1, G):
-                    v = self.dhp + (<Py_ssize_t>g * B + i) * HL
+                    v = self.dhp + g * _group_stride(B, HL) + <Py_ssize_t>i * HL
                     for j in range(HL):
                         dhp_g[j] += v[j]
                 tanh_backward(dhp_g, self.act[nl - 1] + <Py_ssize_t>i * HL, HL)
