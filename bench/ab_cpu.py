@@ -9,7 +9,8 @@ up to 20 % between runs of the same code).  A run times
 ``CFN(kind, hidden=(600,), epochs=20, seed=0, backend="cpu").fit`` on the ML-1M split of seed 0
 (``--data-dir``, never copied) and reports the test RMSE.  ``-bf16`` cases pass
 ``dtype="bfloat16"`` to the new build only; the base build runs them in fp32.  ``ml10m-item``
-runs the synthetic ML-10M shape of ``bench/bench_cpu.py``.
+runs the synthetic ML-10M shape of ``bench/bench_cpu.py`` (with its 16 item features; generated once into
+``--cache-dir``, so both builds train on the same ratings).
 """
 from __future__ import annotations
 
@@ -30,15 +31,20 @@ case, data_dir, bf16, cache = json.loads(sys.argv[1])
 if case.startswith("ml1m"):
     with np.load(data_dir + "/ratings.npz") as f:
         ratings = RatingSet.from_arrays(f["user"], f["item"], f["rating"], scale=(1.0, 5.0))
-else:
-    from cfn_fast.data.synthetic import ML10M_SHAPE, synthetic_ratings
+else:   # the synthetic ML-10M shape of bench/bench_cpu.py (with its 16 item features), generated once
     import os
-    path = os.path.join(cache, "synthetic-ml10m.npz")
-    if os.path.exists(path):
-        with np.load(path) as f:
-            ratings = RatingSet.from_arrays(f["user"], f["item"], f["rating"], scale=(1.0, 5.0))
-    else:
-        ratings = synthetic_ratings(*ML10M_SHAPE, seed=0)
+    from cfn_fast import synthetic_ratings
+    path = os.path.join(cache, "ab-synthetic-ml10m.npz")
+    if not os.path.exists(path):
+        os.makedirs(cache, exist_ok=True)
+        rs = synthetic_ratings(69_878, 10_677, 10_000_054, seed=0)
+        np.savez(path + ".tmp.npz", user=rs.user, item=rs.item, rating=rs.rating, scale=np.array(rs.scale),
+                 user_features=rs.user_features, item_features=rs.item_features)
+        os.replace(path + ".tmp.npz", path)
+    with np.load(path) as f:
+        ratings = RatingSet.from_arrays(f["user"], f["item"], f["rating"], scale=tuple(f["scale"]),
+                                        user_ids=np.arange(69_878), item_ids=np.arange(10_677),
+                                        user_features=f["user_features"], item_features=f["item_features"])
 kind = "user" if "-user" in case else "item"
 train, test = train_test_split(ratings, 0.1, seed=0)
 extra = {"dtype": "bfloat16"} if bf16 else {}
