@@ -84,9 +84,11 @@ cdef extern from *:
         return z ^ (z >> 31);
     }
 
-    static int cfn_prefetch_on = 1;
-    /* always inlined: GCC's IPA takes a function holding nothing but prefetches for one without effects
-       and drops its calls (the prefetch then never runs) */
+    /* Software prefetch of the next weight row: off by default.  Until 2026-12 it never ran (GCC's IPA took
+       the small function holding nothing but prefetches for one without effects and dropped its calls);
+       made to run (always inlined, read prefetches), it slowed the encoder by 5-8 % on the ML-10M shape
+       and gained nothing on ML-1M (bench/README.md), so it is kept as a switch only. */
+    static int cfn_prefetch_on = 0;
     #if defined(__GNUC__)
     #define CFN_INLINE_PF __attribute__((always_inline)) static inline
     #else
@@ -437,26 +439,19 @@ cdef extern from *:
     int cfn_simd_init(int level) nogil
     int cfn_simd_level() nogil
     void cfn_rows_use(int level) nogil
-    void cfn_encol(float* rf, uint16_t* rb, uint32_t rs, Py_ssize_t n, int npend, const float** dz, const float* cp,
-                   int nv, float** z, const float* xv) nogil
-    void cfn_outdots(const float* rf, const uint16_t* rb, Py_ssize_t n, int m, const float** h, float* out) nogil
-    void cfn_outupd(float* rf, uint16_t* rb, uint32_t rs, Py_ssize_t n, int m, const float** h, float** dh,
-                    const float* a, const float* c) nogil
     uint32_t cfn_row_seed(uint32_t seed, int64_t r) nogil
     uint16_t cfn_bf16_sr1(float x, uint32_t rs, uint32_t k) nogil
     uint16_t cfn_bf16_rn1(float x) nogil
     float cfn_bf16_load1(const uint16_t* p) nogil
     void cfn_bf16_round_nearest(const float* x, uint16_t* out, Py_ssize_t n) nogil
     void cfn_enc_rows(float* bf, uint16_t* bb, Py_ssize_t n, int ncol, const int32_t* col, const uint32_t* rseed,
-                       const int32_t* poff, const float** dz, const float* cp, const int32_t* voff, float** z,
-                       const float* xv, const int32_t* next, int nnext) nogil
-    void cfn_out_rows_dots(const float* bf, const uint16_t* bb, Py_ssize_t n, int ncol, const int32_t* col,
-                           const int32_t* off, const float** h, float* out, int nnext) nogil
-    void cfn_out_rows_upd(float* bf, uint16_t* bb, Py_ssize_t n, int ncol, const int32_t* col, const uint32_t* rseed,
-                           const int32_t* off, const float** h, float** dh, const float* a, const float* c,
-                           const int32_t* next, int nnext) nogil
+                      const int32_t* poff, const float** dz, const float* cp, const int32_t* voff, float** z,
+                      const float* xv, float* scratch) nogil
+    void cfn_outdots(const float* rf, const uint16_t* rb, Py_ssize_t n, int m, const float** h, float* out,
+                     float* scratch) nogil
+    void cfn_outupd(float* rf, uint16_t* rb, uint32_t rs, Py_ssize_t n, int m, const float** h, float** dh,
+                    const float* a, const float* c, float* scratch) nogil
     void cfn_prefetch_rows(const void* base, Py_ssize_t n, Py_ssize_t esz, const int32_t* rows, int count) nogil
-    int CFN_BLOCK
     int CFN_PF_AHEAD
 
 
@@ -473,7 +468,7 @@ cdef enum:
 
 
 def set_prefetch(bint on):
-    """Software prefetch of the next weight row (on by default)."""
+    """Software prefetch of the next weight row (off by default: it measured no gain)."""
     global cfn_prefetch_on
     cfn_prefetch_on = on
 
@@ -1545,11 +1540,14 @@ cdef class SparseCFN:
                 p += 1
             self.pstart[g] = p
         self.pstart[G] = self.pend_nd
+        cdef float* scratch = NULL
         with parallel(num_threads=self.nthreads):
+            scratch = <float*>malloc(H0 * sizeof(float)) if self.bf16 else NULL
             for g in prange(G, schedule='dynamic', chunksize=1):
                 zp = self.dhp + g * _group_stride(B, H0)
                 memset(zp, 0, <Py_ssize_t>B * H0 * sizeof(float))
-                self._encode_group(g, zp)
+                self._encode_group(g, zp, scratch)
+            free(scratch)
             # z = sum of the group partials (in group order), scaled, + bias + side terms, tanh
             for i in prange(B, schedule='static'):
                 z = self.act[1] + <Py_ssize_t>i * H0
@@ -1565,10 +1563,10 @@ cdef class SparseCFN:
                 cfn_tanh(z, H0)
         self.pend_nd = 0
 
-    cdef void _encode_group(self, int g, float* zp) noexcept nogil:
+    cdef void _encode_group(self, int g, float* zp, float* scratch) noexcept nogil:
         """Group g's input rows: the merge, in column order, of this batch's columns gstart[g] .. and the
         pending columns pstart[g] .. of the same range; each with its deferred contributions and its visible
-        entries, then one tiled sweep (cfn_enc_rows)."""
+        entries, then the rows in that order (cfn_enc_rows; ``scratch``: a float32 row, for bfloat16 rows)."""
         cdef int H0 = self.w[1]
         cdef int s = self.gstart[g], send = self.gstart[g + 1]
         cdef int p = self.pstart[g], pend = self.pstart[g + 1]
@@ -1607,28 +1605,8 @@ cdef class SparseCFN:
         poff[k] = pq
         voff[k] = vq
         self._prefetch_block(self.p_win, self.q_win, H0, mcol, k)
-        b = 0
-        while b < k:
-            nb = k - b if k - b < CFN_BLOCK else CFN_BLOCK
-            nn = k - b - nb if k - b - nb < CFN_BLOCK else CFN_BLOCK
-            cfn_enc_rows(self.p_win, self.q_win, H0, nb, mcol + b, mseed + b, poff + b, <const float**>self.pdz,
-                          self.pend_coef, voff + b, self.vzp, self.vx, mcol + b + nb, nn)
-            b += nb
-
-    cdef inline void _prefetch_win(self, int32_t c) noexcept nogil:
-        if self.bf16:
-            cfn_prefetch(self.q_win + <Py_ssize_t>c * self.w[1], self.w[1] * sizeof(uint16_t))
-        else:
-            cfn_prefetch(self.p_win + <Py_ssize_t>c * self.w[1], self.w[1] * sizeof(float))
-
-    cdef inline void _encode_row(self, int32_t c, int npend, const float** xp, const float* cp,
-                                 int m, float** yp, const float* cf) noexcept nogil:
-        """Input row c: the npend deferred contributions (xp, cp), stored, then added into the m rows yp times cf."""
-        cdef Py_ssize_t off = <Py_ssize_t>c * self.w[1]
-        if self.bf16:
-            cfn_encol(NULL, self.q_win + off, cfn_row_seed(self.pend_seed, c), self.w[1], npend, xp, cp, m, yp, cf)
-        else:
-            cfn_encol(self.p_win + off, NULL, 0, self.w[1], npend, xp, cp, m, yp, cf)
+        cfn_enc_rows(self.p_win, self.q_win, H0, k, mcol, mseed, poff, <const float**>self.pdz, self.pend_coef, voff,
+                     self.vzp, self.vx, scratch)
 
     cdef double _output_pass(self, int B, int G, float sc, float upd, float* dh) noexcept nogil:
         """Fused decoder + loss + delta + dh partials + output-layer update, group by group (parallel over
@@ -1639,11 +1617,14 @@ cdef class SparseCFN:
         cdef float* v
         cdef float* dhp_g
         cdef double lossg
+        cdef float* scratch = NULL
         with parallel(num_threads=self.nthreads):
+            scratch = <float*>malloc(HL * sizeof(float)) if self.bf16 else NULL
             for g in prange(G, schedule='dynamic', chunksize=1):
                 dhp_g = self.dhp + g * _group_stride(B, HL)
                 memset(dhp_g, 0, <Py_ssize_t>B * HL * sizeof(float))
-                self.lossp[g] = self._output_group(g, sc, upd, dhp_g)
+                self.lossp[g] = self._output_group(g, sc, upd, dhp_g, scratch)
+            free(scratch)
             for i in prange(B, schedule='static'):
                 dhp_g = dh + <Py_ssize_t>i * HL
                 memcpy(dhp_g, self.dhp + <Py_ssize_t>i * HL, HL * sizeof(float))
@@ -1657,7 +1638,7 @@ cdef class SparseCFN:
             lossg = lossg + self.lossp[g]
         return lossg
 
-    cdef double _output_group(self, int g, float sc, float upd, float* dhp_g) noexcept nogil:
+    cdef double _output_group(self, int g, float sc, float upd, float* dhp_g, float* scratch) noexcept nogil:
         """Group g's output rows (the batch columns gstart[g] .. gstart[g + 1] - 1): the outputs at their
         entries (tiled dots), the loss, the deltas, the bias and side rows, then dh partials and the rows
         updated in one tiled sweep (or, computing gradients, the gradient rows).  Returns the loss."""
@@ -1680,77 +1661,75 @@ cdef class SparseCFN:
             i = self.erow[self.perm[q]]
             hp[q] = h + <Py_ssize_t>i * HL
             dp[q] = dhp_g + <Py_ssize_t>i * HL
-        self._prefetch_block(self.p_wout, self.q_wout, HL, self.dcol + s0, min(s1 - s0, CFN_BLOCK))
-        b = s0
-        while b < s1:
-            nb = s1 - b if s1 - b < CFN_BLOCK else CFN_BLOCK
-            nn = s1 - b - nb if s1 - b - nb < CFN_BLOCK else CFN_BLOCK
-            loss = loss + self._output_block(b, b + nb, sc, f, hp, dp, nn)
-            b += nb
+        for b in range(s0, s1):     # column by column: the row stays in L1 from its dots to its update
+            if b + 1 < s1:
+                self._prefetch_out_row(self.dcol[b + 1])
+            loss = loss + self._output_column(b, sc, f, hp, dp, scratch)
         return loss
 
-    cdef double _output_block(self, int s0, int s1, float sc, float f, const float** hp, float** dp,
-                              int nnext) noexcept nogil:
-        """Batch columns s0 .. s1 - 1 (one block of a group): tiled dots, then the loss, deltas, bias and side
-        rows, then the dh partials and the rows updated in one tiled sweep (or the gradient rows); the next
-        nnext columns' rows are prefetched meanwhile.  Returns the loss."""
+    cdef inline void _prefetch_out_row(self, int32_t c) noexcept nogil:
+        cdef int HL = self.w[self.n_layers - 1]
+        if self.bf16:
+            cfn_prefetch(self.q_wout + <Py_ssize_t>c * HL, HL * sizeof(uint16_t))
+        else:
+            cfn_prefetch(self.p_wout + <Py_ssize_t>c * HL, HL * sizeof(float))
+
+    cdef double _output_column(self, int s, float sc, float f, const float** hp, float** dp,
+                               float* scratch) noexcept nogil:
+        """Batch column s: the outputs at its entries (dots with its row), the loss, the deltas, the bias and
+        side row, then the dh partials and the row update (or the gradient rows).  Returns the loss."""
         cdef int HL = self.w[self.n_layers - 1]
         cdef int sd = self.side_dim
         cdef float alpha = self.alpha, beta = self.beta
-        cdef int s, c, q, qa, m
+        cdef int c = self.dcol[s]
+        cdef int qa = self.seg[s]
+        cdef int m = self.seg[s + 1] - qa
+        cdef int q
         cdef int32_t e
         cdef float z, y, x, wt, r, dq, gb, bias
         cdef double loss = 0.0
         cdef bint train = self.g_wout == NULL
         cdef bint bf16 = self.bf16
-        cdef int q0 = self.seg[s0], q1 = self.seg[s1]
-        cfn_out_rows_dots(self.p_wout, self.q_wout, HL, s1 - s0, self.dcol + s0, self.seg + s0, hp, self.eval_, nnext)
-        for s in range(s0, s1):
-            c = self.dcol[s]
-            bias = cfn_bf16_load1(self.q_bout + c) if bf16 else self.p_bout[c]
-            for q in range(self.seg[s], self.seg[s + 1]):
-                z = self.eval_[q] + bias
-                if sd > 0:
-                    z = z + self._side_dot(self.sideb + <Py_ssize_t>self.erow[self.perm[q]] * sd, c)
-                self.eval_[q] = sc * z
-        cfn_tanh(self.eval_ + q0, q1 - q0)
-        for s in range(s0, s1):
-            c = self.dcol[s]
-            qa = self.seg[s]
-            m = self.seg[s + 1] - qa
-            gb = 0
-            for q in range(qa, qa + m):
-                e = self.perm[q]
-                y = self.eval_[q]
-                x = self.evl[e]
-                wt = alpha if self.ehid[e] else beta
-                r = y - x
-                loss = loss + <double>wt * (<double>r * <double>r)
-                dq = 2.0 * wt * r * (1.0 - y * y)
-                self.eca[q] = dq * sc          # dh[i] += delta * W[c] = (delta sc) V[c]   (old weights)
-                self.ecc[q] = f * dq           # V[c] += f delta h[i]   (or grad row += delta h[i])
-                gb = gb + dq
-            if not train:
-                self.g_bout[c] = gb
-            elif bf16:
-                self.q_bout[c] = cfn_bf16_sr1(cfn_bf16_load1(self.q_bout + c) + f * gb,
-                                              cfn_row_seed(self.seed_bout, c), 0)
-            else:
-                self.p_bout[c] = self.p_bout[c] + f * gb
+        cdef float* vf = NULL if bf16 else self.p_wout + <Py_ssize_t>c * HL
+        cdef uint16_t* vb = self.q_wout + <Py_ssize_t>c * HL if bf16 else NULL
+        cfn_outdots(vf, vb, HL, m, hp + qa, self.eval_ + qa, scratch)
+        bias = cfn_bf16_load1(self.q_bout + c) if bf16 else self.p_bout[c]
+        for q in range(qa, qa + m):
+            z = self.eval_[q] + bias
             if sd > 0:
-                self._side_row_update(c, m, qa, self.ecc + qa, train)
-            if not train:
-                cfn_segbwd(self.p_wout + <Py_ssize_t>c * HL, self.g_wout + <Py_ssize_t>c * HL, HL, m, hp + qa,
-                           dp + qa, self.eca + qa, self.ecc + qa)
-            elif bf16:
-                self.eseed[s] = cfn_row_seed(self.seed_wout, c)
-        if train:
-            cfn_out_rows_upd(self.p_wout, self.q_wout, HL, s1 - s0, self.dcol + s0, self.eseed + s0,
-                              self.seg + s0, hp, dp, self.eca, self.ecc, self.dcol + s1, 0)
+                z = z + self._side_dot(self.sideb + <Py_ssize_t>self.erow[self.perm[q]] * sd, c)
+            self.eval_[q] = sc * z
+        cfn_tanh(self.eval_ + qa, m)
+        gb = 0
+        for q in range(qa, qa + m):
+            e = self.perm[q]
+            y = self.eval_[q]
+            x = self.evl[e]
+            wt = alpha if self.ehid[e] else beta
+            r = y - x
+            loss = loss + <double>wt * (<double>r * <double>r)
+            dq = 2.0 * wt * r * (1.0 - y * y)
+            self.eca[q] = dq * sc          # dh[i] += delta * W[c] = (delta sc) V[c]   (old weights)
+            self.ecc[q] = f * dq           # V[c] += f delta h[i]   (or grad row += delta h[i])
+            gb = gb + dq
+        if not train:
+            self.g_bout[c] = gb
+        elif bf16:
+            self.q_bout[c] = cfn_bf16_sr1(bias + f * gb, cfn_row_seed(self.seed_bout, c), 0)
+        else:
+            self.p_bout[c] = self.p_bout[c] + f * gb
+        if sd > 0:
+            self._side_row_update(c, m, qa, self.ecc + qa, train)
+        if not train:
+            cfn_segbwd(vf, self.g_wout + <Py_ssize_t>c * HL, HL, m, hp + qa, dp + qa, self.eca + qa, self.ecc + qa)
+        else:
+            # dh partials with the old row, then the row updated (and, bfloat16, rounded and stored)
+            cfn_outupd(vf, vb, cfn_row_seed(self.seed_wout, c) if bf16 else 0, HL, m, hp + qa, dp + qa,
+                       self.eca + qa, self.ecc + qa, scratch)
         return loss
 
     cdef inline void _prefetch_block(self, float* bf, uint16_t* bb, int n, const int32_t* rows, int count) noexcept nogil:
-        """A group's first block of rows, whole (the following blocks are prefetched while the previous one runs)."""
+        """The first rows of a group (each following one is prefetched while the one before it runs)."""
         if bb != NULL:
             cfn_prefetch_rows(bb, n, 2, rows, count if count < CFN_PF_AHEAD else CFN_PF_AHEAD)
         else:
@@ -1788,35 +1767,32 @@ cdef class SparseCFN:
             for d in range(sd):
                 vs[d] = vs[d] + acc * self.sideb[<Py_ssize_t>self.erow[self.perm[q0 + j]] * sd + d]
 
-    cdef inline void _apply_pending(self, int p, const float** xp, float* cp, int m, float** yp,
-                                    const float* cf) noexcept nogil:
-        """Pending segment p: its row += the deferred contributions (in entry order), then, when m > 0, the
-        updated row goes into this batch's m partial rows yp times cf."""
-        cdef int H0 = self.w[1]
-        cdef int q, npend = 0
-        for q in range(self.pend_seg[p], self.pend_seg[p + 1]):
-            xp[npend] = self.pend_dz + <Py_ssize_t>self.pend_row[q] * H0
-            cp[npend] = self.pend_coef[q]
-            npend += 1
-        self._encode_row(self.pend_dcol[p], npend, xp, cp, m, yp, cf)
-
     cdef void _flush_pending(self) noexcept nogil:
         """Apply every deferred input-layer update now."""
         cdef int H0 = self.w[1]
-        cdef int p
-        cdef const float** xp = NULL
-        cdef float* cf = NULL
-        cdef int cap = self.cap_b + 1
+        cdef int p, q
+        cdef float* scratch = NULL
         if self.pend_nd == 0:
             return
+        for q in range(self.pend_seg[0], self.pend_seg[self.pend_nd]):
+            self.pdz[q] = self.pend_dz + <Py_ssize_t>self.pend_row[q] * H0
         with parallel(num_threads=self.nthreads):
-            xp = <const float**>malloc(cap * sizeof(float*))
-            cf = <float*>malloc(cap * sizeof(float))
+            scratch = <float*>malloc(H0 * sizeof(float)) if self.bf16 else NULL
             for p in prange(self.pend_nd, schedule='dynamic', chunksize=16):
-                self._apply_pending(p, xp, cf, 0, NULL, NULL)
-            free(xp)
-            free(cf)
+                self._flush_row(p, scratch)
+            free(scratch)
         self.pend_nd = 0
+
+    cdef inline void _flush_row(self, int p, float* scratch) noexcept nogil:
+        """Pending row p: its deferred contributions, in entry order (bfloat16: then rounded and stored)."""
+        cdef uint32_t rs = cfn_row_seed(self.pend_seed, self.pend_dcol[p])
+        cdef int32_t poff[2]
+        cdef int32_t voff[2]
+        poff[0] = self.pend_seg[p]
+        poff[1] = self.pend_seg[p + 1]
+        voff[0] = voff[1] = 0
+        cfn_enc_rows(self.p_win, self.q_win, self.w[1], 1, self.pend_dcol + p, &rs, poff, <const float**>self.pdz,
+                     self.pend_coef, voff, self.vzp, self.vx, scratch)
 
     cdef void _defer_input_pass(self, int B, int nd, const float* dz, float upd) noexcept nogil:
         """Record the input-layer update instead of applying it: the next batch's encoder applies it

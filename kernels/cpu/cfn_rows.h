@@ -1,10 +1,11 @@
 /* Row kernels of the CPU training step (included by cfn_cpu.pyx after its SIMD vocabulary).
 
-   Each call handles ONE weight row of a column segment, in one sweep over the row: the row is read
-   once and, when it changes, written once, whatever the number m of the segment's entries.  A row is
-   float32 (rb == NULL) or bfloat16 bits (rb != NULL; cfn_fast/backends/bfloat16.py is the specification: loads
-   widen exactly, updated values are stored with stochastic rounding keyed by the row's seed rs and the
-   element's index, and the kernels go on with the rounded value).
+   Each call handles ONE weight row of a column segment, with the SIMD primitives of cfn_cpu.pyx (maxpy,
+   saxpy, dots, segbwd: one pass over the row per entry, the row staying in L1 in between).  A row is
+   float32 (rb == NULL) or bfloat16 bits (rb != NULL; cfn_fast/backends/bfloat16.py is the specification):
+   a bfloat16 row is widened exactly into a float32 scratch row, the same float32 operations run there,
+   and an updated row is stored back with stochastic rounding keyed by the row's seed rs and each value's
+   index; the kernels go on with the rounded values.
 
    encol(row; pending dz[p], cp[p]; visible z[j], x[j])
        row += sum_p cp[p] dz[p]            (the previous batch's deferred input update, when np > 0)
@@ -14,9 +15,8 @@
        dh[j] += a[j] row                   (old values)
        row += sum_j c[j] h[j]
 
-   Every sum runs in a fixed order (sequential over p and j, per vector lane): results do not depend on
-   the thread count.  For float32 rows encol and outupd do exactly the operations of the maxpy/saxpy
-   pairs they replace. */
+   Every sum runs in a fixed order: results do not depend on the thread count.  A float32 row takes exactly
+   the operations it took before bfloat16 existed. */
 
 static inline uint32_t cfn_fmix32(uint32_t h) {
     h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13; h *= 0xC2B2AE35u; h ^= h >> 16;
@@ -86,7 +86,6 @@ A2 static inline __m256 cfn_stb_avx2(uint16_t *p, __m256 v, uint32_t rs, uint32_
 }
 #endif
 
-#define CFN_BLOCK 96      /* rows per block: the block's rows stay in L2 between the output's dots and update */
 #ifndef CFN_PF_AHEAD
 #define CFN_PF_AHEAD 1    /* rows prefetched ahead */
 #endif
@@ -115,156 +114,64 @@ CFN_INLINE_PF void cfn_prefetch_rows(const void *base, ptrdiff_t n, ptrdiff_t es
     cfn_prefetch_rows_tile((const char *)base, n, esz, 0, n, rows, 0, count);
 }
 #define CFN_DEFINE_ROWS(SFX, ATTR, VT, W, MT, ZERO, LD, ST, SET1, FMA, ADD, HSUM, MK, MLD, MST)           \
-/* chunk i of a row (a whole vector, or the tail i < n < i + W, zero-padded) */                         \
-ATTR static inline VT cfn_rld_##SFX(const float *rf, const uint16_t *rb, ptrdiff_t i, ptrdiff_t n) {    \
-    if (i + W <= n) return rb ? cfn_ldb_##SFX(rb + i) : LD(rf + i);                                      \
-    if (!rb) return MLD(MK(n - i), rf + i);                                                              \
-    float t[W]; for (ptrdiff_t k = 0; k < W; k++) t[k] = i + k < n ? cfn_bf16_load1(rb + i + k) : 0.0f;  \
-    return LD(t);                                                                                        \
+/* a bfloat16 row widened into the float32 scratch row */                                               \
+ATTR static void cfn_widen_##SFX(const uint16_t *rb, float *out, ptrdiff_t n) {                          \
+    ptrdiff_t i = 0;                                                                                     \
+    for (; i + W <= n; i += W) ST(out + i, cfn_ldb_##SFX(rb + i));                                        \
+    for (; i < n; i++) out[i] = cfn_bf16_load1(rb + i);                                                  \
 }                                                                                                        \
-ATTR static inline VT cfn_rst_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t i, ptrdiff_t n,     \
-                                    VT v) {                                                              \
-    if (i + W <= n) {                                                                                    \
-        if (rb) return cfn_stb_##SFX(rb + i, v, rs, (uint32_t)i);                                        \
-        ST(rf + i, v); return v;                                                                         \
+/* the float32 scratch row stored into the bfloat16 row (stochastic rounding with the row seed rs), and    \
+   the rounded values written back to the scratch row (the values the kernels go on with) */            \
+ATTR static void cfn_round_store_##SFX(uint16_t *rb, float *row, uint32_t rs, ptrdiff_t n) {            \
+    ptrdiff_t i = 0;                                                                                     \
+    for (; i + W <= n; i += W) ST(row + i, cfn_stb_##SFX(rb + i, LD(row + i), rs, (uint32_t)i));          \
+    for (; i < n; i++) { rb[i] = cfn_bf16_sr1(row[i], rs, (uint32_t)i); row[i] = cfn_bf16_load1(rb + i); } \
+}                                                                                                        \
+/* one input row: row += sum_p cp[p] dz[p] (the deferred update, when np > 0), then z[j] += xv[j] row */  \
+ATTR static void cfn_encol_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t n, int np,             \
+                                 const float *const *dz, const float *cp, int nv, float *const *z,       \
+                                 const float *xv, float *scratch) {                                      \
+    float *row = rf;                                                                                     \
+    if (rb) { row = scratch; cfn_widen_##SFX(rb, row, n); }                                              \
+    if (np > 0) {                                                                                        \
+        cfn_maxpy_##SFX(row, n, np, dz, cp);                                                             \
+        if (rb) cfn_round_store_##SFX(rb, row, rs, n);                                                   \
     }                                                                                                    \
-    if (!rb) { MST(rf + i, MK(n - i), v); return v; }                                                    \
-    float t[W]; ST(t, v);                                                                                \
-    for (ptrdiff_t k = 0; k < W; k++) {                                                                  \
-        if (i + k < n) { rb[i + k] = cfn_bf16_sr1(t[k], rs, (uint32_t)(i + k));                          \
-                         t[k] = cfn_bf16_load1(rb + i + k); }                                            \
-        else t[k] = 0.0f;                                                                                \
-    }                                                                                                    \
-    return LD(t);                                                                                        \
+    if (nv > 0) cfn_saxpy_##SFX(row, n, nv, z, xv);                                                      \
 }                                                                                                        \
-ATTR static inline void cfn_encol_range_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t i0,      \
-                                 ptrdiff_t i1, ptrdiff_t n, int np, const float *const *dz,              \
-                                 const float *cp, int nv, float *const *z, const float *xv) {            \
-    for (ptrdiff_t i = i0; i < i1; i += W) {                                                             \
-        int full = i + W <= n; MT mk = MK(full ? W : n - i);                                             \
-        VT v = cfn_rld_##SFX(rf, rb, i, n);                                                              \
-        if (np > 0) {                                                                                    \
-            for (int p = 0; p < np; p++)                                                                 \
-                v = FMA(SET1(cp[p]), full ? LD(dz[p] + i) : MLD(mk, dz[p] + i), v);                      \
-            v = cfn_rst_##SFX(rf, rb, rs, i, n, v);                                                      \
-        }                                                                                                \
-        if (full) for (int j = 0; j < nv; j++) ST(z[j] + i, FMA(SET1(xv[j]), v, LD(z[j] + i)));          \
-        else for (int j = 0; j < nv; j++) MST(z[j] + i, mk, FMA(SET1(xv[j]), v, MLD(mk, z[j] + i)));    \
-    }                                                                                                    \
-}                                                                                                        \
-ATTR static void cfn_encol_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t n,                     \
-                                 int np, const float *const *dz, const float *cp,                        \
-                                 int nv, float *const *z, const float *xv) {                             \
-    cfn_encol_range_##SFX(rf, rb, rs, 0, n, n, np, dz, cp, nv, z, xv);                                   \
-}                                                                                                        \
-/* the encoder of a block of rows (col[s] of the array at bf or bb, n per row), row after row: row s has the \
-   pending entries poff[s] .. poff[s + 1] - 1 of dz/cp and the visible ones voff[s] .. of z/xv.  While row s \
-   runs, row s of the next block (next, nnext rows) is prefetched. */                                    \
+/* the encoder of a group's rows (col[s] of the array at bf or bb, n per row), row after row: row s has the \
+   pending entries poff[s] .. poff[s + 1] - 1 of dz/cp and the visible ones voff[s] .. of z/xv; row       \
+   s + CFN_PF_AHEAD is prefetched meanwhile */                                                          \
 ATTR static void cfn_enc_rows_##SFX(float *bf, uint16_t *bb, ptrdiff_t n, int ncol, const int32_t *col,   \
                                     const uint32_t *rseed, const int32_t *poff, const float *const *dz,   \
                                     const float *cp, const int32_t *voff, float *const *z,               \
-                                    const float *xv, const int32_t *next, int nnext) {                   \
+                                    const float *xv, float *scratch) {                                   \
     ptrdiff_t esz = bb ? 2 : 4;                                                                          \
     const char *base = (const char *)(bb ? (void *)bb : (void *)bf);                                     \
     for (int s = 0; s < ncol; s++) {                                                                     \
-        cfn_prefetch_next(base, n, esz, 0, n, s, ncol, next, nnext);                                     \
+        cfn_prefetch_next(base, n, esz, 0, n, s, ncol, col + ncol, 0);                                   \
         ptrdiff_t off = (ptrdiff_t)col[s] * n;                                                           \
-        cfn_encol_range_##SFX(bb ? NULL : bf + off, bb ? bb + off : NULL, bb ? rseed[s] : 0, 0, n, n,     \
-                              poff[s + 1] - poff[s], dz + poff[s], cp + poff[s],                         \
-                              voff[s + 1] - voff[s], z + voff[s], xv + voff[s]);                         \
+        cfn_encol_##SFX(bb ? NULL : bf + off, bb ? bb + off : NULL, bb ? rseed[s] : 0, n,                 \
+                        poff[s + 1] - poff[s], dz + poff[s], cp + poff[s],                               \
+                        voff[s + 1] - voff[s], z + voff[s], xv + voff[s], scratch);                      \
     }                                                                                                    \
 }                                                                                                        \
-/* dots of one row with q <= 4 rows h[0..q-1]; independent FMA chains: 4 for one row, 2 each for two */ \
-ATTR static void cfn_rowdots_##SFX(const float *rf, const uint16_t *rb, ptrdiff_t n, int q,            \
-                                   const float *const *h, float *out) {                                  \
-    VT s0 = ZERO, s1 = ZERO, s2 = ZERO, s3 = ZERO;                                                       \
-    ptrdiff_t i = 0;                                                                                     \
-    if (q == 1) {                                                                                        \
-        const float *h0 = h[0];                                                                          \
-        for (; i + 2 * W <= n; i += 2 * W) {                                                             \
-            s0 = FMA(cfn_rld_##SFX(rf, rb, i, n), LD(h0 + i), s0);                                       \
-            s1 = FMA(cfn_rld_##SFX(rf, rb, i + W, n), LD(h0 + i + W), s1); }                             \
-        if (i < n) { VT x = cfn_rld_##SFX(rf, rb, i, n);                                                 \
-            s2 = FMA(x, i + W <= n ? LD(h0 + i) : MLD(MK(n - i), h0 + i), s2); i += W; }                 \
-        if (i < n) s3 = FMA(cfn_rld_##SFX(rf, rb, i, n), MLD(MK(n - i), h0 + i), s3);                    \
-        out[0] = HSUM(ADD(ADD(s0, s1), ADD(s2, s3)));                                                    \
-        return;                                                                                          \
-    }                                                                                                    \
-    if (q == 2) {                                                                                        \
-        const float *h0 = h[0], *h1 = h[1];                                                              \
-        for (; i + 2 * W <= n; i += 2 * W) {                                                             \
-            VT x = cfn_rld_##SFX(rf, rb, i, n), y = cfn_rld_##SFX(rf, rb, i + W, n);                     \
-            s0 = FMA(x, LD(h0 + i), s0); s1 = FMA(x, LD(h1 + i), s1);                                    \
-            s2 = FMA(y, LD(h0 + i + W), s2); s3 = FMA(y, LD(h1 + i + W), s3); }                          \
-        for (; i < n; i += W) { VT x = cfn_rld_##SFX(rf, rb, i, n);                                      \
-            if (i + W <= n) { s0 = FMA(x, LD(h0 + i), s0); s1 = FMA(x, LD(h1 + i), s1); }                \
-            else { MT mk = MK(n - i); s0 = FMA(x, MLD(mk, h0 + i), s0); s1 = FMA(x, MLD(mk, h1 + i), s1); } } \
-        out[0] = HSUM(ADD(s0, s2)); out[1] = HSUM(ADD(s1, s3));                                          \
-        return;                                                                                          \
-    }                                                                                                    \
-    const float *h0 = h[0], *h1 = h[1], *h2 = h[2], *h3 = h[q == 4 ? 3 : 2];                             \
-    for (; i < n; i += W) { VT x = cfn_rld_##SFX(rf, rb, i, n);                                          \
-        if (i + W <= n) { s0 = FMA(x, LD(h0 + i), s0); s1 = FMA(x, LD(h1 + i), s1);                      \
-                          s2 = FMA(x, LD(h2 + i), s2); s3 = FMA(x, LD(h3 + i), s3); }                    \
-        else { MT mk = MK(n - i); s0 = FMA(x, MLD(mk, h0 + i), s0); s1 = FMA(x, MLD(mk, h1 + i), s1);    \
-               s2 = FMA(x, MLD(mk, h2 + i), s2); s3 = FMA(x, MLD(mk, h3 + i), s3); } }                   \
-    out[0] = HSUM(s0); out[1] = HSUM(s1); out[2] = HSUM(s2);                                             \
-    if (q == 4) out[3] = HSUM(s3);                                                                       \
-}                                                                                                        \
+/* one output row: out[j] = row . h[j] (a bfloat16 row is widened into the scratch row, kept there for    \
+   its update) */                                                                                        \
 ATTR static void cfn_outdots_##SFX(const float *rf, const uint16_t *rb, ptrdiff_t n, int m,             \
-                                   const float *const *h, float *out) {                                  \
-    for (int j = 0; j < m; j += 4) cfn_rowdots_##SFX(rf, rb, n, m - j < 4 ? m - j : 4, h + j, out + j);  \
+                                   const float *const *h, float *out, float *scratch) {                  \
+    const float *row = rf;                                                                               \
+    if (rb) { cfn_widen_##SFX(rb, scratch, n); row = scratch; }                                          \
+    cfn_dots_##SFX(row, h, m, n, out);                                                                   \
 }                                                                                                        \
-ATTR static inline void cfn_outupd_range_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t i0,     \
-                                  ptrdiff_t i1, ptrdiff_t n, int m, const float *const *h,               \
-                                  float *const *dh, const float *a, const float *c) {                    \
-    for (ptrdiff_t i = i0; i < i1; i += W) {                                                             \
-        VT v = cfn_rld_##SFX(rf, rb, i, n), acc = v;                                                     \
-        if (i + W <= n) {                                                                                \
-            for (int j = 0; j < m; j++) {                                                                \
-                ST(dh[j] + i, FMA(SET1(a[j]), v, LD(dh[j] + i)));                                        \
-                acc = FMA(SET1(c[j]), LD(h[j] + i), acc); }                                              \
-        } else {                                                                                         \
-            MT mk = MK(n - i);                                                                           \
-            for (int j = 0; j < m; j++) {                                                                \
-                MST(dh[j] + i, mk, FMA(SET1(a[j]), v, MLD(mk, dh[j] + i)));                              \
-                acc = FMA(SET1(c[j]), MLD(mk, h[j] + i), acc); }                                         \
-        }                                                                                                \
-        cfn_rst_##SFX(rf, rb, rs, i, n, acc);                                                            \
-    }                                                                                                    \
-}                                                                                                        \
+/* its update: dh[j] += a[j] row (old values), then row += sum_j c[j] h[j] (bfloat16: on the scratch row   \
+   cfn_outdots left, then rounded and stored) */                                                         \
 ATTR static void cfn_outupd_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t n, int m,             \
                                   const float *const *h, float *const *dh, const float *a,              \
-                                  const float *c) {                                                      \
-    cfn_outupd_range_##SFX(rf, rb, rs, 0, n, n, m, h, dh, a, c);                                         \
-}                                                                                                        \
-/* the decoder of a block of rows, row after row.  Row s has the entries off[s] .. off[s + 1] - 1 (activation \
-   rows h[q]).  dots: out[q] = row . h[q].  upd: dh[q] += a[q] row (old values), then row += sum_q c[q] h[q] \
-   (stored; bf16: rounded with rseed[s]); the next block's rows are prefetched meanwhile. */             \
-ATTR static void cfn_out_rows_dots_##SFX(const float *bf, const uint16_t *bb, ptrdiff_t n, int ncol,     \
-                                         const int32_t *col, const int32_t *off, const float *const *h,   \
-                                         float *out, int nnext) {                                        \
-    ptrdiff_t esz = bb ? 2 : 4;                                                                          \
-    const char *base = (const char *)(bb ? (const void *)bb : (const void *)bf);                         \
-    for (int s = 0; s < ncol; s++) {                                                                     \
-        cfn_prefetch_next(base, n, esz, 0, n, s, ncol, col + ncol, nnext);                               \
-        ptrdiff_t ro = (ptrdiff_t)col[s] * n;                                                            \
-        cfn_outdots_##SFX(bb ? NULL : bf + ro, bb ? bb + ro : NULL, n, off[s + 1] - off[s], h + off[s],  \
-                          out + off[s]);                                                                 \
-    }                                                                                                    \
-}                                                                                                        \
-ATTR static void cfn_out_rows_upd_##SFX(float *bf, uint16_t *bb, ptrdiff_t n, int ncol,                 \
-                                        const int32_t *col, const uint32_t *rseed, const int32_t *off,    \
-                                        const float *const *h, float *const *dh, const float *a,         \
-                                        const float *c, const int32_t *next, int nnext) {                \
-    ptrdiff_t esz = bb ? 2 : 4;                                                                          \
-    const char *base = (const char *)(bb ? (void *)bb : (void *)bf);                                     \
-    for (int s = 0; s < ncol; s++) {                                                                     \
-        cfn_prefetch_next(base, n, esz, 0, n, s, ncol, next, nnext);                                     \
-        ptrdiff_t ro = (ptrdiff_t)col[s] * n;                                                            \
-        cfn_outupd_range_##SFX(bb ? NULL : bf + ro, bb ? bb + ro : NULL, bb ? rseed[s] : 0, 0, n, n,      \
-                               off[s + 1] - off[s], h + off[s], dh + off[s], a + off[s], c + off[s]);    \
-    }                                                                                                    \
+                                  const float *c, float *scratch) {                                      \
+    float *row = rb ? scratch : rf;                                                                      \
+    cfn_segbwd_##SFX(row, row, n, m, h, dh, a, c);                                                       \
+    if (rb) cfn_round_store_##SFX(rb, row, rs, n);                                                       \
 }
 
 CFN_DEFINE_ROWS(generic, , float, 1, int, 0.0f, G_LD, G_ST, G_ID, G_FMA, G_ADD, G_ID, G_MK, G_MLD, G_MST)
@@ -275,29 +182,17 @@ CFN_DEFINE_ROWS(avx2, A2, __m256, 8, __m256i, _mm256_setzero_ps(), _mm256_loadu_
                 _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, cfn_hsum256, Y_MK, Y_MLD, Y_MST)
 #endif
 
-typedef void (*cfn_encol_t)(float *, uint16_t *, uint32_t, ptrdiff_t, int, const float *const *, const float *,
-                            int, float *const *, const float *);
-typedef void (*cfn_outdots_t)(const float *, const uint16_t *, ptrdiff_t, int, const float *const *, float *);
-typedef void (*cfn_outupd_t)(float *, uint16_t *, uint32_t, ptrdiff_t, int, const float *const *, float *const *,
-                             const float *, const float *);
 typedef void (*cfn_enc_rows_t)(float *, uint16_t *, ptrdiff_t, int, const int32_t *, const uint32_t *, const int32_t *,
-                                const float *const *, const float *, const int32_t *, float *const *, const float *,
-                                const int32_t *, int);
-typedef void (*cfn_out_rows_dots_t)(const float *, const uint16_t *, ptrdiff_t, int, const int32_t *, const int32_t *,
-                                     const float *const *, float *, int);
-typedef void (*cfn_out_rows_upd_t)(float *, uint16_t *, ptrdiff_t, int, const int32_t *, const uint32_t *,
-                                    const int32_t *, const float *const *, float *const *, const float *, const float *,
-                                    const int32_t *, int);
+                               const float *const *, const float *, const int32_t *, float *const *, const float *,
+                               float *);
+typedef void (*cfn_outdots_t)(const float *, const uint16_t *, ptrdiff_t, int, const float *const *, float *, float *);
+typedef void (*cfn_outupd_t)(float *, uint16_t *, uint32_t, ptrdiff_t, int, const float *const *, float *const *,
+                             const float *, const float *, float *);
 static cfn_enc_rows_t cfn_enc_rows_p = cfn_enc_rows_generic;
-static cfn_out_rows_dots_t cfn_out_rows_dots_p = cfn_out_rows_dots_generic;
-static cfn_out_rows_upd_t cfn_out_rows_upd_p = cfn_out_rows_upd_generic;
-
-static cfn_encol_t cfn_encol_p = cfn_encol_generic;
 static cfn_outdots_t cfn_outdots_p = cfn_outdots_generic;
 static cfn_outupd_t cfn_outupd_p = cfn_outupd_generic;
-#define CFN_ROWS_USE(SFX) do { cfn_encol_p = cfn_encol_##SFX; cfn_outdots_p = cfn_outdots_##SFX;              \
-    cfn_outupd_p = cfn_outupd_##SFX; cfn_enc_rows_p = cfn_enc_rows_##SFX;                                    \
-    cfn_out_rows_dots_p = cfn_out_rows_dots_##SFX; cfn_out_rows_upd_p = cfn_out_rows_upd_##SFX; } while (0)
+#define CFN_ROWS_USE(SFX) do { cfn_enc_rows_p = cfn_enc_rows_##SFX; cfn_outdots_p = cfn_outdots_##SFX;               \
+    cfn_outupd_p = cfn_outupd_##SFX; } while (0)
 static void cfn_rows_use(int level) {
     CFN_ROWS_USE(generic);
 #ifdef CFN_X86
@@ -307,15 +202,11 @@ static void cfn_rows_use(int level) {
     (void)level;
 #endif
 }
-#define cfn_encol(rf, rb, rs, n, np, dz, cp, nv, z, xv) cfn_encol_p((rf), (rb), (rs), (n), (np), (dz), (cp), (nv), (z), (xv))
-#define cfn_outdots(rf, rb, n, m, h, out) cfn_outdots_p((rf), (rb), (n), (m), (h), (out))
-#define cfn_outupd(rf, rb, rs, n, m, h, dh, a, c) cfn_outupd_p((rf), (rb), (rs), (n), (m), (h), (dh), (a), (c))
-#define cfn_enc_rows(bf, bb, n, ncol, col, rseed, poff, dz, cp, voff, z, xv, next, nnext) \
-    cfn_enc_rows_p((bf), (bb), (n), (ncol), (col), (rseed), (poff), (dz), (cp), (voff), (z), (xv), (next), (nnext))
-#define cfn_out_rows_dots(bf, bb, n, ncol, col, off, h, out, nnext) \
-    cfn_out_rows_dots_p((bf), (bb), (n), (ncol), (col), (off), (h), (out), (nnext))
-#define cfn_out_rows_upd(bf, bb, n, ncol, col, rseed, off, h, dh, a, c, next, nnext) \
-    cfn_out_rows_upd_p((bf), (bb), (n), (ncol), (col), (rseed), (off), (h), (dh), (a), (c), (next), (nnext))
+#define cfn_enc_rows(bf, bb, n, ncol, col, rseed, poff, dz, cp, voff, z, xv, scratch) \
+    cfn_enc_rows_p((bf), (bb), (n), (ncol), (col), (rseed), (poff), (dz), (cp), (voff), (z), (xv), (scratch))
+#define cfn_outdots(rf, rb, n, m, h, out, scratch) cfn_outdots_p((rf), (rb), (n), (m), (h), (out), (scratch))
+#define cfn_outupd(rf, rb, rs, n, m, h, dh, a, c, scratch) \
+    cfn_outupd_p((rf), (rb), (rs), (n), (m), (h), (dh), (a), (c), (scratch))
 
 /* bf16 conversions of whole arrays (load, fold, export) */
 static void cfn_bf16_round_nearest(const float *x, uint16_t *out, ptrdiff_t n) {
