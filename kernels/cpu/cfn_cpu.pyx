@@ -446,11 +446,10 @@ cdef extern from *:
     void cfn_bf16_round_nearest(const float* x, uint16_t* out, Py_ssize_t n) nogil
     void cfn_enc_rows(float* bf, uint16_t* bb, Py_ssize_t n, int ncol, const int32_t* col, const uint32_t* rseed,
                       const int32_t* poff, const float** dz, const float* cp, const int32_t* voff, float** z,
-                      const float* xv, float* scratch) nogil
-    void cfn_outdots(const float* rf, const uint16_t* rb, Py_ssize_t n, int m, const float** h, float* out,
-                     float* scratch) nogil
+                      const float* xv) nogil
+    void cfn_outdots(const float* rf, const uint16_t* rb, Py_ssize_t n, int m, const float** h, float* out) nogil
     void cfn_outupd(float* rf, uint16_t* rb, uint32_t rs, Py_ssize_t n, int m, const float** h, float** dh,
-                    const float* a, const float* c, float* scratch) nogil
+                    const float* a, const float* c) nogil
     void cfn_prefetch_rows(const void* base, Py_ssize_t n, Py_ssize_t esz, const int32_t* rows, int count) nogil
     int CFN_PF_AHEAD
 
@@ -1540,14 +1539,11 @@ cdef class SparseCFN:
                 p += 1
             self.pstart[g] = p
         self.pstart[G] = self.pend_nd
-        cdef float* scratch = NULL
         with parallel(num_threads=self.nthreads):
-            scratch = <float*>malloc(H0 * sizeof(float)) if self.bf16 else NULL
             for g in prange(G, schedule='dynamic', chunksize=1):
                 zp = self.dhp + g * _group_stride(B, H0)
                 memset(zp, 0, <Py_ssize_t>B * H0 * sizeof(float))
-                self._encode_group(g, zp, scratch)
-            free(scratch)
+                self._encode_group(g, zp)
             # z = sum of the group partials (in group order), scaled, + bias + side terms, tanh
             for i in prange(B, schedule='static'):
                 z = self.act[1] + <Py_ssize_t>i * H0
@@ -1563,10 +1559,10 @@ cdef class SparseCFN:
                 cfn_tanh(z, H0)
         self.pend_nd = 0
 
-    cdef void _encode_group(self, int g, float* zp, float* scratch) noexcept nogil:
+    cdef void _encode_group(self, int g, float* zp) noexcept nogil:
         """Group g's input rows: the merge, in column order, of this batch's columns gstart[g] .. and the
         pending columns pstart[g] .. of the same range; each with its deferred contributions and its visible
-        entries, then the rows in that order (cfn_enc_rows; ``scratch``: a float32 row, for bfloat16 rows)."""
+        entries, then the rows in that order (cfn_enc_rows)."""
         cdef int H0 = self.w[1]
         cdef int s = self.gstart[g], send = self.gstart[g + 1]
         cdef int p = self.pstart[g], pend = self.pstart[g + 1]
@@ -1606,7 +1602,7 @@ cdef class SparseCFN:
         voff[k] = vq
         self._prefetch_block(self.p_win, self.q_win, H0, mcol, k)
         cfn_enc_rows(self.p_win, self.q_win, H0, k, mcol, mseed, poff, <const float**>self.pdz, self.pend_coef, voff,
-                     self.vzp, self.vx, scratch)
+                     self.vzp, self.vx)
 
     cdef double _output_pass(self, int B, int G, float sc, float upd, float* dh) noexcept nogil:
         """Fused decoder + loss + delta + dh partials + output-layer update, group by group (parallel over
@@ -1617,14 +1613,11 @@ cdef class SparseCFN:
         cdef float* v
         cdef float* dhp_g
         cdef double lossg
-        cdef float* scratch = NULL
         with parallel(num_threads=self.nthreads):
-            scratch = <float*>malloc(HL * sizeof(float)) if self.bf16 else NULL
             for g in prange(G, schedule='dynamic', chunksize=1):
                 dhp_g = self.dhp + g * _group_stride(B, HL)
                 memset(dhp_g, 0, <Py_ssize_t>B * HL * sizeof(float))
-                self.lossp[g] = self._output_group(g, sc, upd, dhp_g, scratch)
-            free(scratch)
+                self.lossp[g] = self._output_group(g, sc, upd, dhp_g)
             for i in prange(B, schedule='static'):
                 dhp_g = dh + <Py_ssize_t>i * HL
                 memcpy(dhp_g, self.dhp + <Py_ssize_t>i * HL, HL * sizeof(float))
@@ -1638,7 +1631,7 @@ cdef class SparseCFN:
             lossg = lossg + self.lossp[g]
         return lossg
 
-    cdef double _output_group(self, int g, float sc, float upd, float* dhp_g, float* scratch) noexcept nogil:
+    cdef double _output_group(self, int g, float sc, float upd, float* dhp_g) noexcept nogil:
         """Group g's output rows (the batch columns gstart[g] .. gstart[g + 1] - 1): the outputs at their
         entries (tiled dots), the loss, the deltas, the bias and side rows, then dh partials and the rows
         updated in one tiled sweep (or, computing gradients, the gradient rows).  Returns the loss."""
@@ -1664,7 +1657,7 @@ cdef class SparseCFN:
         for b in range(s0, s1):     # column by column: the row stays in L1 from its dots to its update
             if b + 1 < s1:
                 self._prefetch_out_row(self.dcol[b + 1])
-            loss = loss + self._output_column(b, sc, f, hp, dp, scratch)
+            loss = loss + self._output_column(b, sc, f, hp, dp)
         return loss
 
     cdef inline void _prefetch_out_row(self, int32_t c) noexcept nogil:
@@ -1674,8 +1667,7 @@ cdef class SparseCFN:
         else:
             cfn_prefetch(self.p_wout + <Py_ssize_t>c * HL, HL * sizeof(float))
 
-    cdef double _output_column(self, int s, float sc, float f, const float** hp, float** dp,
-                               float* scratch) noexcept nogil:
+    cdef double _output_column(self, int s, float sc, float f, const float** hp, float** dp) noexcept nogil:
         """Batch column s: the outputs at its entries (dots with its row), the loss, the deltas, the bias and
         side row, then the dh partials and the row update (or the gradient rows).  Returns the loss."""
         cdef int HL = self.w[self.n_layers - 1]
@@ -1692,7 +1684,7 @@ cdef class SparseCFN:
         cdef bint bf16 = self.bf16
         cdef float* vf = NULL if bf16 else self.p_wout + <Py_ssize_t>c * HL
         cdef uint16_t* vb = self.q_wout + <Py_ssize_t>c * HL if bf16 else NULL
-        cfn_outdots(vf, vb, HL, m, hp + qa, self.eval_ + qa, scratch)
+        cfn_outdots(vf, vb, HL, m, hp + qa, self.eval_ + qa)
         bias = cfn_bf16_load1(self.q_bout + c) if bf16 else self.p_bout[c]
         for q in range(qa, qa + m):
             z = self.eval_[q] + bias
@@ -1725,7 +1717,7 @@ cdef class SparseCFN:
         else:
             # dh partials with the old row, then the row updated (and, bfloat16, rounded and stored)
             cfn_outupd(vf, vb, cfn_row_seed(self.seed_wout, c) if bf16 else 0, HL, m, hp + qa, dp + qa,
-                       self.eca + qa, self.ecc + qa, scratch)
+                       self.eca + qa, self.ecc + qa)
         return loss
 
     cdef inline void _prefetch_block(self, float* bf, uint16_t* bb, int n, const int32_t* rows, int count) noexcept nogil:
@@ -1771,19 +1763,16 @@ cdef class SparseCFN:
         """Apply every deferred input-layer update now."""
         cdef int H0 = self.w[1]
         cdef int p, q
-        cdef float* scratch = NULL
         if self.pend_nd == 0:
             return
         for q in range(self.pend_seg[0], self.pend_seg[self.pend_nd]):
             self.pdz[q] = self.pend_dz + <Py_ssize_t>self.pend_row[q] * H0
-        with parallel(num_threads=self.nthreads):
-            scratch = <float*>malloc(H0 * sizeof(float)) if self.bf16 else NULL
+        with nogil, parallel(num_threads=self.nthreads):
             for p in prange(self.pend_nd, schedule='dynamic', chunksize=16):
-                self._flush_row(p, scratch)
-            free(scratch)
+                self._flush_row(p)
         self.pend_nd = 0
 
-    cdef inline void _flush_row(self, int p, float* scratch) noexcept nogil:
+    cdef inline void _flush_row(self, int p) noexcept nogil:
         """Pending row p: its deferred contributions, in entry order (bfloat16: then rounded and stored)."""
         cdef uint32_t rs = cfn_row_seed(self.pend_seed, self.pend_dcol[p])
         cdef int32_t poff[2]
@@ -1792,7 +1781,7 @@ cdef class SparseCFN:
         poff[1] = self.pend_seg[p + 1]
         voff[0] = voff[1] = 0
         cfn_enc_rows(self.p_win, self.q_win, self.w[1], 1, self.pend_dcol + p, &rs, poff, <const float**>self.pdz,
-                     self.pend_coef, voff, self.vzp, self.vx, scratch)
+                     self.pend_coef, voff, self.vzp, self.vx)
 
     cdef void _defer_input_pass(self, int B, int nd, const float* dz, float upd) noexcept nogil:
         """Record the input-layer update instead of applying it: the next batch's encoder applies it
