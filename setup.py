@@ -49,6 +49,8 @@ def _extensions() -> list[Extension]:
         extensions.append(Extension(
             f"cfn_fast.kernels.{pyx.stem}",
             [str(pyx.relative_to(HERE))],
+            # the C headers the .pyx includes (kernels/cpu/cfn_rows.h): rebuilds follow them, sdists carry them
+            depends=[str(h.relative_to(HERE)) for h in sorted(pyx.parent.glob("*.h"))],
             include_dirs=[np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=compile_args,
