@@ -114,8 +114,8 @@ CFN_INLINE_PF void cfn_prefetch_rows(const void *base, ptrdiff_t n, ptrdiff_t es
     cfn_prefetch_rows_tile((const char *)base, n, esz, 0, n, rows, 0, count);
 }
 #define CFN_DEFINE_ROWS(SFX, ATTR, VT, W, MT, ZERO, LD, ST, SET1, FMA, ADD, HSUM, MK, MLD, MST)           \
-/* bfloat16 rows: one sweep per row (widen, the float32 operations, round and store in registers; faster  \
-   than widening into a float32 row and rounding it back after: 15-20 % on ML-1M) */                            \
+/* bfloat16 rows: one sweep per row (widen, the float32 operations, round and store in registers; no    \
+   separate widening and rounding passes over the row) */                                                                        \
 /* chunk i of a row (a whole vector, or the tail i < n < i + W, zero-padded) */                         \
 ATTR static inline VT cfn_rld_##SFX(const float *rf, const uint16_t *rb, ptrdiff_t i, ptrdiff_t n) {    \
     if (i + W <= n) return rb ? cfn_ldb_##SFX(rb + i) : LD(rf + i);                                      \
