@@ -107,11 +107,8 @@ class CpuEngine(Engine):
             raise ValueError("side information contains NaN or infinite values")
         self.side_dim = 0 if self.side is None else self.side.shape[1]
         self.widths = _check_layers(layers, n_inputs, self.side_dim)
-        self._state = _kernels.SparseCFN(
-            self.widths, self.side_dim, samples.indptr, samples.indices, samples.data,
-            self.side, float(config.alpha), float(config.beta), mask_threshold(config.mask_ratio),
-            min(int(config.batch_size), max(n_samples, 1)), 1,   # the kernels size buffers in C ints
-            config.dtype == "bfloat16", ROUND_SALT)
+        # the kernels size buffers in C ints: no batch holds more rows than there are
+        self._state = self._kernel_state(min(int(config.batch_size), max(n_samples, 1)), config.dtype == "bfloat16")
         self.threads = threads
         self._state.load(layers)
         self._float32_twin: _kernels.SparseCFN | None = None   # bfloat16: inference and gradients in float32
@@ -281,14 +278,18 @@ class CpuEngine(Engine):
         if not self._state.bf16:
             return self._state
         if self._float32_twin is None:
-            st = self._state
-            twin = _kernels.SparseCFN(self.widths, self.side_dim, self.samples.indptr, self.samples.indices,
-                                      self.samples.data, self.side, float(self.config.alpha),
-                                      float(self.config.beta), mask_threshold(self.config.mask_ratio), 1, st.nthreads)
+            twin = self._kernel_state(1, bf16=False)     # never trains: the smallest buffers
             twin.load(self.get_layers())
             self._float32_twin = twin
         self._float32_twin.nthreads = self._state.nthreads
         return self._float32_twin
+
+    def _kernel_state(self, batch_size: int, bf16: bool) -> _kernels.SparseCFN:
+        """The kernels' state over this engine's training data and settings (parameters zero)."""
+        config, samples = self.config, self.samples
+        return _kernels.SparseCFN(self.widths, self.side_dim, samples.indptr, samples.indices, samples.data, self.side,
+                                  float(config.alpha), float(config.beta), mask_threshold(config.mask_ratio),
+                                  batch_size, 1, bf16, ROUND_SALT)
 
 
 class _Snapshot:

@@ -450,8 +450,6 @@ cdef extern from *:
     void cfn_outdots(const float* rf, const uint16_t* rb, Py_ssize_t n, int m, const float** h, float* out) nogil
     void cfn_outupd(float* rf, uint16_t* rb, uint32_t rs, Py_ssize_t n, int m, const float** h, float** dh,
                     const float* a, const float* c) nogil
-    void cfn_prefetch_rows(const void* base, Py_ssize_t n, Py_ssize_t esz, const int32_t* rows, int count) nogil
-    int CFN_PF_AHEAD
 
 
 _SIMD_NAMES = ("generic", "avx2", "avx512")
@@ -909,7 +907,7 @@ cdef class SparseCFN:
     cdef uint64_t* bitmap
     cdef int32_t* gstart
     cdef double* lossp
-    # per batch entry / merged row of the tiled row kernels (each group uses a disjoint range)
+    # per batch entry / merged row of the row kernels (each group uses a disjoint range)
     cdef int32_t* mcol
     cdef uint32_t* mseed
     cdef int32_t* mpoff
@@ -922,7 +920,6 @@ cdef class SparseCFN:
     cdef float* eca
     cdef float* ecc
     cdef float* eval_
-    cdef uint32_t* eseed
     # the previous mini-batch's input-layer update, deferred into this batch's encoder pass
     cdef int pend_nd
     cdef float* pend_dz
@@ -1095,7 +1092,6 @@ cdef class SparseCFN:
         for name in ("mcol", "mpoff", "mvoff"):
             b[name] = np.zeros(2 * nd + MAX_GROUPS + 2, np.int32)
         b["mseed"] = np.zeros(2 * nd + MAX_GROUPS + 2, np.uint32)
-        b["eseed"] = np.zeros(nd + 1, np.uint32)
         for name in ("pdz", "vzp", "ehp", "edp"):
             b[name] = np.zeros(ne, np.uint64)
         for name in ("vx", "eca", "ecc", "eval_"):
@@ -1139,7 +1135,6 @@ cdef class SparseCFN:
         self.mpoff = iptr(b["mpoff"])
         self.mvoff = iptr(b["mvoff"])
         self.mseed = <uint32_t*>iptr(b["mseed"].view(np.int32))
-        self.eseed = <uint32_t*>iptr(b["eseed"].view(np.int32))
         self.pdz = <float**>uptr(b["pdz"])     # pointer arrays: 64-bit slots
         self.vzp = <float**>uptr(b["vzp"])
         self.ehp = <float**>uptr(b["ehp"])
@@ -1522,8 +1517,7 @@ cdef class SparseCFN:
 
         The previous batch's deferred input-layer update (sorted by column, like this batch's
         segments) is merged in: each group applies the pending rows of its column range, to the
-        rows it loads anyway (one sweep over the row: update, store, then add into z) or on their
-        own, so every pending row is applied exactly once."""
+        rows it loads anyway or on their own, so every pending row is applied exactly once."""
         cdef int H0 = self.w[1]
         cdef int sd = self.side_dim
         cdef int g, i, k, d, p
@@ -1571,7 +1565,7 @@ cdef class SparseCFN:
         cdef uint32_t* mseed = self.mseed + base
         cdef int32_t* poff = self.mpoff + base + g
         cdef int32_t* voff = self.mvoff + base + g
-        cdef int k = 0, q, vq, pq, b, nb, nn
+        cdef int k = 0, q, vq, pq
         cdef int32_t c, e
         cdef bint take_batch, take_pending
         vq = self.seg[s] if s < send else 0
@@ -1583,7 +1577,8 @@ cdef class SparseCFN:
             c = self.dcol[s] if take_batch else self.pend_dcol[p]
             take_pending = p < pend and self.pend_dcol[p] == c
             mcol[k] = c
-            mseed[k] = cfn_row_seed(self.pend_seed, c)
+            if self.bf16:
+                mseed[k] = cfn_row_seed(self.pend_seed, c)
             poff[k] = pq
             voff[k] = vq
             if take_pending:
@@ -1600,7 +1595,6 @@ cdef class SparseCFN:
             k += 1
         poff[k] = pq
         voff[k] = vq
-        self._prefetch_block(self.p_win, self.q_win, H0, mcol, k)
         cfn_enc_rows(self.p_win, self.q_win, H0, k, mcol, mseed, poff, <const float**>self.pdz, self.pend_coef, voff,
                      self.vzp, self.vx)
 
@@ -1632,16 +1626,13 @@ cdef class SparseCFN:
         return lossg
 
     cdef double _output_group(self, int g, float sc, float upd, float* dhp_g) noexcept nogil:
-        """Group g's output rows (the batch columns gstart[g] .. gstart[g + 1] - 1): the outputs at their
-        entries (tiled dots), the loss, the deltas, the bias and side rows, then dh partials and the rows
-        updated in one tiled sweep (or, computing gradients, the gradient rows).  Returns the loss."""
+        """Group g's output rows (the batch columns gstart[g] .. gstart[g + 1] - 1), column by column
+        (:meth:`_output_column`), with dh partials in ``dhp_g``.  Returns the loss."""
         cdef int nl = self.n_layers
         cdef int HL = self.w[nl - 1]
-        cdef int sd = self.side_dim
         cdef const float* h = self.act[nl - 1]
-        cdef float alpha = self.alpha, beta = self.beta
         cdef int s0 = self.gstart[g], s1 = self.gstart[g + 1]
-        cdef int q, i, b, nb, nn
+        cdef int q, i, b
         cdef double loss = 0.0
         cdef bint train = self.g_wout == NULL
         cdef float f = upd if train else 1.0
@@ -1719,13 +1710,6 @@ cdef class SparseCFN:
             cfn_outupd(vf, vb, cfn_row_seed(self.seed_wout, c) if bf16 else 0, HL, m, hp + qa, dp + qa,
                        self.eca + qa, self.ecc + qa)
         return loss
-
-    cdef inline void _prefetch_block(self, float* bf, uint16_t* bb, int n, const int32_t* rows, int count) noexcept nogil:
-        """The first rows of a group (each following one is prefetched while the one before it runs)."""
-        if bb != NULL:
-            cfn_prefetch_rows(bb, n, 2, rows, count if count < CFN_PF_AHEAD else CFN_PF_AHEAD)
-        else:
-            cfn_prefetch_rows(bf, n, 4, rows, count if count < CFN_PF_AHEAD else CFN_PF_AHEAD)
 
     cdef inline float _side_dot(self, const float* side_row, int32_t c) noexcept nogil:
         """side_row . S_out[c] (before the scale)."""

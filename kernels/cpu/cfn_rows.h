@@ -86,50 +86,17 @@ A2 static inline __m256 cfn_stb_avx2(uint16_t *p, __m256 v, uint32_t rs, uint32_
 }
 #endif
 
-#ifndef CFN_PF_AHEAD
-#define CFN_PF_AHEAD 1    /* rows prefetched ahead */
-#endif
-
-/* While a block runs, the rows of the next block are prefetched (towards L2), spread over its steps: at the
-   step of row s and tile [t0, t1), that tile of the next block's row s (and of the rows past the current
-   block's size, at its last row). */
-CFN_INLINE_PF void cfn_prefetch_rows_tile(const char *base, ptrdiff_t n, ptrdiff_t esz, ptrdiff_t t0, ptrdiff_t t1,
-                                          const int32_t *rows, int from, int to) {
-#if defined(__GNUC__)
-    if (!cfn_prefetch_on) return;
-    for (int k = from; k < to; k++) {
-        const char *p = base + ((ptrdiff_t)rows[k] * n + t0) * esz;
-        for (ptrdiff_t o = 0; o < (t1 - t0) * esz; o += 64) __builtin_prefetch(p + o, 0, 3);
-    }
-#endif
-}
-CFN_INLINE_PF void cfn_prefetch_next(const char *base, ptrdiff_t n, ptrdiff_t esz, ptrdiff_t t0, ptrdiff_t t1,
-                                     int s, int ncol, const int32_t *next, int nnext) {
-    /* next == col + ncol: row s + CFN_PF_AHEAD of the block and the next one */
-    int k = s + CFN_PF_AHEAD - ncol;
-    if (k < nnext) cfn_prefetch_rows_tile(base, n, esz, t0, t1, next, k, k + 1);
-}
-/* the whole rows of a block at once (a group's first block) */
-CFN_INLINE_PF void cfn_prefetch_rows(const void *base, ptrdiff_t n, ptrdiff_t esz, const int32_t *rows, int count) {
-    cfn_prefetch_rows_tile((const char *)base, n, esz, 0, n, rows, 0, count);
-}
 #define CFN_DEFINE_ROWS(SFX, ATTR, VT, W, MT, ZERO, LD, ST, SET1, FMA, ADD, HSUM, MK, MLD, MST)           \
 /* bfloat16 rows: one sweep per row (widen, the float32 operations, round and store in registers; no    \
    separate widening and rounding passes over the row) */                                                                        \
-/* chunk i of a row (a whole vector, or the tail i < n < i + W, zero-padded) */                         \
-ATTR static inline VT cfn_rld_##SFX(const float *rf, const uint16_t *rb, ptrdiff_t i, ptrdiff_t n) {    \
-    if (i + W <= n) return rb ? cfn_ldb_##SFX(rb + i) : LD(rf + i);                                      \
-    if (!rb) return MLD(MK(n - i), rf + i);                                                              \
+/* chunk i of a bfloat16 row (a whole vector, or the tail i < n < i + W, zero-padded) */                         \
+ATTR static inline VT cfn_rld_##SFX(const uint16_t *rb, ptrdiff_t i, ptrdiff_t n) {                     \
+    if (i + W <= n) return cfn_ldb_##SFX(rb + i);                                                        \
     float t[W]; for (ptrdiff_t k = 0; k < W; k++) t[k] = i + k < n ? cfn_bf16_load1(rb + i + k) : 0.0f;  \
     return LD(t);                                                                                        \
 }                                                                                                        \
-ATTR static inline VT cfn_rst_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t i, ptrdiff_t n,     \
-                                    VT v) {                                                              \
-    if (i + W <= n) {                                                                                    \
-        if (rb) return cfn_stb_##SFX(rb + i, v, rs, (uint32_t)i);                                        \
-        ST(rf + i, v); return v;                                                                         \
-    }                                                                                                    \
-    if (!rb) { MST(rf + i, MK(n - i), v); return v; }                                                    \
+ATTR static inline VT cfn_rst_##SFX(uint16_t *rb, uint32_t rs, ptrdiff_t i, ptrdiff_t n, VT v) {         \
+    if (i + W <= n) return cfn_stb_##SFX(rb + i, v, rs, (uint32_t)i);                                    \
     float t[W]; ST(t, v);                                                                                \
     for (ptrdiff_t k = 0; k < W; k++) {                                                                  \
         if (i + k < n) { rb[i + k] = cfn_bf16_sr1(t[k], rs, (uint32_t)(i + k));                          \
@@ -138,51 +105,51 @@ ATTR static inline VT cfn_rst_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdif
     }                                                                                                    \
     return LD(t);                                                                                        \
 }                                                                                                        \
-ATTR static inline void cfn_encol_range_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t i0,      \
-                                 ptrdiff_t i1, ptrdiff_t n, int np, const float *const *dz,              \
-                                 const float *cp, int nv, float *const *z, const float *xv) {            \
-    for (ptrdiff_t i = i0; i < i1; i += W) {                                                             \
+ATTR static inline void cfn_encol_b16_##SFX(uint16_t *rb, uint32_t rs, ptrdiff_t n, int np,            \
+                                 const float *const *dz, const float *cp, int nv, float *const *z,       \
+                                 const float *xv) {                                                      \
+    for (ptrdiff_t i = 0; i < n; i += W) {                                                               \
         int full = i + W <= n; MT mk = MK(full ? W : n - i);                                             \
-        VT v = cfn_rld_##SFX(rf, rb, i, n);                                                              \
+        VT v = cfn_rld_##SFX(rb, i, n);                                                                  \
         if (np > 0) {                                                                                    \
             for (int p = 0; p < np; p++)                                                                 \
                 v = FMA(SET1(cp[p]), full ? LD(dz[p] + i) : MLD(mk, dz[p] + i), v);                      \
-            v = cfn_rst_##SFX(rf, rb, rs, i, n, v);                                                      \
+            v = cfn_rst_##SFX(rb, rs, i, n, v);                                                          \
         }                                                                                                \
         if (full) for (int j = 0; j < nv; j++) ST(z[j] + i, FMA(SET1(xv[j]), v, LD(z[j] + i)));          \
         else for (int j = 0; j < nv; j++) MST(z[j] + i, mk, FMA(SET1(xv[j]), v, MLD(mk, z[j] + i)));    \
     }                                                                                                    \
 }                                                                                                        \
 /* dots of one row with q <= 4 rows h[0..q-1]; independent FMA chains: 4 for one row, 2 each for two */ \
-ATTR static void cfn_rowdots_##SFX(const float *rf, const uint16_t *rb, ptrdiff_t n, int q,            \
+ATTR static void cfn_rowdots_b16_##SFX(const uint16_t *rb, ptrdiff_t n, int q,                         \
                                    const float *const *h, float *out) {                                  \
     VT s0 = ZERO, s1 = ZERO, s2 = ZERO, s3 = ZERO;                                                       \
     ptrdiff_t i = 0;                                                                                     \
     if (q == 1) {                                                                                        \
         const float *h0 = h[0];                                                                          \
         for (; i + 2 * W <= n; i += 2 * W) {                                                             \
-            s0 = FMA(cfn_rld_##SFX(rf, rb, i, n), LD(h0 + i), s0);                                       \
-            s1 = FMA(cfn_rld_##SFX(rf, rb, i + W, n), LD(h0 + i + W), s1); }                             \
-        if (i < n) { VT x = cfn_rld_##SFX(rf, rb, i, n);                                                 \
+            s0 = FMA(cfn_rld_##SFX(rb, i, n), LD(h0 + i), s0);                                       \
+            s1 = FMA(cfn_rld_##SFX(rb, i + W, n), LD(h0 + i + W), s1); }                             \
+        if (i < n) { VT x = cfn_rld_##SFX(rb, i, n);                                                 \
             s2 = FMA(x, i + W <= n ? LD(h0 + i) : MLD(MK(n - i), h0 + i), s2); i += W; }                 \
-        if (i < n) s3 = FMA(cfn_rld_##SFX(rf, rb, i, n), MLD(MK(n - i), h0 + i), s3);                    \
+        if (i < n) s3 = FMA(cfn_rld_##SFX(rb, i, n), MLD(MK(n - i), h0 + i), s3);                    \
         out[0] = HSUM(ADD(ADD(s0, s1), ADD(s2, s3)));                                                    \
         return;                                                                                          \
     }                                                                                                    \
     if (q == 2) {                                                                                        \
         const float *h0 = h[0], *h1 = h[1];                                                              \
         for (; i + 2 * W <= n; i += 2 * W) {                                                             \
-            VT x = cfn_rld_##SFX(rf, rb, i, n), y = cfn_rld_##SFX(rf, rb, i + W, n);                     \
+            VT x = cfn_rld_##SFX(rb, i, n), y = cfn_rld_##SFX(rb, i + W, n);                     \
             s0 = FMA(x, LD(h0 + i), s0); s1 = FMA(x, LD(h1 + i), s1);                                    \
             s2 = FMA(y, LD(h0 + i + W), s2); s3 = FMA(y, LD(h1 + i + W), s3); }                          \
-        for (; i < n; i += W) { VT x = cfn_rld_##SFX(rf, rb, i, n);                                      \
+        for (; i < n; i += W) { VT x = cfn_rld_##SFX(rb, i, n);                                      \
             if (i + W <= n) { s0 = FMA(x, LD(h0 + i), s0); s1 = FMA(x, LD(h1 + i), s1); }                \
             else { MT mk = MK(n - i); s0 = FMA(x, MLD(mk, h0 + i), s0); s1 = FMA(x, MLD(mk, h1 + i), s1); } } \
         out[0] = HSUM(ADD(s0, s2)); out[1] = HSUM(ADD(s1, s3));                                          \
         return;                                                                                          \
     }                                                                                                    \
     const float *h0 = h[0], *h1 = h[1], *h2 = h[2], *h3 = h[q == 4 ? 3 : 2];                             \
-    for (; i < n; i += W) { VT x = cfn_rld_##SFX(rf, rb, i, n);                                          \
+    for (; i < n; i += W) { VT x = cfn_rld_##SFX(rb, i, n);                                          \
         if (i + W <= n) { s0 = FMA(x, LD(h0 + i), s0); s1 = FMA(x, LD(h1 + i), s1);                      \
                           s2 = FMA(x, LD(h2 + i), s2); s3 = FMA(x, LD(h3 + i), s3); }                    \
         else { MT mk = MK(n - i); s0 = FMA(x, MLD(mk, h0 + i), s0); s1 = FMA(x, MLD(mk, h1 + i), s1);    \
@@ -190,15 +157,15 @@ ATTR static void cfn_rowdots_##SFX(const float *rf, const uint16_t *rb, ptrdiff_
     out[0] = HSUM(s0); out[1] = HSUM(s1); out[2] = HSUM(s2);                                             \
     if (q == 4) out[3] = HSUM(s3);                                                                       \
 }                                                                                                        \
-ATTR static void cfn_outdots_fused_##SFX(const float *rf, const uint16_t *rb, ptrdiff_t n, int m,             \
+ATTR static void cfn_outdots_b16_##SFX(const uint16_t *rb, ptrdiff_t n, int m,             \
                                    const float *const *h, float *out) {                                  \
-    for (int j = 0; j < m; j += 4) cfn_rowdots_##SFX(rf, rb, n, m - j < 4 ? m - j : 4, h + j, out + j);  \
+    for (int j = 0; j < m; j += 4) cfn_rowdots_b16_##SFX(rb, n, m - j < 4 ? m - j : 4, h + j, out + j); \
 }                                                                                                        \
-ATTR static inline void cfn_outupd_range_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t i0,     \
-                                  ptrdiff_t i1, ptrdiff_t n, int m, const float *const *h,               \
-                                  float *const *dh, const float *a, const float *c) {                    \
-    for (ptrdiff_t i = i0; i < i1; i += W) {                                                             \
-        VT v = cfn_rld_##SFX(rf, rb, i, n), acc = v;                                                     \
+ATTR static inline void cfn_outupd_b16_##SFX(uint16_t *rb, uint32_t rs, ptrdiff_t n, int m,           \
+                                  const float *const *h, float *const *dh, const float *a,              \
+                                  const float *c) {                                                      \
+    for (ptrdiff_t i = 0; i < n; i += W) {                                                               \
+        VT v = cfn_rld_##SFX(rb, i, n), acc = v;                                                     \
         if (i + W <= n) {                                                                                \
             for (int j = 0; j < m; j++) {                                                                \
                 ST(dh[j] + i, FMA(SET1(a[j]), v, LD(dh[j] + i)));                                        \
@@ -209,20 +176,20 @@ ATTR static inline void cfn_outupd_range_##SFX(float *rf, uint16_t *rb, uint32_t
                 MST(dh[j] + i, mk, FMA(SET1(a[j]), v, MLD(mk, dh[j] + i)));                              \
                 acc = FMA(SET1(c[j]), MLD(mk, h[j] + i), acc); }                                         \
         }                                                                                                \
-        cfn_rst_##SFX(rf, rb, rs, i, n, acc);                                                            \
+        cfn_rst_##SFX(rb, rs, i, n, acc);                                                                \
     }                                                                                                    \
 }                                                                                                        \
 /* one input row: row += sum_p cp[p] dz[p] (the deferred update, when np > 0), then z[j] += xv[j] row */  \
 ATTR static void cfn_encol_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t n, int np,             \
                                  const float *const *dz, const float *cp, int nv, float *const *z,       \
                                  const float *xv) {                                      \
-    if (rb) { cfn_encol_range_##SFX(NULL, rb, rs, 0, n, n, np, dz, cp, nv, z, xv); return; }             \
+    if (rb) { cfn_encol_b16_##SFX(rb, rs, n, np, dz, cp, nv, z, xv); return; }                            \
     if (np > 0) cfn_maxpy_##SFX(rf, n, np, dz, cp);                                                      \
     if (nv > 0) cfn_saxpy_##SFX(rf, n, nv, z, xv);                                                       \
 }                                                                                                        \
 /* the encoder of a group's rows (col[s] of the array at bf or bb, n per row), row after row: row s has the \
-   pending entries poff[s] .. poff[s + 1] - 1 of dz/cp and the visible ones voff[s] .. of z/xv; row       \
-   s + CFN_PF_AHEAD is prefetched meanwhile */                                                          \
+   pending entries poff[s] .. poff[s + 1] - 1 of dz/cp and the visible ones voff[s] .. of z/xv; the next  \
+   row is prefetched meanwhile (when cfn_cpu.set_prefetch is on) */                                                          \
 ATTR static void cfn_enc_rows_##SFX(float *bf, uint16_t *bb, ptrdiff_t n, int ncol, const int32_t *col,   \
                                     const uint32_t *rseed, const int32_t *poff, const float *const *dz,   \
                                     const float *cp, const int32_t *voff, float *const *z,               \
@@ -230,7 +197,7 @@ ATTR static void cfn_enc_rows_##SFX(float *bf, uint16_t *bb, ptrdiff_t n, int nc
     ptrdiff_t esz = bb ? 2 : 4;                                                                          \
     const char *base = (const char *)(bb ? (void *)bb : (void *)bf);                                     \
     for (int s = 0; s < ncol; s++) {                                                                     \
-        cfn_prefetch_next(base, n, esz, 0, n, s, ncol, col + ncol, 0);                                   \
+        if (s + 1 < ncol) cfn_prefetch(base + (ptrdiff_t)col[s + 1] * n * esz, n * esz);                  \
         ptrdiff_t off = (ptrdiff_t)col[s] * n;                                                           \
         cfn_encol_##SFX(bb ? NULL : bf + off, bb ? bb + off : NULL, bb ? rseed[s] : 0, n,                 \
                         poff[s + 1] - poff[s], dz + poff[s], cp + poff[s],                               \
@@ -240,14 +207,14 @@ ATTR static void cfn_enc_rows_##SFX(float *bf, uint16_t *bb, ptrdiff_t n, int nc
 /* one output row: out[j] = row . h[j] */                                                               \
 ATTR static void cfn_outdots_##SFX(const float *rf, const uint16_t *rb, ptrdiff_t n, int m,             \
                                    const float *const *h, float *out) {                  \
-    if (rb) cfn_outdots_fused_##SFX(NULL, rb, n, m, h, out);                                             \
+    if (rb) cfn_outdots_b16_##SFX(rb, n, m, h, out);                                                     \
     else cfn_dots_##SFX(rf, h, m, n, out);                                                               \
 }                                                                                                        \
 /* its update: dh[j] += a[j] row (old values), then row += sum_j c[j] h[j] (bfloat16: rounded, stored) */   \
 ATTR static void cfn_outupd_##SFX(float *rf, uint16_t *rb, uint32_t rs, ptrdiff_t n, int m,             \
                                   const float *const *h, float *const *dh, const float *a,              \
                                   const float *c) {                                      \
-    if (rb) cfn_outupd_range_##SFX(NULL, rb, rs, 0, n, n, m, h, dh, a, c);                               \
+    if (rb) cfn_outupd_b16_##SFX(rb, rs, n, m, h, dh, a, c);                                             \
     else cfn_segbwd_##SFX(rf, rf, n, m, h, dh, a, c);                                                    \
 }
 
