@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..corruption import epoch_key
 from ..network import Layer
 from .bfloat16 import ARRAYS, array_seed, round_nearest, round_stochastic, to_float32
 
-__all__ = ["FOLD_BELOW", "Bf16Weights", "stored_arrays", "dense_arrays", "with_values", "bf16_sgd_update"]
+__all__ = ["FOLD_BELOW", "Bf16Weights", "stored_arrays", "dense_arrays", "with_values"]
 
 #: The decay scale is folded into the bits before it gets smaller than this.
 FOLD_BELOW = 1e-10
@@ -100,18 +99,3 @@ def with_values(layers: list[Layer], values: dict[str, np.ndarray]) -> list[Laye
     if "output_side_weight" in values:
         out[-1].side_weight = values["output_side_weight"]
     return out
-
-
-def bf16_sgd_update(layers: list[Layer], grads: list[Layer], state: Bf16Weights, lr: float, batch_size: int,
-                    weight_decay: float, seed: int, epoch: int, first_row: int) -> list[Layer]:
-    """The SGD step of a bfloat16 network: the dense parameters of ``layers`` in place exactly as
-    :func:`~cfn_fast.backends.numpy_backend.sgd_update`, the per-input arrays in ``state``; returns the
-    float32 layers the next step computes with."""
-    shrink = np.float32(1.0 - lr * weight_decay)
-    step = np.float32(lr / batch_size)
-    dense_grads = dense_arrays(grads)
-    for param, g in zip(dense_arrays(layers), dense_grads):
-        param *= shrink
-        param -= step * g
-    state.update(grads, shrink, step, epoch_key(seed, epoch), first_row)
-    return with_values(layers, state.training_values())

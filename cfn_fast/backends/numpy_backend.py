@@ -12,11 +12,12 @@ One mini-batch of B samples, dense over the N inputs:
 
 Readable before fast; the Cython and CUDA engines are tested against it.  With ``config.dtype ==
 "bfloat16"`` the per-input arrays are stored as bfloat16 times a shared decay scale and updated by
-:func:`~cfn_fast.backends.bf16_state.bf16_sgd_update` (the specification of :mod:`cfn_fast.backends.bfloat16`).
+:func:`bf16_sgd_update` (the specification of :mod:`cfn_fast.backends.bfloat16`).
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,10 +26,11 @@ from ..corruption import epoch_key, hidden_entries, mask_threshold
 from ..network import Layer, copy_layers
 from ..settings import DTYPES
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order
-from .bf16_state import Bf16Weights, bf16_sgd_update, with_values
+from .bf16_state import Bf16Weights, dense_arrays, with_values
 from .fixed_shape import column_block_product, row_block_product, sparse_rows_product
 
-__all__ = ["NumpyEngine", "corrupted_batch", "forward", "reconstruction_loss", "backward", "sgd_update"]
+__all__ = ["NumpyEngine", "corrupted_batch", "forward", "reconstruction_loss", "backward", "sgd_factors",
+           "decay_and_step", "sgd_update", "bf16_sgd_update"]
 
 
 # ----------------------------------------------------------------------------- the paper's pieces
@@ -85,14 +87,34 @@ def backward(layers: list[Layer], activations: list[np.ndarray], side: np.ndarra
     return grads[::-1]
 
 
+def sgd_factors(lr: float, batch_size: int, weight_decay: float) -> tuple[np.float32, np.float32]:
+    """The float32 factors of one step: ``shrink = 1 − lr·λ`` and ``step = lr / B``."""
+    return np.float32(1.0 - lr * weight_decay), np.float32(lr / batch_size)
+
+
+def decay_and_step(params: Iterable[np.ndarray], grads: Iterable[np.ndarray], shrink: np.float32,
+                   step: np.float32) -> None:
+    """θ ← θ·shrink − step·g for each parameter, in place."""
+    for param, g in zip(params, grads):
+        param *= shrink
+        param -= step * g
+
+
 def sgd_update(layers: list[Layer], grads: list[Layer], lr: float, batch_size: int, weight_decay: float) -> None:
     """Plain SGD with weight decay on every parameter: θ ← θ − lr·(g/B + λ·θ), in place."""
-    shrink = np.float32(1.0 - lr * weight_decay)
-    step = np.float32(lr / batch_size)
-    for layer, grad in zip(layers, grads):
-        for param, g in zip(layer.arrays(), grad.arrays()):
-            param *= shrink
-            param -= step * g
+    decay_and_step((p for layer in layers for p in layer.arrays()), (g for grad in grads for g in grad.arrays()),
+                   *sgd_factors(lr, batch_size, weight_decay))
+
+
+def bf16_sgd_update(layers: list[Layer], grads: list[Layer], state: Bf16Weights, lr: float, batch_size: int,
+                    weight_decay: float, seed: int, epoch: int, first_row: int) -> list[Layer]:
+    """The SGD step of a bfloat16 network: the dense parameters of ``layers`` in place exactly as
+    :func:`sgd_update`, the per-input arrays in ``state`` (:meth:`Bf16Weights.update
+    <cfn_fast.backends.bf16_state.Bf16Weights.update>`); returns the float32 layers the next step computes with."""
+    shrink, step = sgd_factors(lr, batch_size, weight_decay)
+    decay_and_step(dense_arrays(layers), dense_arrays(grads), shrink, step)
+    state.update(grads, shrink, step, epoch_key(seed, epoch), first_row)
+    return with_values(layers, state.training_values())
 
 
 # ----------------------------------------------------------------------------- the engine
