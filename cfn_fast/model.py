@@ -23,6 +23,7 @@ from .data.side_info import sample_side_features
 from .engine import training_inputs
 from .export.onnx import export_onnx
 from .fitted import encoding, foldin, scoring
+from .fitted.attributes import FittedAttributes
 from .fitted.concurrency import ModelBusyError, mutating, reading
 from .fitted.foldin import FoldIn, FoldInError
 from .fitted.persistence import read_model, save_model
@@ -33,7 +34,8 @@ from .fitted.value import Fitted, Network
 from .metrics import rmse
 from .network import Layer, check_layers, init_layers
 from .profiling import Profile, ProfiledEngine
-from .settings import AUTO, DEFAULTS, EstimatorParams
+from .settings import AUTO, BLEND, DEFAULTS, EstimatorParams
+from .training.blending import fit_blend
 from .training.selection import select_kind
 from .training.trainer import (
     Callback,
@@ -51,7 +53,7 @@ __all__ = ["CFN", "DEFAULTS", "NotFittedError", "DeviceOutOfMemory", "FoldInErro
 log = logging.getLogger("cfn_fast")
 
 
-class CFN(EstimatorParams):
+class CFN(EstimatorParams, FittedAttributes):
     """Collaborative Filtering Network (Strub, Mary & Gaudel 2016): a denoising autoencoder that
     completes a sparse rating matrix, optionally with side information in every layer (CFN++).
 
@@ -86,9 +88,10 @@ class CFN(EstimatorParams):
         parameter, the allowed range and the value given); once fitted, for the kind trained and with
         the step the training data's density gives."""
         fitted = self._fitted
-        resolved = settings.resolve(self.get_params()) if fitted is None else \
+        resolved = settings.resolve(self.get_params()) if fitted is None or fitted.blend is not None else \
             settings.resolve(self.get_params(), fitted.kind, settings.known_per_sample(fitted.network.inputs))
-        return {name: resolved[name] for name in settings.RESOLVED_NAMES}
+        return {**{name: resolved[name] for name in settings.RESOLVED_NAMES},
+                **({"kind": BLEND} if self.kind == BLEND else {})}
 
     # ------------------------------------------------------------------ training
     @mutating
@@ -112,6 +115,9 @@ class CFN(EstimatorParams):
         backend = resolve_backend(self.backend, self.dtype)
         train.validate("train")
         train.check_validation(validation)
+        if self.kind == BLEND:
+            return self._fit_blend(train, user_features, item_features, validation, divergence, backend,
+                                   early_stopping is None and not callbacks and initial_layers is None)
         kind, centring, selection = self._resolve_kind(train, user_features, item_features, validation, divergence)
         features = sample_side_features(kind, train, user_features, item_features)
         inputs = training_inputs(train, kind, use_side_info=bool(self.use_side_info), features=features,
@@ -128,6 +134,18 @@ class CFN(EstimatorParams):
         network.layers = runtime.engine.get_layers()  # the engine holds its own copy through training
         self._fitted, self._runtime, self._validation = fitted, runtime, validation
         return self._train(self.epochs, p, early_stopping, callbacks, divergence)
+
+    def _fit_blend(self, train: RatingSet, user_features: Any, item_features: Any, validation: RatingSet | None,
+                   divergence: Any, backend: str, plain: bool) -> "CFN":
+        if not plain:
+            raise ValueError("early_stopping, callbacks and initial_layers train one network: give a kind "
+                             "('item' or 'user'); a blend (kind='blend') chooses its networks on validation")
+        members, blend = fit_blend(self, train, user_features, item_features, divergence, validation)
+        fitted = Fitted(train, tuple(m.fitted_.network for m in members), epochs_trained=self.epochs, blend=blend)
+        self._runtime = Runtime(fitted, backend, settings.train_config(settings.resolve(self.get_params())),
+                                members=tuple(m.runtime_ for m in members))
+        self._fitted, self._validation = fitted, validation
+        return self
 
     def _resolve_kind(self, train: RatingSet, user_features: Any, item_features: Any,
                       validation: RatingSet | None, divergence: Any) -> tuple[str, str, Any]:
@@ -146,6 +164,9 @@ class CFN(EstimatorParams):
         the epoch numbering go on, so ``fit`` for 3 epochs equals ``fit`` for 2 then ``partial_fit(1)``.
         ``validation`` replaces the validation set given to ``fit``."""
         fitted = self._check_fitted()
+        if fitted.blend is not None:
+            raise ValueError("partial_fit continues one network; a blend (kind='blend') is trained by fit "
+                             "(model.member(k) is a member as a model of its own)")
         settings.check(settings.is_int(epochs) and epochs >= 0, "epochs", epochs, "an integer >= 0")
         if validation is not None:
             fitted.train.check_validation(validation)
@@ -223,12 +244,26 @@ class CFN(EstimatorParams):
 
     def _bind(self, fitted: Fitted, backend: str) -> None:
         self._fitted = fitted
-        p = settings.resolve(self.get_params(), fitted.kind, settings.known_per_sample(fitted.network.inputs))
+        p = settings.resolve(self.get_params()) if fitted.blend is not None else \
+            settings.resolve(self.get_params(), fitted.kind, settings.known_per_sample(fitted.network.inputs))
         self._runtime = Runtime(fitted, backend, settings.train_config(p))
 
-    def _rt(self) -> Runtime:
+    def _rt(self, member: int | None = None) -> Runtime:
+        """The runtime, or that of a blend's ``member``."""
         self._check_fitted()
-        return self._runtime
+        if member is None:
+            return self._runtime
+        members = self._runtime.members
+        settings.check(settings.is_int(member) and 0 <= member < len(members), "member", member,
+                       f"the index of one of this blend's {len(members)} network(s)")
+        return members[member]
+
+    def member(self, k: int) -> "CFN":
+        """Network ``k`` of a blend as a model of its own (a copy: training it leaves the blend as it is)."""
+        rt = self._rt(k)
+        model = type(self)(**self.fitted_.blend.member_params[k])
+        model._bind(copy.deepcopy(rt.fitted), rt.backend)
+        return model
 
     def __sklearn_is_fitted__(self) -> bool:
         return self._fitted is not None
@@ -319,32 +354,32 @@ class CFN(EstimatorParams):
         :class:`FoldInError`.  Returns a :class:`~cfn_fast.fitted.foldin.FoldIn`:
         ``fold.predict(other_ids)``, ``fold.recommend(n)``, ``fold.ratings``."""
         rt = self._rt()
-        train = rt.fitted.train
-        names = (train.user_feature_names if rt.network.kind == "user" else train.item_feature_names) \
-            if self.use_side_info else None
-        return foldin.fold_in(rt, ids, ratings, features, new, names)
+        return foldin.fold_in(rt, ids, ratings, features, new, foldin.feature_names(rt, new, self.use_side_info))
 
     # ------------------------------------------------------------------ codes, export
     @reading
     def encode(self, rows: Any = None, features: Any = None, *, return_means: bool = False,
-               output: str = "numpy", stream: Any = None) -> Any:
+               output: str = "numpy", stream: Any = None, member: int | None = None) -> Any:
         """Hidden codes (the last hidden layer, ``(n, hidden[-1])`` float32) of rating rows in the
         model's input space (see :mod:`cfn_fast.fitted.encoding`); ``rows=None`` encodes the training
-        samples; with ``return_means`` also each row's centring mean, which :meth:`decode` takes."""
-        return encoding.encode(self._rt(), rows, features, return_means=return_means, output=output,
+        samples; with ``return_means`` also each row's centring mean, which :meth:`decode` takes.  A blend
+        encodes with one of its networks: ``member=k``."""
+        return encoding.encode(self._rt(member), rows, features, return_means=return_means, output=output,
                                stream=stream)
 
     @reading
     def decode(self, codes: Any, features: Any = None, cols: Any = None, *, means: Any = None,
-               output: str = "numpy", stream: Any = None) -> Any:
+               output: str = "numpy", stream: Any = None, member: int | None = None) -> Any:
         """The output layer on hidden ``codes``: ``(n, n_inputs)``, or only the output columns ``cols``;
         raw network outputs, or with ``means`` ratings exactly as :meth:`predict` computes them."""
-        return encoding.decode(self._rt(), codes, features, cols, means=means, output=output, stream=stream)
+        return encoding.decode(self._rt(member), codes, features, cols, means=means, output=output, stream=stream)
 
-    def to_onnx(self, path: str | Path, graph: str = "predict", **options: Any) -> Path:
-        """Write the fitted network as an ONNX model (needs the ``onnx`` extra); ``graph`` is ``"predict"``,
-        ``"reconstruct"`` or ``"recommend"`` (see :mod:`cfn_fast.export.onnx`)."""
-        return export_onnx(self._rt(), path, graph=graph, **options)
+    def to_onnx(self, path: str | Path, graph: str = "predict", *, member: int | None = None,
+                **options: Any) -> Path:
+        """Write the fitted model as an ONNX model (needs the ``onnx`` extra); ``graph`` is ``"predict"``,
+        ``"reconstruct"`` or ``"recommend"`` (see :mod:`cfn_fast.export.onnx`); ``member=k``: a blend's
+        network ``k`` alone."""
+        return export_onnx(self._rt(member), path, graph=graph, **options)
 
     # ------------------------------------------------------------------ persistence, travel
     @reading
@@ -391,57 +426,6 @@ class CFN(EstimatorParams):
         moved.__setstate__(copy.deepcopy(self.__getstate__()), backend=resolved)
         moved.backend = backend
         return moved
-
-    # ------------------------------------------------------------------ fitted attributes (read-only)
-    @property
-    def fitted_(self) -> Fitted:
-        """The fitted model as one value (:class:`~cfn_fast.fitted.value.Fitted`)."""
-        return self._attr("fitted_")
-
-    def _attr(self, name: str) -> Fitted:
-        if self._fitted is None:
-            raise AttributeError(f"{name}: this CFN is not fitted yet")
-        return self._fitted
-
-    @property
-    def runtime_(self) -> Runtime:
-        """The fitted value bound to its engine: what the functions of :mod:`cfn_fast.fitted` and
-        :func:`cfn_fast.export.onnx.build_onnx` take."""
-        self._attr("runtime_")
-        return self._runtime
-
-    @property
-    def backend_(self) -> str:
-        """The backend the model runs on."""
-        self._attr("backend_")
-        return self._runtime.backend
-
-    @property
-    def engine_(self) -> Any:
-        """The backend engine holding the network (built on first use after load or unpickling)."""
-        self._attr("engine_")
-        return self._runtime.engine
-
-    @engine_.setter
-    def engine_(self, engine: Any) -> None:
-        """Run the fitted network on another engine (e.g. a peer implementation in a benchmark)."""
-        fitted = self._check_fitted()
-        self._runtime = Runtime(fitted, self._runtime.backend, engine.config, engine=engine)
-
-    kind_ = property(lambda self: self._attr("kind_").kind, doc="The kind trained (``kind='auto'`` resolved).")
-    centring_ = property(lambda self: self._attr("centring_").network.preprocessing.centring,
-                         doc="The centring trained: the fitted preprocessing's.")
-    selection_ = property(lambda self: self._attr("selection_").selection,
-                          doc="What ``kind='auto'`` chose (a KindChoice), else None.")
-    history_ = property(lambda self: self._attr("history_").history, doc="One EpochRecord per epoch trained.")
-    epochs_trained_ = property(lambda self: self._attr("epochs_trained_").epochs_trained)
-    best_epoch_ = property(lambda self: self._attr("best_epoch_").best_epoch)
-    profile_ = property(lambda self: self._attr("profile_").profile)
-    train_ = property(lambda self: self._attr("train_").train, doc="The training RatingSet.")
-    layers_ = property(lambda self: self._attr("layers_").network.layers, doc="Canonical float32 parameters.")
-    preprocessing_ = property(lambda self: self._attr("preprocessing_").network.preprocessing)
-    inputs_ = property(lambda self: self._attr("inputs_").network.inputs)
-    side_ = property(lambda self: self._attr("side_").network.side)
 
 
 _SIGNATURE = settings.signature()

@@ -40,7 +40,8 @@ import scipy.sparse as sp
 
 from .data.ratings import RatingSet, build_csr
 
-__all__ = ["Preprocessing", "sample_axes", "CENTRINGS", "BIAS_SHRINKAGE"]
+__all__ = ["Preprocessing", "BiasModel", "bias_offsets", "sample_axes", "CENTRINGS", "BIAS_SHRINKAGE",
+           "BASELINE_SHRINKAGE"]
 
 CENTRINGS = ("sample", "bias")
 
@@ -49,7 +50,11 @@ CENTRINGS = ("sample", "bias")
 BIAS_SHRINKAGE = 10.0
 
 #: Alternating rounds of the bias fit (each solves one side exactly given the other).
-_BIAS_ROUNDS = 10
+BIAS_ROUNDS = 10
+
+#: Pseudo-ratings of the bias model a blend holds (:class:`BiasModel`): the reference predictor that a blend
+#: must never lose to (μ + b_u + b_i, λ = 5 on both sides, 10 sweeps, items first).
+BASELINE_SHRINKAGE = 5.0
 
 
 def sample_axes(kind: str, ratings: RatingSet) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -98,8 +103,8 @@ class Preprocessing:
             sums = np.bincount(rows, weights=unit, minlength=n_samples)
             means = np.where(counts > 0, sums / np.maximum(counts, 1), global_mean)
             return cls(kind, float(low), float(high), means.astype(np.float32), counts.astype(np.int64), global_mean)
-        sample_offset, input_offset = _bias_offsets(rows, cols, unit - global_mean, counts,
-                                                    np.bincount(cols, minlength=n_inputs))
+        sample_offset, input_offset = bias_offsets(rows, cols, unit - global_mean, counts,
+                                                   np.bincount(cols, minlength=n_inputs), BIAS_SHRINKAGE)
         return cls(kind, float(low), float(high), (global_mean + sample_offset).astype(np.float32),
                    counts.astype(np.int64), global_mean, input_offset.astype(np.float32))
 
@@ -179,14 +184,57 @@ class Preprocessing:
         return xp.clip(unclipped, self.low, self.high), unclipped
 
 
-def _bias_offsets(rows: np.ndarray, cols: np.ndarray, residual: np.ndarray, row_count: np.ndarray,
-                  col_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bias_offsets(rows: np.ndarray, cols: np.ndarray, residual: np.ndarray, row_count: np.ndarray,
+                 col_count: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
     """Shrunk offsets ``(b_rows, b_cols)`` of ``residual ≈ b_rows[rows] + b_cols[cols]``, by
-    alternating exact solves.  The rows are solved last, so a training sample's offset is what
-    :meth:`Preprocessing.row_means` gives the same ratings as a new row."""
+    :data:`BIAS_ROUNDS` alternating exact solves, the columns first.  The rows are solved last, so a
+    training sample's offset is what :meth:`Preprocessing.row_means` gives the same ratings as a new row."""
     b_rows = np.zeros(len(row_count))
     b_cols = np.zeros(len(col_count))
-    for _ in range(_BIAS_ROUNDS):
-        b_cols = np.bincount(cols, residual - b_rows[rows], len(col_count)) / (col_count + BIAS_SHRINKAGE)
-        b_rows = np.bincount(rows, residual - b_cols[cols], len(row_count)) / (row_count + BIAS_SHRINKAGE)
+    for _ in range(BIAS_ROUNDS):
+        b_cols = np.bincount(cols, residual - b_rows[rows], len(col_count)) / (col_count + shrinkage)
+        b_rows = np.bincount(rows, residual - b_cols[cols], len(row_count)) / (row_count + shrinkage)
     return b_rows, b_cols
+
+
+@dataclass
+class BiasModel:
+    """The regularised bias model ``μ + b_u + b_i`` in rating units (Koren's baseline predictor), clipped
+    to the scale: the floor a blend (``CFN(kind="blend")``) is built on and never loses to.  Fitted by
+    :func:`bias_offsets` with the users as rows, so the items are solved first and the users last: a new
+    user's offset (:meth:`offset_of_new`) follows the rule of a training user's."""
+
+    low: float
+    high: float
+    mean: float                # μ, the mean training rating
+    user_offset: np.ndarray    # (n_users,) float64
+    item_offset: np.ndarray    # (n_items,) float64
+    shrinkage: float = BASELINE_SHRINKAGE
+
+    @classmethod
+    def fit(cls, train: RatingSet, shrinkage: float = BASELINE_SHRINKAGE) -> "BiasModel":
+        rating = train.rating.astype(np.float64)
+        mean = float(rating.mean())
+        b_user, b_item = bias_offsets(train.user, train.item, rating - mean,
+                                      np.bincount(train.user, minlength=train.n_users),
+                                      np.bincount(train.item, minlength=train.n_items), shrinkage)
+        low, high = (float(s) for s in train.scale)
+        return cls(low, high, mean, b_user, b_item, float(shrinkage))
+
+    def unclipped(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.mean + self.user_offset[users] + self.item_offset[items]
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Predicted ratings (float64, clipped) of pairs of training indices."""
+        return np.clip(self.unclipped(users, items), self.low, self.high)
+
+    def offset_of_new(self, new: str, others: np.ndarray, ratings: np.ndarray) -> float:
+        """The offset of a new user (``new="user"``) or item given its ``ratings`` of training ``others``
+        (items, or users): the shrunk mean of what μ and the others' offsets leave."""
+        other_offset = self.item_offset if new == "user" else self.user_offset
+        residual = np.asarray(ratings, dtype=np.float64) - self.mean - other_offset[others]
+        return float(residual.sum() / (len(residual) + self.shrinkage))
+
+    def row_of_new(self, new: str, offset: float) -> np.ndarray:
+        """Unclipped predictions of a new user (item) with ``offset`` for every training item (user)."""
+        return self.mean + offset + (self.item_offset if new == "user" else self.user_offset)

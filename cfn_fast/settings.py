@@ -28,13 +28,18 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 
 __all__ = ["Setting", "SETTINGS", "TrainConfig", "SETTING_NAMES", "DEFAULTS", "KindDefaults", "PER_KIND", "KINDS",
-           "AUTO", "CENTRINGS", "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
+           "AUTO", "BLEND", "QUALITIES", "CENTRINGS",
+           "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
            "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE",
            "known_per_sample", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
            "is_int", "is_real", "is_finite", "DTYPES"]
 
 KINDS = ("item", "user")
 AUTO = "auto"
+#: The default kind: a blend of the bias model and CFN networks, weighted on validation (cfn_fast.training.blending).
+BLEND = "blend"
+#: ``quality=``: which candidates a blend is chosen from (``"best"``: more, and larger, networks).
+QUALITIES = ("default", "best")
 CENTRINGS = ("sample", "bias")
 #: The weight storage types (``dtype=``); :mod:`cfn_fast.backends.bfloat16` holds bfloat16's rules:
 #: the settings sit below the storage rules in the layers of docs/architecture.md and cannot import them.
@@ -124,11 +129,19 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("kind", "item", "I-CFN (item: one sample per item, over users), U-CFN (user) or auto (chosen at fit, "
-            "with the centring, on a validation part of the training set)", positional=True,
-            cli={"choices": ("auto", "item", "user"), "default": "auto",
-                 "help": "I-CFN (item), U-CFN (user) or auto: kind and centring chosen on a validation part of "
-                         "the training set (up to 4 extra fits)"}),
+    Setting("kind", BLEND, "blend (the default: the bias model mu + b_u + b_i and I-/U-CFN networks, weighted on a "
+            "validation part of the training set, then refitted on all of it; never worse than the bias model on "
+            "validation), I-CFN (item: one sample per item, over users, the paper's), U-CFN (user) or auto (one "
+            "network, chosen at fit with the centring on a validation part)", positional=True,
+            cli={"choices": (BLEND, "auto", "item", "user"), "default": BLEND,
+                 "help": "blend (default): bias model and CFN networks weighted on a validation part of the training "
+                         "set; item (I-CFN) or user (U-CFN): the paper's models; auto: one kind and centring chosen "
+                         "on validation"}),
+    Setting("quality", "default", "for kind=blend: 'default' blends the four I-/U-CFN x centring networks; 'best' "
+            "also weighs larger and longer-trained networks and other seeds (several times slower)",
+            ok=lambda v: isinstance(v, str) and v in QUALITIES, expected=" or ".join(repr(q) for q in QUALITIES),
+            cli={"choices": QUALITIES, "help": "candidates of the blend: default, or best (more and larger networks, "
+                 "several times slower)"}),
     Setting("centring", None, "what the network's values are centred by: sample (each sample's own mean, the "
             "paper's) or bias (the regularised bias model mu + b_u + b_i); None: sample for an explicit kind, "
             "chosen on validation for kind=auto", ok=lambda v: v is None or (isinstance(v, str) and v in CENTRINGS),
@@ -273,9 +286,9 @@ def resolve(params: Mapping[str, Any], kind: str | None = None,
     fit resolves it).  ``known_per_sample``: the training data's mean known entries per sample; a
     default ``lr`` is then scaled by :func:`density_step_factor`, an explicit one is used as given."""
     given = params.get("kind", "item")
-    if not isinstance(given, str) or given not in (*KINDS, AUTO):
-        raise ValueError(f"kind must be 'item', 'user' or 'auto', got {given!r}")
-    kind = kind or (given if given != AUTO else "item")
+    if not isinstance(given, str) or given not in (*KINDS, AUTO, BLEND):
+        raise ValueError(f"kind must be 'blend', 'item', 'user' or 'auto', got {given!r}")
+    kind = kind or (given if given in KINDS else "item")
     out = {}
     for s in SETTINGS:
         value = params.get(s.name, s.default)
@@ -289,6 +302,8 @@ def resolve(params: Mapping[str, Any], kind: str | None = None,
         if s.ok is not None:
             check(s.ok(out[s.name]), s.name, out[s.name], s.expected)
     check(out["alpha"] + out["beta"] > 0, "alpha + beta", out["alpha"] + out["beta"], "> 0")
+    check(out["quality"] == "default" or given == BLEND, "quality", out["quality"],
+          "'default' unless kind='blend' (quality chooses the networks a blend weighs)")
     check(out["lr"] * out["weight_decay"] < 1, "lr * weight_decay", out["lr"] * out["weight_decay"],
           "< 1 (otherwise weight decay flips the sign of the weights)")
     for s in SETTINGS:

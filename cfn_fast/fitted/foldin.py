@@ -20,7 +20,7 @@ from .ranking import DEFAULT_MIN_SUPPORT, check_min_support, top_n
 from .runtime import Runtime
 from .scoring import ids_to_index, input_mean_rating, support_of
 
-__all__ = ["FoldIn", "FoldInError", "fold_in"]
+__all__ = ["FoldIn", "FoldInError", "fold_in", "feature_names"]
 
 
 #: what to do about explicit zeros in a sparse fold-in row (the end of the error's sentence)
@@ -36,36 +36,20 @@ def fold_in(rt: Runtime, ids: Any, ratings: Any, features: Any, new: str | None,
             feature_names: Any = None) -> "FoldIn":
     """See :meth:`cfn_fast.CFN.fold_in`; ``feature_names``: the names a labelled ``features`` is aligned
     on (the model's sample-side feature names, when it uses side information)."""
-    net = rt.network
-    sample_side, other_side = net.sample_side, net.input_side
     if new is not None and new not in ("user", "item"):
         raise ValueError(f"new must be 'user' or 'item', got {new!r}")
+    if rt.fitted.blend is not None:
+        return fold_in_blend(rt, ids, ratings, features, new or "user", feature_names)
+    net = rt.network
+    sample_side, other_side = net.sample_side, net.input_side
     if new is not None and new != sample_side:
         model = "an I-CFN" if net.kind == "item" else "a U-CFN"
         raise FoldInError(
             f"{model} cannot fold in a new {new}: {new}s are the input dimensions of its "
             f"{sample_side} autoencoder, so a new {new} needs retraining "
             f"({'a U-CFN' if new == 'user' else 'an I-CFN'} model folds in new {new}s)")
-    if sp.issparse(ids):
-        index, values = fold_in_row(rt, ids, ratings)
-    else:
-        ids, values = fold_in_ratings(ids, ratings)
-        index = ids_to_index(rt, ids, other_side) if len(ids) else np.zeros(0, dtype=np.int32)
-        repeated = first_duplicate(index, np.zeros(len(index)))
-        if repeated is not None:
-            first, later, _ = repeated
-            shown = ids[first].item() if isinstance(ids[first], np.generic) else ids[first]
-            raise ValueError(f"fold-in ratings name {other_side} id {shown!r} more than once (positions {first} "
-                             f"and {later}); give one rating per {other_side}")
+    index, values = new_row(rt, ids, ratings, other_side)
     pre = net.preprocessing
-    if len(values):
-        bad = ~np.isfinite(values)
-        if bad.any():
-            raise ValueError(f"fold-in ratings contain {int(bad.sum())} NaN or infinite value(s)")
-        outside = (values < pre.low) | (values > pre.high)
-        if outside.any():
-            raise ValueError(f"{int(outside.sum())} fold-in rating(s) outside the scale "
-                             f"[{pre.low:g}, {pre.high:g}], e.g. {float(values[outside][0]):g}")
     side = fold_in_features(rt, features, feature_names)
     n_inputs = net.n_inputs
     unit = (values.astype(np.float64) - pre.mid) / pre.half_range
@@ -85,15 +69,69 @@ def fold_in(rt: Runtime, ids: Any, ratings: Any, features: Any, new: str | None,
                   unclipped=unclipped, support=support_of(rt, other_side))
 
 
-def fold_in_row(rt: Runtime, row: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(input indices, ratings)`` of a new row given as a 1 x n_inputs sparse matrix (columns in training
+def feature_names(rt: Runtime, new: str | None, use_side_info: bool) -> Any:
+    """The feature names a new row's labelled ``features`` are aligned on: those of the side folded in (by
+    default a model's sample side; a blend's new user)."""
+    side = new if new in ("user", "item") else rt.fitted.kind if rt.fitted.blend is None else "user"
+    train = rt.fitted.train
+    return (train.user_feature_names if side == "user" else train.item_feature_names) if use_side_info else None
+
+
+def fold_in_blend(rt: Runtime, ids: Any, ratings: Any, features: Any, new: str, feature_names: Any) -> "FoldIn":
+    """A new user (item) of a blend: the bias model's row, given the new offset its ratings show, blended
+    with the folded-in rows of the members that can fold one in (``Blend.fold_in_weights``)."""
+    blend, train = rt.fitted.blend, rt.fitted.train
+    other_side = "item" if new == "user" else "user"
+    index, values = new_row(rt, ids, ratings, other_side)
+    weights = blend.fold_in_weights[new]
+    folds = [fold_in(member, ids, ratings, features, new, feature_names) if weight > 0 else None
+             for member, weight in zip(rt.members, weights)]
+    offset = blend.bias.offset_of_new(new, index, values)
+    base = np.clip(blend.bias.row_of_new(new, offset), blend.bias.low, blend.bias.high)
+    predicted, unclipped = blend.combine(weights, base, [None if f is None else f.ratings for f in folds])
+    other_ids = train.item_ids if other_side == "item" else train.user_ids
+    low, high = blend.bias.low, blend.bias.high
+    unit_mean = (blend.bias.mean + offset - 0.5 * (low + high)) / (0.5 * (high - low))
+    return FoldIn(train, new, other_ids, predicted, index.astype(np.int64), unit_mean, unclipped=unclipped,
+                  support=support_of(rt, other_side))
+
+
+def new_row(rt: Runtime, ids: Any, ratings: Any, other_side: str) -> tuple[np.ndarray, np.ndarray]:
+    """The new row's ``(indices of the other side, ratings)``, checked: known ids, each once, finite ratings
+    on the scale."""
+    if sp.issparse(ids):
+        index, values = fold_in_row(rt, ids, ratings, other_side)
+    else:
+        ids, values = fold_in_ratings(ids, ratings)
+        index = ids_to_index(rt, ids, other_side) if len(ids) else np.zeros(0, dtype=np.int32)
+        repeated = first_duplicate(index, np.zeros(len(index)))
+        if repeated is not None:
+            first, later, _ = repeated
+            shown = ids[first].item() if isinstance(ids[first], np.generic) else ids[first]
+            raise ValueError(f"fold-in ratings name {other_side} id {shown!r} more than once (positions {first} "
+                             f"and {later}); give one rating per {other_side}")
+    low, high = rt.fitted.train.scale
+    if len(values):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise ValueError(f"fold-in ratings contain {int(bad.sum())} NaN or infinite value(s)")
+        outside = (values < low) | (values > high)
+        if outside.any():
+            raise ValueError(f"{int(outside.sum())} fold-in rating(s) outside the scale "
+                             f"[{low:g}, {high:g}], e.g. {float(values[outside][0]):g}")
+    return index, values
+
+
+def fold_in_row(rt: Runtime, row: Any, ratings: Any, other_side: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices of the other side, ratings)`` of a new row given as a 1 x n sparse matrix (columns in training
     index order, as ``encode``'s rows); duplicates and explicit zeros are errors
     (:mod:`~cfn_fast.data.sparse_input`)."""
-    net = rt.network
+    train = rt.fitted.train
+    n_other = train.n_items if other_side == "item" else train.n_users
     if ratings is not None:
         raise ValueError("a sparse fold-in row holds its ratings: pass it alone, without ratings")
-    if row.shape != (1, net.n_inputs):
-        raise ValueError(f"a sparse fold-in row must have shape (1, {net.n_inputs}) (the model's {net.input_side}s "
+    if row.shape != (1, n_other):
+        raise ValueError(f"a sparse fold-in row must have shape (1, {n_other}) (the model's {other_side}s "
                          f"in training index order), got {row.shape}")
     if row.dtype.kind not in "iuf":
         raise ValueError(f"fold-in ratings must be numbers, got dtype {row.dtype}")

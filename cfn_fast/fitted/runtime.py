@@ -11,6 +11,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from .. import settings
 from ..backends.base import Engine, TrainConfig
 from ..engine import make_engine
 from ..network import Layer
@@ -31,17 +32,37 @@ class DeviceOutOfMemory(MemoryError, RuntimeError):
 class Runtime:
     """``fitted`` on ``backend``, its engine built from the canonical layers with ``config``."""
 
-    def __init__(self, fitted: Fitted, backend: str, config: TrainConfig, engine: Engine | None = None) -> None:
+    def __init__(self, fitted: Fitted, backend: str, config: TrainConfig, engine: Engine | None = None,
+                 members: tuple["Runtime", ...] | None = None) -> None:
         self.fitted = fitted
         self.backend = backend
         self.config = config
         self._engine = engine
+        self._members = members   # a blend's: its members' runtimes when they are at hand (after fit)
         self._caches: dict[str, Any] = {}
         self._lock = threading.RLock()
 
     @property
     def network(self) -> Any:
         return self.fitted.network
+
+    @property
+    def members(self) -> tuple["Runtime", ...]:
+        """A blend's networks, each bound to an engine of its own with its member's settings (built once);
+        empty for a single network."""
+        members = self._members
+        if members is None:
+            with self._lock:
+                if self._members is None:
+                    self._members = tuple(self._member(net, params) for net, params in
+                                          zip(self.fitted.networks, self.fitted.blend.member_params)) \
+                        if self.fitted.blend is not None else ()
+                members = self._members
+        return members
+
+    def _member(self, network: Any, params: dict[str, Any]) -> "Runtime":
+        resolved = settings.resolve(params, network.kind, settings.known_per_sample(network.inputs))
+        return Runtime(Fitted(self.fitted.train, (network,)), self.backend, settings.train_config(resolved))
 
     @property
     def engine(self) -> Engine:
@@ -82,6 +103,8 @@ class Runtime:
 
     def clear_caches(self) -> None:
         self._caches.clear()
+        for member in self._members or ():
+            member.clear_caches()
 
     @contextmanager
     def memory_guard(self, action: str) -> Iterator[None]:

@@ -38,13 +38,13 @@ def as_index(index: Any, n: int, what: str) -> np.ndarray:
 def ids_to_index(rt: Runtime, ids: Any, side: str) -> np.ndarray:
     """Training indices of original ``ids`` of ``side`` (``KeyError`` saying what an unknown id needs)."""
     ids = interop.to_host(ids)
-    train, kind = rt.fitted.train, rt.network.kind
+    train, kind = rt.fitted.train, rt.fitted.kind
     lookup = train.user_index if side == "user" else train.item_index
     try:
         return lookup(ids)
     except KeyError as exc:
         text = exc.args[0] if exc.args else str(exc)
-        if side == kind:
+        if side == kind or rt.fitted.blend is not None:
             hint = f"use fold_in to score a new {side} without retraining"
         else:
             hint = (f"a new {side} is an input dimension of this {'U' if kind == 'user' else 'I'}-CFN "
@@ -54,11 +54,15 @@ def ids_to_index(rt: Runtime, ids: Any, side: str) -> np.ndarray:
 
 def predict_pairs(rt: Runtime, users: Any, items: Any) -> np.ndarray:
     """Predicted ratings (float64, clipped) of pairs of user and item training indices."""
-    train, net = rt.fitted.train, rt.network
+    train, blend = rt.fitted.train, rt.fitted.blend
     users = as_index(users, train.n_users, "user")
     items = as_index(items, train.n_items, "item")
     if len(users) != len(items):
         raise ValueError(f"users and items differ in length: {len(users)} and {len(items)}")
+    if blend is not None:
+        members = [predict_pairs(member, users, items) for member in rt.members]
+        return blend.combine(blend.weights, blend.bias.predict(users, items), members)[0]
+    net = rt.network
     samples, inputs = (users, items) if net.kind == "user" else (items, users)
     outputs = np.zeros(len(samples), dtype=np.float32)
     if len(samples) == 0:
@@ -100,6 +104,10 @@ def item_codes(rt: Runtime) -> np.ndarray:
 def user_scores(rt: Runtime, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Predicted ratings ``(len(users), n_items)`` of known user indices, and the same scores before
     clipping to the rating scale (the ranking's tie-breaker)."""
+    blend = rt.fitted.blend
+    if blend is not None:
+        base = blend.bias.predict(users[:, None], np.arange(rt.fitted.train.n_items)[None, :])
+        return blend.combine(blend.weights, base, [user_scores(member, users)[0] for member in rt.members])
     net = rt.network
     pre = net.preprocessing
     n_items = rt.fitted.train.n_items

@@ -7,12 +7,11 @@ and folding in (:mod:`cfn_fast.fitted.scoring`, :mod:`~cfn_fast.fitted.foldin`),
 :mod:`~cfn_fast.fitted.persistence`) and the ONNX export; an engine to run it on is bound by
 :class:`~cfn_fast.fitted.runtime.Runtime`.
 
-Shape for what comes next: ``networks`` is a tuple, so a fitted ensemble holds several member networks
-(each with its own kind and preprocessing) beside one training set; a blend's bias model needs no new
-type (a :class:`~cfn_fast.preprocessing.Preprocessing` with the bias centring holds one, fitted on the
-training set).  A network's ``layers`` is any sequence of :class:`~cfn_fast.network.Layer`, so layers
-held by other processes (sharded training) can stand behind it.  Today every model holds exactly one
-network, reached as :attr:`Fitted.network`.
+A blend (``CFN(kind="blend")``, the default) holds several member networks (each with its own kind,
+preprocessing and settings) beside one training set, and a :class:`Blend`: the bias model and the weights of
+each member's departure from it.  A single-network model has ``blend=None`` and reaches its network as
+:attr:`Fitted.network`.  A network's ``layers`` is any sequence of :class:`~cfn_fast.network.Layer`, so
+layers held by other processes (sharded training) can stand behind it.
 """
 from __future__ import annotations
 
@@ -25,10 +24,12 @@ import scipy.sparse as sp
 from ..data.ratings import RatingSet
 from ..network import Layer
 from ..preprocessing import Preprocessing
+from ..settings import BLEND
+from ..training.blending import Blend
 from ..training.selection import KindChoice
 from ..training.trainer import EpochRecord
 
-__all__ = ["Network", "Fitted"]
+__all__ = ["Network", "Fitted", "Blend"]
 
 
 @dataclass
@@ -75,14 +76,16 @@ class Fitted:
     best_epoch: int | None = None
     selection: KindChoice | None = None
     profile: Any = None     # a cfn_fast.profiling.Profile when trained with profile=True
+    blend: Blend | None = None
 
     @property
     def network(self) -> Network:
-        """The model's one network (a model of several raises: name a member)."""
-        if len(self.networks) != 1:
-            raise ValueError(f"this model holds {len(self.networks)} networks; name the member to use")
+        """The model's one network (a blend raises: name a member)."""
+        if self.blend is not None or len(self.networks) != 1:
+            raise ValueError(f"this model is a blend of a bias model and {len(self.networks)} network(s): name "
+                             f"the member to use (member=k, or model.member(k); model.blend_ lists them)")
         return self.networks[0]
 
     @property
     def kind(self) -> str:
-        return self.network.kind
+        return BLEND if self.blend is not None else self.network.kind

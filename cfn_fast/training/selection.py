@@ -32,7 +32,8 @@ from ..data.split import train_test_split
 from ..settings import choose_kind
 from .trainer import TrainingDiverged
 
-__all__ = ["KindChoice", "select_kind", "candidates", "VALIDATION_FRACTION", "MIN_RATINGS_FOR_VALIDATION"]
+__all__ = ["KindChoice", "select_kind", "candidates", "VALIDATION_FRACTION", "MIN_RATINGS_FOR_VALIDATION",
+           "VALIDATION_SEED_OFFSET"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -44,7 +45,7 @@ MIN_RATINGS_FOR_VALIDATION = 200
 
 #: Added to the model's seed for the validation draw, so that it differs from a test split drawn
 #: with the same seed (as :func:`cfn_fast.data.train_validation_test_split` does).
-_VALIDATION_SEED_OFFSET = 1_000_003
+VALIDATION_SEED_OFFSET = 1_000_003
 
 KINDS = ("item", "user")
 
@@ -89,7 +90,7 @@ def select_kind(model: Any, train: RatingSet, user_features: Any = None, item_fe
         return KindChoice(kind, model.centring or "bias", f"shape rule ({why})")
     started = time.perf_counter()
     if validation is None:
-        part, validation = train_test_split(train, VALIDATION_FRACTION, seed=int(model.seed) + _VALIDATION_SEED_OFFSET)
+        part, validation = train_test_split(train, VALIDATION_FRACTION, seed=int(model.seed) + VALIDATION_SEED_OFFSET)
         how = "validation part"
     else:
         part, how = train, "validation set given to fit"

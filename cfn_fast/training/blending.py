@@ -1,0 +1,225 @@
+"""``CFN(kind="blend")``, the default: the bias model and CFN networks, weighted on validation.
+
+What a blend predicts: ``clip(bias + Σ_k w_k · (member_k − bias))``, where ``bias`` is the regularised bias
+model μ + b_u + b_i (:class:`~cfn_fast.preprocessing.BiasModel`) and each member is a CFN network's clipped
+prediction (:class:`Blend`).
+
+How it is chosen, never looking at a test set:
+
+1. The candidates (:func:`candidate_params`: for ``quality="default"`` I-CFN and U-CFN, each with the
+   paper's per-sample centring and with the bias centring) are trained with the model's settings on the
+   training set less a validation part (:data:`~cfn_fast.training.selection.VALIDATION_FRACTION` of its
+   ratings, drawn with the model's seed; a validation set given to ``fit`` is used instead), and the bias
+   model on the same part.
+2. The weights minimise the squared error on the validation part, non-negative (a member's departure
+   from the bias model is trusted or not, never reversed), with a ridge penalty of ``τ`` pseudo-ratings
+   per member pulling them towards 0, i.e. towards the bias model alone.  ``τ`` is chosen from
+   :data:`SHRINKAGE_GRID` (which ends in ∞: the bias model alone) by :data:`CV_FOLDS`-fold
+   cross-validation *within* the validation part.  That is the shrinkage small sets need: with 5,000 ratings
+   the validation part holds 500, and when the networks do not beat the bias model there the cross-validation
+   keeps the bias model alone.
+3. The members with a weight (at most :data:`MAX_MEMBERS` of them, the largest) are trained again on all of
+   the training set, with the weights found; so is the bias model.  A folded-in user (item) is predicted
+   by the members that can fold one in (U-CFN for users, I-CFN for items) with weights chosen the same
+   way over those members alone.
+
+Sets too small to hold a validation part (under
+:data:`~cfn_fast.training.selection.MIN_RATINGS_FOR_VALIDATION` ratings), and ``epochs=0``, get the bias
+model alone: nothing can show that a network would do better.
+
+This module never imports the estimator: it gets the model and builds the members with its class.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+
+from ..data.ratings import RatingSet
+from ..data.split import train_test_split
+from ..metrics import rmse
+from ..preprocessing import BiasModel
+from ..settings import KINDS
+from .selection import MIN_RATINGS_FOR_VALIDATION, VALIDATION_FRACTION, VALIDATION_SEED_OFFSET
+from .trainer import TrainingDiverged
+
+__all__ = ["Blend", "fit_blend", "candidate_params", "blend_weights", "choose_shrinkage", "SHRINKAGE_GRID", "CV_FOLDS",
+           "MAX_MEMBERS"]
+
+log = logging.getLogger("cfn_fast")
+
+#: Ridge penalties tried, in pseudo-ratings per member (a member's penalty is τ times its mean squared
+#: departure from the bias model); ∞ is the bias model alone.
+SHRINKAGE_GRID = (0.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, math.inf)
+
+#: Folds of the cross-validation that chooses the shrinkage inside the validation part.
+CV_FOLDS = 5
+
+#: Most networks a blend keeps (and trains again on the whole training set), by quality: this bounds the
+#: default's fit time (bench/README.md, "Predictions").
+MAX_MEMBERS = {"default": 3, "best": 8}
+
+#: What the members do not take from the blend's own settings.
+_NOT_FOR_MEMBERS = {"kind": None, "centring": None, "quality": "default", "verbose": 0, "profile": False}
+
+
+@dataclass
+class Blend:
+    """How a blend predicts: ``clip(bias + Σ_k w_k · (member_k − bias))``, each member's prediction clipped
+    to the scale, the weights chosen on validation (:mod:`cfn_fast.training.blending`).
+
+    ``weights``: one per member, for known users and items.  ``fold_in_weights``: ``{"user": ..., "item":
+    ...}``, the weights for a folded-in user (item): zero for the members that cannot fold one in (an
+    I-CFN's users are its inputs), chosen on validation as the others.  ``member_params``: each member's
+    constructor settings.  ``report``: how the weights were chosen (validation RMSEs, shrinkage, seconds)."""
+
+    bias: BiasModel
+    weights: np.ndarray
+    fold_in_weights: dict[str, np.ndarray]
+    member_params: tuple[dict[str, Any], ...]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def combine(self, weights: np.ndarray, base: np.ndarray,
+                members: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ratings, unclipped)`` of the bias model's predictions ``base`` and the members' (clipped)
+        predictions, blended with ``weights`` (:attr:`weights`, or one of :attr:`fold_in_weights`)."""
+        unclipped = np.array(base, dtype=np.float64)
+        for weight, member in zip(weights, members):
+            if weight:
+                unclipped += weight * (member - base)
+        return np.clip(unclipped, self.bias.low, self.bias.high), unclipped
+
+    def summary(self) -> str:
+        members = ", ".join(f"{p['kind']}/{p['centring']}×{w:.3f}" for p, w in zip(self.member_params, self.weights))
+        return f"bias model + ({members or 'no network'})"
+
+
+def candidate_params(params: dict[str, Any], quality: str) -> list[dict[str, Any]]:
+    """Constructor settings of the networks a blend weighs, from the blend's own ``params``: for
+    ``"default"`` I-CFN and U-CFN with each centring (a ``centring`` given keeps only that one); ``"best"``
+    adds the same networks trained twice as long, I-CFN with 1,000 hidden units and other seeds."""
+    base = {**params, **_NOT_FOR_MEMBERS}
+    centrings = ("sample", "bias") if params.get("centring") is None else (params["centring"],)
+    out = [{**base, "kind": kind, "centring": c} for kind in KINDS for c in centrings]
+    if quality == "best":
+        epochs = 2 * int(params["epochs"])
+        seed = int(params["seed"])
+        out += [{**member, "epochs": epochs, "seed": seed + 1} for member in list(out)]
+        out += [{**base, "kind": "item", "centring": c, "hidden": (1000,), "epochs": epochs, "seed": seed + 2}
+                for c in centrings]
+    return out
+
+
+def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_features: Any = None,
+              divergence: Any = "auto", validation: RatingSet | None = None) -> tuple[list[Any], Blend]:
+    """Train the blend ``model`` (a ``CFN`` with ``kind="blend"``) on ``train``: ``(members, blend)``, the
+    fitted member models in the blend's order and the :class:`~cfn_fast.fitted.value.Blend`."""
+    started = time.perf_counter()
+    params = model.get_params()
+    if (validation is None and train.nnz < MIN_RATINGS_FOR_VALIDATION) or not params["epochs"]:
+        why = "too few ratings to validate" if params["epochs"] else "epochs=0"
+        report = {"how": f"bias model alone ({why})", "seconds": time.perf_counter() - started}
+        return [], Blend(BiasModel.fit(train), np.zeros(0), {"user": np.zeros(0), "item": np.zeros(0)}, (), report)
+    if validation is None:
+        part, validation = train_test_split(train, VALIDATION_FRACTION,
+                                            seed=int(params["seed"]) + VALIDATION_SEED_OFFSET)
+        how = "validation part"
+    else:
+        part, how = train, "validation set given to fit"
+    candidates, fitted, predictions, scores = candidate_params(params, params["quality"]), [], [], {}
+    for member in candidates:
+        name = _name(member)
+        candidate = type(model)(**member)
+        try:
+            candidate.fit(part, user_features, item_features, divergence=divergence)
+            predicted = candidate.predict_indices(validation.user, validation.item)
+        except TrainingDiverged:
+            log.info("kind='blend': %s diverged; left out", name)
+            continue
+        scores[name] = rmse(predicted, validation.rating)
+        fitted.append((member, candidate))
+        predictions.append(predicted)
+        log.info("kind='blend': %s: validation RMSE %.4f", name, scores[name])
+    bias = BiasModel.fit(part)
+    base = bias.predict(validation.user, validation.item)
+    deltas = np.stack(predictions, axis=1) - base[:, None] if predictions else np.zeros((validation.nnz, 0))
+    residual = validation.rating.astype(np.float64) - base
+    shrinkage, cv_rmse = choose_shrinkage(deltas, residual, seed=int(params["seed"]))
+    weights = blend_weights(deltas, residual, shrinkage)
+    keep = _kept(weights, MAX_MEMBERS[params["quality"]])
+    weights = blend_weights(deltas[:, keep], residual, shrinkage)
+    kept = [fitted[k] for k in keep]
+    kinds = np.array([member["kind"] for member, _ in kept])
+    fold_in = {side: _restricted(deltas[:, keep], residual, shrinkage, kinds == side) for side in KINDS}
+    report = {"how": how, "validation_rmse": scores, "bias_rmse": rmse(base, validation.rating),
+              "cv_rmse": cv_rmse, "shrinkage": shrinkage,
+              "blend_rmse": rmse(np.clip(base + deltas[:, keep] @ weights, bias.low, bias.high),
+                                 validation.rating)}
+    if how == "validation part":
+        kept = [(member, type(model)(**member).fit(train, user_features, item_features, divergence=divergence))
+                for member, _ in kept]
+        bias = BiasModel.fit(train)
+    report["seconds"] = time.perf_counter() - started
+    blend = Blend(bias, weights, fold_in, tuple(member for member, _ in kept), report)
+    log.info("kind='blend' chose %s (validation RMSE %.4f, bias model %.4f; %.1f s)", blend.summary(),
+             report["blend_rmse"], report["bias_rmse"], report["seconds"])
+    return [candidate for _, candidate in kept], blend
+
+
+def _name(member: dict[str, Any]) -> str:
+    return (f"{member['kind']}/{member['centring']}/h{'x'.join(map(str, member['hidden']))}"
+            f"/e{member['epochs']}/s{member['seed']}")
+
+
+def _kept(weights: np.ndarray, most: int) -> list[int]:
+    """Indices of the members with a weight, the ``most`` largest, in their original order."""
+    order = [int(k) for k in np.argsort(-weights, kind="stable") if weights[k] > 0][:most]
+    return sorted(order)
+
+
+def _restricted(deltas: np.ndarray, residual: np.ndarray, shrinkage: float, usable: np.ndarray) -> np.ndarray:
+    """Weights over the ``usable`` members alone (zero elsewhere), with the same shrinkage."""
+    weights = np.zeros(deltas.shape[1])
+    if usable.any():
+        weights[usable] = blend_weights(deltas[:, usable], residual, shrinkage)
+    return weights
+
+
+def blend_weights(deltas: np.ndarray, residual: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Non-negative ``w`` minimising ``‖residual − deltas·w‖² + shrinkage · Σ_k mean(deltas_k²) · w_k²``:
+    the members' departures from the bias model fitted to what it leaves, each penalised as ``shrinkage``
+    pseudo-ratings (∞: all zero, the bias model alone)."""
+    k = deltas.shape[1]
+    if k == 0 or math.isinf(shrinkage):
+        return np.zeros(k)
+    gram = deltas.T @ deltas
+    gram[np.diag_indices(k)] += shrinkage * np.mean(deltas ** 2, axis=0) + 1e-12 * (1.0 + np.trace(gram))
+    # nnls on the Cholesky factor of the normal equations: the same solution without the n x k matrix
+    factor = scipy.linalg.cholesky(gram, lower=False)
+    target = scipy.linalg.solve_triangular(factor, deltas.T @ residual, trans="T")
+    weights, _ = scipy.optimize.nnls(factor, target)
+    return weights
+
+
+def choose_shrinkage(deltas: np.ndarray, residual: np.ndarray, seed: int) -> tuple[float, dict[str, float]]:
+    """The ridge penalty of :data:`SHRINKAGE_GRID` with the least :data:`CV_FOLDS`-fold cross-validated
+    error of :func:`blend_weights` on the validation part, and each penalty's cross-validated RMSE.  Ties go
+    to the larger penalty (closer to the bias model)."""
+    n = len(residual)
+    fold = np.random.default_rng(seed).permutation(n) % CV_FOLDS
+    errors: dict[str, float] = {}
+    for shrinkage in SHRINKAGE_GRID:
+        total = 0.0
+        for f in range(CV_FOLDS):
+            held = fold == f
+            weights = blend_weights(deltas[~held], residual[~held], shrinkage)
+            total += float(np.sum((residual[held] - deltas[held] @ weights) ** 2))
+        errors[str(shrinkage)] = math.sqrt(total / max(n, 1))
+    best = min(reversed(SHRINKAGE_GRID), key=lambda s: errors[str(s)])
+    return best, errors
