@@ -140,8 +140,9 @@ class CFN(EstimatorParams, FittedAttributes):
         if not plain:
             raise ValueError("early_stopping, callbacks and initial_layers train one network: give a kind "
                              "('item' or 'user'); a blend (kind='blend') chooses its networks on validation")
-        members, blend = fit_blend(self, train, user_features, item_features, divergence, validation)
-        fitted = Fitted(train, tuple(m.fitted_.network for m in members), epochs_trained=self.epochs, blend=blend)
+        members, blend, profile = fit_blend(self, train, user_features, item_features, divergence, validation)
+        fitted = Fitted(train, tuple(m.fitted_.network for m in members), epochs_trained=self.epochs,
+                        profile=profile, blend=blend)
         self._runtime = Runtime(fitted, backend, settings.train_config(settings.resolve(self.get_params())),
                                 members=tuple(m.runtime_ for m in members))
         self._fitted, self._validation = fitted, validation
@@ -261,8 +262,12 @@ class CFN(EstimatorParams, FittedAttributes):
     def member(self, k: int) -> "CFN":
         """Network ``k`` of a blend as a model of its own (a copy: training it leaves the blend as it is)."""
         rt = self._rt(k)
-        model = type(self)(**self.fitted_.blend.member_params[k])
-        model._bind(copy.deepcopy(rt.fitted), rt.backend)
+        return self._bound(self.fitted_.blend.member_params[k], copy.deepcopy(rt.fitted), rt.backend)
+
+    @classmethod
+    def _bound(cls, params: dict[str, Any], fitted: Fitted, backend: str) -> "CFN":
+        model = cls(**params)
+        model._bind(fitted, backend)
         return model
 
     def __sklearn_is_fitted__(self) -> bool:

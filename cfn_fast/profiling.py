@@ -129,6 +129,15 @@ class Profile:
     def epoch_seconds(self) -> float:
         return sum(seconds for _, _, seconds in self.epochs)
 
+    @classmethod
+    def combined(cls, profiles: list["Profile"]) -> "Profile | None":
+        """One profile of several trainings run one after the other (a blend's networks), in the order run;
+        None when there are none."""
+        if not profiles:
+            return None
+        return cls(profiles[0].backend, [e for p in profiles for e in p.events],
+                   [epoch for p in profiles for epoch in p.epochs], profiles[0].timer)
+
     def table(self) -> list[dict[str, Any]]:
         """One row per phase, in order of first appearance: calls, total s, mean ms, share of epoch time."""
         calls: dict[str, int] = defaultdict(int)

@@ -140,8 +140,11 @@ def test_fold_in_new_item_for_item_cfn(capsys, files):
 def test_demo(capsys):
     code, out, _ = run(capsys, "demo", "--epochs", "2", "--users", "200", "--items", "100", "--n-ratings", "4000",
                        "--hidden", "16", "--backend", "numpy", "--json")
+    assert code == 0 and out["epochs"] == 2 and out["kind"] == "blend" and out["validation_rmse_per_epoch"] == []
+    assert np.isfinite(out["test_rmse"]) and out["blend"]["how"] == "validation set given to fit"
+    code, out, _ = run(capsys, "demo", "--epochs", "2", "--users", "200", "--items", "100", "--n-ratings", "4000",
+                       "--hidden", "16", "--backend", "numpy", "--kind", "item", "--json")
     assert code == 0 and out["epochs"] == 2 and len(out["validation_rmse_per_epoch"]) == 2
-    assert np.isfinite(out["test_rmse"])
 
 
 # ----------------------------------------------------------------------------- bad input: exit codes, one line

@@ -422,7 +422,11 @@ def test_demo_labels_validation_and_test_and_renames_its_count_option(capsys):
     assert cli.main(argv + ["--n-ratings", "4000"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[2].startswith("kind auto: comparing")                    # --kind auto is the default
+    assert lines[2].startswith("kind blend: training the bias model")      # the blend is the default
+    assert "test RMSE" in lines[-1] and "bias model" in lines[-1]
+    assert cli.main(argv + ["--n-ratings", "4000", "--kind", "auto"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("kind auto: comparing")
     assert "validation RMSE" in lines[3] and lines[3].startswith("epoch") and "test RMSE" in lines[-1]
     assert cli.main(argv + ["--ratings", "4000", "--json"]) == 0  # the deprecated spelling still works
     captured = capsys.readouterr()

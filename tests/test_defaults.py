@@ -94,7 +94,7 @@ def test_auto_kind_is_reported_persisted_and_used(tmp_path) -> None:
     model.fold_in({ids[0]: 4.0})                               # a sample of the kind it chose
 
 
-def test_cli_defaults_to_auto_kind() -> None:
+def _demo(*options: str) -> dict:
     import contextlib
     import io
     import json
@@ -103,8 +103,21 @@ def test_cli_defaults_to_auto_kind() -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         main(["demo", "--users", "60", "--items", "40", "--ratings", "600", "--epochs", "1", "--hidden", "8",
-              "--backend", "numpy", "--json"])
-    result = json.loads(out.getvalue())
+              "--backend", "numpy", "--json", *options])
+    return json.loads(out.getvalue())
+
+
+def test_cli_defaults_to_the_blend() -> None:
+    result = _demo()
+    assert result["kind"] == "blend" and result["centring"] is None
+    blend = result["blend"]
+    assert blend["how"] == "validation set given to fit" and len(blend["validation_rmse"]) == 4
+    assert blend["blend_rmse"] <= blend["bias_rmse"]
+    assert all(member["weight"] > 0 and member["kind"] in ("item", "user") for member in blend["members"])
+
+
+def test_cli_kind_auto_reports_its_choice() -> None:
+    result = _demo("--kind", "auto")
     assert result["kind"] == result["selection"]["kind"] and result["centring"] == result["selection"]["centring"]
     assert len(result["selection"]["validation_rmse"]) == 4
 

@@ -151,7 +151,9 @@ def test_cli_fit_profile_and_trace(tmp_path, capsys, ratings):
     code = main(["fit", "--ratings", str(data), "--hidden", "8", "--epochs", "1", "--backend", "cpu",
                  "--profile", "--trace", str(trace), "--json"])
     out = json.loads(capsys.readouterr().out)
+    # the default blend: one profile of every network it trained (four candidates, then the refits)
     assert code == 0 and out["profile"]["backend"] == "cpu" and out["trace"] == str(trace)
+    assert out["profile"]["epochs"] == 4 + len(out["blend"]["members"])
     assert {row["phase"] for row in out["profile"]["phases"]} >= {"gather", "encode", "output"}
     json.loads(trace.read_text())
     code = main(["fit", "--ratings", str(data), "--hidden", "8", "--epochs", "1", "--backend", "cpu", "--profile"])

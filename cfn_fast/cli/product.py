@@ -33,7 +33,9 @@ __all__ = ["demo", "eval_model", "fit", "fold_in", "parse_features", "predict", 
 
 # ----------------------------------------------------------------------------- demo, fit
 def _kind_label(model) -> str:
-    """``I-CFN`` / ``U-CFN``, and whether ``--kind auto`` chose it."""
+    """``I-CFN`` / ``U-CFN``, and whether ``--kind auto`` chose it; what a blend holds."""
+    if model.kind_ == "blend":
+        return model.blend_.summary().replace("×", " x")
     label = "I-CFN" if model.kind_ == "item" else "U-CFN"
     if model.centring_ == "bias":
         label += ", bias centring"
@@ -41,14 +43,31 @@ def _kind_label(model) -> str:
 
 
 def _announce_selection(model, quiet: bool) -> None:
+    if model.kind == "blend" and not quiet:
+        print(f"kind blend: training the bias model and {'more' if model.quality == 'best' else 'four'} CFN networks "
+              "on a validation part, weighing them there, then training the chosen ones on all of the training "
+              "set ...", flush=True)
     if model.kind == "auto" and not quiet:
         print("kind auto: comparing I-CFN and U-CFN with the sample and the bias centring on validation "
               f"({'the given centring only, ' if model.centring else ''}one fit each) ...", flush=True)
 
 
 def _selection(model) -> dict:
-    """``{"selection": ...}`` when ``--kind auto`` chose on validation, else nothing."""
-    return {} if model.selection_ is None else {"selection": model.selection_.as_dict()}
+    """``{"selection": ...}`` when ``--kind auto`` chose on validation, ``{"blend": ...}`` for a blend (its
+    members, weights and validation figures), else nothing; and the centring trained (None for a blend)."""
+    if model.kind_ == "blend":
+        blend = model.blend_
+        members = [{"kind": p["kind"], "centring": p["centring"], "hidden": list(p["hidden"]), "epochs": p["epochs"],
+                    "seed": p["seed"], "weight": float(w)} for p, w in zip(blend.member_params, blend.weights)]
+        report = {k: v for k, v in blend.report.items() if k != "cv_rmse"}
+        return {"centring": None, "blend": {"members": members, **report}}
+    chosen = {} if model.selection_ is None else {"selection": model.selection_.as_dict()}
+    return {"centring": model.centring_, **chosen}
+
+
+def _epoch_callbacks(model, enabled: bool, label: str = "val RMSE") -> tuple:
+    """The per-epoch printer (a blend trains several networks and prints none)."""
+    return () if model.kind == "blend" else (_epoch_printer(enabled, label),)
 
 
 def _epoch_printer(enabled: bool, label: str = "val RMSE"):
@@ -98,12 +117,12 @@ def demo(args: argparse.Namespace) -> dict:
               f"hidden={tuple(args.hidden)} backend={model.backend if model.backend != 'auto' else 'auto'}")
     start = time.perf_counter()
     _announce_selection(model, args.json)
-    model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json, "validation RMSE"),))
+    model.fit(train, validation=validation, callbacks=_epoch_callbacks(model, not args.json, "validation RMSE"))
     seconds = time.perf_counter() - start
     baseline = ItemMean().fit(train).score(test)
     final = model.score(test)
     result = {"command": "demo", "data": "synthetic", "n_ratings": ratings.nnz, "kind": model.kind_,
-              "centring": model.centring_, **_selection(model),
+              **_selection(model),
               "backend": model.backend_, "epochs": model.epochs_trained_, "train_seconds": round(seconds, 3),
               "test_rmse": final, "item_mean_rmse": baseline,
               "improvement_vs_item_mean": 1.0 - final / baseline,
@@ -160,11 +179,11 @@ def fit(args: argparse.Namespace) -> dict:
     model.profile = bool(args.profile or args.trace)
     start = time.perf_counter()
     _announce_selection(model, args.json)
-    model.fit(train, validation=validation, callbacks=(_epoch_printer(not args.json),))
+    model.fit(train, validation=validation, callbacks=_epoch_callbacks(model, not args.json))
     seconds = time.perf_counter() - start
     result = {"command": "fit", "ratings": str(args.ratings), "scale": list(ratings.scale),
               "scale_source": "declared" if args.scale else "observed", "kind": model.kind_,
-              "centring": model.centring_, **_selection(model), "backend": model.backend_,
+              **_selection(model), "backend": model.backend_,
               "hidden": list(args.hidden), "epochs": model.epochs_trained_, "train_seconds": round(seconds, 3),
               "test_rmse": model.score(test),
               "validation_rmse": None if validation is None else model.history_[-1].validation_rmse
@@ -265,7 +284,8 @@ def _fold_in_parser(sub: Any) -> None:
     p = sub.add_parser("fold-in", help="score a new user (U-CFN) or new item (I-CFN) without retraining")
     p.add_argument("--model", required=True, help="model file written by `cfn fit --save` or CFN.save")
     p.add_argument("--new", choices=("user", "item"), default=None,
-                   help="what the new row is (required): 'user' for a U-CFN model, 'item' for an I-CFN one")
+                   help="what the new row is: 'user' for a U-CFN model, 'item' for an I-CFN one (required for "
+                        "those); a blend (the default model) folds in either (default: user)")
     p.add_argument("--ratings-of-new", required=True, metavar="FILE",
                    help="CSV of id,rating: the new row's ratings (item ids for U-CFN, user ids for I-CFN)")
     p.add_argument("--features", nargs="+", default=None, metavar="F",
@@ -318,8 +338,9 @@ def fold_in(args: argparse.Namespace) -> dict:
     if args.n < 0:
         raise ValueError(f"-n must be >= 0, got {args.n}")
     model = CFN.load(args.model, backend=args.backend)
-    new, other = ("user", "item") if model.kind_ == "user" else ("item", "user")
-    if args.new is None:
+    new, other = ("user", "item") if model.kind_ == "user" or (model.kind_ == "blend" and args.new != "item") \
+        else ("item", "user")
+    if args.new is None and model.kind_ != "blend":
         raise UsageError(f"--new is required: say what the new row is; this {'U' if new == 'user' else 'I'}-CFN "
                          f"model folds in a new {new} (--new {new})"
                          + ("" if new == "user" else "; a new user needs a U-CFN model (cfn fit --kind user)"))
@@ -327,9 +348,9 @@ def fold_in(args: argparse.Namespace) -> dict:
     raw_ids, ratings = read_ratings_of_new(args.ratings_of_new)
     ids = parse_ids(raw_ids, known, "--ratings-of-new") if raw_ids else np.zeros(0, dtype=known.dtype)
     features = None if args.features is None else parse_features(args.features)
-    if args.new == new:
+    if args.new in (new, None):
         _check_features(model, features, new)
-    fold = model.fold_in(ids, ratings, features=features, new=args.new)
+    fold = model.fold_in(ids, ratings, features=features, new=new if model.kind_ == "blend" else args.new)
     best, scores = fold.recommend(args.n, min_support=_min_support(args))
     result: dict[str, Any] = {
         "command": "fold-in", "model": str(args.model), "new": new, "n_ratings": len(ratings),
@@ -348,8 +369,14 @@ def fold_in(args: argparse.Namespace) -> dict:
 
 
 def _check_features(model: Any, features: np.ndarray | None, new: str) -> None:
-    """The model's feature checks, in the words of the command line (``--features``)."""
-    dim = None if model.side_ is None else model.side_.shape[1]
+    """The model's feature checks, in the words of the command line (``--features``); a blend's are those of
+    its networks that fold in a new ``new``."""
+    if model.kind_ == "blend":
+        weights = model.blend_.fold_in_weights[new]
+        sides = [net.side for net, w in zip(model.fitted_.networks, weights) if w > 0 and net.side is not None]
+        dim = sides[0].shape[1] if sides else None
+    else:
+        dim = None if model.side_ is None else model.side_.shape[1]
     if dim is None:
         if features is not None:
             raise ValueError(f"this model was trained without {new} side information: leave out --features")

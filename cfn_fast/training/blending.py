@@ -15,7 +15,8 @@ How it is chosen, never looking at a test set:
    from the bias model is trusted or not, never reversed), with a ridge penalty of ``τ`` pseudo-ratings
    per member pulling them towards 0, i.e. towards the bias model alone.  ``τ`` is chosen from
    :data:`SHRINKAGE_GRID` (which ends in ∞: the bias model alone) by :data:`CV_FOLDS`-fold
-   cross-validation *within* the validation part.  That is the shrinkage small sets need: with 5,000 ratings
+   cross-validation *within* the validation part, with the one-standard-error rule
+   (:func:`choose_shrinkage`).  That is the shrinkage small sets need: with 5,000 ratings
    the validation part holds 500, and when the networks do not beat the bias model there the cross-validation
    keeps the bias model alone.
 3. The members with a weight (at most :data:`MAX_MEMBERS` of them, the largest) are trained again on all of
@@ -45,6 +46,7 @@ from ..data.ratings import RatingSet
 from ..data.split import train_test_split
 from ..metrics import rmse
 from ..preprocessing import BiasModel
+from ..profiling import Profile
 from ..settings import KINDS
 from .selection import MIN_RATINGS_FOR_VALIDATION, VALIDATION_FRACTION, VALIDATION_SEED_OFFSET
 from .trainer import TrainingDiverged
@@ -66,7 +68,7 @@ CV_FOLDS = 5
 MAX_MEMBERS = {"default": 3, "best": 8}
 
 #: What the members do not take from the blend's own settings.
-_NOT_FOR_MEMBERS = {"kind": None, "centring": None, "quality": "default", "verbose": 0, "profile": False}
+_NOT_FOR_MEMBERS = {"kind": None, "centring": None, "quality": "default"}
 
 
 @dataclass
@@ -117,15 +119,17 @@ def candidate_params(params: dict[str, Any], quality: str) -> list[dict[str, Any
 
 
 def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_features: Any = None,
-              divergence: Any = "auto", validation: RatingSet | None = None) -> tuple[list[Any], Blend]:
-    """Train the blend ``model`` (a ``CFN`` with ``kind="blend"``) on ``train``: ``(members, blend)``, the
-    fitted member models in the blend's order and the :class:`~cfn_fast.fitted.value.Blend`."""
+              divergence: Any = "auto", validation: RatingSet | None = None) -> tuple[list[Any], Blend, Any]:
+    """Train the blend ``model`` (a ``CFN`` with ``kind="blend"``) on ``train``: ``(members, blend, profile)``,
+    the fitted member models in the blend's order, the :class:`Blend`, and with ``profile=True`` one
+    :class:`~cfn_fast.profiling.Profile` of every network trained (candidates and refits, in order)."""
     started = time.perf_counter()
     params = model.get_params()
     if (validation is None and train.nnz < MIN_RATINGS_FOR_VALIDATION) or not params["epochs"]:
         why = "too few ratings to validate" if params["epochs"] else "epochs=0"
         report = {"how": f"bias model alone ({why})", "seconds": time.perf_counter() - started}
-        return [], Blend(BiasModel.fit(train), np.zeros(0), {"user": np.zeros(0), "item": np.zeros(0)}, (), report)
+        return [], Blend(BiasModel.fit(train), np.zeros(0), {"user": np.zeros(0), "item": np.zeros(0)}, (),
+                         report), None
     if validation is None:
         part, validation = train_test_split(train, VALIDATION_FRACTION,
                                             seed=int(params["seed"]) + VALIDATION_SEED_OFFSET)
@@ -166,10 +170,12 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
                 for member, _ in kept]
         bias = BiasModel.fit(train)
     report["seconds"] = time.perf_counter() - started
+    runs = [c for _, c in fitted] + ([c for _, c in kept] if how == "validation part" else [])
+    profile = Profile.combined([run.profile_ for run in runs if run.profile_ is not None])
     blend = Blend(bias, weights, fold_in, tuple(member for member, _ in kept), report)
     log.info("kind='blend' chose %s (validation RMSE %.4f, bias model %.4f; %.1f s)", blend.summary(),
              report["blend_rmse"], report["bias_rmse"], report["seconds"])
-    return [candidate for _, candidate in kept], blend
+    return [candidate for _, candidate in kept], blend, profile
 
 
 def _name(member: dict[str, Any]) -> str:
@@ -208,18 +214,26 @@ def blend_weights(deltas: np.ndarray, residual: np.ndarray, shrinkage: float) ->
 
 
 def choose_shrinkage(deltas: np.ndarray, residual: np.ndarray, seed: int) -> tuple[float, dict[str, float]]:
-    """The ridge penalty of :data:`SHRINKAGE_GRID` with the least :data:`CV_FOLDS`-fold cross-validated
-    error of :func:`blend_weights` on the validation part, and each penalty's cross-validated RMSE.  Ties go
-    to the larger penalty (closer to the bias model)."""
+    """The ridge penalty of :data:`SHRINKAGE_GRID` chosen by :data:`CV_FOLDS`-fold cross-validation of
+    :func:`blend_weights` on the validation part, and each penalty's cross-validated RMSE.
+
+    The one-standard-error rule (as glmnet's ``lambda.1se``), on paired errors: the largest penalty whose
+    cross-validated squared error exceeds the least one by no more than the standard error of their
+    rating-by-rating difference.  Why: a small validation part makes the least error partly luck, and a
+    blend that only seems better there can lose to the bias model on new ratings; the larger penalty is
+    closer to the bias model, which is what the blend must never lose to."""
     n = len(residual)
     fold = np.random.default_rng(seed).permutation(n) % CV_FOLDS
-    errors: dict[str, float] = {}
-    for shrinkage in SHRINKAGE_GRID:
-        total = 0.0
+    squared = np.empty((len(SHRINKAGE_GRID), n))
+    for row, shrinkage in enumerate(SHRINKAGE_GRID):
         for f in range(CV_FOLDS):
             held = fold == f
             weights = blend_weights(deltas[~held], residual[~held], shrinkage)
-            total += float(np.sum((residual[held] - deltas[held] @ weights) ** 2))
-        errors[str(shrinkage)] = math.sqrt(total / max(n, 1))
-    best = min(reversed(SHRINKAGE_GRID), key=lambda s: errors[str(s)])
-    return best, errors
+            squared[row, held] = (residual[held] - deltas[held] @ weights) ** 2
+    errors = {str(s): math.sqrt(float(e.mean())) if n else 0.0 for s, e in zip(SHRINKAGE_GRID, squared)}
+    best = int(np.argmin(squared.mean(axis=1))) if n else len(SHRINKAGE_GRID) - 1
+    for row in range(len(SHRINKAGE_GRID) - 1, best, -1):      # from the bias model alone downwards
+        difference = squared[row] - squared[best]
+        if difference.mean() <= difference.std() / math.sqrt(n):
+            return SHRINKAGE_GRID[row], errors
+    return SHRINKAGE_GRID[best], errors
