@@ -5,6 +5,10 @@ for ``centring="bias"``, by its shrunk offset and the inputs' offsets stored in 
 network (side information concatenated to every layer's input), the inverse scaling and the clipping to
 the rating scale.  A serving engine (ONNX Runtime, Triton, ...) feeds ratings and gets ratings.
 
+These are the graphs of one network.  A blend (``CFN(kind="blend")``, the default) mixes I-CFN and U-CFN
+networks, which read different rows: its own graphs take training indices (:mod:`cfn_fast.export.onnx_blend`),
+and ``to_onnx(..., member=k)`` exports its network ``k`` with the graphs below.
+
 Vocabulary.  A *sample* is what the autoencoder completes: a user for a U-CFN, an item for an I-CFN.  Its
 *row* holds its ratings over the model's *inputs* (items for U-CFN, users for I-CFN), in **training index
 order**: column ``j`` is ``model.train_.item_ids[j]`` (U-CFN) or ``model.train_.user_ids[j]`` (I-CFN); the
@@ -78,6 +82,7 @@ from ..fitted.runtime import Runtime
 from ..fitted.scoring import input_mean_rating
 from ..preprocessing import BIAS_SHRINKAGE
 from . import GRAPHS
+from .onnx_blend import BlendExporter
 from .onnx_graph import OPSET, GraphParts, load_onnx
 
 __all__ = ["export_onnx", "build_onnx", "OPSET", "INPUT_FORMATS"]
@@ -348,6 +353,8 @@ def build_onnx(rt: Runtime, graph: str = "predict", *, input_format: str = "dens
         raise ValueError(f"graph must be one of {', '.join(map(repr, GRAPHS))}, got {graph!r}")
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format must be 'dense' or 'sparse', got {input_format!r}")
+    if rt.fitted.blend is not None:
+        return BlendExporter(rt, load_onnx()).model_proto(graph)
     return _Exporter(rt, load_onnx()).model_proto(graph, input_format)
 
 
