@@ -220,3 +220,33 @@ def test_to_onnx_writes_a_blend_file_ort_runs(tmp_path):
     users, items = test.user[:20].astype(np.int64), test.item[:20].astype(np.int64)
     predictions, = sess.run(None, {"users": users, "items": items})
     np.testing.assert_allclose(predictions, model.predict_indices(users, items), atol=TOLERANCE, rtol=0)
+
+
+def test_cli_export_of_a_blend(tmp_path, capsys, monkeypatch):
+    from cfn_fast.cli import main
+    model, _ = blend_model(False)
+    saved = tmp_path / "blend.npz"
+    saved.write_bytes(b"stands for a saved blend")   # saving blends comes separately: load returns the model
+    monkeypatch.setattr(CFN, "load", classmethod(lambda cls, path, **kw: model))
+    out = tmp_path / "blend.onnx"
+    assert main(["export", "--model", str(saved), "--onnx", str(out), "--graph", "recommend", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["graph"] == "recommend" and result["member"] is None
+    assert [i["name"] for i in result["inputs"]] == ["users", "exclude", "k", "min_support"]
+    assert main(["export", "--model", str(saved), "--onnx", str(out)]) == 0
+    assert "predict graph of a blend of the bias model and 4 network(s)" in capsys.readouterr().out
+    assert main(["export", "--model", str(saved), "--onnx", str(out), "--graph", "reconstruct", "--member", "2",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["member"] == 2 and [o["name"] for o in result["outputs"]] == ["predictions", "codes"]
+    assert main(["export", "--model", str(saved), "--onnx", str(out), "--graph", "reconstruct"]) == 2
+    assert "a blend has no single input row" in capsys.readouterr().err
+    assert main(["export", "--model", str(saved), "--onnx", str(out), "--member", "4"]) == 2
+
+
+def test_cli_export_member_of_one_network_is_refused(tmp_path, capsys, monkeypatch):
+    from cfn_fast.cli import main
+    single = CFN("user", hidden=(8,), epochs=1, backend="cpu").fit(synthetic_ratings(60, 40, 1200, seed=0))
+    saved = single.save(tmp_path / "u.npz")
+    assert main(["export", "--model", str(saved), "--onnx", str(tmp_path / "u.onnx"), "--member", "0"]) == 2
+    assert "--member K names a network of a blend; this model is a U-CFN" in capsys.readouterr().err
