@@ -102,11 +102,11 @@ class BlendExporter(GraphParts):
     def model_proto(self, graph: str) -> Any:
         if graph == "reconstruct":
             n = len(self.rt.members)
-            which = f"one of its {n} network(s) with member=k, k in [0, {n})" if n else \
-                "nothing else: this blend has no network (the bias model alone)"
+            how = f"export one of its {n} network(s) alone with member=k, k in [0, {n}), or the blend's 'predict' " \
+                  f"or 'recommend' graph" if n else \
+                "this blend has no network (the bias model alone): export its 'predict' or 'recommend' graph"
             raise ValueError(f"graph 'reconstruct' completes one network's input rows, and a blend has no single "
-                             f"input row (its I-CFN rows are items over users, its U-CFN rows users over items): "
-                             f"export the blend's 'predict' or 'recommend' graph, or {which}")
+                             f"input row (its I-CFN rows are items over users, its U-CFN rows users over items): {how}")
         members = [(float(w), MemberTables.of(member, f"member{k}"))
                    for k, (w, member) in enumerate(zip(self.blend.weights, self.rt.members)) if w]
         getattr(self, graph)(members)
