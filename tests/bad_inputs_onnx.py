@@ -27,7 +27,8 @@ N_USERS, N_ITEMS = 60, 40
 def _model(kind: str, side: bool) -> CFN:
     ratings = synthetic_ratings(N_USERS, N_ITEMS, 1200, seed=0, side_info=side)
     assert (ratings.n_users, ratings.n_items) == (N_USERS, N_ITEMS)  # the messages below name these sizes
-    return CFN(kind, (8,), 1, backend="numpy", seed=0).fit(ratings)
+    hidden = (32,) if kind == "blend" else (8,)   # a blend of networks here (with 8 units: the bias model alone)
+    return CFN(kind, hidden, 1, backend="numpy", seed=0).fit(ratings)
 
 
 def _run(kind: str, graph: str, feeds: dict, *, side: bool = False, input_format: str = "dense") -> object:
@@ -110,6 +111,27 @@ CASES: list[Case] = [
           'session.run(None, {"users": [0, 1], "exclude": [[-1]], "k": [5]})  # I-CFN recommend graph',
           lambda: _run("item", "recommend", {"users": np.array([0, 1]), "exclude": np.array([[-1]]), "k": _K}),
           "exclude: one row per user (the same batch size as users)"),
+    # ---------------------------------------------------------------- a blend's graphs take training indices
+    _case("ONNX blend predict graph: user index out of range",
+          'session.run(None, {"users": [0, 60], "items": [1, 2]})  # blend predict graph, 60 users',
+          lambda: _run("blend", "predict", {"users": np.array([0, 60]), "items": np.array([1, 2])}),
+          "users: indices must lie in [0, 60)"),
+    _case("ONNX blend predict graph: item index -1 (no wrap-around to the last item)",
+          'session.run(None, {"users": [0, 1], "items": [-1, 2]})  # blend predict graph, 40 items',
+          lambda: _run("blend", "predict", {"users": np.array([0, 1]), "items": np.array([-1, 2])}),
+          "items: indices must lie in [0, 40)"),
+    _case("ONNX blend predict graph: items and users of different lengths",
+          'session.run(None, {"users": [0, 1], "items": [2]})  # blend predict graph',
+          lambda: _run("blend", "predict", {"users": np.array([0, 1]), "items": np.array([2])}),
+          "items: one per user (the same length as users)"),
+    Case("ONNX reconstruct graph of a blend", 'blend.to_onnx("m.onnx", graph="reconstruct")',
+         lambda: _run("blend", "reconstruct", {}), ValueError,
+         r"re:graph 'reconstruct' completes one network's input rows, and a blend has no single input row \(its "
+         r"I-CFN rows are items over users, its U-CFN rows users over items\): export one of its (\d+) network\(s\) "
+         r"alone with member=k, k in \[0, \1\), or the blend's 'predict' or 'recommend' graph",
+         shown="graph 'reconstruct' completes one network's input rows, and a blend has no single input row (its "
+               "I-CFN rows are items over users, its U-CFN rows users over items): export one of its 2 network(s) "
+               "alone with member=k, k in [0, 2), or the blend's 'predict' or 'recommend' graph"),
 ]
 
 

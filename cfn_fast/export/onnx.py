@@ -5,6 +5,10 @@ for ``centring="bias"``, by its shrunk offset and the inputs' offsets stored in 
 network (side information concatenated to every layer's input), the inverse scaling and the clipping to
 the rating scale.  A serving engine (ONNX Runtime, Triton, ...) feeds ratings and gets ratings.
 
+These are the graphs of one network.  A blend (``CFN(kind="blend")``, the default) mixes I-CFN and U-CFN
+networks, which read different rows: its own graphs take training indices (:mod:`cfn_fast.export.onnx_blend`),
+and ``to_onnx(..., member=k)`` exports its network ``k`` with the graphs below.
+
 Vocabulary.  A *sample* is what the autoencoder completes: a user for a U-CFN, an item for an I-CFN.  Its
 *row* holds its ratings over the model's *inputs* (items for U-CFN, users for I-CFN), in **training index
 order**: column ``j`` is ``model.train_.item_ids[j]`` (U-CFN) or ``model.train_.user_ids[j]`` (I-CFN); the
@@ -74,54 +78,16 @@ import numpy as np
 
 from ..fileio import atomic_write
 from ..fitted.encoding import encode
-from ..fitted.ranking import DEFAULT_MIN_SUPPORT
 from ..fitted.runtime import Runtime
 from ..fitted.scoring import input_mean_rating
 from ..preprocessing import BIAS_SHRINKAGE
 from . import GRAPHS
+from .onnx_blend import BlendExporter
+from .onnx_graph import OPSET, GraphParts, load_onnx
 
 __all__ = ["export_onnx", "build_onnx", "OPSET", "INPUT_FORMATS"]
 
-OPSET = 17
 INPUT_FORMATS = ("dense", "sparse")
-_IR_VERSION = 8  # the oldest IR that carries opset 17: loads in older runtimes too
-
-
-def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise ImportError("ONNX export needs the onnx package: pip install 'cfn_fast[onnx]'") from None
-    return onnx
-
-
-class _Builder:
-    """Accumulates nodes and initializers with unique names (a thin layer over ``onnx.helper``)."""
-
-    def __init__(self, onnx: Any) -> None:
-        self.onnx = onnx
-        self.helper = onnx.helper
-        self.nodes: list = []
-        self.initializers: list = []
-        self.count = 0
-
-    def name(self, stem: str) -> str:
-        self.count += 1
-        return f"{stem}_{self.count}"
-
-    def const(self, value: Any, stem: str = "const", dtype: Any = np.float32) -> str:
-        name = self.name(stem)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, outputs: int = 1, node_name: str | None = None, **attrs: Any) -> Any:
-        names = [self.name(op_type.lower()) for _ in range(outputs)]
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), names, name=node_name, **attrs))
-        return names[0] if outputs == 1 else names
-
-    def rename(self, value: str, name: str) -> str:
-        self.nodes.append(self.helper.make_node("Identity", [value], [name]))
-        return name
 
 
 @dataclass(frozen=True)
@@ -139,71 +105,26 @@ class _Rows:
     offset: str | None = None   # per-input offsets at the rows' columns (``centring="bias"``), else None
 
 
-class _Exporter:
-    """Builds one graph for one fitted model (see the module notes)."""
+class _Exporter(GraphParts):
+    """Builds one graph for one fitted network (see the module notes)."""
 
     def __init__(self, rt: Runtime, onnx: Any) -> None:
         self.rt = rt
         self.network = rt.network
         self.train = rt.fitted.train
-        self.g = _Builder(onnx)
-        self.onnx = onnx
         self.pre = self.network.preprocessing
+        super().__init__(onnx, self.pre.low, self.pre.high)
         self._offset_const: str | None = None
         self.layers = self.network.layers
         self.n_inputs = self.network.n_inputs
         self.side_dim = self.network.side_dim
-        self.inputs: list = []
-        self.outputs: list = []
-
-    # ------------------------------------------------------------------ graph inputs / outputs
-    def _input(self, name: str, elem: int, shape: list) -> str:
-        self.inputs.append(self.onnx.helper.make_tensor_value_info(name, elem, shape))
-        return name
-
-    def _output(self, value: str, name: str, elem: int, shape: list) -> None:
-        self.g.rename(value, name)
-        self.outputs.append(self.onnx.helper.make_tensor_value_info(name, elem, shape))
 
     def _features(self, rows: "_Rows") -> str | None:
         if not self.side_dim:
             return None
-        features = self._input("features", self.onnx.TensorProto.FLOAT, ["batch", self.side_dim])
-        return self._refuse_unless(self._same_batch(features, rows.batch_of), features,
+        features = self.add_input("features", self.onnx.TensorProto.FLOAT, ["batch", self.side_dim])
+        return self.refuse_unless(self.same_batch(features, rows.batch_of), features,
                                    "features: one row per row of the ratings (the same batch size)")
-
-    # ------------------------------------------------------------------ refusing invalid inputs
-    def _refuse_unless(self, ok: str, value: str, rule: str) -> str:
-        """``value`` itself while the boolean ``ok`` (a scalar or ``[1]``) holds; otherwise the run fails.
-
-        ONNX has no exceptions, so the value goes through a Reshape to its own shape, or, when ``ok`` is
-        false, to a shape of ``-2``s, which every runtime must refuse.  The Reshape node is named after
-        ``rule``: onnxruntime's error quotes it.  Reshaping to the same shape moves no data and changes no bit,
-        and everything downstream reads the checked value, so no runtime can prune the check."""
-        g = self.g
-        shape = g.op("Shape", value)
-        invalid = g.op("Sub", g.op("Mul", shape, g.const(0, dtype=np.int64)), g.const(2, dtype=np.int64))
-        return g.op("Reshape", value, g.op("Where", ok, shape, invalid), node_name=f"refused: {rule}")
-
-    def _none_of(self, flags: str) -> str:
-        """Boolean scalar: no element of ``flags`` is set (true for an empty tensor too)."""
-        g, T = self.g, self.onnx.TensorProto
-        return g.op("Equal", g.op("ReduceSum", g.op("Cast", flags, to=T.INT64), keepdims=0),
-                    g.const(0, dtype=np.int64))
-
-    def _within(self, indices: str, n: int, what: str, *, padded: bool) -> str:
-        """``indices`` refused unless every entry lies in ``[0, n)`` (or is ``-1``, the padding, when
-        ``padded``): -1 must not wrap around to the last entry as Gather's negative indices would."""
-        g = self.g
-        low = -1 if padded else 0
-        outside = g.op("Or", g.op("Less", indices, g.const(low, dtype=np.int64)),
-                       g.op("GreaterOrEqual", indices, g.const(n, dtype=np.int64)))
-        rule = f"{what} must lie in [0, {n})" + (", or be -1 for padding" if padded else "")
-        return self._refuse_unless(self._none_of(outside), indices, rule)
-
-    def _same_batch(self, value: str, other: str) -> str:
-        """Boolean ``[1]``: ``value`` and ``other`` have the same first dimension (no broadcasting of 1)."""
-        return self.g.op("Equal", self._batch(value), self._batch(other))
 
     # ------------------------------------------------------------------ preprocessing
     def _rows(self, input_format: str) -> "_Rows":
@@ -212,15 +133,15 @@ class _Exporter:
         Dense rows stay ``[B, n_inputs]``; sparse rows ``[B, K]`` (see :meth:`_first_product`)."""
         g, T, pre = self.g, self.onnx.TensorProto, self.pre
         if input_format == "dense":
-            ratings = self._input("ratings", T.FLOAT, ["batch", self.n_inputs])
+            ratings = self.add_input("ratings", T.FLOAT, ["batch", self.n_inputs])
             known = g.op("Not", g.op("IsNaN", ratings))
             values, indices = g.op("Where", known, ratings, g.const(0.0)), None
         else:
-            given = self._input("indices", T.INT64, ["batch", "known"])
-            raw = self._input("values", T.FLOAT, ["batch", "known"])
-            same_shape = self._none_of(g.op("Not", g.op("Equal", g.op("Shape", raw), g.op("Shape", given))))
-            raw = self._refuse_unless(same_shape, raw, "values: must have the shape of indices")
-            given = self._within(given, self.n_inputs, "indices: column indices", padded=True)
+            given = self.add_input("indices", T.INT64, ["batch", "known"])
+            raw = self.add_input("values", T.FLOAT, ["batch", "known"])
+            same_shape = self.none_of(g.op("Not", g.op("Equal", g.op("Shape", raw), g.op("Shape", given))))
+            raw = self.refuse_unless(same_shape, raw, "values: must have the shape of indices")
+            given = self.within(given, self.n_inputs, "indices: column indices", padded=True)
             known = g.op("GreaterOrEqual", given, g.const(0, dtype=np.int64))
             indices = g.op("Where", known, given, g.const(0, dtype=np.int64))  # padding reads column 0, weight 0
             indices = self._once_per_row(indices, known)
@@ -241,8 +162,8 @@ class _Exporter:
     def _once_per_row(self, indices: str, known: str) -> str:
         """``indices`` refused when a row names a column twice (the scatter would add the two ratings)."""
         g, T = self.g, self.onnx.TensorProto
-        counts = self._scatter_sum(self._batch(indices), self.n_inputs, indices, g.op("Cast", known, to=T.FLOAT))
-        return self._refuse_unless(self._none_of(g.op("Greater", counts, g.const(1.0))), indices,
+        counts = self.scatter_sum(self.batch(indices), self.n_inputs, indices, g.op("Cast", known, to=T.FLOAT))
+        return self.refuse_unless(self.none_of(g.op("Greater", counts, g.const(1.0))), indices,
                                    "indices: a column at most once per row")
 
     def _bias_rows(self, unit: str, indices: str | None, weight: str, count: str, batch_of: str) -> "_Rows":
@@ -276,27 +197,16 @@ class _Exporter:
         g = self.g
         weight_t = g.const(np.ascontiguousarray(self.layers[0].weight.T), "W0T")          # [n_inputs, H1]
         centred = rows.centred if rows.indices is None else \
-            self._scatter_sum(self._batch(rows.indices), self.n_inputs, rows.indices, rows.centred)
+            self.scatter_sum(self.batch(rows.indices), self.n_inputs, rows.indices, rows.centred)
         return g.op("MatMul", centred, weight_t)
-
-    def _batch(self, value: str) -> str:
-        g = self.g
-        return g.op("Slice", g.op("Shape", value), g.const([0], dtype=np.int64), g.const([1], dtype=np.int64))
 
     def _seen(self, rows: "_Rows") -> str:
         """Boolean ``[B, n_inputs]``: the entries known in each row."""
         g = self.g
         if rows.indices is None:
             return g.op("Greater", rows.weight, g.const(0.0))
-        return g.op("Greater", self._scatter_sum(self._batch(rows.indices), self.n_inputs, rows.indices, rows.weight),
+        return g.op("Greater", self.scatter_sum(self.batch(rows.indices), self.n_inputs, rows.indices, rows.weight),
                     g.const(0.0))
-
-    def _scatter_sum(self, batch: str, width: int, indices: str, updates: str) -> str:
-        """Sum ``updates`` into a zero ``[batch, width]`` matrix at ``indices`` along axis 1."""
-        g = self.g
-        shape = g.op("Concat", batch, g.const([width], dtype=np.int64), axis=0)
-        zeros = g.op("ConstantOfShape", shape, value=self.onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
-        return g.op("ScatterElements", zeros, indices, updates, axis=1, reduction="add")
 
     # ------------------------------------------------------------------ network
     def _with_side(self, h: str, features: str | None) -> str:
@@ -319,7 +229,7 @@ class _Exporter:
         return h
 
     def _to_ratings(self, out: str, mean: str, offset: str | None = None) -> str:
-        return self._clip(self._to_unclipped(out, mean, offset))
+        return self.clip(self._to_unclipped(out, mean, offset))
 
     def _to_unclipped(self, out: str, mean: str, offset: str | None = None) -> str:
         """Centring and scaling undone, not yet clipped to the scale (the ranking's tie-breaker);
@@ -329,9 +239,6 @@ class _Exporter:
         offsets = mean if offset is None else g.op("Add", mean, offset)
         unit = g.op("Add", out, offsets)
         return g.op("Add", g.const(pre.mid), g.op("Mul", g.const(pre.half_range), unit))
-
-    def _clip(self, rating: str) -> str:
-        return self.g.op("Clip", rating, self.g.const(self.pre.low), self.g.const(self.pre.high))
 
     def _input_means(self) -> np.ndarray:
         return input_mean_rating(self.rt, np.arange(self.n_inputs)).astype(np.float32)
@@ -356,8 +263,8 @@ class _Exporter:
         codes = self._encode(rows, features)
         out = self._full_output(codes, features)
         rated = self._cold_fallback(self._to_ratings(out, rows.mean, self._input_offset(None)), rows.count)
-        self._output(rated, "predictions", T.FLOAT, ["batch", self.n_inputs])
-        self._output(codes, "codes", T.FLOAT, ["batch", int(self.layers[-1].weight.shape[1])])
+        self.add_output(rated, "predictions", T.FLOAT, ["batch", self.n_inputs])
+        self.add_output(codes, "codes", T.FLOAT, ["batch", int(self.layers[-1].weight.shape[1])])
 
     def _full_output(self, codes: str, features: str | None) -> str:
         last = self.layers[-1]
@@ -369,10 +276,10 @@ class _Exporter:
         g, T = self.g, self.onnx.TensorProto
         rows = self._rows(input_format)
         features = self._features(rows)
-        columns = self._input("columns", T.INT64, ["batch", "columns"])
-        columns = self._refuse_unless(self._same_batch(columns, rows.batch_of), columns,
+        columns = self.add_input("columns", T.INT64, ["batch", "columns"])
+        columns = self.refuse_unless(self.same_batch(columns, rows.batch_of), columns,
                                       "columns: one row per row of the ratings (the same batch size)")
-        columns = self._within(columns, self.n_inputs, "columns: indices", padded=False)
+        columns = self.within(columns, self.n_inputs, "columns: indices", padded=False)
         codes = self._with_side(self._encode(rows, features), features)         # [B, H(+S)]
         last = self.layers[-1]
         weight = g.op("Gather", g.const(self._stacked_weight(last), "W"), columns, axis=0)   # [B, C, H(+S)]
@@ -381,7 +288,7 @@ class _Exporter:
         z = g.op("Add", z, g.op("Gather", g.const(last.bias, "b"), columns, axis=0))
         rated = self._cold_fallback(self._to_ratings(g.op("Tanh", z), rows.mean, self._input_offset(columns)),
                                     rows.count, columns)
-        self._output(rated, "predictions", T.FLOAT, ["batch", "columns"])
+        self.add_output(rated, "predictions", T.FLOAT, ["batch", "columns"])
 
     def recommend(self, input_format: str) -> None:
         if self.network.kind == "user":
@@ -389,39 +296,18 @@ class _Exporter:
         else:
             self._recommend_item_cfn()
 
-    def _top_k(self, unclipped: str, excluded: str, support: np.ndarray) -> None:
-        """TopK on the unclipped scores: ranking by the clipped score with ties broken by the unclipped one
-        (as :func:`cfn_fast.fitted.ranking.top_n`) is ranking by the unclipped score, clipping being monotone.
-        Candidates with fewer than ``min_support`` training ratings are excluded like seen ones."""
-        g, T = self.g, self.onnx.TensorProto
-        k = self._input("k", T.INT64, [1])
-        min_support = self._input("min_support", T.INT64, [1])
-        self.g.initializers.append(self.onnx.numpy_helper.from_array(
-            np.array([DEFAULT_MIN_SUPPORT], dtype=np.int64), "min_support"))  # an overridable default
-        rare = g.op("Less", g.const(np.asarray(support, dtype=np.int64)[None, :], "support", dtype=np.int64),
-                    min_support)
-        masked = g.op("Where", g.op("Or", excluded, rare), g.const(-np.inf), unclipped)
-        values, indices = g.op("TopK", masked, k, outputs=2, axis=-1, largest=1, sorted=1)
-        self._output(indices, "top_indices", T.INT64, ["batch", "k"])
-        excluded_slot = g.op("IsInf", values, detect_negative=1, detect_positive=0)  # fewer than k candidates
-        self._output(g.op("Where", excluded_slot, values, self._clip(values)), "top_scores", T.FLOAT, ["batch", "k"])
-
     def _recommend_user_cfn(self, input_format: str) -> None:
         rows = self._rows(input_format)
         features = self._features(rows)
         out = self._full_output(self._encode(rows, features), features)
         unclipped = self._cold_fallback(self._to_unclipped(out, rows.mean, self._input_offset(None)), rows.count)
-        self._top_k(unclipped, self._seen(rows), np.bincount(self.train.item, minlength=self.n_inputs))
+        self.top_k(unclipped, self._seen(rows), np.bincount(self.train.item, minlength=self.n_inputs))
 
     def _recommend_item_cfn(self) -> None:
         """Scores of every item for the given users: the output columns ``users`` of the items' codes."""
-        g, T, pre = self.g, self.onnx.TensorProto, self.pre
-        users = self._within(self._input("users", T.INT64, ["batch"]), self.n_inputs, "users: indices", padded=False)
-        exclude = self._input("exclude", T.INT64, ["batch", "excluded"])
-        exclude = self._refuse_unless(self._same_batch(exclude, users), exclude,
-                                      "exclude: one row per user (the same batch size as users)")
+        g, pre = self.g, self.pre
         items = np.asarray(encode(self.rt), dtype=np.float32)                    # [n_items, H]
-        exclude = self._within(exclude, items.shape[0], "exclude: item indices", padded=True)
+        users, excluded = self.users_and_exclude(self.n_inputs, items.shape[0])
         if self.side_dim:
             items = np.concatenate([items, self.network.side], axis=1)
         last = self.layers[-1]
@@ -439,23 +325,12 @@ class _Exporter:
             user_means = g.op("Unsqueeze", g.op("Gather", g.const(self._input_means(), "user_mean_rating"),
                                                 users, axis=0), g.const([1], dtype=np.int64))
             rated = g.op("Where", g.const(cold[None, :], "cold_item", dtype=bool), user_means, rated)
-        valid = g.op("GreaterOrEqual", exclude, g.const(0, dtype=np.int64))
-        safe = g.op("Where", valid, exclude, g.const(0, dtype=np.int64))
-        hits = self._scatter_sum(g.op("Shape", users), n_items, safe, g.op("Cast", valid, to=T.FLOAT))
-        self._top_k(rated, g.op("Greater", hits, g.const(0.0)), pre.sample_count)
+        self.top_k(rated, excluded, pre.sample_count)
 
     # ------------------------------------------------------------------ the model
     def model_proto(self, graph: str, input_format: str) -> Any:
         getattr(self, graph)(input_format)
-        helper = self.onnx.helper
-        body = helper.make_graph(self.g.nodes, f"cfn_{graph}", self.inputs, self.outputs, self.g.initializers,
-                                 doc_string=__doc__.split("\n\n")[0])
-        proto = helper.make_model(body, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="cfn_fast", ir_version=_IR_VERSION,
-                                  doc_string=f"CFN {graph} graph; see cfn_fast.export.onnx for its contract")
-        helper.set_model_props(proto, self._metadata(graph, input_format))
-        self.onnx.checker.check_model(proto)
-        return proto
+        return self.finished(graph, self._metadata(graph, input_format), __doc__.split("\n\n")[0])
 
     def _metadata(self, graph: str, input_format: str) -> dict[str, str]:
         pre, train, kind = self.pre, self.train, self.network.kind
@@ -478,7 +353,9 @@ def build_onnx(rt: Runtime, graph: str = "predict", *, input_format: str = "dens
         raise ValueError(f"graph must be one of {', '.join(map(repr, GRAPHS))}, got {graph!r}")
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format must be 'dense' or 'sparse', got {input_format!r}")
-    return _Exporter(rt, _onnx()).model_proto(graph, input_format)
+    if rt.fitted.blend is not None:
+        return BlendExporter(rt, load_onnx()).model_proto(graph)
+    return _Exporter(rt, load_onnx()).model_proto(graph, input_format)
 
 
 def export_onnx(rt: Runtime, path: str | Path, graph: str = "predict", *, input_format: str = "dense") -> Path:
