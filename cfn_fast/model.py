@@ -255,6 +255,9 @@ class CFN(EstimatorParams, FittedAttributes):
         if member is None:
             return self._runtime
         members = self._runtime.members
+        if self._fitted.blend is None:
+            raise ValueError(f"member={member!r}: this is one network, not a blend (kind={self._fitted.kind!r}); "
+                             f"leave member out")
         settings.check(settings.is_int(member) and 0 <= member < len(members), "member", member,
                        f"the index of one of this blend's {len(members)} network(s)")
         return members[member]

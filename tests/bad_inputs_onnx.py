@@ -21,14 +21,20 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException  
 from cfn_fast import CFN, synthetic_ratings
 
 N_USERS, N_ITEMS = 60, 40
+#: A blend keeps networks only where they beat the bias model on validation: a larger, denser set.
+BLEND_USERS, BLEND_ITEMS = 300, 150
 
 
 @lru_cache(maxsize=None)
 def _model(kind: str, side: bool) -> CFN:
+    if kind == "blend":
+        ratings = synthetic_ratings(BLEND_USERS, BLEND_ITEMS, 20_000, seed=3, side_info=side)
+        model = CFN(hidden=(32,), epochs=10, backend="cpu", seed=0).fit(ratings)
+        assert model.fitted_.networks, "the blend of these cases must hold networks"
+        return model
     ratings = synthetic_ratings(N_USERS, N_ITEMS, 1200, seed=0, side_info=side)
     assert (ratings.n_users, ratings.n_items) == (N_USERS, N_ITEMS)  # the messages below name these sizes
-    hidden = (32,) if kind == "blend" else (8,)   # a blend of networks here (with 8 units: the bias model alone)
-    return CFN(kind, hidden, 1, backend="numpy", seed=0).fit(ratings)
+    return CFN(kind, (8,), 1, backend="numpy", seed=0).fit(ratings)
 
 
 def _run(kind: str, graph: str, feeds: dict, *, side: bool = False, input_format: str = "dense") -> object:
@@ -113,13 +119,13 @@ CASES: list[Case] = [
           "exclude: one row per user (the same batch size as users)"),
     # ---------------------------------------------------------------- a blend's graphs take training indices
     _case("ONNX blend predict graph: user index out of range",
-          'session.run(None, {"users": [0, 60], "items": [1, 2]})  # blend predict graph, 60 users',
-          lambda: _run("blend", "predict", {"users": np.array([0, 60]), "items": np.array([1, 2])}),
-          "users: indices must lie in [0, 60)"),
+          'session.run(None, {"users": [0, 300], "items": [1, 2]})  # blend predict graph, 300 users',
+          lambda: _run("blend", "predict", {"users": np.array([0, 300]), "items": np.array([1, 2])}),
+          "users: indices must lie in [0, 300)"),
     _case("ONNX blend predict graph: item index -1 (no wrap-around to the last item)",
-          'session.run(None, {"users": [0, 1], "items": [-1, 2]})  # blend predict graph, 40 items',
+          'session.run(None, {"users": [0, 1], "items": [-1, 2]})  # blend predict graph, 150 items',
           lambda: _run("blend", "predict", {"users": np.array([0, 1]), "items": np.array([-1, 2])}),
-          "items: indices must lie in [0, 40)"),
+          "items: indices must lie in [0, 150)"),
     _case("ONNX blend predict graph: items and users of different lengths",
           'session.run(None, {"users": [0, 1], "items": [2]})  # blend predict graph',
           lambda: _run("blend", "predict", {"users": np.array([0, 1]), "items": np.array([2])}),
@@ -130,8 +136,8 @@ CASES: list[Case] = [
          r"I-CFN rows are items over users, its U-CFN rows users over items\): export one of its (\d+) network\(s\) "
          r"alone with member=k, k in \[0, \1\), or the blend's 'predict' or 'recommend' graph",
          shown="graph 'reconstruct' completes one network's input rows, and a blend has no single input row (its "
-               "I-CFN rows are items over users, its U-CFN rows users over items): export one of its 2 network(s) "
-               "alone with member=k, k in [0, 2), or the blend's 'predict' or 'recommend' graph"),
+               "I-CFN rows are items over users, its U-CFN rows users over items): export one of its 3 network(s) "
+               "alone with member=k, k in [0, 3), or the blend's 'predict' or 'recommend' graph"),
 ]
 
 
