@@ -86,7 +86,8 @@ def test_the_command_line_model_options_are_the_declared_settings(argv):
         expected = setting.cli.get("default", setting.default)
         assert params[setting.name] == (tuple(expected) if setting.name == "hidden" else expected), setting.name
     # given, each flag sets its setting
-    values = {"kind": "blend", "quality": "best", "centring": "bias", "hidden": ["7", "5"], "epochs": "3", "alpha": "0.9", "beta": "0.3",
+    values = {"kind": "blend", "quality": "best", "centring": "bias", "hidden": ["7", "5"], "epochs": "3",
+              "alpha": "0.9", "beta": "0.3",
               "mask_ratio": "0.1", "lr": "0.02", "lr_decay": "0.5", "weight_decay": "0.01", "batch_size": "9",
               "backend": "numpy", "seed": "4", "dtype": "bfloat16"}
     assert set(values) | {"use_side_info"} == {s.name for s in flagged}   # a new option: give it a value here
