@@ -249,7 +249,7 @@ CORE_CASES: list[Case] = [
          ValueError, "early_stopping needs a validation set: fit(..., validation=...)"),
     # ---------------------------------------------------------------- hyper-parameters
     Case("unknown kind", "CFN(kind=\"users\")", fit_with(kind="users"), ValueError,
-         "kind must be 'item', 'user' or 'auto', got 'users'"),
+         "kind must be 'blend', 'item', 'user' or 'auto', got 'users'"),
     Case("unknown centring", "CFN(centring=\"mean\")", fit_with(centring="mean"), ValueError,
          "centring must be None, 'sample' or 'bias', got 'mean'"),
     Case("hidden empty", "CFN(hidden=())", fit_with(hidden=()), ValueError,

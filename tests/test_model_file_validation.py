@@ -136,7 +136,7 @@ CASES = [
     ("bad parameter value", "item_side", _config(lambda c: c["params"].update(batch_size=0)),
      "config.params: batch_size must be a positive integer, got 0"),
     ("bad kind parameter", "item_side", _config(lambda c: c["params"].update(kind="film")),
-     "config.params: kind must be 'item', 'user' or 'auto', got 'film'"),
+     "config.params: kind must be 'blend', 'item', 'user' or 'auto', got 'film'"),
     ("unknown backend", "item_side", _config(lambda c: c["params"].update(backend="tpu")), "backend must be 'auto'"),
     ("unknown training backend", "item_side", _config(lambda c: c.update(backend_trained="tpu")),
      "config.backend_trained must be one of"),
