@@ -1,7 +1,8 @@
 """Bad-input rows for model files (untrusted input); tests/test_bad_input.py runs them and renders the table.
 
-Each file is a tiny saved U-CFN (30 users x 20 items) edited and re-hashed (tests/model_files.py), so that the
-checksum passes and only ``CFN.load``'s content checks refuse it."""
+Each file is a tiny saved U-CFN (30 users x 20 items), or a small blend (the default kind: 300 users x 150 items,
+three networks), edited and re-hashed (tests/model_files.py), so that the checksum passes and only ``CFN.load``'s
+content checks refuse it."""
 from __future__ import annotations
 
 import re
@@ -12,14 +13,24 @@ import numpy as np
 from bad_input_case import Case  # tests/bad_input_case.py
 from model_files import TINY, tampered, with_config  # tests/model_files.py
 
-from cfn_fast import CFN
+from cfn_fast import CFN, synthetic_ratings
 from cfn_fast.fitted.persistence import ModelFileError
 
+_BLEND: list[CFN] = []
 
-def _edited(name: str, edit: Callable[[dict[str, np.ndarray]], Any]) -> Callable[[Path], object]:
+
+def _blend() -> CFN:
+    """A blend of three networks (one I-CFN, then two U-CFN), fitted once."""
+    if not _BLEND:
+        data = synthetic_ratings(300, 150, 20_000, seed=3, side_info=False)
+        _BLEND.append(CFN(hidden=(32,), epochs=10, backend="cpu").fit(data))
+    return _BLEND[0]
+
+
+def _edited(name: str, edit: Callable[[dict[str, np.ndarray]], Any], blend: bool = False) -> Callable[[Path], object]:
     def run(tmp: Path) -> object:
-        saved = CFN("user", (4,), 1, backend="numpy", seed=0).fit(TINY).save(tmp / "saved.npz")
-        return CFN.load(tampered(saved, tmp / name, edit))
+        model = _blend() if blend else CFN("user", (4,), 1, backend="numpy", seed=0).fit(TINY)
+        return CFN.load(tampered(model.save(tmp / "saved.npz"), tmp / name, edit))
     return run
 
 
@@ -33,10 +44,14 @@ def _reversed_scale(arrays: dict[str, np.ndarray]) -> None:
     arrays["pre_scalars"][:2] = [5.0, 1.0]
 
 
-def _row(what: str, name: str, edit: Callable, detail: str) -> Case:
+def _bad_member_layer(arrays: dict[str, np.ndarray]) -> None:
+    arrays["member1_layer1_weight"] = arrays["member1_layer1_weight"][:-1].copy()
+
+
+def _row(what: str, name: str, edit: Callable, detail: str, blend: bool = False) -> Case:
     shown = f"{name} is not a valid cfn_fast model: {detail}"
-    return Case(what, f'CFN.load("{name}")', _edited(name, edit), ModelFileError, "re:.*" + re.escape(shown),
-                shown=shown, needs_tmp=True)
+    return Case(what, f'CFN.load("{name}")', _edited(name, edit, blend), ModelFileError,
+                "re:.*" + re.escape(shown), shown=shown, needs_tmp=True)
 
 
 CASES: list[Case] = [
@@ -54,4 +69,11 @@ CASES: list[Case] = [
     _row("model file whose layers do not match its data (re-hashed)", "layers.npz",
          lambda arrays: arrays.update(layer1_weight=arrays["layer1_weight"][:-1].copy()),
          "layer1_weight must have shape (20, 4), got (19, 4)"),
+    _row("blend file with a negative weight (re-hashed)", "weight.npz", _set("blend_weights", 1, -0.25),
+         "blend_weights must be >= 0 (a member's departure from the bias model is never reversed), found -0.25",
+         blend=True),
+    _row("blend file with a NaN bias offset (re-hashed)", "offset.npz", _set("blend_user_offset", 3, np.nan),
+         "blend_user_offset holds NaN or infinite values", blend=True),
+    _row("blend file whose member's layers do not match its data (re-hashed)", "member.npz", _bad_member_layer,
+         "member 1 (entries member1_*): layer1_weight must have shape (150, 32), got (149, 32)", blend=True),
 ]

@@ -1,8 +1,9 @@
 """Saving and loading fitted :class:`~cfn_fast.CFN` models: one versioned ``.npz`` file.
 
-Layout (format version 3; version 2 has no ``*_ids_utf8``, version 1 also no ``pre_input_offset``; a file
-is written with the lowest version that holds it, so that older releases read it), every entry a plain numeric
-or fixed-width unicode array — no pickles anywhere, and :func:`read_model` reads with ``np.load(allow_pickle=False)``:
+Layout of a file of one network (format version 3; version 2 has no ``*_ids_utf8``, version 1 also no
+``pre_input_offset``; a file is written with the lowest version that holds it, so that older releases read it),
+every entry a plain numeric or fixed-width unicode array — no pickles anywhere, and :func:`read_model` reads with
+``np.load(allow_pickle=False)``:
 
 =====================================  ===================================================
 ``cfn_format``                         ``"cfn_fast-model"`` (marks the file as ours)
@@ -18,12 +19,31 @@ or fixed-width unicode array — no pickles anywhere, and :func:`read_model` rea
 ``input_data|indices|indptr``          the centred training input CSR fed to the network
 ``pre_sample_mean|sample_count``,      preprocessing statistics
 ``pre_scalars``                        ``[low, high, global_mean]`` (float64)
-``pre_input_offset``                   per-input offsets of ``centring="bias"`` (version 2 only)
+``pre_input_offset``                   per-input offsets of ``centring="bias"`` (version 2 and later)
 ``side``                               side information the network uses (if any)
 ``user_features``, ``item_features``   the training set's side information (if any)
 ``user_feature_names`` ...             feature names (if any)
 ``checksum``                           SHA-256 over every other entry (name, dtype, shape, bytes)
 =====================================  ===================================================
+
+A blend (``CFN(kind="blend")``, the default) is format version 4: the entries above that do not belong to one
+network (``cfn_format``, ``cfn_version``, ``config``, the id maps, ``train_*``, features, feature names,
+``checksum``), then for each member network ``k`` (``config.members[k]``: its ``kind``, ``n_layers``,
+``has_side`` and constructor ``params``) the entries of one network under the prefix ``member{k}_``, and the
+blend's own (a blend of the bias model alone has no member):
+
+=====================================  ===================================================
+``member{k}_layer{j}_weight`` ...      member ``k``'s layers, ``..._input_data|indices|indptr|
+                                       shape``, ``..._pre_*`` and ``..._side``, as above
+``blend_user_offset``                  the bias model's user offsets (n_users, float64)
+``blend_item_offset``                  the bias model's item offsets (n_items, float64)
+``blend_scalars``                      ``[low, high, mean, shrinkage]`` of the bias model (float64)
+``blend_weights``                      one weight >= 0 per member (float64)
+``blend_fold_in_user|item``            the weights for a folded-in user (item), per member
+=====================================  ===================================================
+
+``config`` then has ``"kind": "blend"``, ``members`` and ``blend_report`` (how the weights were chosen) in place
+of ``n_layers`` and ``has_side``.  Such a file is checked by :mod:`cfn_fast.fitted.blend_file`.
 
 What the checksum does: it detects damage (a truncated download, a flipped bit, an edit by hand that
 forgot to re-hash).  What it does not do: authenticate the file; anyone can edit a file and recompute it.
@@ -56,16 +76,21 @@ import numpy as np
 
 from ..fileio import atomic_write, check_input_file
 from ..version import __version__
+from .blend_file import check_blend_file
 from .state import fitted_arrays, fitted_config, fitted_from_arrays
 from .validation import ModelFileError, check_model_file
 from .value import Fitted
 
-__all__ = ["save_model", "read_model", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS"]
+__all__ = ["save_model", "read_model", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION", "BLEND_VERSION",
+           "READABLE_VERSIONS"]
 
 FORMAT_NAME = "cfn_fast-model"
-FORMAT_VERSION = 3
+#: The newest format version this release writes.
+FORMAT_VERSION = 4
+#: The version of a blend's files (``CFN(kind="blend")``); a file of one network says 1, 2 or 3.
+BLEND_VERSION = 4
 #: Versions this release reads.
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 # ----------------------------------------------------------------------------- save
@@ -79,8 +104,9 @@ def save_model(path: str | os.PathLike, fitted: Fitted, backend: str, params: di
         raise FileNotFoundError(f"cannot save the model: directory {str(directory)!r} does not exist")
     arrays = fitted_arrays(fitted, portable=True)
     # a file an older release can read correctly says version 1; one with input offsets it would
-    # misread says 2, one with string ids as UTF-8 bytes says 3: such a release refuses them
-    version = 3 if any(name.endswith("_ids_utf8") for name in arrays) else 2 if "pre_input_offset" in arrays else 1
+    # misread says 2, one with string ids as UTF-8 bytes says 3, a blend says 4: such a release refuses them
+    version = BLEND_VERSION if fitted.blend is not None else 3 if any(name.endswith("_ids_utf8") for name in arrays) \
+        else 2 if "pre_input_offset" in arrays else 1
     config = {
         "format": FORMAT_NAME, "version": version, "library_version": __version__,
         "params": _jsonable(params), "resolved": _jsonable(resolved),
@@ -152,7 +178,8 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], Fitted, dict[st
         raise ModelFileError(f"{path} has no checksum entry: not a complete cfn_fast model file")
     if str(stored[0]) != _checksum(arrays):
         raise ModelFileError(f"{path} failed its SHA-256 checksum: the file was modified or corrupted")
-    checked, config = check_model_file(arrays, version, path)
+    check = check_blend_file if version == BLEND_VERSION else check_model_file
+    checked, config = check(arrays, version, path)
     params = dict(config["params"])
     if isinstance(params.get("hidden"), list):
         params["hidden"] = tuple(params["hidden"])

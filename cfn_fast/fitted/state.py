@@ -25,13 +25,14 @@ import scipy.sparse as sp
 from ..data.ids import id_entries, ids_of
 from ..data.ratings import RatingSet
 from ..network import Layer
-from ..preprocessing import Preprocessing
+from ..preprocessing import BiasModel, Preprocessing
+from ..settings import BLEND
 from ..training.selection import KindChoice
 from ..training.trainer import EpochRecord
-from .value import Fitted, Network
+from .value import Blend, Fitted, Network
 
-__all__ = ["STATE_VERSION", "fitted_arrays", "fitted_config", "fitted_from_arrays", "pickle_state",
-           "unpickle_state", "id_entries", "ids_of"]
+__all__ = ["STATE_VERSION", "fitted_arrays", "network_arrays", "fitted_config", "fitted_from_arrays",
+           "pickle_state", "unpickle_state", "id_entries", "ids_of"]
 
 #: Version of the pickled state layout (independent of the file format version).
 STATE_VERSION = 1
@@ -42,8 +43,50 @@ def fitted_arrays(fitted: Fitted, *, portable: bool = True) -> dict[str, np.ndar
     """The fitted value's arrays by name (layout of :mod:`cfn_fast.fitted.persistence`).
 
     ``portable=True`` (the file) stores string ids without pickles (:func:`id_entries`); ``portable=False``
-    (pickling) keeps the ids exactly as they are."""
-    train, net = fitted.train, fitted.network
+    (pickling) keeps the ids exactly as they are.  A blend stores the training set once, each member network
+    ``k``'s arrays under the prefix ``member{k}_`` and its own arrays as ``blend_*``."""
+    train, blend = fitted.train, fitted.blend
+    if blend is None:   # the layout of the files of one network, entry for entry and in this order
+        network = network_arrays(fitted.network)
+        layers = {name: value for name, value in network.items() if name.startswith("layer")}
+        arrays = {**layers, **_training_arrays(train, portable),
+                  **{name: value for name, value in network.items() if name not in layers}}
+    else:
+        arrays = _training_arrays(train, portable)
+        for k, net in enumerate(fitted.networks):
+            arrays.update({f"member{k}_{name}": value for name, value in network_arrays(net).items()})
+    for name in ("user_features", "item_features"):
+        value = getattr(train, name)
+        if value is not None:
+            arrays[name] = np.asarray(value)
+    for name in ("user_feature_names", "item_feature_names"):
+        value = getattr(train, name)
+        if value is not None:
+            arrays[name] = np.array([str(v) for v in value], dtype=str) if len(value) else np.zeros(0, dtype="<U1")
+    if blend is not None:
+        bias = blend.bias
+        arrays["blend_user_offset"] = np.asarray(bias.user_offset, dtype=np.float64)
+        arrays["blend_item_offset"] = np.asarray(bias.item_offset, dtype=np.float64)
+        arrays["blend_scalars"] = np.array([bias.low, bias.high, bias.mean, bias.shrinkage], dtype=np.float64)
+        arrays["blend_weights"] = np.asarray(blend.weights, dtype=np.float64)
+        for side in ("user", "item"):
+            arrays[f"blend_fold_in_{side}"] = np.asarray(blend.fold_in_weights[side], dtype=np.float64)
+    return arrays
+
+
+def _training_arrays(train: RatingSet, portable: bool) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for name in ("user_ids", "item_ids"):
+        ids = np.asarray(getattr(train, name))
+        arrays.update(id_entries(name, ids) if portable else {name: ids})
+    arrays["train_user"] = np.asarray(train.user)
+    arrays["train_item"] = np.asarray(train.item)
+    arrays["train_rating"] = np.asarray(train.rating)
+    return arrays
+
+
+def network_arrays(net: Network) -> dict[str, np.ndarray]:
+    """One network's arrays: its layers, the input CSR, the preprocessing statistics, its side information."""
     pre, inputs = net.preprocessing, net.inputs
     arrays: dict[str, np.ndarray] = {}
     for k, layer in enumerate(net.layers):
@@ -51,12 +94,6 @@ def fitted_arrays(fitted: Fitted, *, portable: bool = True) -> dict[str, np.ndar
         arrays[f"layer{k}_bias"] = np.asarray(layer.bias, dtype=np.float32)
         if layer.side_weight is not None:
             arrays[f"layer{k}_side_weight"] = np.asarray(layer.side_weight, dtype=np.float32)
-    for name in ("user_ids", "item_ids"):
-        ids = np.asarray(getattr(train, name))
-        arrays.update(id_entries(name, ids) if portable else {name: ids})
-    arrays["train_user"] = np.asarray(train.user)
-    arrays["train_item"] = np.asarray(train.item)
-    arrays["train_rating"] = np.asarray(train.rating)
     arrays["input_data"] = inputs.data
     arrays["input_indices"] = inputs.indices
     arrays["input_indptr"] = inputs.indptr
@@ -68,34 +105,33 @@ def fitted_arrays(fitted: Fitted, *, portable: bool = True) -> dict[str, np.ndar
         arrays["pre_input_offset"] = pre.input_offset
     if net.side is not None:
         arrays["side"] = net.side
-    for name in ("user_features", "item_features"):
-        value = getattr(train, name)
-        if value is not None:
-            arrays[name] = np.asarray(value)
-    for name in ("user_feature_names", "item_feature_names"):
-        value = getattr(train, name)
-        if value is not None:
-            arrays[name] = np.array([str(v) for v in value], dtype=str) if len(value) else np.zeros(0, dtype="<U1")
     return arrays
 
 
 def fitted_config(fitted: Fitted, backend: str) -> dict[str, Any]:
-    """The fitted value's settings beside the arrays: the backend it ran on, epochs, history."""
-    return {
+    """The fitted value's settings beside the arrays: the backend it ran on, epochs, history; a blend's members
+    (kind, layers, side information, constructor settings) and how their weights were chosen."""
+    config = {
         "backend_trained": backend, "kind": fitted.kind, "epochs_trained": int(fitted.epochs_trained),
         "best_epoch": fitted.best_epoch,
         "selection": None if fitted.selection is None else fitted.selection.as_dict(),
-        "n_layers": len(fitted.network.layers), "has_side": fitted.network.side is not None,
         "scale": [float(s) for s in fitted.train.scale],
         "history": [record.as_dict() for record in fitted.history],
     }
+    if fitted.blend is None:
+        config.update(n_layers=len(fitted.network.layers), has_side=fitted.network.side is not None)
+    else:
+        config["members"] = [{"kind": net.kind, "n_layers": len(net.layers), "has_side": net.side is not None,
+                              "params": dict(params)}
+                             for net, params in zip(fitted.networks, fitted.blend.member_params)]
+        config["blend_report"] = fitted.blend.report
+    return config
 
 
 # ----------------------------------------------------------------------------- data -> value
 def fitted_from_arrays(arrays: dict[str, np.ndarray], config: dict[str, Any], kind: str | None = None) -> Fitted:
     """The :class:`Fitted` value of :func:`fitted_arrays` / :func:`fitted_config`.  ``kind``: the
     model's ``kind`` parameter, for files of format 1 written before the trained kind was recorded."""
-    low, high, global_mean = (float(v) for v in arrays["pre_scalars"])
     names = {name: tuple(arrays[name].tolist()) if name in arrays else None
              for name in ("user_feature_names", "item_feature_names")}
     train = RatingSet(arrays["train_user"], arrays["train_item"], arrays["train_rating"],
@@ -104,17 +140,49 @@ def fitted_from_arrays(arrays: dict[str, np.ndarray], config: dict[str, Any], ki
                       arrays.get("user_features"), arrays.get("item_features"),
                       names["user_feature_names"], names["item_feature_names"])
     kind = config.get("kind") or (config.get("resolved") or {}).get("kind") or kind
-    preprocessing = Preprocessing(kind, low, high, arrays["pre_sample_mean"], arrays["pre_sample_count"],
-                                  global_mean, arrays.get("pre_input_offset"))
-    inputs = sp.csr_matrix((arrays["input_data"], arrays["input_indices"], arrays["input_indptr"]),
-                           shape=tuple(int(s) for s in arrays["input_shape"]))
-    layers = [Layer(arrays[f"layer{k}_weight"], arrays[f"layer{k}_bias"], arrays.get(f"layer{k}_side_weight"))
-              for k in range(int(config["n_layers"]))]
     selection = config.get("selection")
-    return Fitted(train, (Network(kind, preprocessing, inputs, arrays.get("side"), layers),),
-                  history=[EpochRecord(**record) for record in config["history"]],
+    if kind == BLEND:
+        members = config["members"]
+        networks = tuple(_network(arrays, f"member{k}_", member["kind"], int(member["n_layers"]))
+                         for k, member in enumerate(members))
+        blend = _blend(arrays, tuple(_member_params(member["params"]) for member in members),
+                       dict(config["blend_report"]))
+    else:
+        networks, blend = (_network(arrays, "", kind, int(config["n_layers"])),), None
+    return Fitted(train, networks, history=[EpochRecord(**record) for record in config["history"]],
                   epochs_trained=int(config["epochs_trained"]), best_epoch=config.get("best_epoch"),
-                  selection=None if selection is None else KindChoice(**selection))
+                  selection=None if selection is None else KindChoice(**selection), blend=blend)
+
+
+def _network(arrays: dict[str, np.ndarray], prefix: str, kind: str, n_layers: int) -> Network:
+    """The network of :func:`network_arrays`, its entries under ``prefix``."""
+    low, high, global_mean = (float(v) for v in arrays[prefix + "pre_scalars"])
+    preprocessing = Preprocessing(kind, low, high, arrays[prefix + "pre_sample_mean"],
+                                  arrays[prefix + "pre_sample_count"], global_mean,
+                                  arrays.get(prefix + "pre_input_offset"))
+    inputs = sp.csr_matrix((arrays[prefix + "input_data"], arrays[prefix + "input_indices"],
+                            arrays[prefix + "input_indptr"]),
+                           shape=tuple(int(s) for s in arrays[prefix + "input_shape"]))
+    layers = [Layer(arrays[f"{prefix}layer{k}_weight"], arrays[f"{prefix}layer{k}_bias"],
+                    arrays.get(f"{prefix}layer{k}_side_weight")) for k in range(n_layers)]
+    return Network(kind, preprocessing, inputs, arrays.get(prefix + "side"), layers)
+
+
+def _member_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A member's constructor settings as ``get_params`` gives them (a file's JSON has lists for tuples)."""
+    params = dict(params)
+    if isinstance(params.get("hidden"), list):
+        params["hidden"] = tuple(params["hidden"])
+    return params
+
+
+def _blend(arrays: dict[str, np.ndarray], member_params: tuple[dict[str, Any], ...],
+           report: dict[str, Any]) -> Blend:
+    low, high, mean, shrinkage = (float(v) for v in arrays["blend_scalars"])
+    bias = BiasModel(low, high, mean, np.asarray(arrays["blend_user_offset"], dtype=np.float64),
+                     np.asarray(arrays["blend_item_offset"], dtype=np.float64), shrinkage)
+    fold_in = {side: np.asarray(arrays[f"blend_fold_in_{side}"], dtype=np.float64) for side in ("user", "item")}
+    return Blend(bias, np.asarray(arrays["blend_weights"], dtype=np.float64), fold_in, member_params, report)
 
 
 # ----------------------------------------------------------------------------- pickling

@@ -20,6 +20,10 @@ therefore checks every structure :func:`cfn_fast.fitted.state.fitted_from_arrays
 
 Anything wrong raises :class:`ModelFileError` with one line naming the file and the entry.  The arrays come back in
 the dtypes the writer uses, so the engines see exactly what a freshly trained model gives them.
+
+A blend's file (format version 4) is checked by :mod:`cfn_fast.fitted.blend_file` with the public pieces here: the
+training set once (:func:`check_training_set`), then each member as the file of that one network
+(:func:`check_arrays`).
 """
 from __future__ import annotations
 
@@ -38,7 +42,9 @@ from ..training.selection import KindChoice
 from ..training.trainer import EpochRecord
 from .state import ids_of
 
-__all__ = ["ModelFileError", "check_model_file", "BASE_ENTRIES", "OPTIONAL_ENTRIES", "ID_FORMS"]
+__all__ = ["ModelFileError", "InvalidEntry", "check_model_file", "check_arrays", "check_training_set", "check_params",
+           "check_record", "check_int", "check_close", "entry_array", "parse_config", "BASE_ENTRIES",
+           "OPTIONAL_ENTRIES", "TRAINING_ENTRIES", "ID_FORMS"]
 
 #: Entries of every model file (besides ``layer{k}_weight`` / ``layer{k}_bias``).
 BASE_ENTRIES = ("cfn_format", "cfn_version", "checksum", "config", "train_user",
@@ -47,6 +53,9 @@ BASE_ENTRIES = ("cfn_format", "cfn_version", "checksum", "config", "train_user",
 #: Entries a model file may hold (besides ``layer{k}_side_weight``).
 OPTIONAL_ENTRIES = ("pre_input_offset", "side", "user_features", "item_features", "user_feature_names",
                     "item_feature_names")
+#: The training set's entries (besides the id maps, :data:`ID_FORMS`): what a blend's members share.
+TRAINING_ENTRIES = ("train_user", "train_item", "train_rating", "user_features", "item_features",
+                    "user_feature_names", "item_feature_names")
 #: The id maps: ``name`` (integers, or fixed-width text), or from format 3 ``name_utf8`` + ``name_offsets``
 #: (:func:`cfn_fast.fitted.state.id_entries`), exactly one of the two forms.
 ID_FORMS = {name: ((name,), (f"{name}_utf8", f"{name}_offsets")) for name in ("user_ids", "item_ids")}
@@ -64,24 +73,27 @@ class ModelFileError(ValueError):
     cfn_fast model at all."""
 
 
-class _Invalid(Exception):
+class InvalidEntry(Exception):
     """One entry of the file is wrong: ``str(exc)`` names it and says how."""
 
 
 def check_model_file(arrays: dict[str, np.ndarray], version: int,
                      path: object) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``(arrays, config)`` of a file whose checksum matched, every entry checked (see the module notes), the
-    arrays in the writer's dtypes; :class:`ModelFileError` naming ``path`` and the entry otherwise."""
+    """``(arrays, config)`` of a file of one network whose checksum matched, every entry checked (see the module
+    notes), the arrays in the writer's dtypes; :class:`ModelFileError` naming ``path`` and the entry otherwise.
+    A blend's file (format version 4) is checked by :func:`cfn_fast.fitted.blend_file.check_blend_file`."""
     try:
-        return _check(arrays, version)
-    except _Invalid as exc:
+        config = parse_config(arrays)
+        return check_arrays(arrays, config, version), config
+    except InvalidEntry as exc:
         raise ModelFileError(f"{path} is not a valid cfn_fast model: {exc}") from None
 
 
-def _check(arrays: dict[str, np.ndarray], version: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    config = _config(arrays)
+def check_arrays(arrays: dict[str, np.ndarray], config: dict[str, Any], version: int) -> dict[str, np.ndarray]:
+    """The entries of one network's file (settings ``config``), checked, in the writer's dtypes; a blend checks
+    each member's entries so, beside the training set they share."""
     kind = _kind(config)
-    n_layers = _int("config.n_layers", config.get("n_layers"), 2, MAX_LAYERS)
+    n_layers = check_int("config.n_layers", config.get("n_layers"), 2, MAX_LAYERS)
     _entry_names(arrays, n_layers)
     out: dict[str, np.ndarray] = {}
     train = _training_set(arrays, config, out)
@@ -92,10 +104,19 @@ def _check(arrays: dict[str, np.ndarray], version: int) -> tuple[dict[str, np.nd
     side_dim = _side(arrays, config, n_samples, out)
     _features(arrays, train, out)
     _layers(arrays, n_layers, n_inputs, side_dim, out)
-    _params(config, kind)
-    _record(config)
+    check_params(config, kind)
+    check_record(config)
     _selection(config, kind, "bias" if "pre_input_offset" in out else "sample")
-    return out, config
+    return out
+
+
+def check_training_set(arrays: dict[str, np.ndarray], config: dict[str, Any], out: dict[str, np.ndarray]) -> RatingSet:
+    """The training set's entries (ids, ratings with no repeated pair, scale, side information and feature
+    names), checked into ``out``; the training set."""
+    train = _training_set(arrays, config, out)
+    _entries_in_csr_order(train, "user")
+    _features(arrays, train, out)
+    return train
 
 
 # ----------------------------------------------------------------------------- entries, arrays
@@ -103,71 +124,73 @@ def _entry_names(arrays: dict[str, np.ndarray], n_layers: int) -> None:
     """Every entry the file needs is there, and no other."""
     for name in BASE_ENTRIES + tuple(f"layer{k}_{part}" for k in range(n_layers) for part in ("weight", "bias")):
         if name not in arrays:
-            raise _Invalid(f"entry {name!r} is missing")
+            raise InvalidEntry(f"entry {name!r} is missing")
     for name, (plain, text) in ID_FORMS.items():
         present = [form for form in (plain, text) if any(entry in arrays for entry in form)]
         if len(present) != 1 or not all(entry in arrays for entry in present[0]):
-            raise _Invalid(f"{name} must be stored as the entry {plain[0]!r} or as the pair {text[0]!r} and "
-                           f"{text[1]!r}, exactly one of the two")
+            raise InvalidEntry(f"{name} must be stored as the entry {plain[0]!r} or as the pair {text[0]!r} and "
+                               f"{text[1]!r}, exactly one of the two")
     id_entries = {entry for plain, text in ID_FORMS.values() for entry in plain + text}
     for name in arrays:
         match = _LAYER_ENTRY.match(name)
         if match and int(match.group(1)) >= n_layers:
-            raise _Invalid(f"entry {name!r} is beyond config.n_layers ({n_layers})")
+            raise InvalidEntry(f"entry {name!r} is beyond config.n_layers ({n_layers})")
         if not match and name not in BASE_ENTRIES + OPTIONAL_ENTRIES and name not in id_entries:
-            raise _Invalid(f"unknown entry {name!r}")
+            raise InvalidEntry(f"unknown entry {name!r}")
 
 
 _KIND_NAMES = {"f": "floating-point", "iu": "integer", "iuU": "integer or string", "U": "string"}
 
 
-def _array(arrays: dict[str, np.ndarray], name: str, kinds: str, shape: tuple[int | None, ...]) -> np.ndarray:
+def entry_array(arrays: dict[str, np.ndarray], name: str, kinds: str, shape: tuple[int | None, ...]) -> np.ndarray:
     """Entry ``name``: its dtype kind one of ``kinds``, its shape ``shape`` (``None``: any length)."""
-    value = arrays[name]
+    value = arrays.get(name)
+    if value is None:
+        raise InvalidEntry(f"entry {name!r} is missing")
     if value.dtype.kind not in kinds:
-        raise _Invalid(f"{name} must hold {_KIND_NAMES[kinds]} values, got dtype {value.dtype}")
+        raise InvalidEntry(f"{name} must hold {_KIND_NAMES[kinds]} values, got dtype {value.dtype}")
     if value.ndim != len(shape) or any(want is not None and got != want for got, want in zip(value.shape, shape)):
         expected = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-        raise _Invalid(f"{name} must have shape {expected}, got {value.shape}")
+        raise InvalidEntry(f"{name} must have shape {expected}, got {value.shape}")
     return value
 
 
 def _finite(name: str, value: np.ndarray) -> None:
     if not np.all(np.isfinite(value)):
-        raise _Invalid(f"{name} holds NaN or infinite values")
+        raise InvalidEntry(f"{name} holds NaN or infinite values")
 
 
 def _indices(name: str, value: np.ndarray, n: int) -> np.ndarray:
     """An integer index array with every entry in ``[0, n)``, as int64."""
     if value.size and (value.min() < 0 or value.max() >= n):
         bad = value[(value < 0) | (value >= n)]
-        raise _Invalid(f"{name} must lie in [0, {n}), found {bad[:3].tolist()}")
+        raise InvalidEntry(f"{name} must lie in [0, {n}), found {bad[:3].tolist()}")
     return value.astype(np.int64)
 
 
 def _floats(arrays: dict[str, np.ndarray], name: str, shape: tuple[int | None, ...]) -> np.ndarray:
     """A finite floating-point entry of ``shape``, as float32 (what the writer stores)."""
-    value = _array(arrays, name, "f", shape)
+    value = entry_array(arrays, name, "f", shape)
     _finite(name, value)
     return value.astype(np.float32, copy=False)
 
 
 # ----------------------------------------------------------------------------- settings
-def _config(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+def parse_config(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     raw = arrays.get("config")
     if raw is None or raw.dtype.kind != "U" or raw.shape != (1,):
-        raise _Invalid("entry 'config' must be one JSON string")
+        raise InvalidEntry("entry 'config' must be one JSON string")
     try:
         config = json.loads(str(raw[0]))
     except (ValueError, RecursionError) as exc:
-        raise _Invalid(f"config is not valid JSON ({type(exc).__name__})") from None
+        raise InvalidEntry(f"config is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(config, dict):
-        raise _Invalid(f"config must be a JSON object, got {type(config).__name__}")
+        raise InvalidEntry(f"config must be a JSON object, got {type(config).__name__}")
     if not isinstance(config.get("params"), dict):
-        raise _Invalid("config.params must be a JSON object of the model's parameters")
+        raise InvalidEntry("config.params must be a JSON object of the model's parameters")
     for name in ("resolved", "selection"):
         if config.get(name) is not None and not isinstance(config[name], dict):
-            raise _Invalid(f"config.{name} must be a JSON object or null")
+            raise InvalidEntry(f"config.{name} must be a JSON object or null")
     return config
 
 
@@ -175,13 +198,13 @@ def _kind(config: dict[str, Any]) -> str:
     """The kind trained: recorded since format 1's later releases; else the resolved or given parameter."""
     kind = config.get("kind") or (config.get("resolved") or {}).get("kind") or config["params"].get("kind")
     if not isinstance(kind, str) or kind not in settings.KINDS:
-        raise _Invalid(f"config.kind must be 'item' or 'user', got {kind!r}")
+        raise InvalidEntry(f"config.kind must be 'item' or 'user', got {kind!r}")
     return kind
 
 
-def _int(name: str, value: Any, low: int, high: int) -> int:
+def check_int(name: str, value: Any, low: int, high: int) -> int:
     if not settings.is_int(value) or not low <= value <= high:
-        raise _Invalid(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        raise InvalidEntry(f"{name} must be an integer in [{low}, {high}], got {value!r}")
     return int(value)
 
 
@@ -189,42 +212,46 @@ def _number(name: str, value: Any, *, finite: bool = True, none: bool = False) -
     if value is None and none:
         return
     if not settings.is_real(value) or (finite and not settings.is_finite(value)):
-        raise _Invalid(f"{name} must be a {'finite ' if finite else ''}number{' or null' if none else ''}, "
-                       f"got {value!r}")
+        raise InvalidEntry(f"{name} must be a {'finite ' if finite else ''}number{' or null' if none else ''}, "
+                           f"got {value!r}")
 
 
-def _params(config: dict[str, Any], kind: str) -> None:
-    """The constructor parameters: known names, values the estimator accepts (``settings.resolve``)."""
+def check_params(config: dict[str, Any], kind: str, name: str = "config.params") -> dict[str, Any]:
+    """The constructor parameters ``name`` (``config["params"]``) of a ``kind`` model (a network's, or
+    ``"blend"``): known names, values the estimator accepts (``settings.resolve``); resolved."""
     params = config["params"]
     unknown = sorted(set(params) - set(settings.SETTING_NAMES))
     if unknown:
-        raise _Invalid(f"config.params has unknown parameter(s) {unknown}")
+        raise InvalidEntry(f"{name} has unknown parameter(s) {unknown}")
+    if (params.get("kind") == settings.BLEND) != (kind == settings.BLEND):
+        raise InvalidEntry(f"{name}: kind {params.get('kind')!r} does not fit the {kind!r} model the file holds")
     try:
-        settings.resolve(params, kind)
+        resolved = settings.resolve(params, None if kind == settings.BLEND else kind)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise _Invalid(f"config.params: {exc}") from None
+        raise InvalidEntry(f"{name}: {exc}") from None
     backend = params.get("backend", "auto")
     if backend not in ("auto", *BACKENDS):
-        raise _Invalid(f"config.params: backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+        raise InvalidEntry(f"{name}: backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
     if config.get("backend_trained", "numpy") not in BACKENDS:
-        raise _Invalid(f"config.backend_trained must be one of {BACKENDS}, got {config['backend_trained']!r}")
+        raise InvalidEntry(f"config.backend_trained must be one of {BACKENDS}, got {config['backend_trained']!r}")
+    return resolved
 
 
-def _record(config: dict[str, Any]) -> None:
+def check_record(config: dict[str, Any]) -> None:
     """The training record: epochs trained, one well-formed EpochRecord per epoch, the best epoch."""
-    trained = _int("config.epochs_trained", config.get("epochs_trained"), 0, MAX_EPOCH)
+    trained = check_int("config.epochs_trained", config.get("epochs_trained"), 0, MAX_EPOCH)
     history = config.get("history")
     if not isinstance(history, list):
-        raise _Invalid("config.history must be a list of epoch records")
+        raise InvalidEntry("config.history must be a list of epoch records")
     previous = 0
     for k, record in enumerate(history):
         epoch = _epoch_record(f"config.history[{k}]", record)
         if not previous < epoch <= trained:
-            raise _Invalid(f"config.history[{k}].epoch must lie in ({previous}, {trained}] (epochs increase up to "
-                           f"config.epochs_trained), got {epoch}")
+            raise InvalidEntry(f"config.history[{k}].epoch must lie in ({previous}, {trained}] (epochs increase up to "
+                               f"config.epochs_trained), got {epoch}")
         previous = epoch
     if config.get("best_epoch") is not None:
-        _int("config.best_epoch", config["best_epoch"], 1, max(trained, 1))
+        check_int("config.best_epoch", config["best_epoch"], 1, max(trained, 1))
 
 
 _RECORD_FIELDS = {f.name for f in fields(EpochRecord)}
@@ -232,14 +259,14 @@ _RECORD_FIELDS = {f.name for f in fields(EpochRecord)}
 
 def _epoch_record(name: str, record: Any) -> int:
     if not isinstance(record, dict) or not {"epoch", "lr", "train_loss", "seconds"} <= set(record) <= _RECORD_FIELDS:
-        raise _Invalid(f"{name} must be an object with the fields {sorted(_RECORD_FIELDS)}")
+        raise InvalidEntry(f"{name} must be an object with the fields {sorted(_RECORD_FIELDS)}")
     _number(f"{name}.lr", record["lr"])
     _number(f"{name}.train_loss", record["train_loss"], finite=False)
     _number(f"{name}.seconds", record["seconds"], finite=False)
     _number(f"{name}.validation_rmse", record.get("validation_rmse"), finite=False, none=True)
     if not isinstance(record.get("extra", {}), dict):
-        raise _Invalid(f"{name}.extra must be an object")
-    return _int(f"{name}.epoch", record["epoch"], 1, MAX_EPOCH)
+        raise InvalidEntry(f"{name}.extra must be an object")
+    return check_int(f"{name}.epoch", record["epoch"], 1, MAX_EPOCH)
 
 
 def _selection(config: dict[str, Any], kind: str, centring: str) -> None:
@@ -249,15 +276,15 @@ def _selection(config: dict[str, Any], kind: str, centring: str) -> None:
         return
     names = {f.name for f in fields(KindChoice)}
     if not {"kind", "centring", "how"} <= set(selection) <= names:
-        raise _Invalid(f"config.selection must be an object with the fields {sorted(names)}")
+        raise InvalidEntry(f"config.selection must be an object with the fields {sorted(names)}")
     if selection["kind"] != kind or selection["centring"] != centring:
-        raise _Invalid(f"config.selection chose {selection['kind']!r} / {selection['centring']!r}, but the file "
+        raise InvalidEntry(f"config.selection chose {selection['kind']!r} / {selection['centring']!r}, but the file "
                        f"holds a {kind!r} network with the {centring!r} centring")
     if not isinstance(selection["how"], str):
-        raise _Invalid("config.selection.how must be a string")
+        raise InvalidEntry("config.selection.how must be a string")
     scores = selection.get("validation_rmse", {})
     if not isinstance(scores, dict):
-        raise _Invalid("config.selection.validation_rmse must be an object")
+        raise InvalidEntry("config.selection.validation_rmse must be an object")
     for key, value in scores.items():
         _number(f"config.selection.validation_rmse[{key!r}]", value, finite=False)
     _number("config.selection.seconds", selection.get("seconds", 0.0))
@@ -268,10 +295,10 @@ def _scale(config: dict[str, Any]) -> tuple[float, float]:
     scale = config.get("scale")
     if not (isinstance(scale, list) and len(scale) == 2 and all(settings.is_real(s) and settings.is_finite(s)
                                                                   for s in scale)):
-        raise _Invalid(f"config.scale must be [low, high], two finite numbers, got {scale!r}")
+        raise InvalidEntry(f"config.scale must be [low, high], two finite numbers, got {scale!r}")
     low, high = float(scale[0]), float(scale[1])
     if not low < high:
-        raise _Invalid(f"config.scale must have low < high, got {scale!r}")
+        raise InvalidEntry(f"config.scale must have low < high, got {scale!r}")
     return low, high
 
 
@@ -281,18 +308,18 @@ def _ids(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
         try:
             ids = ids_of(arrays, name)
         except ValueError as exc:
-            raise _Invalid(str(exc)) from None
+            raise InvalidEntry(str(exc)) from None
     else:
-        ids = _array(arrays, name, "iuU", (None,))
+        ids = entry_array(arrays, name, "iuU", (None,))
     if ids.size == 0:
-        raise _Invalid(f"{name} is empty")
+        raise InvalidEntry(f"{name} is empty")
     if ids.dtype.kind in "iu" and ids.min() < 0:
-        raise _Invalid(f"{name} must be non-negative, found {int(ids.min())}")
+        raise InvalidEntry(f"{name} must be non-negative, found {int(ids.min())}")
     wrong = np.flatnonzero(~(ids[1:] > ids[:-1]))
     if wrong.size:
         at = int(wrong[0])
         problem = "a duplicate id" if ids[at] == ids[at + 1] else "ids out of order"
-        raise _Invalid(f"{name} must be sorted and unique, found {problem} at position {at + 1} "
+        raise InvalidEntry(f"{name} must be sorted and unique, found {problem} at position {at + 1} "
                        f"({ids[at].item()!r} then {ids[at + 1].item()!r})")
     return ids
 
@@ -302,13 +329,13 @@ def _training_set(arrays: dict[str, np.ndarray], config: dict[str, Any], out: di
     out["user_ids"], out["item_ids"] = _ids(arrays, "user_ids"), _ids(arrays, "item_ids")
     rating = _floats(arrays, "train_rating", (None,))
     if rating.size == 0:
-        raise _Invalid("train_rating is empty: a model is trained on at least one rating")
+        raise InvalidEntry("train_rating is empty: a model is trained on at least one rating")
     outside = (rating < low) | (rating > high)
     if outside.any():
-        raise _Invalid(f"train_rating has values outside the scale [{low:g}, {high:g}], e.g. "
+        raise InvalidEntry(f"train_rating has values outside the scale [{low:g}, {high:g}], e.g. "
                        f"{float(rating[outside][0]):g}")
-    user = _indices("train_user", _array(arrays, "train_user", "iu", (len(rating),)), len(out["user_ids"]))
-    item = _indices("train_item", _array(arrays, "train_item", "iu", (len(rating),)), len(out["item_ids"]))
+    user = _indices("train_user", entry_array(arrays, "train_user", "iu", (len(rating),)), len(out["user_ids"]))
+    item = _indices("train_item", entry_array(arrays, "train_item", "iu", (len(rating),)), len(out["item_ids"]))
     out["train_user"], out["train_item"], out["train_rating"] = user.astype(np.int32), item.astype(np.int32), rating
     return RatingSet(out["train_user"], out["train_item"], rating, out["user_ids"], out["item_ids"], (low, high))
 
@@ -332,7 +359,7 @@ def _entries_in_csr_order(train: RatingSet, kind: str) -> _Entries:
     repeated = np.flatnonzero(key[1:] == key[:-1])
     if repeated.size:
         at = order[repeated[0]]
-        raise _Invalid(f"train_user / train_item repeat the (user, item) index pair "
+        raise InvalidEntry(f"train_user / train_item repeat the (user, item) index pair "
                        f"({int(train.user[at])}, {int(train.item[at])})")
     return _Entries(samples[order], inputs[order], order, key)
 
@@ -342,59 +369,59 @@ def _preprocessing(arrays: dict[str, np.ndarray], version: int, train: RatingSet
                    out: dict[str, np.ndarray]) -> Preprocessing:
     """The file's constants, which must be those :meth:`Preprocessing.fit` gives on the training ratings."""
     _, _, n_samples, n_inputs = sample_axes(kind, train)
-    scalars = _array(arrays, "pre_scalars", "f", (3,)).astype(np.float64)
+    scalars = entry_array(arrays, "pre_scalars", "f", (3,)).astype(np.float64)
     _finite("pre_scalars", scalars)
     if (scalars[0], scalars[1]) != train.scale:
-        raise _Invalid(f"pre_scalars must start with the rating scale {list(train.scale)} (low, high), "
+        raise InvalidEntry(f"pre_scalars must start with the rating scale {list(train.scale)} (low, high), "
                        f"got {scalars[:2].tolist()}")
     offset = "pre_input_offset" in arrays
     if offset and version < 2:
-        raise _Invalid("pre_input_offset (the 'bias' centring) needs format version 2, the file says 1")
+        raise InvalidEntry("pre_input_offset (the 'bias' centring) needs format version 2, the file says 1")
     expected = Preprocessing.fit(kind, train, "bias" if offset else "sample")
     out["pre_scalars"] = scalars
     out["pre_sample_mean"] = _floats(arrays, "pre_sample_mean", (n_samples,))
-    counts = _array(arrays, "pre_sample_count", "iu", (n_samples,))
+    counts = entry_array(arrays, "pre_sample_count", "iu", (n_samples,))
     if not np.array_equal(counts, expected.sample_count):
-        raise _Invalid("pre_sample_count does not match the training ratings' count per sample")
+        raise InvalidEntry("pre_sample_count does not match the training ratings' count per sample")
     out["pre_sample_count"] = counts.astype(np.int64)
-    _close("pre_scalars[2] (the global mean)", scalars[2], expected.global_mean)
-    _close("pre_sample_mean", out["pre_sample_mean"], expected.sample_mean)
+    check_close("pre_scalars[2] (the global mean)", scalars[2], expected.global_mean)
+    check_close("pre_sample_mean", out["pre_sample_mean"], expected.sample_mean)
     if offset:
         out["pre_input_offset"] = _floats(arrays, "pre_input_offset", (n_inputs,))
-        _close("pre_input_offset", out["pre_input_offset"], expected.input_offset)
+        check_close("pre_input_offset", out["pre_input_offset"], expected.input_offset)
     return Preprocessing(kind, train.scale[0], train.scale[1], out["pre_sample_mean"], out["pre_sample_count"],
                          float(scalars[2]), out.get("pre_input_offset"))
 
 
-def _close(name: str, stored: Any, expected: Any) -> None:
+def check_close(name: str, stored: Any, expected: Any) -> None:
     difference = np.abs(np.asarray(stored, dtype=np.float64) - np.asarray(expected, dtype=np.float64))
     if difference.size and difference.max() > _TOLERANCE:
-        raise _Invalid(f"{name} does not match the training ratings (differs by up to {difference.max():.3g})")
+        raise InvalidEntry(f"{name} does not match the training ratings (differs by up to {difference.max():.3g})")
 
 
 def _inputs(arrays: dict[str, np.ndarray], train: RatingSet, pre: Preprocessing, entries: _Entries,
             out: dict[str, np.ndarray]) -> None:
     """The samples x inputs CSR: at the training ratings' positions, their values centred by ``pre``."""
     _, _, n_samples, n_inputs = sample_axes(pre.kind, train)
-    shape = _array(arrays, "input_shape", "iu", (2,))
+    shape = entry_array(arrays, "input_shape", "iu", (2,))
     if tuple(shape.tolist()) != (n_samples, n_inputs):
-        raise _Invalid(f"input_shape must be {[n_samples, n_inputs]} (samples x inputs), got {shape.tolist()}")
+        raise InvalidEntry(f"input_shape must be {[n_samples, n_inputs]} (samples x inputs), got {shape.tolist()}")
     nnz = train.nnz
-    indptr = _array(arrays, "input_indptr", "iu", (n_samples + 1,)).astype(np.int64)
+    indptr = entry_array(arrays, "input_indptr", "iu", (n_samples + 1,)).astype(np.int64)
     if indptr[0] != 0 or indptr[-1] != nnz:
-        raise _Invalid(f"input_indptr must start at 0 and end at {nnz} (the number of ratings), "
+        raise InvalidEntry(f"input_indptr must start at 0 and end at {nnz} (the number of ratings), "
                        f"got {int(indptr[0])} .. {int(indptr[-1])}")
     counts = np.diff(indptr)
     if (counts < 0).any():
-        raise _Invalid(f"input_indptr must never decrease, drops at position {int(np.argmax(counts < 0)) + 1}")
+        raise InvalidEntry(f"input_indptr must never decrease, drops at position {int(np.argmax(counts < 0)) + 1}")
     if not np.array_equal(counts, pre.sample_count):
-        raise _Invalid("input_indptr does not match the training ratings' count per sample")
-    indices = _indices("input_indices", _array(arrays, "input_indices", "iu", (nnz,)), n_inputs)
+        raise InvalidEntry("input_indptr does not match the training ratings' count per sample")
+    indices = _indices("input_indices", entry_array(arrays, "input_indices", "iu", (nnz,)), n_inputs)
     if not np.array_equal(np.repeat(np.arange(n_samples, dtype=np.int64), counts) * n_inputs + indices, entries.key):
-        raise _Invalid("input_indices do not match the training ratings' positions")
+        raise InvalidEntry("input_indices do not match the training ratings' positions")
     data = _floats(arrays, "input_data", (nnz,))
     expected = pre.centre(pre.to_unit(train.rating[entries.order]), pre.sample_mean[entries.samples], entries.inputs)
-    _close("input_data", data, expected)
+    check_close("input_data", data, expected)
     out["input_shape"] = np.array((n_samples, n_inputs), dtype=np.int64)
     out["input_indptr"], out["input_indices"], out["input_data"] = indptr, indices, data
 
@@ -404,12 +431,12 @@ def _side(arrays: dict[str, np.ndarray], config: dict[str, Any], n_samples: int,
     """The samples' side information (``config.has_side`` says whether there is some); its width."""
     has_side = config.get("has_side")
     if not isinstance(has_side, bool) or has_side != ("side" in arrays):
-        raise _Invalid(f"config.has_side ({has_side!r}) must be true exactly when the entry 'side' is present")
+        raise InvalidEntry(f"config.has_side ({has_side!r}) must be true exactly when the entry 'side' is present")
     if not has_side:
         return 0
     out["side"] = _floats(arrays, "side", (n_samples, None))
     if out["side"].shape[1] == 0:
-        raise _Invalid("side has no columns (a model with side information has at least one feature)")
+        raise InvalidEntry("side has no columns (a model with side information has at least one feature)")
     return int(out["side"].shape[1])
 
 
@@ -421,7 +448,7 @@ def _features(arrays: dict[str, np.ndarray], train: RatingSet, out: dict[str, np
             out[f"{side}_features"] = _floats(arrays, f"{side}_features", (n, None))
             width = out[f"{side}_features"].shape[1]
         if f"{side}_feature_names" in arrays:
-            out[f"{side}_feature_names"] = _array(arrays, f"{side}_feature_names", "U", (width,))
+            out[f"{side}_feature_names"] = entry_array(arrays, f"{side}_feature_names", "U", (width,))
 
 
 def _layers(arrays: dict[str, np.ndarray], n_layers: int, n_inputs: int, side_dim: int,
@@ -433,14 +460,14 @@ def _layers(arrays: dict[str, np.ndarray], n_layers: int, n_inputs: int, side_di
         weight = _floats(arrays, f"layer{k}_weight", (n_inputs if last else None, fan_in))
         fan_out = int(weight.shape[0])
         if fan_out < 1:
-            raise _Invalid(f"layer{k}_weight has no units (shape {weight.shape})")
+            raise InvalidEntry(f"layer{k}_weight has no units (shape {weight.shape})")
         out[f"layer{k}_weight"] = weight
         out[f"layer{k}_bias"] = _floats(arrays, f"layer{k}_bias", (fan_out,))
         name = f"layer{k}_side_weight"
         if side_dim:
             if name not in arrays:
-                raise _Invalid(f"entry {name!r} is missing (the model has {side_dim} side features)")
+                raise InvalidEntry(f"entry {name!r} is missing (the model has {side_dim} side features)")
             out[name] = _floats(arrays, name, (fan_out, side_dim))
         elif name in arrays:
-            raise _Invalid(f"entry {name!r} is present but the model has no side information")
+            raise InvalidEntry(f"entry {name!r} is present but the model has no side information")
         fan_in = fan_out
