@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cfn_fast import CFN, train_test_split
+from cfn_fast import CFN, RatingSet, train_test_split
 from cfn_fast.data.synthetic import synthetic_ratings
 from cfn_fast.preprocessing import BiasModel
 from cfn_fast.training.blending import SHRINKAGE_GRID, blend_weights, candidate_params, choose_shrinkage
@@ -53,7 +53,7 @@ def test_cross_validation_keeps_the_bias_model_when_members_are_noise():
 def test_the_blend_is_chosen_on_validation_and_refitted(blend, split):
     train, test = split
     report = blend.blend_.report
-    assert report["how"] == "validation part" and len(report["validation_rmse"]) == 4
+    assert report["how"] == "validation part" and len(report["validation_rmse"]) == 5     # 4 networks, factors
     assert report["blend_rmse"] <= report["bias_rmse"]      # the weights never lose to the bias model where chosen
     assert 1 <= len(blend.fitted_.networks) <= 3 and np.all(blend.blend_.weights > 0)
     for network, params in zip(blend.fitted_.networks, blend.blend_.member_params):
@@ -136,14 +136,18 @@ def test_one_network_verbs_ask_for_a_member(blend, split):
     np.testing.assert_array_equal(blend.encode(member=0), codes)
 
 
-def test_a_small_noisy_set_keeps_the_bias_model_alone():
-    """500 validation ratings where the networks do not help: the one-standard-error rule keeps the bias
-    model, which a least-error choice (shrinkage 1000 here) would have left by luck."""
-    train, test = train_test_split(synthetic_ratings(400, 200, 12_000, seed=3, side_info=False), 0.1, seed=0)
+def test_a_set_of_bias_and_noise_keeps_the_bias_model_alone():
+    """Ratings that are μ + b_u + b_i and noise: no network nor the factors beat the bias model on validation,
+    and the cross-validation keeps it alone (the same predictions exactly)."""
+    rng = np.random.default_rng(0)
+    pairs = rng.choice(400 * 200, 12_000, replace=False)
+    users, items = pairs // 200, pairs % 200
+    offsets = 3.5 + rng.normal(0, 0.5, 400)[users] + rng.normal(0, 0.5, 200)[items]
+    ratings = RatingSet.from_arrays(users, items, np.clip(np.round(offsets + rng.normal(0, 1, 12_000)), 1, 5))
+    train, test = train_test_split(ratings, 0.1, seed=0)
     model = CFN(hidden=(16,), epochs=3, backend="cpu").fit(train)
     report = model.blend_.report
-    assert report["shrinkage"] == math.inf and model.fitted_.networks == ()
-    assert min(report["cv_rmse"].values()) < report["cv_rmse"]["inf"]     # the least error was luck
+    assert report["shrinkage"] == math.inf and model.fitted_.networks == () and model.blend_.factors is None
     bias = BiasModel.fit(train).predict(test.user, test.item)
     np.testing.assert_array_equal(model.predict_indices(test.user, test.item), bias)
 
@@ -169,3 +173,25 @@ def test_the_default_is_at_or_below_the_bias_model_on_other_scales(scale, half_s
     bias = BiasModel.fit(train).predict(test.user, test.item)
     bias_rmse = float(np.sqrt(np.mean((bias - test.rating) ** 2)))
     assert model.score(test) <= bias_rmse
+
+
+def test_the_factor_member_predicts_folds_in_and_falls_back_on_the_bias_model(blend, split):
+    from cfn_fast.training.factors import Factors
+    train, test = split
+    assert blend.blend_.factors is not None and blend.blend_.factor_weights["pairs"] > 0   # low-rank data
+    assert blend.blend_.factor_weights["user"] > 0 and blend.blend_.factor_weights["item"] > 0
+    factors, bias = Factors.fit(train, rank=8), BiasModel.fit(train)
+    alone = factors.predict(bias, test.user, test.item)
+    assert np.sqrt(np.mean((alone - test.rating) ** 2)) < np.sqrt(np.mean((bias.predict(test.user, test.item)
+                                                                            - test.rating) ** 2))
+    np.testing.assert_allclose(factors.user_scores(bias, test.user[:5])[np.arange(5), test.item[:5]], alone[:5])
+    # a user without training ratings has zero factors: the bias model's prediction
+    cold = Factors(np.zeros_like(factors.user_factors), factors.item_factors, factors.reg, factors.low, factors.high)
+    np.testing.assert_array_equal(cold.predict(bias, test.user, test.item), bias.predict(test.user, test.item))
+    row = factors.row_of_new(bias.predict(np.zeros(train.n_items, dtype=int), np.arange(train.n_items)), "user",
+                             np.array([0, 1, 2]), np.array([5.0, 4.0, 1.0]))
+    assert row.shape == (train.n_items,) and np.all((row >= 1) & (row <= 5))
+    # on the scale 1..100 the factors work on 1..5 and map back
+    wide = synthetic_ratings(200, 100, 6000, seed=1, side_info=False, scale=(1, 100))
+    predicted = Factors.fit(wide, rank=4).predict(BiasModel.fit(wide), wide.user, wide.item)
+    assert predicted.min() >= 1 and predicted.max() <= 100 and np.corrcoef(predicted, wide.rating)[0, 1] > 0.5

@@ -111,7 +111,7 @@ def test_cli_defaults_to_the_blend() -> None:
     result = _demo()
     assert result["kind"] == "blend" and result["centring"] is None
     blend = result["blend"]
-    assert blend["how"] == "validation set given to fit" and len(blend["validation_rmse"]) == 4
+    assert blend["how"] == "validation set given to fit" and len(blend["validation_rmse"]) == 5  # and factors
     assert blend["blend_rmse"] <= blend["bias_rmse"]
     assert all(member["weight"] > 0 and member["kind"] in ("item", "user") for member in blend["members"])
 

@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import scipy.linalg
@@ -48,6 +48,7 @@ from ..metrics import rmse
 from ..preprocessing import BiasModel
 from ..profiling import Profile
 from ..settings import KINDS
+from .factors import Factors
 from .selection import MIN_RATINGS_FOR_VALIDATION, VALIDATION_FRACTION, VALIDATION_SEED_OFFSET
 from .trainer import TrainingDiverged
 
@@ -76,30 +77,40 @@ class Blend:
     """How a blend predicts: ``clip(bias + Σ_k w_k · (member_k − bias))``, each member's prediction clipped
     to the scale, the weights chosen on validation (:mod:`cfn_fast.training.blending`).
 
-    ``weights``: one per member, for known users and items.  ``fold_in_weights``: ``{"user": ..., "item":
-    ...}``, the weights for a folded-in user (item): zero for the members that cannot fold one in (an
-    I-CFN's users are its inputs), chosen on validation as the others.  ``member_params``: each member's
-    constructor settings.  ``report``: how the weights were chosen (validation RMSEs, shrinkage, seconds)."""
+    ``weights``: one per member network, for known users and items.  ``fold_in_weights``: ``{"user": ...,
+    "item": ...}``, the weights for a folded-in user (item): zero for the networks that cannot fold one in (an
+    I-CFN's users are its inputs), chosen on validation as the others.  ``member_params``: each network's
+    constructor settings.  ``factors``: the matrix-factorisation member (:class:`~cfn_fast.training.factors.Factors`,
+    None when it earned no weight), with ``factor_weights`` ``{"pairs": ..., "user": ..., "item": ...}``.
+    ``report``: how the weights were chosen (validation RMSEs, shrinkage, seconds)."""
 
     bias: BiasModel
     weights: np.ndarray
     fold_in_weights: dict[str, np.ndarray]
     member_params: tuple[dict[str, Any], ...]
     report: dict[str, Any] = field(default_factory=dict)
+    factors: Factors | None = None
+    factor_weights: dict[str, float] = field(default_factory=lambda: {"pairs": 0.0, "user": 0.0, "item": 0.0})
 
-    def combine(self, weights: np.ndarray, base: np.ndarray,
-                members: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``(ratings, unclipped)`` of the bias model's predictions ``base`` and the members' (clipped)
-        predictions, blended with ``weights`` (:attr:`weights`, or one of :attr:`fold_in_weights`)."""
+    def combine(self, use: str, base: np.ndarray, members: list[np.ndarray | None],
+                factors: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ratings, unclipped)`` of the bias model's predictions ``base``, the member networks' (clipped)
+        predictions and the factor member's (``factors()``, computed only when it has a weight), blended with
+        the weights of ``use``: ``"pairs"`` (known users and items), or ``"user"`` / ``"item"`` (a fold-in)."""
+        weights = self.weights if use == "pairs" else self.fold_in_weights[use]
         unclipped = np.array(base, dtype=np.float64)
         for weight, member in zip(weights, members):
             if weight:
                 unclipped += weight * (member - base)
+        if self.factors is not None and self.factor_weights[use]:
+            unclipped += self.factor_weights[use] * (factors() - base)
         return np.clip(unclipped, self.bias.low, self.bias.high), unclipped
 
     def summary(self) -> str:
-        members = ", ".join(f"{p['kind']}/{p['centring']}×{w:.3f}" for p, w in zip(self.member_params, self.weights))
-        return f"bias model + ({members or 'no network'})"
+        members = [f"{p['kind']}/{p['centring']}×{w:.3f}" for p, w in zip(self.member_params, self.weights)]
+        if self.factors is not None:
+            members.append(f"factors×{self.factor_weights['pairs']:.3f}")
+        return f"bias model + ({', '.join(members) or 'no network'})"
 
 
 def candidate_params(params: dict[str, Any], quality: str) -> list[dict[str, Any]]:
@@ -150,17 +161,22 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
         fitted.append((member, candidate))
         predictions.append(predicted)
         log.info("kind='blend': %s: validation RMSE %.4f", name, scores[name])
-    bias = BiasModel.fit(part)
+    seed = int(params["seed"])
+    bias, factors = BiasModel.fit(part), Factors.fit(part, seed=seed)
     base = bias.predict(validation.user, validation.item)
-    deltas = np.stack(predictions, axis=1) - base[:, None] if predictions else np.zeros((validation.nnz, 0))
+    predictions.append(factors.predict(bias, validation.user, validation.item))
+    scores["factors"] = rmse(predictions[-1], validation.rating)
+    deltas = np.stack(predictions, axis=1) - base[:, None]
     residual = validation.rating.astype(np.float64) - base
-    shrinkage, cv_rmse = choose_shrinkage(deltas, residual, seed=int(params["seed"]))
+    shrinkage, cv_rmse = choose_shrinkage(deltas, residual, seed=seed)
     weights = blend_weights(deltas, residual, shrinkage)
-    keep = _kept(weights, MAX_MEMBERS[params["quality"]])
+    n = len(fitted)                                   # the factor member is the last column
+    keep = _kept(weights[:n], MAX_MEMBERS[params["quality"]]) + ([n] if weights[n] > 0 else [])
     weights = blend_weights(deltas[:, keep], residual, shrinkage)
-    kept = [fitted[k] for k in keep]
-    kinds = np.array([member["kind"] for member, _ in kept])
-    fold_in = {side: _restricted(deltas[:, keep], residual, shrinkage, kinds == side) for side in KINDS}
+    kept = [fitted[k] for k in keep if k < n]
+    kinds = np.array([member["kind"] for member, _ in kept] + ["factors"] * (n in keep))
+    fold_in = {side: _restricted(deltas[:, keep], residual, shrinkage, (kinds == side) | (kinds == "factors"))
+               for side in KINDS}
     report = {"how": how, "validation_rmse": scores, "bias_rmse": rmse(base, validation.rating),
               "cv_rmse": cv_rmse, "shrinkage": shrinkage,
               "blend_rmse": rmse(np.clip(base + deltas[:, keep] @ weights, bias.low, bias.high),
@@ -168,11 +184,15 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
     if how == "validation part":
         kept = [(member, type(model)(**member).fit(train, user_features, item_features, divergence=divergence))
                 for member, _ in kept]
-        bias = BiasModel.fit(train)
+        bias, factors = BiasModel.fit(train), Factors.fit(train, seed=seed) if n in keep else None
     report["seconds"] = time.perf_counter() - started
     runs = [c for _, c in fitted] + ([c for _, c in kept] if how == "validation part" else [])
     profile = Profile.combined([run.profile_ for run in runs if run.profile_ is not None])
-    blend = Blend(bias, weights, fold_in, tuple(member for member, _ in kept), report)
+    m = len(kept)
+    factor_weights = {use: float(w[m]) if n in keep else 0.0
+                      for use, w in (("pairs", weights), ("user", fold_in["user"]), ("item", fold_in["item"]))}
+    blend = Blend(bias, weights[:m], {side: w[:m] for side, w in fold_in.items()},
+                  tuple(member for member, _ in kept), report, factors if n in keep else None, factor_weights)
     log.info("kind='blend' chose %s (validation RMSE %.4f, bias model %.4f; %.1f s)", blend.summary(),
              report["blend_rmse"], report["bias_rmse"], report["seconds"])
     return [candidate for _, candidate in kept], blend, profile

@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 
 from cfn_fast.data.ratings import RatingSet
 from cfn_fast.fitted.concurrency import mutating, reading
 from cfn_fast.metrics import rmse
 from cfn_fast.settings import EstimatorParams
+from cfn_fast.training.factors import blas_threads, ridge_rows, single_thread_blas
 
 __all__ = [
     "REFERENCE_SCALE",
@@ -271,77 +270,3 @@ class UserItemBias(Baseline):
 
 
 # ----------------------------------------------------------------------------- ridge solver
-@contextlib.contextmanager
-def blas_threads(n: int | None) -> Iterator[None]:
-    """Limit BLAS to ``n`` threads inside the block (``None``: all cores); a no-op without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a core dependency; tolerate a stripped install
-        yield
-        return
-    with threadpool_limits(limits=n if n is not None else (os.cpu_count() or 1), user_api="blas"):
-        yield
-
-
-def single_thread_blas() -> contextlib.AbstractContextManager[None]:
-    """Many tiny BLAS calls run faster on one thread (no fork/join per call, no spinning on a busy machine)."""
-    return blas_threads(1)
-
-
-def ridge_rows(rows: np.ndarray, cols: np.ndarray, y: np.ndarray, n_rows: int, factors: np.ndarray,
-               reg: np.ndarray | float, *, weights: np.ndarray | None = None,
-               prior_precision: np.ndarray | None = None, prior_shift: np.ndarray | None = None,
-               noise_precision: float = 1.0, rng: np.random.Generator | None = None,
-               chunk: int = 2048) -> np.ndarray:
-    """Solve (or sample) every row's regularised least-squares problem at once.
-
-    The observations are triples ``(rows[n], cols[n], y[n])``.  For row ``r`` with observed
-    columns ``j``::
-
-        A_r = c · Σ_j w_rj f_j f_jᵀ + reg_r · I + P        b_r = c · Σ_j w_rj y_rj f_j + s
-        x_r = A_r⁻¹ b_r               (or x_r ~ N(A_r⁻¹ b_r, A_r⁻¹) when ``rng`` is given: a Gibbs draw)
-
-    with ``f_j = factors[j]``, ``c = noise_precision``, ``P = prior_precision`` and
-    ``s = prior_shift`` (BPMF), weights ``w`` (LLORMA's kernel; 1 when None).  All Gram matrices
-    are built row by row with one BLAS product each; the solves (and Cholesky draws) are batched.
-    """
-    factors = np.asarray(factors, dtype=np.float64)
-    n_cols, k = factors.shape
-    rows = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    cols_sorted = np.asarray(cols, dtype=np.int64)[order]
-    w = np.ones(len(order)) if weights is None else np.asarray(weights, dtype=np.float64)[order]
-    wy = w * np.asarray(y, dtype=np.float64)[order]
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    rhs = noise_precision * (sp.csr_matrix((wy, cols_sorted, indptr), shape=(n_rows, n_cols)) @ factors)
-    if prior_shift is not None:
-        rhs = rhs + prior_shift
-    reg = np.broadcast_to(np.asarray(reg, dtype=np.float64), (n_rows,))
-    out = np.empty((n_rows, k), dtype=np.float64)
-    diag = np.arange(k)
-    for start in range(0, n_rows, chunk):
-        stop = min(start + chunk, n_rows)
-        A = np.zeros((stop - start, k, k))
-        # one small BLAS product per row beats a sparse product with the k² outer products
-        with single_thread_blas():
-            for r in range(start, stop):
-                a, b = indptr[r], indptr[r + 1]
-                if b > a:
-                    f = factors[cols_sorted[a:b]]
-                    A[r - start] = (f.T * w[a:b]) @ f
-        if noise_precision != 1.0:
-            A *= noise_precision
-        A[:, diag, diag] += reg[start:stop, None]
-        if prior_precision is not None:
-            A += prior_precision
-        b = rhs[start:stop, :, None]
-        if rng is None:
-            out[start:stop] = np.linalg.solve(A, b)[..., 0]
-        else:
-            # a draw from N(A⁻¹b, A⁻¹): with A = L Lᵀ, x = A⁻¹b + L⁻ᵀ z
-            L = np.linalg.cholesky(A)
-            mean = np.linalg.solve(A, b)[..., 0]
-            z = rng.standard_normal((stop - start, k, 1))
-            out[start:stop] = mean + np.linalg.solve(np.swapaxes(L, 1, 2), z)[..., 0]
-    return out
