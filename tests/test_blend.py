@@ -147,7 +147,7 @@ def test_a_set_of_bias_and_noise_keeps_the_bias_model_alone():
     train, test = train_test_split(ratings, 0.1, seed=0)
     model = CFN(hidden=(16,), epochs=3, backend="cpu").fit(train)
     report = model.blend_.report
-    assert report["shrinkage"] == math.inf and model.fitted_.networks == () and model.blend_.factors is None
+    assert report["shrinkage"] == math.inf and model.fitted_.networks == () and model.blend_.factors == ()
     bias = BiasModel.fit(train).predict(test.user, test.item)
     np.testing.assert_array_equal(model.predict_indices(test.user, test.item), bias)
 
@@ -178,8 +178,8 @@ def test_the_default_is_at_or_below_the_bias_model_on_other_scales(scale, half_s
 def test_the_factor_member_predicts_folds_in_and_falls_back_on_the_bias_model(blend, split):
     from cfn_fast.training.factors import Factors
     train, test = split
-    assert blend.blend_.factors is not None and blend.blend_.factor_weights["pairs"] > 0   # low-rank data
-    assert blend.blend_.factor_weights["user"] > 0 and blend.blend_.factor_weights["item"] > 0
+    assert len(blend.blend_.factors) == 1 and blend.blend_.factor_weights["pairs"][0] > 0   # low-rank data
+    assert blend.blend_.factor_weights["user"][0] > 0 and blend.blend_.factor_weights["item"][0] > 0
     factors, bias = Factors.fit(train, rank=8), BiasModel.fit(train)
     alone = factors.predict(bias, test.user, test.item)
     assert np.sqrt(np.mean((alone - test.rating) ** 2)) < np.sqrt(np.mean((bias.predict(test.user, test.item)

@@ -89,7 +89,7 @@ def fold_in_blend(rt: Runtime, ids: Any, ratings: Any, features: Any, new: str, 
     offset = blend.bias.offset_of_new(new, index, values)
     base = np.clip(blend.bias.row_of_new(new, offset), blend.bias.low, blend.bias.high)
     predicted, unclipped = blend.combine(new, base, [None if f is None else f.ratings for f in folds],
-                                         lambda: blend.factors.row_of_new(base, new, index, values))
+                                         lambda f: f.row_of_new(base, new, index, values))
     other_ids = train.item_ids if other_side == "item" else train.user_ids
     low, high = blend.bias.low, blend.bias.high
     unit_mean = (blend.bias.mean + offset - 0.5 * (low + high)) / (0.5 * (high - low))

@@ -62,7 +62,7 @@ def predict_pairs(rt: Runtime, users: Any, items: Any) -> np.ndarray:
     if blend is not None:
         members = [predict_pairs(member, users, items) for member in rt.members]
         return blend.combine("pairs", blend.bias.predict(users, items), members,
-                             lambda: blend.factors.predict(blend.bias, users, items))[0]
+                             lambda f: f.predict(blend.bias, users, items))[0]
     net = rt.network
     samples, inputs = (users, items) if net.kind == "user" else (items, users)
     outputs = np.zeros(len(samples), dtype=np.float32)
@@ -109,7 +109,7 @@ def user_scores(rt: Runtime, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     if blend is not None:
         base = blend.bias.predict(users[:, None], np.arange(rt.fitted.train.n_items)[None, :])
         return blend.combine("pairs", base, [user_scores(member, users)[0] for member in rt.members],
-                             lambda: blend.factors.user_scores(blend.bias, users))
+                             lambda f: f.user_scores(blend.bias, users))
     net = rt.network
     pre = net.preprocessing
     n_items = rt.fitted.train.n_items

@@ -2,15 +2,16 @@
 
 What a blend predicts: ``clip(bias + Σ_k w_k · (member_k − bias))``, where ``bias`` is the regularised bias
 model μ + b_u + b_i (:class:`~cfn_fast.preprocessing.BiasModel`) and each member is a CFN network's clipped
-prediction (:class:`Blend`).
+prediction, or the low-rank factors' (:class:`~cfn_fast.training.factors.Factors`, ALS-WR: an autoencoder's errors
+and a factorisation's differ, and the blend gains from that) (:class:`Blend`).
 
 How it is chosen, never looking at a test set:
 
 1. The candidates (:func:`candidate_params`: for ``quality="default"`` I-CFN and U-CFN, each with the
-   paper's per-sample centring and with the bias centring) are trained with the model's settings on the
-   training set less a validation part (:data:`~cfn_fast.training.selection.VALIDATION_FRACTION` of its
-   ratings, drawn with the model's seed; a validation set given to ``fit`` is used instead), and the bias
-   model on the same part.
+   paper's per-sample centring and with the bias centring, trained with the model's settings; and the factor
+   members of :data:`FACTOR_CANDIDATES`) are trained on the training set less a validation part
+   (:data:`~cfn_fast.training.selection.VALIDATION_FRACTION` of its ratings, drawn with the model's seed; a
+   validation set given to ``fit`` is used instead), and the bias model on the same part.
 2. The weights minimise the squared error on the validation part, non-negative (a member's departure
    from the bias model is trusted or not, never reversed), with a ridge penalty of ``τ`` pseudo-ratings
    per member pulling them towards 0, i.e. towards the bias model alone.  ``τ`` is chosen from
@@ -19,10 +20,10 @@ How it is chosen, never looking at a test set:
    (:func:`choose_shrinkage`).  That is the shrinkage small sets need: with 5,000 ratings
    the validation part holds 500, and when the networks do not beat the bias model there the cross-validation
    keeps the bias model alone.
-3. The members with a weight (at most :data:`MAX_MEMBERS` of them, the largest) are trained again on all of
-   the training set, with the weights found; so is the bias model.  A folded-in user (item) is predicted
-   by the members that can fold one in (U-CFN for users, I-CFN for items) with weights chosen the same
-   way over those members alone.
+3. The networks with a weight (at most :data:`MAX_MEMBERS` of them, the largest) and the factors, if they
+   have one, are trained again on all of the training set, with the weights found; so is the bias model.  A
+   folded-in user (item) is predicted by the members that can fold one in (U-CFN and the factors for users,
+   I-CFN and the factors for items) with weights chosen the same way over those members alone.
 
 Sets too small to hold a validation part (under
 :data:`~cfn_fast.training.selection.MIN_RATINGS_FOR_VALIDATION` ratings), and ``epochs=0``, get the bias
@@ -68,6 +69,10 @@ CV_FOLDS = 5
 #: default's fit time (bench/README.md, "Predictions").
 MAX_MEMBERS = {"default": 3, "best": 8}
 
+#: ``(rank, reg)`` of the factor members a blend weighs, by quality (ML-1M validation figures in bench/README.md:
+#: rank 20 alone beat rank 50 and took a third of the time; several ranks and penalties blend better than one).
+FACTOR_CANDIDATES = {"default": ((20, 0.05),), "best": ((20, 0.05), (50, 0.05), (80, 0.08), (10, 0.03))}
+
 #: What the members do not take from the blend's own settings.
 _NOT_FOR_MEMBERS = {"kind": None, "centring": None, "quality": "default"}
 
@@ -80,8 +85,8 @@ class Blend:
     ``weights``: one per member network, for known users and items.  ``fold_in_weights``: ``{"user": ...,
     "item": ...}``, the weights for a folded-in user (item): zero for the networks that cannot fold one in (an
     I-CFN's users are its inputs), chosen on validation as the others.  ``member_params``: each network's
-    constructor settings.  ``factors``: the matrix-factorisation member (:class:`~cfn_fast.training.factors.Factors`,
-    None when it earned no weight), with ``factor_weights`` ``{"pairs": ..., "user": ..., "item": ...}``.
+    constructor settings.  ``factors``: the matrix-factorisation members (:class:`~cfn_fast.training.factors.Factors`)
+    that earned a weight, with ``factor_weights`` ``{"pairs": ..., "user": ..., "item": ...}`` (one weight each).
     ``report``: how the weights were chosen (validation RMSEs, shrinkage, seconds)."""
 
     bias: BiasModel
@@ -89,27 +94,28 @@ class Blend:
     fold_in_weights: dict[str, np.ndarray]
     member_params: tuple[dict[str, Any], ...]
     report: dict[str, Any] = field(default_factory=dict)
-    factors: Factors | None = None
-    factor_weights: dict[str, float] = field(default_factory=lambda: {"pairs": 0.0, "user": 0.0, "item": 0.0})
+    factors: tuple[Factors, ...] = ()
+    factor_weights: dict[str, np.ndarray] = field(
+        default_factory=lambda: {use: np.zeros(0) for use in ("pairs", "user", "item")})
 
     def combine(self, use: str, base: np.ndarray, members: list[np.ndarray | None],
-                factors: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                factors: Callable[[Factors], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``(ratings, unclipped)`` of the bias model's predictions ``base``, the member networks' (clipped)
-        predictions and the factor member's (``factors()``, computed only when it has a weight), blended with
-        the weights of ``use``: ``"pairs"`` (known users and items), or ``"user"`` / ``"item"`` (a fold-in)."""
+        predictions and the factor members' (``factors(f)``, computed only for those with a weight), blended
+        with the weights of ``use``: ``"pairs"`` (known users and items), or ``"user"`` / ``"item"`` (a fold-in)."""
         weights = self.weights if use == "pairs" else self.fold_in_weights[use]
         unclipped = np.array(base, dtype=np.float64)
         for weight, member in zip(weights, members):
             if weight:
                 unclipped += weight * (member - base)
-        if self.factors is not None and self.factor_weights[use]:
-            unclipped += self.factor_weights[use] * (factors() - base)
+        for weight, factor in zip(self.factor_weights[use], self.factors):
+            if weight:
+                unclipped += weight * (factors(factor) - base)
         return np.clip(unclipped, self.bias.low, self.bias.high), unclipped
 
     def summary(self) -> str:
         members = [f"{p['kind']}/{p['centring']}×{w:.3f}" for p, w in zip(self.member_params, self.weights)]
-        if self.factors is not None:
-            members.append(f"factors×{self.factor_weights['pairs']:.3f}")
+        members += [f"factors r{f.rank}×{w:.3f}" for f, w in zip(self.factors, self.factor_weights["pairs"])]
         return f"bias model + ({', '.join(members) or 'no network'})"
 
 
@@ -161,20 +167,23 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
         fitted.append((member, candidate))
         predictions.append(predicted)
         log.info("kind='blend': %s: validation RMSE %.4f", name, scores[name])
-    seed = int(params["seed"])
-    bias, factors = BiasModel.fit(part), Factors.fit(part, seed=seed)
+    seed, configs = int(params["seed"]), FACTOR_CANDIDATES[params["quality"]]
+    bias = BiasModel.fit(part)
     base = bias.predict(validation.user, validation.item)
-    predictions.append(factors.predict(bias, validation.user, validation.item))
-    scores["factors"] = rmse(predictions[-1], validation.rating)
+    factor_models = [Factors.fit(part, rank, reg, seed=seed) for rank, reg in configs]
+    for (rank, reg), factors in zip(configs, factor_models):     # the factor members are the last columns
+        predictions.append(factors.predict(bias, validation.user, validation.item))
+        scores[f"factors/r{rank}/reg{reg:g}"] = rmse(predictions[-1], validation.rating)
     deltas = np.stack(predictions, axis=1) - base[:, None]
     residual = validation.rating.astype(np.float64) - base
     shrinkage, cv_rmse = choose_shrinkage(deltas, residual, seed=seed)
     weights = blend_weights(deltas, residual, shrinkage)
-    n = len(fitted)                                   # the factor member is the last column
-    keep = _kept(weights[:n], MAX_MEMBERS[params["quality"]]) + ([n] if weights[n] > 0 else [])
+    n = len(fitted)
+    chosen_factors = [j for j in range(len(configs)) if weights[n + j] > 0]
+    keep = _kept(weights[:n], MAX_MEMBERS[params["quality"]]) + [n + j for j in chosen_factors]
     weights = blend_weights(deltas[:, keep], residual, shrinkage)
     kept = [fitted[k] for k in keep if k < n]
-    kinds = np.array([member["kind"] for member, _ in kept] + ["factors"] * (n in keep))
+    kinds = np.array([member["kind"] for member, _ in kept] + ["factors"] * len(chosen_factors))
     fold_in = {side: _restricted(deltas[:, keep], residual, shrinkage, (kinds == side) | (kinds == "factors"))
                for side in KINDS}
     report = {"how": how, "validation_rmse": scores, "bias_rmse": rmse(base, validation.rating),
@@ -184,15 +193,18 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
     if how == "validation part":
         kept = [(member, type(model)(**member).fit(train, user_features, item_features, divergence=divergence))
                 for member, _ in kept]
-        bias, factors = BiasModel.fit(train), Factors.fit(train, seed=seed) if n in keep else None
+        bias = BiasModel.fit(train)
+        factor_models = [Factors.fit(train, *configs[j], seed=seed) if j in chosen_factors else None
+                         for j in range(len(configs))]
+    factors = tuple(factor_models[j] for j in chosen_factors)
     report["seconds"] = time.perf_counter() - started
     runs = [c for _, c in fitted] + ([c for _, c in kept] if how == "validation part" else [])
     profile = Profile.combined([run.profile_ for run in runs if run.profile_ is not None])
     m = len(kept)
-    factor_weights = {use: float(w[m]) if n in keep else 0.0
-                      for use, w in (("pairs", weights), ("user", fold_in["user"]), ("item", fold_in["item"]))}
+    factor_weights = {use: w[m:] for use, w in (("pairs", weights), ("user", fold_in["user"]),
+                                                  ("item", fold_in["item"]))}
     blend = Blend(bias, weights[:m], {side: w[:m] for side, w in fold_in.items()},
-                  tuple(member for member, _ in kept), report, factors if n in keep else None, factor_weights)
+                  tuple(member for member, _ in kept), report, factors, factor_weights)
     log.info("kind='blend' chose %s (validation RMSE %.4f, bias model %.4f; %.1f s)", blend.summary(),
              report["blend_rmse"], report["bias_rmse"], report["seconds"])
     return [candidate for _, candidate in kept], blend, profile

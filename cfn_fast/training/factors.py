@@ -29,9 +29,10 @@ from ..preprocessing import BiasModel
 __all__ = ["Factors", "ridge_rows", "blas_threads", "single_thread_blas", "FACTOR_RANK", "FACTOR_REG",
            "FACTOR_SWEEPS", "FACTOR_SCALE"]
 
-#: Rank, penalty (per rating) and sweeps of the blend's factor member: ALS-WR's values on ML-1M (rank 100 was
-#: no better on validation and three times slower; bench/README.md).
-FACTOR_RANK = 50
+#: Rank, penalty (per rating) and sweeps of a factor member by default (the blend's choices by quality are
+#: ``cfn_fast.training.blending.FACTOR_CANDIDATES``): on ML-1M rank 20 beat ALS-WR's rank 50 and took a third of
+#: the time (bench/README.md).
+FACTOR_RANK = 20
 FACTOR_REG = 0.05
 FACTOR_SWEEPS = 15
 #: The scale the factors are fitted on (and ``reg`` tuned on): ratings are mapped onto it linearly.
@@ -66,6 +67,10 @@ class Factors:
             item_factors = ridge_rows(train.item, train.user, rating, train.n_items, user_factors, item_reg)
         model.user_factors, model.item_factors = user_factors, item_factors
         return model
+
+    @property
+    def rank(self) -> int:
+        return int(self.user_factors.shape[1])
 
     def to_factor_scale(self, rating: np.ndarray) -> np.ndarray:
         ref_low, ref_high = FACTOR_SCALE
