@@ -53,7 +53,7 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def saved_model(workspace) -> dict:
-    """``cfn fit`` with its defaults (``--kind auto``), a few epochs on tiny data."""
+    """``cfn fit`` with its defaults (the blend), a few epochs on tiny data."""
     result = cfn("fit", "--ratings", str(workspace["train"]), "--epochs", "3", "--hidden", "8",
                  "--save", str(workspace["model"]))
     assert workspace["model"].is_file()
@@ -73,7 +73,8 @@ def test_demo_with_every_default():
 
 
 def test_fit_with_defaults_saves_a_model(saved_model):
-    assert saved_model["kind"] in ("item", "user") and np.isfinite(saved_model["test_rmse"])
+    assert saved_model["kind"] == "blend" and np.isfinite(saved_model["test_rmse"])
+    assert saved_model["blend"]["bias_rmse"] >= saved_model["blend"]["blend_rmse"]
 
 
 def test_eval(saved_model, workspace):
@@ -93,14 +94,15 @@ def test_recommend(saved_model, workspace):
     assert len(result["recommendations"][0]["items"]) == 10
 
 
-def test_fold_in(saved_model, workspace):
-    new = "user" if saved_model["kind"] == "user" else "item"
-    known = workspace["item"] if new == "user" else workspace["user"]
+@pytest.mark.parametrize("new", [None, "user", "item"])
+def test_fold_in(saved_model, workspace, new):
+    """A blend folds in a new user (the default) or a new item."""
+    known = workspace["user"] if new == "item" else workspace["item"]
     ratings = workspace["folder"] / "new.csv"
     ratings.write_text(f"{known},4\n")
-    result = cfn("fold-in", "--model", str(workspace["model"]), "--new", new, "--ratings-of-new", str(ratings),
-                 "--min-support", "0")
-    assert len(result["recommendations"]) == 10
+    result = cfn("fold-in", "--model", str(workspace["model"]), *(["--new", new] if new else []),
+                 "--ratings-of-new", str(ratings), "--min-support", "0")
+    assert len(result["recommendations"]) == 10 and result["new"] == (new or "user")
 
 
 def test_export(saved_model, workspace):
