@@ -1,6 +1,8 @@
-"""ONNX export of a blend: ONNX Runtime reproduces predict_indices / recommend_batch (cfn_fast.export.onnx_blend)."""
+"""ONNX export of a blend: ONNX Runtime reproduces predict_indices / recommend_batch (cfn_fast.export.onnx_blend),
+with and without the factor member."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -27,8 +29,9 @@ def session(model: CFN, graph: str, **options):
 
 
 def every_candidate(deltas: np.ndarray, residual: np.ndarray, shrinkage: float) -> np.ndarray:
-    """Stands in for blend_weights: a weight for every candidate network (after 2 epochs on synthetic data the
-    validation keeps the bias model alone, which would leave no network to export)."""
+    """Stands in for blend_weights: a weight for every candidate network and the factor member (the last column;
+    after 2 epochs on synthetic data the validation keeps the bias model alone, which would leave nothing to
+    export)."""
     return np.linspace(0.4, 0.1, deltas.shape[1])
 
 
@@ -47,8 +50,21 @@ def blend_model(side: bool) -> tuple[CFN, object]:
             model = CFN(hidden=(16,), epochs=2, backend="cpu").fit(train)
         assert {(p["kind"], p["centring"]) for p in model.blend_.member_params} == \
             {(k, c) for k in ("item", "user") for c in ("sample", "bias")}
+        factors = model.blend_.factors
+        assert factors is not None and model.blend_.factor_weights["pairs"] > 0
+        # the cold user and item have all-zero factors: the factor member falls back on the bias model for them
+        assert not factors.user_factors[COLD_USER].any() and not factors.item_factors[COLD_ITEM].any()
         _MODELS[side] = model, test
     return _MODELS[side]
+
+
+def without_factors(model: CFN) -> CFN:
+    """A copy of the blend ``model`` whose factor member is dropped (a blend where it earned no weight)."""
+    copied = copy.deepcopy(model)
+    copied.blend_.factors = None
+    copied.blend_.factor_weights = {"pairs": 0.0, "user": 0.0, "item": 0.0}
+    assert copied.blend_.factors is None and model.blend_.factors is not None
+    return copied
 
 
 def bias_alone() -> CFN:
@@ -84,9 +100,7 @@ def check_recommend(model: CFN, users: np.ndarray) -> None:
             np.testing.assert_allclose(scores[row][:len(ids)], expected_scores, atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize("side", [False, True], ids=["plain", "side-info"])
-def test_predict_graph_matches_predict_indices(side):
-    model, test = blend_model(side)
+def check_predict(model: CFN, test) -> None:
     train = model.train_
     users = np.concatenate([test.user, [COLD_USER, COLD_USER, 0, COLD_USER]]).astype(np.int64)
     items = np.concatenate([test.item, [COLD_ITEM, 0, COLD_ITEM, train.n_items - 1]]).astype(np.int64)
@@ -98,10 +112,36 @@ def test_predict_graph_matches_predict_indices(side):
     assert empty.shape == (0,)
 
 
+@pytest.mark.parametrize("factors", [True, False], ids=["factors", "no-factors"])
 @pytest.mark.parametrize("side", [False, True], ids=["plain", "side-info"])
-def test_recommend_graph_matches_recommend_batch(side):
+def test_predict_graph_matches_predict_indices(side, factors):
+    model, test = blend_model(side)
+    check_predict(model if factors else without_factors(model), test)
+
+
+@pytest.mark.parametrize("factors", [True, False], ids=["factors", "no-factors"])
+@pytest.mark.parametrize("side", [False, True], ids=["plain", "side-info"])
+def test_recommend_graph_matches_recommend_batch(side, factors):
     model, _ = blend_model(side)
-    check_recommend(model, np.concatenate([np.arange(40), [COLD_USER]]))
+    check_recommend(model if factors else without_factors(model), np.concatenate([np.arange(40), [COLD_USER]]))
+
+
+def test_the_factor_member_is_in_the_graphs():
+    """The graphs store the factors and weigh them: without them they would give the blend without the member."""
+    model, test = blend_model(False)
+    plain = without_factors(model)
+    users, items = test.user.astype(np.int64), test.item.astype(np.int64)
+    assert np.abs(model.predict_indices(users, items) - plain.predict_indices(users, items)).max() > 10 * TOLERANCE
+    rank = model.blend_.factors.user_factors.shape[1]
+    for graph in ("predict", "recommend"):
+        stored = {init.name.rsplit("_", 1)[0]: tuple(init.dims)      # names are stem_<counter>
+                  for init in build_onnx(model.runtime_, graph).graph.initializer}
+        assert stored["factors_user"] == (model.train_.n_users, rank)
+        assert stored["factors_item"] == (model.train_.n_items, rank)
+        assert not any(name.startswith("factors") for name in
+                       (init.name for init in build_onnx(plain.runtime_, graph).graph.initializer))
+        meta = {p.key: p.value for p in build_onnx(plain.runtime_, graph).metadata_props}
+        assert json.loads(meta["factors"]) is None
 
 
 def test_blend_without_networks_exports_the_bias_model():
@@ -114,7 +154,7 @@ def test_blend_without_networks_exports_the_bias_model():
     np.testing.assert_allclose(predictions, model.blend_.bias.predict(users, items), atol=TOLERANCE, rtol=0)
     check_recommend(model, np.arange(train.n_users))
     meta = {p.key: p.value for p in build_onnx(model.runtime_, "predict").metadata_props}
-    assert meta["cfn_kind"] == "blend" and json.loads(meta["members"]) == []
+    assert meta["cfn_kind"] == "blend" and json.loads(meta["members"]) == [] and json.loads(meta["factors"]) is None
 
 
 def test_graph_contract_and_metadata():
@@ -134,6 +174,9 @@ def test_graph_contract_and_metadata():
         [(p["kind"], p["centring"]) for p in model.blend_.member_params]
     assert [(m["hidden"], m["side_dim"]) for m in members] == \
         [([16], model.member(k).side_.shape[1]) for k in range(len(members))]
+    factors = json.loads(meta["factors"])
+    assert factors == {"rank": model.blend_.factors.user_factors.shape[1],
+                       "weight": pytest.approx(model.blend_.factor_weights["pairs"])}
     recommend = build_onnx(model.runtime_, "recommend", input_format="sparse")  # no rating rows: no effect
     assert [i.name for i in recommend.graph.input] == ["users", "exclude", "k", "min_support"]
     assert [o.name for o in recommend.graph.output] == ["top_indices", "top_scores"]
@@ -234,7 +277,8 @@ def test_cli_export_of_a_blend(tmp_path, capsys, monkeypatch):
     assert result["graph"] == "recommend" and result["member"] is None
     assert [i["name"] for i in result["inputs"]] == ["users", "exclude", "k", "min_support"]
     assert main(["export", "--model", str(saved), "--onnx", str(out)]) == 0
-    assert "predict graph of a blend of the bias model and 4 network(s)" in capsys.readouterr().out
+    described = "predict graph of a blend of the bias model and 4 network(s) and the factor member"
+    assert described in capsys.readouterr().out
     assert main(["export", "--model", str(saved), "--onnx", str(out), "--graph", "reconstruct", "--member", "2",
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

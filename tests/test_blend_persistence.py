@@ -1,8 +1,9 @@
 """A blend (``CFN(kind="blend")``, the default) travels: saved and loaded (model format version 4), pickled,
 deep-copied and moved to another backend, it predicts, recommends and folds in exactly as before, with the same
-weights and members.  Its file is untrusted input like any other: an edited and re-hashed blend file is refused
-with a one-line ``ModelFileError`` naming the entry (tests/model_files.py re-hashes); files of one network are
-written as before (versions 1-3).  Random edits of blend files never crash the interpreter (a child process)."""
+weights, members and factor member (the matrix factorisation).  Its file is untrusted input like any other: an
+edited and re-hashed blend file is refused with a one-line ``ModelFileError`` naming the entry (tests/model_files.py
+re-hashes); files of one network are written as before (versions 1-3).  Random edits of blend files never crash the
+interpreter (a child process)."""
 from __future__ import annotations
 
 import copy
@@ -20,11 +21,13 @@ from model_files import config_of, read_arrays, tampered, with_config  # tests/m
 from cfn_fast import CFN, available_backends
 from cfn_fast.data.synthetic import synthetic_ratings
 from cfn_fast.fitted.persistence import BLEND_VERSION, READABLE_VERSIONS, ModelFileError
+from cfn_fast.fitted.state import FACTOR_ENTRIES
 
 HERE = Path(__file__).resolve().parent
 BACKEND = "cpu" if "cpu" in available_backends() else "numpy"
 #: The blend of these keeps three networks, I-CFN and U-CFN, with fold-in weights on both sides (networks that
-#: do not beat the bias model on validation are left out: these sets are dense enough for them to).
+#: do not beat the bias model on validation are left out: these sets are dense enough for them to), and the factor
+#: member (the synthetic ratings are of low rank).
 PLAIN = synthetic_ratings(300, 150, 20_000, seed=3, side_info=False)
 SIDE = synthetic_ratings(300, 150, 20_000, seed=3, side_info=True)
 TINY = synthetic_ratings(30, 20, 100, seed=3, side_info=False)
@@ -36,13 +39,17 @@ def _blend(data, **options) -> CFN:
 
 @pytest.fixture(scope="module")
 def blends() -> dict[str, tuple[CFN, object]]:
-    """name -> (fitted blend, its data): with networks, with side information, the bias model alone (too few
-    ratings; epochs=0)."""
+    """name -> (fitted blend, its data): with networks and the factor member, with side information too, the bias
+    model alone (too few ratings; epochs=0)."""
     out = {"members": (_blend(PLAIN), PLAIN), "side": (_blend(SIDE), SIDE), "tiny": (_blend(TINY), TINY),
            "epochs0": (_blend(PLAIN, epochs=0), PLAIN)}
     assert len(out["members"][0].blend_.weights) == 3 and len(out["side"][0].blend_.weights) >= 1
     assert {p["kind"] for p in out["members"][0].blend_.member_params} == {"item", "user"}
     assert all(len(out[name][0].blend_.weights) == 0 for name in ("tiny", "epochs0"))
+    for name in ("members", "side"):
+        blend = out[name][0].blend_
+        assert blend.factors is not None and all(blend.factor_weights[use] > 0 for use in ("pairs", "user", "item"))
+    assert all(out[name][0].blend_.factors is None for name in ("tiny", "epochs0"))
     return out
 
 
@@ -82,6 +89,11 @@ def _assert_same(model: CFN, again: CFN, data, *, exact: bool = True) -> None:
     assert other.member_params == blend.member_params and other.report == blend.report
     for name in ("low", "high", "mean", "shrinkage", "user_offset", "item_offset"):
         np.testing.assert_array_equal(getattr(other.bias, name), getattr(blend.bias, name), err_msg=name)
+    assert other.factor_weights == blend.factor_weights and (other.factors is None) == (blend.factors is None)
+    if blend.factors is not None:
+        assert other.factors is not blend.factors
+        for name in ("user_factors", "item_factors", "reg", "low", "high"):
+            np.testing.assert_array_equal(getattr(other.factors, name), getattr(blend.factors, name), err_msg=name)
     assert {**again.get_params(), "backend": model.backend} == model.get_params() and again.kind_ == "blend"
     assert again.epochs_trained_ == model.epochs_trained_
 
@@ -99,6 +111,16 @@ def test_saved_blend_loads_and_predicts_exactly_as_before(blends, tmp_path, name
     assert not any(entry.startswith(("layer", "input_", "pre_")) for entry in arrays)
     assert {entry.split("_")[0] for entry in arrays if entry.startswith("member")} == \
         {f"member{k}" for k in range(n_members)}
+    factors = model.blend_.factors
+    if factors is None:     # exactly the entries of a blend without the factor member
+        assert not any(entry in arrays for entry in FACTOR_ENTRIES)
+    else:
+        assert arrays["blend_user_factors"].shape == (data.n_users, factors.user_factors.shape[1])
+        assert arrays["blend_item_factors"].shape == (data.n_items, factors.user_factors.shape[1])
+        assert all(arrays[entry].dtype == np.float64 for entry in FACTOR_ENTRIES)
+        np.testing.assert_array_equal(arrays["blend_factor_scalars"], [factors.reg, factors.low, factors.high])
+        np.testing.assert_array_equal(arrays["blend_factor_weights"],
+                                      [model.blend_.factor_weights[use] for use in ("pairs", "user", "item")])
     loaded = CFN.load(path)
     assert loaded.backend_ == model.backend_
     _assert_same(model, loaded, data)
@@ -121,6 +143,23 @@ def test_a_blend_loads_on_another_backend(blends, saved):
     loaded = CFN.load(saved, backend="numpy")
     assert loaded.backend_ == "numpy" and loaded.backend == "numpy"
     _assert_same(model, loaded, data, exact=BACKEND == "numpy")
+
+
+def test_a_blend_file_without_the_factor_member_loads(blends, saved, tmp_path):
+    """A blend whose factor member earned no weight writes no factor entry: such a file loads and predicts as the
+    bias model and networks alone."""
+    model, data = blends["members"]
+    loaded = CFN.load(tampered(saved, tmp_path / "no_factors.npz", _drop(*FACTOR_ENTRIES)))
+    assert loaded.blend_.factors is None and set(loaded.blend_.factor_weights.values()) == {0.0}
+    np.testing.assert_array_equal(loaded.blend_.weights, model.blend_.weights)
+    users, items = data.user[:500], data.item[:500]
+    without = model.blend_.bias.predict(users, items) + sum(
+        w * (model.member(k).predict_indices(users, items) - model.blend_.bias.predict(users, items))
+        for k, w in enumerate(model.blend_.weights))
+    np.testing.assert_allclose(loaded.predict_indices(users, items), np.clip(without, 1.0, 5.0), rtol=0, atol=1e-12)
+    assert not np.array_equal(loaded.predict_indices(users, items), model.predict_indices(users, items))
+    again = read_arrays(loaded.save(tmp_path / "again.npz"))
+    assert not any(entry in again for entry in FACTOR_ENTRIES)
 
 
 def test_files_of_one_network_keep_their_versions(tmp_path):
@@ -161,6 +200,7 @@ def test_pickled_blend_is_plain_data(blends):
     state = model.__getstate__()
     assert all(isinstance(value, np.ndarray) for value in state["arrays"].values())
     assert state["config"]["kind"] == "blend" and len(state["config"]["members"]) == 3
+    assert all(entry in state["arrays"] for entry in FACTOR_ENTRIES)
     payload = pickle.dumps(model)
     assert b"CpuEngine" not in payload and b"NumpyEngine" not in payload
 
@@ -207,6 +247,15 @@ def _extra_member(arrays):
     arrays["member3_input_data"] = arrays["member0_input_data"]
 
 
+def _factor_rank(arrays):
+    arrays["blend_item_factors"] = arrays["blend_item_factors"][:, :-1].copy()
+
+
+def _no_rank(arrays):
+    arrays["blend_user_factors"] = arrays["blend_user_factors"][:, :0].copy()
+    arrays["blend_item_factors"] = arrays["blend_item_factors"][:, :0].copy()
+
+
 def _version(n: int):
     return _entry("cfn_version", np.array([n], dtype=np.int64))
 
@@ -243,6 +292,34 @@ CASES = [
     ("a network's entry outside any member", _entry("input_data", np.zeros(3, dtype=np.float32)),
      "unknown entry 'input_data'"),
     ("missing blend entry", _drop("blend_fold_in_item"), "entry 'blend_fold_in_item' is missing"),
+    ("factor member without its weights", _drop("blend_factor_weights"),
+     r"entry 'blend_factor_weights' is missing \(the factor member's entries .* come together or not at all\)"),
+    ("factor member without its item factors", _drop("blend_item_factors"),
+     r"entry 'blend_item_factors' is missing \(the factor member's entries"),
+    ("factor weights alone", _drop("blend_user_factors", "blend_item_factors", "blend_factor_scalars"),
+     r"entry 'blend_user_factors' is missing \(the factor member's entries"),
+    ("user factors of the wrong length", _entry("blend_user_factors", lambda f: f[:-1].copy()),
+     r"blend_user_factors must have shape \(300, n\), got \(299, "),
+    ("user factors as a vector", _entry("blend_user_factors", lambda f: f[:, 0].copy()),
+     r"blend_user_factors must have shape \(300, n\), got \(300,\)"),
+    ("item factors of another rank", _factor_rank, r"blend_item_factors must have shape \(150, \d+\), got \(150, "),
+    ("factors of rank 0", _no_rank, r"blend_user_factors must have at least one column \(the rank\)"),
+    ("NaN user factor", _set("blend_user_factors", (4, 2), np.nan), "blend_user_factors holds NaN or infinite"),
+    ("infinite item factor", _set("blend_item_factors", (0, 0), -np.inf), "blend_item_factors holds NaN or infinite"),
+    ("integer factors", _entry("blend_item_factors", lambda f: f.astype(np.int64)),
+     "blend_item_factors must hold floating-point values"),
+    ("zero factor penalty", _set("blend_factor_scalars", 0, 0.0),
+     r"blend_factor_scalars\[0\] \(the factor member's penalty\) must be > 0, got 0"),
+    ("NaN factor penalty", _set("blend_factor_scalars", 0, np.nan), "blend_factor_scalars holds NaN or infinite"),
+    ("factor member of another scale", _set("blend_factor_scalars", 2, 10.0),
+     r"blend_factor_scalars\[1:\] must be the rating scale \[1.0, 5.0\] \(low, high\), got \[1.0, 10.0\]"),
+    ("factor scalars of another count", _entry("blend_factor_scalars", lambda s: s[:2].copy()),
+     r"blend_factor_scalars must have shape \(3,\), got \(2,\)"),
+    ("negative factor weight", _set("blend_factor_weights", 2, -0.5),
+     r"blend_factor_weights must be >= 0 .*found -0.5"),
+    ("infinite factor weight", _set("blend_factor_weights", 0, np.inf), "blend_factor_weights holds NaN or infinite"),
+    ("factor weights of another count", _entry("blend_factor_weights", lambda w: w[:2].copy()),
+     r"blend_factor_weights must have shape \(3,\), got \(2,\)"),
     ("missing training ratings", _drop("train_rating"), "entry 'train_rating' is missing"),
     ("training user out of range", _set("train_user", 0, 300), r"train_user must lie in \[0, 300\)"),
     ("duplicate user ids", _set("user_ids", 1, 0), "user_ids must be sorted and unique"),
@@ -296,6 +373,8 @@ def test_a_bias_alone_blend_file_is_checked_too(blends, tmp_path):
     for edit, message in ((pair, r"repeat the \(user, item\) index pair"),
                           (_set("blend_user_offset", 0, np.inf), "blend_user_offset holds NaN or infinite"),
                           (_entry("blend_weights", np.zeros(1)), r"blend_weights must have shape \(0,\)"),
+                          (_entry("blend_factor_weights", np.zeros(3)),
+                           r"entry 'blend_user_factors' is missing \(the factor member's entries"),
                           (_entry("member0_input_data", np.zeros(1, dtype=np.float32)),
                            r"entry 'member0_input_data' is beyond config.members \(0 member\(s\)\)")):
         with pytest.raises(ModelFileError, match=message):

@@ -53,7 +53,8 @@ def export(args: argparse.Namespace) -> dict:
     if blend is None:
         what = _network(model.kind_)
     elif args.member is None:
-        what = f"a blend of the bias model and {len(blend.weights)} network(s)"
+        what = f"a blend of the bias model and {len(blend.weights)} network(s)" + \
+            (" and the factor member" if blend.factors is not None and blend.factor_weights["pairs"] else "")
     else:
         what = f"network {args.member} of a blend, {_network(blend.member_params[args.member]['kind'])}"
     if not args.json:

@@ -14,8 +14,12 @@ one network, which ``member=k`` exports).  For each member with a weight the gra
 * for a sample with no training ratings and no side information, the fallback of
   :func:`~cfn_fast.fitted.scoring.predict_pairs`: the input's mean training rating.
 
-and the bias model's mean and offsets.  The blend is then
-``clip(bias + Σ_k w_k · (member_k − bias))`` with ``bias = clip(μ + b_u + b_i)``
+and the bias model's mean and offsets.  The factor member (:class:`~cfn_fast.training.factors.Factors`), when it
+has a weight, is stored as its user and item factors (float32) and a flag per user and item, true where the row is
+not all zero (found on the float64 factors): a pair of known rows is predicted ``clip(low + (p_u · q_i − 1) ·
+(high − low) / 4)`` (the factors' 1..5 scale mapped onto the rating scale), any other pair by the bias model, as
+:meth:`~cfn_fast.training.factors.Factors.predict` does.  The blend is then
+``clip(bias + Σ_k w_k · (member_k − bias) + w_f · (factors − bias))`` with ``bias = clip(μ + b_u + b_i)``
 (:meth:`cfn_fast.training.blending.Blend.combine`).  A blend without networks (the bias model alone) exports
 the bias model.  New users and items (fold-in) are not in the graph.
 
@@ -33,8 +37,9 @@ Graphs
 ``input_format`` has no effect (no rating rows come in).  Invalid indices are refused as in the row graphs
 (:mod:`cfn_fast.export.onnx`, "Invalid inputs"): ``users`` in ``[0, n_users)``, ``items`` in ``[0, n_items)``
 with one item per user, ``exclude`` in ``[0, n_items)`` or ``-1`` with one row per user.  The metadata holds
-``cfn_kind`` ``"blend"``, the ``scale``, the ``members`` (kind, centring, hidden, side features, weight), and
-the ``user_ids`` / ``item_ids`` of the training indices.
+``cfn_kind`` ``"blend"``, the ``scale``, the ``members`` (kind, centring, hidden, side features, weight), the
+``factors`` (``{"rank", "weight"}``, or ``null`` when the blend has no factor member with a weight), and the
+``user_ids`` / ``item_ids`` of the training indices.
 """
 from __future__ import annotations
 
@@ -47,9 +52,10 @@ import numpy as np
 from ..fitted.encoding import encode
 from ..fitted.runtime import Runtime
 from ..fitted.scoring import input_mean_rating
+from ..training.factors import FACTOR_SCALE, Factors
 from .onnx_graph import GraphParts
 
-__all__ = ["BlendExporter", "MemberTables"]
+__all__ = ["BlendExporter", "MemberTables", "FactorTables"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,29 @@ class MemberTables:
                    input_mean_rating(rt, np.arange(net.n_inputs)).astype(np.float32), pre.mid, pre.half_range)
 
 
+@dataclass(frozen=True)
+class FactorTables:
+    """What the graph stores of the factor member: its factors and which rows are known (not all zero), and the
+    map of its 1..5 scale onto the ratings, ``rating = low + (value − ref_low) · step``, clipped by the graph."""
+
+    user_factors: np.ndarray        # [n_users, rank]
+    item_factors: np.ndarray        # [n_items, rank]
+    user_known: np.ndarray          # [n_users] bool
+    item_known: np.ndarray          # [n_items] bool
+    low: float
+    ref_low: float
+    step: float
+
+    @classmethod
+    def of(cls, factors: Factors) -> "FactorTables":
+        ref_low, ref_high = FACTOR_SCALE
+        low, high = float(factors.low), float(factors.high)
+        return cls(np.asarray(factors.user_factors, dtype=np.float32),
+                   np.asarray(factors.item_factors, dtype=np.float32),
+                   np.asarray(factors.user_factors).any(axis=1), np.asarray(factors.item_factors).any(axis=1),
+                   low, float(ref_low), (high - low) / (ref_high - ref_low))
+
+
 class BlendExporter(GraphParts):
     """Builds one graph for a fitted blend (see the module notes)."""
 
@@ -109,11 +138,13 @@ class BlendExporter(GraphParts):
                              f"input row (its I-CFN rows are items over users, its U-CFN rows users over items): {how}")
         members = [(float(w), MemberTables.of(member, f"member{k}"))
                    for k, (w, member) in enumerate(zip(self.blend.weights, self.rt.members)) if w]
-        getattr(self, graph)(members)
+        weight = self._factor_weight()
+        factors = (weight, FactorTables.of(self.blend.factors)) if weight else None
+        getattr(self, graph)(members, factors)
         return self.finished(graph, self._metadata(graph), __doc__.split("\n\n")[0])
 
     # ------------------------------------------------------------------ the graphs
-    def predict(self, members: list[tuple[float, MemberTables]]) -> None:
+    def predict(self, members: list[tuple[float, MemberTables]], factors: tuple[float, FactorTables] | None) -> None:
         g, T = self.g, self.onnx.TensorProto
         users = self.within(self.add_input("users", T.INT64, ["pairs"]), self.n_users, "users: indices",
                             padded=False)
@@ -127,9 +158,12 @@ class BlendExporter(GraphParts):
                               self._gather("item_offset", bias.item_offset, items)))
         ratings = [(w, self._pair_ratings(m, *((users, items) if m.kind == "user" else (items, users))))
                    for w, m in members]
+        if factors is not None:
+            ratings.append((factors[0], self._factor_pairs(factors[1], base, users, items)))
         self.add_output(self.clip(self._blended(base, ratings)), "predictions", T.FLOAT, ["pairs"])
 
-    def recommend(self, members: list[tuple[float, MemberTables]]) -> None:
+    def recommend(self, members: list[tuple[float, MemberTables]],
+                  factors: tuple[float, FactorTables] | None) -> None:
         g = self.g
         users, excluded = self.users_and_exclude(self.n_users, self.n_items)
         bias = self.model_bias
@@ -138,6 +172,8 @@ class BlendExporter(GraphParts):
                               g.const(bias.item_offset[None, :], "item_offset_row")))           # [B, n_items]
         ratings = [(w, self._user_cfn_scores(m, users) if m.kind == "user" else self._item_cfn_scores(m, users))
                    for w, m in members]
+        if factors is not None:
+            ratings.append((factors[0], self._factor_scores(factors[1], base, users)))
         self.top_k(self._blended(base, ratings), excluded, np.bincount(self.train.item, minlength=self.n_items))
 
     # ------------------------------------------------------------------ pieces
@@ -210,11 +246,45 @@ class BlendExporter(GraphParts):
         return g.op("Where", g.const(m.cold[None, :], f"{key}_cold_row", dtype=bool),
                     self._column(self._gather(f"{key}_input_mean", m.input_means, users)), rating)
 
+    def _factor_weight(self) -> float:
+        """The factor member's weight for known pairs (0.0 without the member)."""
+        return float(self.blend.factor_weights["pairs"]) if self.blend.factors is not None else 0.0
+
+    def _factor_rating(self, f: FactorTables, value: str) -> str:
+        """A value of the factors' scale as a clipped rating (:meth:`~cfn_fast.training.factors.Factors.to_rating`)."""
+        g = self.g
+        return self.clip(g.op("Add", g.const(f.low), g.op("Mul", g.op("Sub", value, g.const(f.ref_low)),
+                                                          g.const(f.step))))
+
+    def _factor_pairs(self, f: FactorTables, base: str, users: str, items: str) -> str:
+        """``[N]``: the factor member's ratings of (user, item) pairs, the bias model's ``base`` where a row is
+        unknown (:meth:`~cfn_fast.training.factors.Factors.predict`)."""
+        g = self.g
+        products = g.op("Mul", self._gather("factors_user", f.user_factors, users),
+                        self._gather("factors_item", f.item_factors, items))                    # [N, rank]
+        value = g.op("ReduceSum", products, g.const([1], dtype=np.int64), keepdims=0)
+        known = g.op("And", self._gather("factors_user_known", f.user_known, users, bool),
+                     self._gather("factors_item_known", f.item_known, items, bool))
+        return g.op("Where", known, self._factor_rating(f, value), base)
+
+    def _factor_scores(self, f: FactorTables, base: str, users: str) -> str:
+        """``[B, n_items]``: the factor member's ratings of every item by ``users``
+        (:meth:`~cfn_fast.training.factors.Factors.user_scores`)."""
+        g = self.g
+        value = g.op("Gemm", self._gather("factors_user", f.user_factors, users),
+                     self._table("factors_item", f.item_factors), transB=1)                    # [B, n_items]
+        known = g.op("And", self._column(self._gather("factors_user_known", f.user_known, users, bool)),
+                     g.const(f.item_known[None, :], "factors_item_known_row", dtype=bool))
+        return g.op("Where", known, self._factor_rating(f, value), base)
+
     def _metadata(self, graph: str) -> dict[str, str]:
         train, blend = self.train, self.blend
         members = [{"kind": member.network.kind, "centring": member.network.preprocessing.centring,
                     "hidden": list(member.network.hidden), "side_dim": member.network.side_dim, "weight": float(w)}
                    for w, member in zip(blend.weights, self.rt.members)]
+        weight = self._factor_weight()
+        factors = {"rank": int(blend.factors.user_factors.shape[1]), "weight": weight} if weight else None
         return {"cfn_kind": "blend", "graph": graph, "scale": json.dumps([self.low, self.high]),
-                "members": json.dumps(members), "n_users": str(self.n_users), "n_items": str(self.n_items),
+                "members": json.dumps(members), "factors": json.dumps(factors),
+                "n_users": str(self.n_users), "n_items": str(self.n_items),
                 "user_ids": json.dumps(train.user_ids.tolist()), "item_ids": json.dumps(train.item_ids.tolist())}

@@ -18,7 +18,11 @@ exactly the entries of a one-network file), and the blend's own arrays ``blend_*
 * the bias model: the scale, then the mean rating and the user and item offsets as
   :meth:`cfn_fast.preprocessing.BiasModel.fit` gives them on the training ratings with the file's shrinkage
   (finite, >= 0); the weights: one per member, finite, >= 0, and for a folded-in user (item) zero on the
-  members that cannot fold one in (I-CFN for users, U-CFN for items).
+  members that cannot fold one in (I-CFN for users, U-CFN for items);
+* the factor member (:data:`~cfn_fast.fitted.state.FACTOR_ENTRIES`), when there is one: its four entries together
+  or none of them; the user and item factors (n_users x rank, n_items x rank, one rank >= 1, finite); ``[reg, low,
+  high]`` with reg finite and > 0 and low, high the rating scale; its weights ``[pairs, user, item]`` finite and >= 0
+  (it folds in users and items alike).
 
 Anything wrong raises :class:`~cfn_fast.fitted.validation.ModelFileError` with one line naming the file and the
 entry; a member's problem names the member (``member 1: ...``) and the entry under its prefix.
@@ -33,6 +37,7 @@ import numpy as np
 from .. import settings
 from ..data.ratings import RatingSet
 from ..preprocessing import BiasModel
+from .state import FACTOR_ENTRIES
 from .validation import (
     ID_FORMS,
     MAX_LAYERS,
@@ -82,7 +87,7 @@ def _check(arrays: dict[str, np.ndarray], version: int) -> tuple[dict[str, np.nd
     out: dict[str, np.ndarray] = {}
     train = check_training_set(arrays, config, out)
     shared = {name: value for name, value in arrays.items() if not _MEMBER_ENTRY.match(name)
-              and name not in BLEND_ENTRIES}
+              and name not in BLEND_ENTRIES + FACTOR_ENTRIES}
     for k, member in enumerate(members):
         prefix = f"member{k}_"
         view = {**shared, **{name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}}
@@ -96,6 +101,7 @@ def _check(arrays: dict[str, np.ndarray], version: int) -> tuple[dict[str, np.nd
             raise InvalidEntry(f"member {k} (entries {prefix}*): {exc}") from None
         out.update({prefix + name: value for name, value in checked.items() if name not in out})
     _blend_arrays(arrays, train, members, out)
+    _factor_arrays(arrays, train, out)
     check_params(config, settings.BLEND)
     check_record(config)
     if config.get("selection") is not None:
@@ -127,7 +133,12 @@ def _entry_names(arrays: dict[str, np.ndarray], n_members: int) -> None:
     for name in _FILE_ENTRIES + TRAINING_ENTRIES[:3] + BLEND_ENTRIES:
         if name not in arrays:
             raise InvalidEntry(f"entry {name!r} is missing")
-    known = set(_FILE_ENTRIES + TRAINING_ENTRIES + BLEND_ENTRIES)
+    present = [name for name in FACTOR_ENTRIES if name in arrays]
+    if present and len(present) < len(FACTOR_ENTRIES):
+        missing = next(name for name in FACTOR_ENTRIES if name not in arrays)
+        raise InvalidEntry(f"entry {missing!r} is missing (the factor member's entries {', '.join(FACTOR_ENTRIES)} "
+                           f"come together or not at all)")
+    known = set(_FILE_ENTRIES + TRAINING_ENTRIES + BLEND_ENTRIES + FACTOR_ENTRIES)
     known.update(entry for plain, text in ID_FORMS.values() for entry in plain + text)
     for name in arrays:
         match = _MEMBER_ENTRY.match(name)
@@ -190,3 +201,30 @@ def _blend_arrays(arrays: dict[str, np.ndarray], train: RatingSet, members: list
             raise InvalidEntry(f"{name} must be 0 for the members that cannot fold in a new {usable} (those of "
                                f"kind {'item' if usable == 'user' else 'user'!r})")
         out[name] = weights
+
+
+def _factor_arrays(arrays: dict[str, np.ndarray], train: RatingSet, out: dict[str, np.ndarray]) -> None:
+    """The factor member, when the file has one (:func:`_entry_names` saw its entries come together)."""
+    if FACTOR_ENTRIES[0] not in arrays:
+        return
+    user = entry_array(arrays, "blend_user_factors", "f", (train.n_users, None))
+    rank = int(user.shape[1])
+    if rank < 1:
+        raise InvalidEntry(f"blend_user_factors must have at least one column (the rank), got shape {user.shape}")
+    item = entry_array(arrays, "blend_item_factors", "f", (train.n_items, rank))
+    for name, value in (("blend_user_factors", user), ("blend_item_factors", item)):
+        if not np.all(np.isfinite(value)):
+            raise InvalidEntry(f"{name} holds NaN or infinite values")
+        out[name] = value.astype(np.float64)
+    scalars = _floats(arrays, "blend_factor_scalars", 3)
+    reg, low, high = (float(v) for v in scalars)
+    if not reg > 0:
+        raise InvalidEntry(f"blend_factor_scalars[0] (the factor member's penalty) must be > 0, got {reg:g}")
+    if (low, high) != train.scale:
+        raise InvalidEntry(f"blend_factor_scalars[1:] must be the rating scale {list(train.scale)} (low, high), "
+                           f"got {[low, high]}")
+    weights = _floats(arrays, "blend_factor_weights", 3)
+    if (weights < 0).any():
+        raise InvalidEntry(f"blend_factor_weights must be >= 0 (the factor member's departure from the bias model "
+                           f"is never reversed), found {float(weights[weights < 0][0]):g}")
+    out["blend_factor_scalars"], out["blend_factor_weights"] = scalars, weights

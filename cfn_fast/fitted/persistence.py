@@ -40,7 +40,15 @@ blend's own (a blend of the bias model alone has no member):
 ``blend_scalars``                      ``[low, high, mean, shrinkage]`` of the bias model (float64)
 ``blend_weights``                      one weight >= 0 per member (float64)
 ``blend_fold_in_user|item``            the weights for a folded-in user (item), per member
+``blend_user_factors``                 the factor member's user factors (n_users x rank, float64)
+``blend_item_factors``                 its item factors (n_items x rank, float64)
+``blend_factor_scalars``               ``[reg, low, high]``: its penalty and the rating scale (float64)
+``blend_factor_weights``               its weights ``[pairs, user, item]`` (float64, >= 0)
 =====================================  ===================================================
+
+The four ``blend_*factor*`` entries hold the matrix-factorisation member
+(:class:`~cfn_fast.training.factors.Factors`) and come together or not at all: a blend whose factor member earned
+no weight has none of them.
 
 ``config`` then has ``"kind": "blend"``, ``members`` and ``blend_report`` (how the weights were chosen) in place
 of ``n_layers`` and ``has_side``.  Such a file is checked by :mod:`cfn_fast.fitted.blend_file`.
