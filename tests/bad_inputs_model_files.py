@@ -76,8 +76,8 @@ CASES: list[Case] = [
          "blend_user_offset holds NaN or infinite values", blend=True),
     _row("blend file whose member's layers do not match its data (re-hashed)", "member.npz", _bad_member_layer,
          "member 1 (entries member1_*): layer1_weight must have shape (150, 32), got (149, 32)", blend=True),
-    _row("blend file with a factor penalty of 0 (re-hashed)", "penalty.npz", _set("blend_factor_scalars", 0, 0.0),
-         "blend_factor_scalars[0] (the factor member's penalty) must be > 0, got 0", blend=True),
+    _row("blend file with a factor penalty of 0 (re-hashed)", "penalty.npz", _set("blend_factor_scalars", (0, 1), 0.0),
+         "blend_factor_scalars[0, 1] (the penalty of factor member 0) must be > 0, got 0", blend=True),
     _row("blend file with half of its factor member (re-hashed)", "factors.npz",
          lambda arrays: {name: value for name, value in arrays.items() if name != "blend_factor_weights"},
          "entry 'blend_factor_weights' is missing (the factor member's entries blend_user_factors, blend_item_factors, "

@@ -47,23 +47,24 @@ def blend_model(side: bool) -> tuple[CFN, object]:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(blending, "blend_weights", every_candidate)
             patch.setitem(blending.MAX_MEMBERS, "default", 4)
+            patch.setitem(blending.FACTOR_CANDIDATES, "default", ((8, 0.05), (4, 0.1)))   # two factor members
             model = CFN(hidden=(16,), epochs=2, backend="cpu").fit(train)
         assert {(p["kind"], p["centring"]) for p in model.blend_.member_params} == \
             {(k, c) for k in ("item", "user") for c in ("sample", "bias")}
         factors = model.blend_.factors
-        assert factors is not None and model.blend_.factor_weights["pairs"] > 0
-        # the cold user and item have all-zero factors: the factor member falls back on the bias model for them
-        assert not factors.user_factors[COLD_USER].any() and not factors.item_factors[COLD_ITEM].any()
+        assert [f.rank for f in factors] == [8, 4] and np.all(model.blend_.factor_weights["pairs"] > 0)
+        # the cold user and item have all-zero factors: the factor members fall back on the bias model for them
+        assert not any(f.user_factors[COLD_USER].any() or f.item_factors[COLD_ITEM].any() for f in factors)
         _MODELS[side] = model, test
     return _MODELS[side]
 
 
 def without_factors(model: CFN) -> CFN:
-    """A copy of the blend ``model`` whose factor member is dropped (a blend where it earned no weight)."""
+    """A copy of the blend ``model`` whose factor members are dropped (a blend where they earned no weight)."""
     copied = copy.deepcopy(model)
-    copied.blend_.factors = None
-    copied.blend_.factor_weights = {"pairs": 0.0, "user": 0.0, "item": 0.0}
-    assert copied.blend_.factors is None and model.blend_.factors is not None
+    copied.blend_.factors = ()
+    copied.blend_.factor_weights = {use: np.zeros(0) for use in ("pairs", "user", "item")}
+    assert copied.blend_.factors == () and model.blend_.factors
     return copied
 
 
@@ -132,16 +133,16 @@ def test_the_factor_member_is_in_the_graphs():
     plain = without_factors(model)
     users, items = test.user.astype(np.int64), test.item.astype(np.int64)
     assert np.abs(model.predict_indices(users, items) - plain.predict_indices(users, items)).max() > 10 * TOLERANCE
-    rank = model.blend_.factors.user_factors.shape[1]
     for graph in ("predict", "recommend"):
         stored = {init.name.rsplit("_", 1)[0]: tuple(init.dims)      # names are stem_<counter>
                   for init in build_onnx(model.runtime_, graph).graph.initializer}
-        assert stored["factors_user"] == (model.train_.n_users, rank)
-        assert stored["factors_item"] == (model.train_.n_items, rank)
+        for j, factors in enumerate(model.blend_.factors):            # each member its own tables
+            assert stored[f"factors{j}_user"] == (model.train_.n_users, factors.rank)
+            assert stored[f"factors{j}_item"] == (model.train_.n_items, factors.rank)
         assert not any(name.startswith("factors") for name in
                        (init.name for init in build_onnx(plain.runtime_, graph).graph.initializer))
         meta = {p.key: p.value for p in build_onnx(plain.runtime_, graph).metadata_props}
-        assert json.loads(meta["factors"]) is None
+        assert json.loads(meta["factors"]) == []
 
 
 def test_blend_without_networks_exports_the_bias_model():
@@ -154,7 +155,7 @@ def test_blend_without_networks_exports_the_bias_model():
     np.testing.assert_allclose(predictions, model.blend_.bias.predict(users, items), atol=TOLERANCE, rtol=0)
     check_recommend(model, np.arange(train.n_users))
     meta = {p.key: p.value for p in build_onnx(model.runtime_, "predict").metadata_props}
-    assert meta["cfn_kind"] == "blend" and json.loads(meta["members"]) == [] and json.loads(meta["factors"]) is None
+    assert meta["cfn_kind"] == "blend" and json.loads(meta["members"]) == [] and json.loads(meta["factors"]) == []
 
 
 def test_graph_contract_and_metadata():
@@ -175,8 +176,8 @@ def test_graph_contract_and_metadata():
     assert [(m["hidden"], m["side_dim"]) for m in members] == \
         [([16], model.member(k).side_.shape[1]) for k in range(len(members))]
     factors = json.loads(meta["factors"])
-    assert factors == {"rank": model.blend_.factors.user_factors.shape[1],
-                       "weight": pytest.approx(model.blend_.factor_weights["pairs"])}
+    assert [f["rank"] for f in factors] == [f.rank for f in model.blend_.factors]
+    assert [f["weight"] for f in factors] == pytest.approx(model.blend_.factor_weights["pairs"].tolist())
     recommend = build_onnx(model.runtime_, "recommend", input_format="sparse")  # no rating rows: no effect
     assert [i.name for i in recommend.graph.input] == ["users", "exclude", "k", "min_support"]
     assert [o.name for o in recommend.graph.output] == ["top_indices", "top_scores"]
@@ -277,7 +278,7 @@ def test_cli_export_of_a_blend(tmp_path, capsys, monkeypatch):
     assert result["graph"] == "recommend" and result["member"] is None
     assert [i["name"] for i in result["inputs"]] == ["users", "exclude", "k", "min_support"]
     assert main(["export", "--model", str(saved), "--onnx", str(out)]) == 0
-    described = "predict graph of a blend of the bias model and 4 network(s) and the factor member"
+    described = "predict graph of a blend of the bias model and 4 network(s) and 2 factor member(s)"
     assert described in capsys.readouterr().out
     assert main(["export", "--model", str(saved), "--onnx", str(out), "--graph", "reconstruct", "--member", "2",
                  "--json"]) == 0

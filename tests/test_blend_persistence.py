@@ -48,8 +48,8 @@ def blends() -> dict[str, tuple[CFN, object]]:
     assert all(len(out[name][0].blend_.weights) == 0 for name in ("tiny", "epochs0"))
     for name in ("members", "side"):
         blend = out[name][0].blend_
-        assert blend.factors is not None and all(blend.factor_weights[use] > 0 for use in ("pairs", "user", "item"))
-    assert all(out[name][0].blend_.factors is None for name in ("tiny", "epochs0"))
+        assert blend.factors and all(np.all(blend.factor_weights[use] > 0) for use in ("pairs", "user", "item"))
+    assert all(out[name][0].blend_.factors == () for name in ("tiny", "epochs0"))
     return out
 
 
@@ -89,11 +89,13 @@ def _assert_same(model: CFN, again: CFN, data, *, exact: bool = True) -> None:
     assert other.member_params == blend.member_params and other.report == blend.report
     for name in ("low", "high", "mean", "shrinkage", "user_offset", "item_offset"):
         np.testing.assert_array_equal(getattr(other.bias, name), getattr(blend.bias, name), err_msg=name)
-    assert other.factor_weights == blend.factor_weights and (other.factors is None) == (blend.factors is None)
-    if blend.factors is not None:
-        assert other.factors is not blend.factors
+    assert other.factor_weights.keys() == blend.factor_weights.keys() and len(other.factors) == len(blend.factors)
+    for use in blend.factor_weights:
+        np.testing.assert_array_equal(other.factor_weights[use], blend.factor_weights[use])
+    for mine, theirs in zip(other.factors, blend.factors):
+        assert mine is not theirs
         for name in ("user_factors", "item_factors", "reg", "low", "high"):
-            np.testing.assert_array_equal(getattr(other.factors, name), getattr(blend.factors, name), err_msg=name)
+            np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name), err_msg=name)
     assert {**again.get_params(), "backend": model.backend} == model.get_params() and again.kind_ == "blend"
     assert again.epochs_trained_ == model.epochs_trained_
 
@@ -112,15 +114,16 @@ def test_saved_blend_loads_and_predicts_exactly_as_before(blends, tmp_path, name
     assert {entry.split("_")[0] for entry in arrays if entry.startswith("member")} == \
         {f"member{k}" for k in range(n_members)}
     factors = model.blend_.factors
-    if factors is None:     # exactly the entries of a blend without the factor member
+    if not factors:     # exactly the entries of a blend without factor members
         assert not any(entry in arrays for entry in FACTOR_ENTRIES)
     else:
-        assert arrays["blend_user_factors"].shape == (data.n_users, factors.user_factors.shape[1])
-        assert arrays["blend_item_factors"].shape == (data.n_items, factors.user_factors.shape[1])
+        columns = sum(f.rank for f in factors)
+        assert arrays["blend_user_factors"].shape == (data.n_users, columns)
+        assert arrays["blend_item_factors"].shape == (data.n_items, columns)
         assert all(arrays[entry].dtype == np.float64 for entry in FACTOR_ENTRIES)
-        np.testing.assert_array_equal(arrays["blend_factor_scalars"], [factors.reg, factors.low, factors.high])
-        np.testing.assert_array_equal(arrays["blend_factor_weights"],
-                                      [model.blend_.factor_weights[use] for use in ("pairs", "user", "item")])
+        np.testing.assert_array_equal(arrays["blend_factor_scalars"], [[f.rank, f.reg, f.low, f.high] for f in factors])
+        np.testing.assert_array_equal(arrays["blend_factor_weights"], np.stack(
+            [model.blend_.factor_weights[use] for use in ("pairs", "user", "item")], axis=1))
     loaded = CFN.load(path)
     assert loaded.backend_ == model.backend_
     _assert_same(model, loaded, data)
@@ -150,7 +153,7 @@ def test_a_blend_file_without_the_factor_member_loads(blends, saved, tmp_path):
     bias model and networks alone."""
     model, data = blends["members"]
     loaded = CFN.load(tampered(saved, tmp_path / "no_factors.npz", _drop(*FACTOR_ENTRIES)))
-    assert loaded.blend_.factors is None and set(loaded.blend_.factor_weights.values()) == {0.0}
+    assert loaded.blend_.factors == () and all(len(w) == 0 for w in loaded.blend_.factor_weights.values())
     np.testing.assert_array_equal(loaded.blend_.weights, model.blend_.weights)
     users, items = data.user[:500], data.item[:500]
     without = model.blend_.bias.predict(users, items) + sum(
@@ -299,27 +302,33 @@ CASES = [
     ("factor weights alone", _drop("blend_user_factors", "blend_item_factors", "blend_factor_scalars"),
      r"entry 'blend_user_factors' is missing \(the factor member's entries"),
     ("user factors of the wrong length", _entry("blend_user_factors", lambda f: f[:-1].copy()),
-     r"blend_user_factors must have shape \(300, n\), got \(299, "),
+     r"blend_user_factors must have shape \(300, 20\), got \(299, "),
     ("user factors as a vector", _entry("blend_user_factors", lambda f: f[:, 0].copy()),
-     r"blend_user_factors must have shape \(300, n\), got \(300,\)"),
+     r"blend_user_factors must have shape \(300, 20\), got \(300,\)"),
     ("item factors of another rank", _factor_rank, r"blend_item_factors must have shape \(150, \d+\), got \(150, "),
-    ("factors of rank 0", _no_rank, r"blend_user_factors must have at least one column \(the rank\)"),
+    ("factors without columns", _no_rank, r"blend_user_factors must have shape \(300, 20\), got \(300, 0\)"),
+    ("factors of rank 0", _set("blend_factor_scalars", (0, 0), 0.0),
+     r"blend_factor_scalars\[0, 0\] \(the rank of factor member 0\) must be an integer >= 1, got 0"),
     ("NaN user factor", _set("blend_user_factors", (4, 2), np.nan), "blend_user_factors holds NaN or infinite"),
     ("infinite item factor", _set("blend_item_factors", (0, 0), -np.inf), "blend_item_factors holds NaN or infinite"),
     ("integer factors", _entry("blend_item_factors", lambda f: f.astype(np.int64)),
      "blend_item_factors must hold floating-point values"),
-    ("zero factor penalty", _set("blend_factor_scalars", 0, 0.0),
-     r"blend_factor_scalars\[0\] \(the factor member's penalty\) must be > 0, got 0"),
-    ("NaN factor penalty", _set("blend_factor_scalars", 0, np.nan), "blend_factor_scalars holds NaN or infinite"),
-    ("factor member of another scale", _set("blend_factor_scalars", 2, 10.0),
-     r"blend_factor_scalars\[1:\] must be the rating scale \[1.0, 5.0\] \(low, high\), got \[1.0, 10.0\]"),
-    ("factor scalars of another count", _entry("blend_factor_scalars", lambda s: s[:2].copy()),
-     r"blend_factor_scalars must have shape \(3,\), got \(2,\)"),
-    ("negative factor weight", _set("blend_factor_weights", 2, -0.5),
-     r"blend_factor_weights must be >= 0 .*found -0.5"),
-    ("infinite factor weight", _set("blend_factor_weights", 0, np.inf), "blend_factor_weights holds NaN or infinite"),
-    ("factor weights of another count", _entry("blend_factor_weights", lambda w: w[:2].copy()),
-     r"blend_factor_weights must have shape \(3,\), got \(2,\)"),
+    ("zero factor penalty", _set("blend_factor_scalars", (0, 1), 0.0),
+     r"blend_factor_scalars\[0, 1\] \(the penalty of factor member 0\) must be > 0, got 0"),
+    ("NaN factor penalty", _set("blend_factor_scalars", (0, 1), np.nan),
+     r"blend_factor_scalars must hold one finite row \[rank, reg, low, high\] per factor member"),
+    ("factor member of another scale", _set("blend_factor_scalars", (0, 3), 10.0),
+     r"blend_factor_scalars\[0, 2:\] must be the rating scale \[1.0, 5.0\] \(low, high\), got \[1.0, 10.0\]"),
+    ("factor scalars of another width", _entry("blend_factor_scalars", lambda s: s[:, :3].copy()),
+     r"blend_factor_scalars must have shape \(n, 4\), got \(1, 3\)"),
+    ("a rank that does not match the factors", _set("blend_factor_scalars", (0, 0), 7.0),
+     r"blend_user_factors must have shape \(300, 7\)"),
+    ("negative factor weight", _set("blend_factor_weights", (0, 2), -0.5),
+     r"blend_factor_weights must be finite and >= 0"),
+    ("infinite factor weight", _set("blend_factor_weights", (0, 0), np.inf),
+     r"blend_factor_weights must be finite and >= 0"),
+    ("factor weights of another count", _entry("blend_factor_weights", lambda w: w[:, :2].copy()),
+     r"blend_factor_weights must have shape \(1, 3\), got \(1, 2\)"),
     ("missing training ratings", _drop("train_rating"), "entry 'train_rating' is missing"),
     ("training user out of range", _set("train_user", 0, 300), r"train_user must lie in \[0, 300\)"),
     ("duplicate user ids", _set("user_ids", 1, 0), "user_ids must be sorted and unique"),
@@ -373,7 +382,7 @@ def test_a_bias_alone_blend_file_is_checked_too(blends, tmp_path):
     for edit, message in ((pair, r"repeat the \(user, item\) index pair"),
                           (_set("blend_user_offset", 0, np.inf), "blend_user_offset holds NaN or infinite"),
                           (_entry("blend_weights", np.zeros(1)), r"blend_weights must have shape \(0,\)"),
-                          (_entry("blend_factor_weights", np.zeros(3)),
+                          (_entry("blend_factor_weights", np.zeros((1, 3))),
                            r"entry 'blend_user_factors' is missing \(the factor member's entries"),
                           (_entry("member0_input_data", np.zeros(1, dtype=np.float32)),
                            r"entry 'member0_input_data' is beyond config.members \(0 member\(s\)\)")):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import numpy as np
+
 from cfn_fast.export import GRAPHS
 
 from .common import add_common_options, command
@@ -54,7 +56,8 @@ def export(args: argparse.Namespace) -> dict:
         what = _network(model.kind_)
     elif args.member is None:
         what = f"a blend of the bias model and {len(blend.weights)} network(s)" + \
-            (" and the factor member" if blend.factors is not None and blend.factor_weights["pairs"] else "")
+            (f" and {int(np.count_nonzero(blend.factor_weights['pairs']))} factor member(s)"
+             if np.any(blend.factor_weights["pairs"]) else "")
     else:
         what = f"network {args.member} of a blend, {_network(blend.member_params[args.member]['kind'])}"
     if not args.json:

@@ -98,6 +98,7 @@ class FactorTables:
     """What the graph stores of the factor member: its factors and which rows are known (not all zero), and the
     map of its 1..5 scale onto the ratings, ``rating = low + (value − ref_low) · step``, clipped by the graph."""
 
+    key: str                        # names its tables in the graph (factors0, factors1, ...)
     user_factors: np.ndarray        # [n_users, rank]
     item_factors: np.ndarray        # [n_items, rank]
     user_known: np.ndarray          # [n_users] bool
@@ -107,10 +108,10 @@ class FactorTables:
     step: float
 
     @classmethod
-    def of(cls, factors: Factors) -> "FactorTables":
+    def of(cls, factors: Factors, key: str) -> "FactorTables":
         ref_low, ref_high = FACTOR_SCALE
         low, high = float(factors.low), float(factors.high)
-        return cls(np.asarray(factors.user_factors, dtype=np.float32),
+        return cls(key, np.asarray(factors.user_factors, dtype=np.float32),
                    np.asarray(factors.item_factors, dtype=np.float32),
                    np.asarray(factors.user_factors).any(axis=1), np.asarray(factors.item_factors).any(axis=1),
                    low, float(ref_low), (high - low) / (ref_high - ref_low))
@@ -138,13 +139,13 @@ class BlendExporter(GraphParts):
                              f"input row (its I-CFN rows are items over users, its U-CFN rows users over items): {how}")
         members = [(float(w), MemberTables.of(member, f"member{k}"))
                    for k, (w, member) in enumerate(zip(self.blend.weights, self.rt.members)) if w]
-        weight = self._factor_weight()
-        factors = (weight, FactorTables.of(self.blend.factors)) if weight else None
+        factors = [(float(w), FactorTables.of(f, f"factors{j}"))
+                   for j, (w, f) in enumerate(zip(self.blend.factor_weights["pairs"], self.blend.factors)) if w]
         getattr(self, graph)(members, factors)
         return self.finished(graph, self._metadata(graph), __doc__.split("\n\n")[0])
 
     # ------------------------------------------------------------------ the graphs
-    def predict(self, members: list[tuple[float, MemberTables]], factors: tuple[float, FactorTables] | None) -> None:
+    def predict(self, members: list[tuple[float, MemberTables]], factors: list[tuple[float, FactorTables]]) -> None:
         g, T = self.g, self.onnx.TensorProto
         users = self.within(self.add_input("users", T.INT64, ["pairs"]), self.n_users, "users: indices",
                             padded=False)
@@ -158,12 +159,11 @@ class BlendExporter(GraphParts):
                               self._gather("item_offset", bias.item_offset, items)))
         ratings = [(w, self._pair_ratings(m, *((users, items) if m.kind == "user" else (items, users))))
                    for w, m in members]
-        if factors is not None:
-            ratings.append((factors[0], self._factor_pairs(factors[1], base, users, items)))
+        ratings += [(w, self._factor_pairs(f, base, users, items)) for w, f in factors]
         self.add_output(self.clip(self._blended(base, ratings)), "predictions", T.FLOAT, ["pairs"])
 
     def recommend(self, members: list[tuple[float, MemberTables]],
-                  factors: tuple[float, FactorTables] | None) -> None:
+                  factors: list[tuple[float, FactorTables]]) -> None:
         g = self.g
         users, excluded = self.users_and_exclude(self.n_users, self.n_items)
         bias = self.model_bias
@@ -172,8 +172,7 @@ class BlendExporter(GraphParts):
                               g.const(bias.item_offset[None, :], "item_offset_row")))           # [B, n_items]
         ratings = [(w, self._user_cfn_scores(m, users) if m.kind == "user" else self._item_cfn_scores(m, users))
                    for w, m in members]
-        if factors is not None:
-            ratings.append((factors[0], self._factor_scores(factors[1], base, users)))
+        ratings += [(w, self._factor_scores(f, base, users)) for w, f in factors]
         self.top_k(self._blended(base, ratings), excluded, np.bincount(self.train.item, minlength=self.n_items))
 
     # ------------------------------------------------------------------ pieces
@@ -246,10 +245,6 @@ class BlendExporter(GraphParts):
         return g.op("Where", g.const(m.cold[None, :], f"{key}_cold_row", dtype=bool),
                     self._column(self._gather(f"{key}_input_mean", m.input_means, users)), rating)
 
-    def _factor_weight(self) -> float:
-        """The factor member's weight for known pairs (0.0 without the member)."""
-        return float(self.blend.factor_weights["pairs"]) if self.blend.factors is not None else 0.0
-
     def _factor_rating(self, f: FactorTables, value: str) -> str:
         """A value of the factors' scale as a clipped rating (:meth:`~cfn_fast.training.factors.Factors.to_rating`)."""
         g = self.g
@@ -260,21 +255,21 @@ class BlendExporter(GraphParts):
         """``[N]``: the factor member's ratings of (user, item) pairs, the bias model's ``base`` where a row is
         unknown (:meth:`~cfn_fast.training.factors.Factors.predict`)."""
         g = self.g
-        products = g.op("Mul", self._gather("factors_user", f.user_factors, users),
-                        self._gather("factors_item", f.item_factors, items))                    # [N, rank]
+        products = g.op("Mul", self._gather(f"{f.key}_user", f.user_factors, users),
+                        self._gather(f"{f.key}_item", f.item_factors, items))                   # [N, rank]
         value = g.op("ReduceSum", products, g.const([1], dtype=np.int64), keepdims=0)
-        known = g.op("And", self._gather("factors_user_known", f.user_known, users, bool),
-                     self._gather("factors_item_known", f.item_known, items, bool))
+        known = g.op("And", self._gather(f"{f.key}_user_known", f.user_known, users, bool),
+                     self._gather(f"{f.key}_item_known", f.item_known, items, bool))
         return g.op("Where", known, self._factor_rating(f, value), base)
 
     def _factor_scores(self, f: FactorTables, base: str, users: str) -> str:
         """``[B, n_items]``: the factor member's ratings of every item by ``users``
         (:meth:`~cfn_fast.training.factors.Factors.user_scores`)."""
         g = self.g
-        value = g.op("Gemm", self._gather("factors_user", f.user_factors, users),
-                     self._table("factors_item", f.item_factors), transB=1)                    # [B, n_items]
-        known = g.op("And", self._column(self._gather("factors_user_known", f.user_known, users, bool)),
-                     g.const(f.item_known[None, :], "factors_item_known_row", dtype=bool))
+        value = g.op("Gemm", self._gather(f"{f.key}_user", f.user_factors, users),
+                     self._table(f"{f.key}_item", f.item_factors), transB=1)                   # [B, n_items]
+        known = g.op("And", self._column(self._gather(f"{f.key}_user_known", f.user_known, users, bool)),
+                     g.const(f.item_known[None, :], f"{f.key}_item_known_row", dtype=bool))
         return g.op("Where", known, self._factor_rating(f, value), base)
 
     def _metadata(self, graph: str) -> dict[str, str]:
@@ -282,8 +277,8 @@ class BlendExporter(GraphParts):
         members = [{"kind": member.network.kind, "centring": member.network.preprocessing.centring,
                     "hidden": list(member.network.hidden), "side_dim": member.network.side_dim, "weight": float(w)}
                    for w, member in zip(blend.weights, self.rt.members)]
-        weight = self._factor_weight()
-        factors = {"rank": int(blend.factors.user_factors.shape[1]), "weight": weight} if weight else None
+        factors = [{"rank": f.rank, "weight": float(w)} for w, f in zip(blend.factor_weights["pairs"], blend.factors)
+                   if w]
         return {"cfn_kind": "blend", "graph": graph, "scale": json.dumps([self.low, self.high]),
                 "members": json.dumps(members), "factors": json.dumps(factors),
                 "n_users": str(self.n_users), "n_items": str(self.n_items),

@@ -204,27 +204,32 @@ def _blend_arrays(arrays: dict[str, np.ndarray], train: RatingSet, members: list
 
 
 def _factor_arrays(arrays: dict[str, np.ndarray], train: RatingSet, out: dict[str, np.ndarray]) -> None:
-    """The factor member, when the file has one (:func:`_entry_names` saw its entries come together)."""
+    """The factor members, when the file has them (:func:`_entry_names` saw their entries come together)."""
     if FACTOR_ENTRIES[0] not in arrays:
         return
-    user = entry_array(arrays, "blend_user_factors", "f", (train.n_users, None))
-    rank = int(user.shape[1])
-    if rank < 1:
-        raise InvalidEntry(f"blend_user_factors must have at least one column (the rank), got shape {user.shape}")
-    item = entry_array(arrays, "blend_item_factors", "f", (train.n_items, rank))
+    scalars = entry_array(arrays, "blend_factor_scalars", "f", (None, 4))
+    if len(scalars) < 1 or not np.all(np.isfinite(scalars)):
+        raise InvalidEntry(f"blend_factor_scalars must hold one finite row [rank, reg, low, high] per factor member, "
+                           f"got shape {scalars.shape}")
+    for j, (rank, reg, low, high) in enumerate(scalars):
+        if not (rank >= 1 and rank == int(rank) and rank <= 1e6):
+            raise InvalidEntry(f"blend_factor_scalars[{j}, 0] (the rank of factor member {j}) must be an integer "
+                               f">= 1, got {rank:g}")
+        if not reg > 0:
+            raise InvalidEntry(f"blend_factor_scalars[{j}, 1] (the penalty of factor member {j}) must be > 0, "
+                               f"got {reg:g}")
+        if (float(low), float(high)) != train.scale:
+            raise InvalidEntry(f"blend_factor_scalars[{j}, 2:] must be the rating scale {list(train.scale)} (low, "
+                               f"high), got {[float(low), float(high)]}")
+    columns = int(scalars[:, 0].sum())
+    user = entry_array(arrays, "blend_user_factors", "f", (train.n_users, columns))
+    item = entry_array(arrays, "blend_item_factors", "f", (train.n_items, columns))
     for name, value in (("blend_user_factors", user), ("blend_item_factors", item)):
         if not np.all(np.isfinite(value)):
             raise InvalidEntry(f"{name} holds NaN or infinite values")
         out[name] = value.astype(np.float64)
-    scalars = _floats(arrays, "blend_factor_scalars", 3)
-    reg, low, high = (float(v) for v in scalars)
-    if not reg > 0:
-        raise InvalidEntry(f"blend_factor_scalars[0] (the factor member's penalty) must be > 0, got {reg:g}")
-    if (low, high) != train.scale:
-        raise InvalidEntry(f"blend_factor_scalars[1:] must be the rating scale {list(train.scale)} (low, high), "
-                           f"got {[low, high]}")
-    weights = _floats(arrays, "blend_factor_weights", 3)
-    if (weights < 0).any():
-        raise InvalidEntry(f"blend_factor_weights must be >= 0 (the factor member's departure from the bias model "
-                           f"is never reversed), found {float(weights[weights < 0][0]):g}")
-    out["blend_factor_scalars"], out["blend_factor_weights"] = scalars, weights
+    weights = entry_array(arrays, "blend_factor_weights", "f", (len(scalars), 3))
+    if not np.all(np.isfinite(weights)) or (weights < 0).any():
+        raise InvalidEntry("blend_factor_weights must be finite and >= 0 (a factor member's departure from the bias "
+                           "model is never reversed)")
+    out["blend_factor_scalars"], out["blend_factor_weights"] = scalars.astype(np.float64), weights.astype(np.float64)

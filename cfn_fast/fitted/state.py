@@ -37,8 +37,10 @@ __all__ = ["STATE_VERSION", "fitted_arrays", "network_arrays", "fitted_config", 
 
 #: Version of the pickled state layout (independent of the file format version).
 STATE_VERSION = 1
-#: A blend's factor member (:class:`~cfn_fast.training.factors.Factors`): its matrices, ``[reg, low, high]`` and
-#: its weights ``[pairs, user, item]``; all four entries or none (a blend without the factor member).
+#: A blend's factor members (:class:`~cfn_fast.training.factors.Factors`), side by side: the user and item factors
+#: of member ``j`` are a block of ``rank_j`` columns of ``blend_user_factors`` / ``blend_item_factors``, in order;
+#: ``blend_factor_scalars`` holds one row ``[rank, reg, low, high]`` and ``blend_factor_weights`` one row ``[pairs,
+#: user, item]`` per member; all four entries or none (a blend without factor members).
 FACTOR_ENTRIES = ("blend_user_factors", "blend_item_factors", "blend_factor_scalars", "blend_factor_weights")
 #: The uses of the factor member's weights, in the order of ``blend_factor_weights``.
 FACTOR_WEIGHT_USES = ("pairs", "user", "item")
@@ -77,17 +79,18 @@ def fitted_arrays(fitted: Fitted, *, portable: bool = True) -> dict[str, np.ndar
         arrays["blend_weights"] = np.asarray(blend.weights, dtype=np.float64)
         for side in ("user", "item"):
             arrays[f"blend_fold_in_{side}"] = np.asarray(blend.fold_in_weights[side], dtype=np.float64)
-        if blend.factors is not None:
+        if blend.factors:
             arrays.update(_factor_arrays(blend.factors, blend.factor_weights))
     return arrays
 
 
-def _factor_arrays(factors: Factors, weights: dict[str, float]) -> dict[str, np.ndarray]:
-    """The entries :data:`FACTOR_ENTRIES` of a blend's factor member."""
-    return {"blend_user_factors": np.asarray(factors.user_factors, dtype=np.float64),
-            "blend_item_factors": np.asarray(factors.item_factors, dtype=np.float64),
-            "blend_factor_scalars": np.array([factors.reg, factors.low, factors.high], dtype=np.float64),
-            "blend_factor_weights": np.array([weights[use] for use in FACTOR_WEIGHT_USES], dtype=np.float64)}
+def _factor_arrays(factors: tuple[Factors, ...], weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The entries :data:`FACTOR_ENTRIES` of a blend's factor members."""
+    return {"blend_user_factors": np.concatenate([f.user_factors for f in factors], axis=1).astype(np.float64),
+            "blend_item_factors": np.concatenate([f.item_factors for f in factors], axis=1).astype(np.float64),
+            "blend_factor_scalars": np.array([[f.rank, f.reg, f.low, f.high] for f in factors], dtype=np.float64),
+            "blend_factor_weights": np.stack([np.asarray(weights[use], dtype=np.float64)
+                                              for use in FACTOR_WEIGHT_USES], axis=1)}
 
 
 def _training_arrays(train: RatingSet, portable: bool) -> dict[str, np.ndarray]:
@@ -198,14 +201,20 @@ def _blend(arrays: dict[str, np.ndarray], member_params: tuple[dict[str, Any], .
     bias = BiasModel(low, high, mean, np.asarray(arrays["blend_user_offset"], dtype=np.float64),
                      np.asarray(arrays["blend_item_offset"], dtype=np.float64), shrinkage)
     fold_in = {side: np.asarray(arrays[f"blend_fold_in_{side}"], dtype=np.float64) for side in ("user", "item")}
-    factors, factor_weights = None, {use: 0.0 for use in FACTOR_WEIGHT_USES}
-    if "blend_user_factors" in arrays:     # the factor member (FACTOR_ENTRIES)
-        reg, factor_low, factor_high = (float(v) for v in arrays["blend_factor_scalars"])
-        factors = Factors(np.asarray(arrays["blend_user_factors"], dtype=np.float64),
-                          np.asarray(arrays["blend_item_factors"], dtype=np.float64), reg, factor_low, factor_high)
-        factor_weights = {use: float(w) for use, w in zip(FACTOR_WEIGHT_USES, arrays["blend_factor_weights"])}
+    factors: list[Factors] = []
+    factor_weights = {use: np.zeros(0) for use in FACTOR_WEIGHT_USES}
+    if "blend_user_factors" in arrays:     # the factor members (FACTOR_ENTRIES)
+        start = 0
+        for rank, reg, factor_low, factor_high in arrays["blend_factor_scalars"]:
+            block = slice(start, start + int(rank))
+            factors.append(Factors(np.array(arrays["blend_user_factors"][:, block], dtype=np.float64),
+                                   np.array(arrays["blend_item_factors"][:, block], dtype=np.float64),
+                                   float(reg), float(factor_low), float(factor_high)))
+            start += int(rank)
+        weights = np.asarray(arrays["blend_factor_weights"], dtype=np.float64)
+        factor_weights = {use: weights[:, k].copy() for k, use in enumerate(FACTOR_WEIGHT_USES)}
     return Blend(bias, np.asarray(arrays["blend_weights"], dtype=np.float64), fold_in, member_params, report,
-                 factors, factor_weights)
+                 tuple(factors), factor_weights)
 
 
 # ----------------------------------------------------------------------------- pickling
