@@ -55,7 +55,7 @@ def test_the_blend_is_chosen_on_validation_and_refitted(blend, split):
     report = blend.blend_.report
     assert report["how"] == "validation part" and len(report["validation_rmse"]) == 5     # 4 networks, factors
     assert report["blend_rmse"] <= report["bias_rmse"]      # the weights never lose to the bias model where chosen
-    assert 1 <= len(blend.fitted_.networks) <= 3 and np.all(blend.blend_.weights > 0)
+    assert 1 <= len(blend.fitted_.networks) <= 2 and np.all(blend.blend_.weights > 0)
     for network, params in zip(blend.fitted_.networks, blend.blend_.member_params):
         assert network.inputs.nnz == train.nnz and network.kind == params["kind"]   # refitted on all of train
     bias = BiasModel.fit(train).predict(test.user, test.item)
