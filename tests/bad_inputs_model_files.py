@@ -1,7 +1,7 @@
 """Bad-input rows for model files (untrusted input); tests/test_bad_input.py runs them and renders the table.
 
 Each file is a tiny saved U-CFN (30 users x 20 items), or a small blend (the default kind: 300 users x 150 items,
-three networks and the factor member), edited and re-hashed (tests/model_files.py), so that the checksum passes and
+two networks and the factor member), edited and re-hashed (tests/model_files.py), so that the checksum passes and
 only ``CFN.load``'s content checks refuse it."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ _BLEND: list[CFN] = []
 
 
 def _blend() -> CFN:
-    """A blend of three networks (one I-CFN, then two U-CFN), fitted once."""
+    """A blend of two networks (an I-CFN, then a U-CFN) and a factor member, fitted once."""
     if not _BLEND:
         data = synthetic_ratings(300, 150, 20_000, seed=3, side_info=False)
         _BLEND.append(CFN(hidden=(32,), epochs=10, backend="cpu").fit(data))

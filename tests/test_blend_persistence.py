@@ -25,7 +25,7 @@ from cfn_fast.fitted.state import FACTOR_ENTRIES
 
 HERE = Path(__file__).resolve().parent
 BACKEND = "cpu" if "cpu" in available_backends() else "numpy"
-#: The blend of these keeps three networks, I-CFN and U-CFN, with fold-in weights on both sides (networks that
+#: The blend of these keeps two networks, I-CFN and U-CFN, with fold-in weights on both sides (networks that
 #: do not beat the bias model on validation are left out: these sets are dense enough for them to), and the factor
 #: member (the synthetic ratings are of low rank).
 PLAIN = synthetic_ratings(300, 150, 20_000, seed=3, side_info=False)
@@ -43,7 +43,7 @@ def blends() -> dict[str, tuple[CFN, object]]:
     model alone (too few ratings; epochs=0)."""
     out = {"members": (_blend(PLAIN), PLAIN), "side": (_blend(SIDE), SIDE), "tiny": (_blend(TINY), TINY),
            "epochs0": (_blend(PLAIN, epochs=0), PLAIN)}
-    assert len(out["members"][0].blend_.weights) == 3 and len(out["side"][0].blend_.weights) >= 1
+    assert len(out["members"][0].blend_.weights) == 2 and len(out["side"][0].blend_.weights) >= 1
     assert {p["kind"] for p in out["members"][0].blend_.member_params} == {"item", "user"}
     assert all(len(out[name][0].blend_.weights) == 0 for name in ("tiny", "epochs0"))
     for name in ("members", "side"):
@@ -202,7 +202,7 @@ def test_pickled_blend_is_plain_data(blends):
     model, _ = blends["members"]
     state = model.__getstate__()
     assert all(isinstance(value, np.ndarray) for value in state["arrays"].values())
-    assert state["config"]["kind"] == "blend" and len(state["config"]["members"]) == 3
+    assert state["config"]["kind"] == "blend" and len(state["config"]["members"]) == 2
     assert all(entry in state["arrays"] for entry in FACTOR_ENTRIES)
     payload = pickle.dumps(model)
     assert b"CpuEngine" not in payload and b"NumpyEngine" not in payload
@@ -268,7 +268,7 @@ CASES = [
     ("negative weight", _set("blend_weights", 1, -0.25), r"blend_weights must be >= 0 .*found -0.25"),
     ("NaN weight", _set("blend_weights", 0, np.nan), "blend_weights holds NaN or infinite values"),
     ("weights of another count", _entry("blend_weights", lambda w: w[:-1].copy()),
-     r"blend_weights must have shape \(3,\), got \(2,\)"),
+     r"blend_weights must have shape \(2,\), got \(1,\)"),
     ("user offset of the wrong length", _entry("blend_user_offset", lambda o: o[:-1].copy()),
      r"blend_user_offset must have shape \(300,\), got \(299,\)"),
     ("NaN item offset", _set("blend_item_offset", 3, np.nan), "blend_item_offset holds NaN or infinite values"),
@@ -283,14 +283,14 @@ CASES = [
      "blend_fold_in_user must be 0 for the members that cannot fold in a new user"),
     ("member with a layer of a bad shape", _bad_layer,
      r"member 1 \(entries member1_\*\): layer1_weight must have shape \(150, 32\), got \(149, 32\)"),
-    ("member without its arrays", _drop("member2_"), r"member 2 \(entries member2_\*\): entry 'input_data' is "
+    ("member without its arrays", _drop("member1_"), r"member 1 \(entries member1_\*\): entry 'input_data' is "
                                                       "missing"),
     ("member without its layer", _drop("member0_layer0_bias"), r"member 0 .*entry 'layer0_bias' is missing"),
     ("member index out of range", _set("member0_input_indices", 5, 10**6),
      r"member 0 .*input_indices must lie in \[0, "),
-    ("member with an edited input", _set("member2_input_data", 0, 1.75), "member 2 .*input_data does not match"),
+    ("member with an edited input", _set("member1_input_data", 0, 1.75), "member 1 .*input_data does not match"),
     ("member entries beyond config.members", _extra_member,
-     r"entry 'member3_input_data' is beyond config.members \(3 member\(s\)\)"),
+     r"entry 'member3_input_data' is beyond config.members \(2 member\(s\)\)"),
     ("unknown member entry", _entry("member0_notes", np.array([1.0])), "member 0 .*unknown entry 'notes'"),
     ("a network's entry outside any member", _entry("input_data", np.zeros(3, dtype=np.float32)),
      "unknown entry 'input_data'"),
@@ -349,8 +349,8 @@ CASES = [
      "member 0 .*centring 'sample' does not match the network, which has 'bias'"),
     ("member parameters of other widths", _member_param(0, hidden=[8]),
      r"member 0 .*hidden \(8,\) does not match the network, which has \(32,\)"),
-    ("bad member parameter", _member_param(2, batch_size=0), "member 2 .*batch_size must be a positive integer"),
-    ("unknown member parameter", _member_param(2, depth=3), r"member 2 .*unknown parameter\(s\) \['depth'\]"),
+    ("bad member parameter", _member_param(1, batch_size=0), "member 1 .*batch_size must be a positive integer"),
+    ("unknown member parameter", _member_param(1, depth=3), r"member 1 .*unknown parameter\(s\) \['depth'\]"),
     ("blend parameters of one network", _config(lambda c: c["params"].update(kind="item")),
      "config.params: kind 'item' does not fit the 'blend' model"),
     ("bad blend parameter", _config(lambda c: c["params"].update(lr=-1)), "config.params: lr must be"),
