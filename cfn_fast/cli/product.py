@@ -42,11 +42,12 @@ def _kind_label(model) -> str:
     return f"{label} (chosen by --kind auto)" if model.kind == "auto" else label
 
 
-def _announce_selection(model, quiet: bool) -> None:
+def _announce_selection(model, quiet: bool, validation: Any = None) -> None:
     if model.kind == "blend" and not quiet:
-        print(f"kind blend: training the bias model and {'more' if model.quality == 'best' else 'four'} CFN networks "
-              "on a validation part, weighing them there, then training the chosen ones on all of the training "
-              "set ...", flush=True)
+        networks = "more" if model.quality == "best" else "four"
+        how = "on the training split and weighing them on the validation split" if validation is not None else \
+            "on a validation part, weighing them there, then training the chosen ones on all of the training set"
+        print(f"kind blend: training the bias model, factors and {networks} CFN networks {how} ...", flush=True)
     if model.kind == "auto" and not quiet:
         print("kind auto: comparing I-CFN and U-CFN with the sample and the bias centring on validation "
               f"({'the given centring only, ' if model.centring else ''}one fit each) ...", flush=True)
@@ -112,11 +113,11 @@ def demo(args: argparse.Namespace) -> dict:
     if not args.json:
         print(f"data: {ratings} (synthetic, seed {args.seed}); {train.nnz:,} train / {validation.nnz:,} "
               f"validation / {test.nnz:,} test ratings")
-        name = {"item": "I-CFN", "user": "U-CFN"}.get(args.kind, "CFN (kind auto)")
+        name = {"item": "I-CFN", "user": "U-CFN", "blend": "blend of CFN"}.get(args.kind, "CFN (kind auto)")
         print(f"model: {name}{'++' if args.use_side_info else ''} "
               f"hidden={tuple(args.hidden)} backend={model.backend if model.backend != 'auto' else 'auto'}")
     start = time.perf_counter()
-    _announce_selection(model, args.json)
+    _announce_selection(model, args.json, validation)
     model.fit(train, validation=validation, callbacks=_epoch_callbacks(model, not args.json, "validation RMSE"))
     seconds = time.perf_counter() - start
     baseline = ItemMean().fit(train).score(test)
@@ -178,7 +179,7 @@ def fit(args: argparse.Namespace) -> dict:
         save_split(splits, {"train": train, "validation": validation, "test": test})
     model.profile = bool(args.profile or args.trace)
     start = time.perf_counter()
-    _announce_selection(model, args.json)
+    _announce_selection(model, args.json, validation)
     model.fit(train, validation=validation, callbacks=_epoch_callbacks(model, not args.json))
     seconds = time.perf_counter() - start
     result = {"command": "fit", "ratings": str(args.ratings), "scale": list(ratings.scale),
