@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from onnx_checks import assert_recommend_graph_matches  # tests/onnx_checks.py
 
 from cfn_fast import CFN, synthetic_ratings, train_test_split
 from cfn_fast.training import blending
@@ -86,19 +87,8 @@ def seen_as_exclude(model: CFN, users: np.ndarray) -> np.ndarray:
 
 
 def check_recommend(model: CFN, users: np.ndarray) -> None:
-    train = model.train_
-    sess = session(model, "recommend")
     feeds = {"users": users.astype(np.int64), "exclude": seen_as_exclude(model, users), "k": np.array([10], np.int64)}
-    for min_support in (None, 0, 3):  # None: the graph's default, DEFAULT_MIN_SUPPORT as in recommend_batch
-        if min_support is None:
-            expected = model.recommend_batch(train.user_ids[users], n=10)
-        else:
-            expected = model.recommend_batch(train.user_ids[users], n=10, min_support=min_support)
-            feeds["min_support"] = np.array([min_support], dtype=np.int64)
-        top, scores = sess.run(None, feeds)
-        for row, (ids, expected_scores) in enumerate(expected):
-            np.testing.assert_array_equal(train.item_ids[top[row][:len(ids)]], ids)
-            np.testing.assert_allclose(scores[row][:len(ids)], expected_scores, atol=TOLERANCE, rtol=0)
+    assert_recommend_graph_matches(session(model, "recommend"), feeds, model, users, TOLERANCE)
 
 
 def check_predict(model: CFN, test) -> None:

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from onnx_checks import assert_recommend_graph_matches  # tests/onnx_checks.py
 
 from cfn_fast import CFN, synthetic_ratings
 from cfn_fast.model import NotFittedError
@@ -132,9 +133,7 @@ def test_predict_graph_on_new_rows_matches_fold_in(case):
 @pytest.mark.parametrize("case", [c for c in CASES if c[2] == (12,)], ids=[i for i in IDS if "1layer" in i])
 def test_recommend_graph_top10_equals_recommend_for_100_users(case):
     model = fitted(*case)
-    train = model.train_
     users = np.arange(100)
-    expected = model.recommend_batch(train.user_ids[users], n=10)
     k = np.array([10], dtype=np.int64)
     if model.kind == "user":
         feeds = with_features(model, {"ratings": training_rows(model)[users], "k": k},
@@ -143,15 +142,7 @@ def test_recommend_graph_top10_equals_recommend_for_100_users(case):
         seen = training_rows(model).T[users]  # each user's ratings over the items
         exclude, _ = as_padded(seen)
         feeds = {"users": users.astype(np.int64), "exclude": exclude, "k": k}
-    sess = session(model, "recommend")
-    for min_support in (None, 0, 3):  # None: the graph's default, DEFAULT_MIN_SUPPORT as in recommend_batch
-        if min_support is not None:
-            expected = model.recommend_batch(train.user_ids[users], n=10, min_support=min_support)
-            feeds["min_support"] = np.array([min_support], dtype=np.int64)
-        top, scores = sess.run(None, feeds)
-        for row, (ids, expected_scores) in enumerate(expected):
-            np.testing.assert_array_equal(train.item_ids[top[row][:len(ids)]], ids)
-            np.testing.assert_allclose(scores[row][:len(ids)], expected_scores, atol=TOLERANCE, rtol=0)
+    assert_recommend_graph_matches(session(model, "recommend"), feeds, model, users, TOLERANCE)
 
 
 def test_graph_contract_and_metadata():
