@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 
 import numpy as np
 import pytest
-from onnx_checks import assert_recommend_graph_matches  # tests/onnx_checks.py
+from onnx_checks import (  # tests/onnx_checks.py
+    assert_recommend_graph_matches,
+    assert_user_index_recommend_refuses_bad_input,
+    refused,
+    session,
+)
 
 from cfn_fast import CFN, synthetic_ratings, train_test_split
 from cfn_fast.training import blending
@@ -20,13 +24,6 @@ from cfn_fast.export.onnx import build_onnx  # noqa: E402  (needs onnx)
 
 TOLERANCE = 1e-4   # rating units: the graph computes in float32, the library blends in float64
 COLD_USER, COLD_ITEM = 7, 5   # their training ratings are removed: the networks' fallbacks (and side information)
-
-
-def session(model: CFN, graph: str, **options):
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(build_onnx(model.runtime_, graph, **options).SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
 
 
 def every_candidate(deltas: np.ndarray, residual: np.ndarray, shrinkage: float) -> np.ndarray:
@@ -202,12 +199,6 @@ def test_member_exports_its_row_graphs(tmp_path):
 
 
 # ----------------------------------------------------------------------------- invalid inputs
-def refused(sess, feeds: dict, rule: str) -> None:
-    """The run fails, and onnxruntime's message carries the refusing node's name: the rule broken."""
-    with pytest.raises(Exception, match=re.escape(rule)):
-        sess.run(None, feeds)
-
-
 def test_predict_graph_refuses_bad_indices_and_lengths():
     model, _ = blend_model(False)
     n_users, n_items = model.train_.n_users, model.train_.n_items
@@ -227,22 +218,8 @@ def test_predict_graph_refuses_bad_indices_and_lengths():
 
 def test_recommend_graph_refuses_bad_users_exclude_and_batches():
     model, _ = blend_model(False)
-    n_users, n_items = model.train_.n_users, model.train_.n_items
-    sess = session(model, "recommend")
-    users = np.array([0, 1, 2], np.int64)
-    exclude = np.array([[3, -1], [-1, -1], [0, 1]], np.int64)   # -1 pads
-    k = np.array([5], np.int64)
-    assert sess.run(None, {"users": users, "exclude": exclude, "k": k})[0].shape == (3, 5)
-    for bad in (-1, n_users, np.iinfo(np.int64).max):
-        refused(sess, {"users": np.array([0, bad, 2], np.int64), "exclude": exclude, "k": k},
-                f"users: indices must lie in [0, {n_users})")
-    for bad in (-2, n_items):
-        bad_exclude = exclude.copy()
-        bad_exclude[1, 0] = bad
-        refused(sess, {"users": users, "exclude": bad_exclude, "k": k},
-                f"exclude: item indices must lie in [0, {n_items}), or be -1 for padding")
-    refused(sess, {"users": users, "exclude": exclude[:1], "k": k},
-            "exclude: one row per user (the same batch size as users)")
+    assert_user_index_recommend_refuses_bad_input(session(model, "recommend"), model.train_.n_users,
+                                                  model.train_.n_items)
 
 
 # ----------------------------------------------------------------------------- files and the command line

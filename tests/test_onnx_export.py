@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
-from onnx_checks import assert_recommend_graph_matches  # tests/onnx_checks.py
+from onnx_checks import (  # tests/onnx_checks.py
+    assert_recommend_graph_matches,
+    assert_user_index_recommend_refuses_bad_input,
+    refused,
+    session,
+)
 
 from cfn_fast import CFN, synthetic_ratings
 from cfn_fast.model import NotFittedError
@@ -17,13 +21,6 @@ onnx = pytest.importorskip("onnx")
 from cfn_fast.export.onnx import OPSET, build_onnx  # noqa: E402  (needs onnx)
 
 TOLERANCE = 1e-5  # rating units
-
-
-def session(model: CFN, graph: str, **options):
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(build_onnx(model.runtime_, graph, **options).SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
 
 
 _MODELS: dict = {}
@@ -217,12 +214,6 @@ def test_stacked_cfn_exports_its_network(tmp_path):
 
 
 # ----------------------------------------------------------------------------- invalid inputs (issue 21)
-def refused(sess, feeds: dict, rule: str) -> None:
-    """The run fails, and onnxruntime's message carries the refusing node's name: the rule broken."""
-    with pytest.raises(Exception, match=re.escape(rule)):
-        sess.run(None, feeds)
-
-
 def row_feeds(model: CFN, input_format: str, rows: np.ndarray, side_rows: np.ndarray | None = None) -> dict:
     if input_format == "dense":
         feeds = {"ratings": rows}
@@ -296,20 +287,5 @@ def test_row_graphs_refuse_mismatched_batch_sizes(graph, input_format):
 @pytest.mark.parametrize("side", [False, True])
 def test_item_cfn_recommend_graph_refuses_bad_users_exclude_and_batches(side):
     model = fitted("item", side, (12,), False)
-    n_users, n_items = model.train_.n_users, model.train_.n_items
-    sess = session(model, "recommend")
-    users = np.array([0, 1, 2], np.int64)
-    exclude = np.array([[3, -1], [-1, -1], [0, 1]], np.int64)   # -1 pads
-    k = np.array([5], np.int64)
-    assert sess.run(None, {"users": users, "exclude": exclude, "k": k})[0].shape == (3, 5)
-    for bad in (-1, -2, n_users, np.iinfo(np.int64).max):
-        refused(sess, {"users": np.array([0, bad, 2], np.int64), "exclude": exclude, "k": k},
-                f"users: indices must lie in [0, {n_users})")
-    for bad in (-2, n_items, np.iinfo(np.int64).min):
-        bad_exclude = exclude.copy()
-        bad_exclude[1, 0] = bad
-        refused(sess, {"users": users, "exclude": bad_exclude, "k": k},
-                f"exclude: item indices must lie in [0, {n_items}), or be -1 for padding")
-    for n_users_fed, n_exclude in ((3, 1), (3, 2), (1, 3), (2, 3)):   # batch 1 would broadcast
-        refused(sess, {"users": users[:n_users_fed], "exclude": np.full((n_exclude, 2), -1, np.int64), "k": k},
-                "exclude: one row per user (the same batch size as users)")
+    assert_user_index_recommend_refuses_bad_input(session(model, "recommend"), model.train_.n_users,
+                                                  model.train_.n_items)
