@@ -49,6 +49,15 @@ def fold_in(rt: Runtime, ids: Any, ratings: Any, features: Any, new: str | None,
             f"{sample_side} autoencoder, so a new {new} needs retraining "
             f"({'a U-CFN' if new == 'user' else 'an I-CFN'} model folds in new {new}s)")
     index, values = new_row(rt, ids, ratings, other_side)
+    return network_fold_in(rt, index, values, features, feature_names)
+
+
+def network_fold_in(rt: Runtime, index: np.ndarray, values: np.ndarray, features: Any,
+                    feature_names: Any) -> "FoldIn":
+    """A new sample of one network, its row already checked by :func:`new_row`: ratings ``values`` of the
+    inputs ``index``, fed through the network and inverted."""
+    net = rt.network
+    sample_side, other_side = net.sample_side, net.input_side
     pre = net.preprocessing
     side = fold_in_features(rt, features, feature_names)
     n_inputs = net.n_inputs
@@ -84,8 +93,8 @@ def fold_in_blend(rt: Runtime, ids: Any, ratings: Any, features: Any, new: str, 
     other_side = "item" if new == "user" else "user"
     index, values = new_row(rt, ids, ratings, other_side)
     weights = blend.fold_in_weights[new]
-    folds = [fold_in(member, ids, ratings, features, new, feature_names) if weight > 0 else None
-             for member, weight in zip(rt.members, weights)]
+    folds = [network_fold_in(member, index, values, features, feature_names) if weight > 0 else None
+             for member, weight in zip(rt.members, weights)]   # members of kind ``new``: the row checked once
     offset = blend.bias.offset_of_new(new, index, values)
     base = np.clip(blend.bias.row_of_new(new, offset), blend.bias.low, blend.bias.high)
     predicted, unclipped = blend.combine(new, base, [None if f is None else f.ratings for f in folds],
