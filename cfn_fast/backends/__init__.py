@@ -15,7 +15,7 @@ from ..interop import cuda_device_problem
 from ..settings import DTYPES, check
 from .base import BackendUnavailable, Engine, TrainConfig, epoch_order
 
-__all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class",
+__all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class", "shard_engine_class",
            "available_backends", "BackendUnavailable", "fallback_backend", "holds_dtype"]
 
 log = logging.getLogger("cfn_fast")
@@ -26,6 +26,13 @@ _MODULES = {
     "numpy": ("cfn_fast.backends.numpy_backend", "NumpyEngine"),
     "cpu": ("cfn_fast.backends.cpu_backend", "CpuEngine"),
     "cuda": ("cfn_fast.backends.cuda_backend", "CudaEngine"),
+}
+
+#: Each backend's engine of one shard of a sharded network (the split step, :mod:`cfn_fast.backends.shard_base`).
+_SHARD_MODULES = {
+    "numpy": ("cfn_fast.backends.numpy_shard", "NumpyShardEngine"),
+    "cpu": ("cfn_fast.backends.cpu_shard", "CpuShardEngine"),
+    "cuda": ("cfn_fast.backends.cuda_shard", "CudaShardEngine"),
 }
 
 
@@ -80,6 +87,12 @@ def resolve_backend(name: str = "auto", dtype: str = "float32") -> str:
 
 def engine_class(name: str) -> type[Engine]:
     module, cls = _MODULES[resolve_backend(name)]
+    return getattr(importlib.import_module(module), cls)
+
+
+def shard_engine_class(name: str) -> type:
+    """The split-step engine of backend ``name`` (resolved as :func:`resolve_backend` does)."""
+    module, cls = _SHARD_MODULES[resolve_backend(name)]
     return getattr(importlib.import_module(module), cls)
 
 
