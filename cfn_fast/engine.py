@@ -29,8 +29,17 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .backends import BACKENDS, BackendUnavailable, TrainConfig, available_backends, engine_class, resolve_backend
+from .backends import (
+    BACKENDS,
+    BackendUnavailable,
+    TrainConfig,
+    available_backends,
+    engine_class,
+    resolve_backend,
+    shard_engine_class,
+)
 from .backends.base import Engine, EngineSnapshot, ModelBusyError, epoch_order
+from .backends.shard_base import ShardData, ShardEngine, join_layers, shard_bounds, shard_data, split_layers
 from .backends.validation import checked_epoch, sparse_matrix
 from .data.ratings import RatingSet
 from .data.side_info import as_feature_matrix
@@ -40,10 +49,11 @@ from .training.trainer import learning_rate
 
 __all__ = ["ENGINE_API_VERSION", "Engine", "TrainConfig", "Layer", "TrainingInputs", "make_engine",
            "training_inputs", "minibatches", "epoch_order", "init_layers", "layer_sizes", "learning_rate",
-           "BACKENDS", "available_backends", "BackendUnavailable", "ModelBusyError", "EngineSnapshot"]
+           "BACKENDS", "available_backends", "BackendUnavailable", "ModelBusyError", "EngineSnapshot",
+           "ShardData", "ShardEngine", "make_shard_engine", "shard_bounds", "shard_data", "split_layers", "join_layers"]
 
 #: Version of the contract in ``docs/engine_api.md`` (``"major.minor"``).
-ENGINE_API_VERSION = "1.4"
+ENGINE_API_VERSION = "1.5"
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,40 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
     side = None if side is None else _side_matrix(side, samples.shape[0])
     layers = check_layers(layers, samples.shape[1], 0 if side is None else side.shape[1])
     return engine_class(name)(layers, config, samples, side, **options)
+
+
+def make_shard_engine(backend: str, part: Sequence[Layer], config: TrainConfig, data: ShardData, side: Any = None,
+                      **options: Any) -> ShardEngine:
+    """The engine of one shard of a network whose inputs are split over workers (API 1.5; the split step is
+    described in ``docs/engine_api.md`` and :mod:`cfn_fast.backends.shard_base`).
+
+    ``part``: this shard's part of the network (:func:`split_layers`); ``data``: its :class:`ShardData`
+    (:func:`shard_data`); ``side``: the side information of every sample, or ``None``.  Checked before any kernel
+    runs, like :func:`make_engine`."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
+    if not isinstance(data, ShardData):
+        raise TypeError(f"data must be a cfn_fast.engine.ShardData (from shard_data), got {type(data).__name__}")
+    name = resolve_backend(backend, config.dtype)
+    samples = sparse_matrix(data.samples, "data.samples")
+    n_samples, width = samples.shape
+    starts = np.asarray(data.row_starts)
+    if starts.shape != (n_samples + 1,) or starts.dtype.kind not in "iu" or starts[0] != 0 \
+            or np.any(np.diff(starts) < 0):
+        raise ValueError(f"data.row_starts must be the training CSR's row pointer: {n_samples + 1} non-decreasing "
+                         f"integers from 0")
+    if np.any(np.diff(samples.indptr) > np.diff(starts)):
+        raise ValueError("data.samples has a sample with more entries than data.row_starts gives its whole row")
+    positions = np.asarray(data.positions)
+    if positions.shape != (samples.nnz,) or positions.dtype.kind not in "iu" or \
+            (positions.size and (positions.min() < 0 or positions.max() >= starts[-1])):
+        raise ValueError(f"data.positions must hold one position in [0, {int(starts[-1])}) per entry "
+                         f"({samples.nnz} entries)")
+    side = None if side is None else _side_matrix(side, n_samples)
+    part = check_layers(part, width, 0 if side is None else side.shape[1], what="part")
+    data = ShardData(sp.csr_matrix(samples, dtype=np.float32), positions.astype(np.int64), starts.astype(np.int64),
+                     int(data.first))
+    return shard_engine_class(name)(part, config, data, side, **options)
 
 
 def minibatches(engine: Engine, epoch: int) -> list[np.ndarray]:

@@ -1,0 +1,292 @@
+"""The shards as Ray actors on CPUs: Ray object references between actors, sums in NumPy in shard order.
+
+Each actor drives one shard engine (``cpu``, or any backend) through :class:`~cfn_fast.sharding.worker.ShardWorker`.
+A sum is an exchange of object references: each shard puts its block in Ray's object store and hands the reference
+to a small asynchronous :class:`Exchange` actor, which answers every shard, once all have arrived, with all the
+references; each shard then reads the blocks and sums them in shard order.  No block passes through the driver.
+
+Faults: each epoch ends with every shard writing its checkpoint (:mod:`cfn_fast.sharding.checkpoint`).  When an
+actor dies, the exchange is aborted (the other shards' waits end with :class:`ShardAborted`), a new actor takes the
+dead one's place, every shard reloads the last epoch all of them checkpointed, and the lost epochs run again: the
+masking noise and the batch order are functions of (seed, epoch), so the result is an uninterrupted run's.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..backends.shard_base import ShardData
+from ..network import Layer
+from ..settings import TrainConfig
+from .checkpoint import last_common_epoch, load_part, save_part
+from .communicator import ShardAborted, sum_in_order
+from .worker import ShardWorker
+
+__all__ = ["RayShards", "RayCommunicator", "Exchange", "KillShardOnce", "ShardingExtraMissing", "require_ray"]
+
+INSTALL_HINT = 'pip install "cfn_fast[shard]"  (ray)'
+
+
+class ShardingExtraMissing(RuntimeError):
+    """Ray is not installed: sharded training needs the ``shard`` extra."""
+
+
+def require_ray() -> Any:
+    try:
+        return importlib.import_module("ray")
+    except ImportError as exc:
+        raise ShardingExtraMissing(f"shards= trains on Ray, which does not import here ({exc}); install the extra: "
+                                   f"{INSTALL_HINT}") from None
+
+
+@dataclass(frozen=True)
+class KillShardOnce:
+    """Fault injection (tests): the actor of shard ``rank`` kills itself (SIGKILL, no clean-up) as it starts
+    epoch ``epoch``, once: ``marker`` is created atomically by the killer, so its replacement lives."""
+
+    marker: str
+    rank: int
+    epoch: int
+
+    def __call__(self, rank: int, epoch: int) -> None:
+        if rank != self.rank or epoch != self.epoch:
+            return
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Exchange:
+    """The meeting point of one group's sums (an asynchronous Ray actor).  A round is keyed by the group's
+    generation and the step's tag; :meth:`abort` starts a new generation and releases every waiting shard."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.generation = 0
+        self.rounds: dict[tuple, dict[str, Any]] = {}
+
+    async def gather(self, generation: int, tag: tuple, rank: int, boxed: list) -> list:
+        import asyncio
+        if generation != self.generation:
+            raise ShardAborted("the group was restarted")
+        entry = self.rounds.get((generation, tag))
+        if entry is None:
+            entry = self.rounds[(generation, tag)] = {"refs": [None] * self.size, "event": asyncio.Event(), "taken": 0}
+        entry["refs"][rank] = boxed[0]      # boxed in a list: Ray hands over the reference, not the block
+        if all(ref is not None for ref in entry["refs"]):
+            entry["event"].set()
+        await entry["event"].wait()
+        if generation != self.generation:
+            raise ShardAborted("another shard failed during this sum")
+        entry["taken"] += 1
+        if entry["taken"] == self.size:
+            self.rounds.pop((generation, tag), None)
+        return entry["refs"]
+
+    async def abort(self) -> int:
+        self.generation += 1
+        for entry in self.rounds.values():
+            entry["event"].set()
+        self.rounds.clear()
+        return self.generation
+
+
+class RayCommunicator:
+    """Shard ``rank``'s end of the sums: its block into the object store, the references through the exchange."""
+
+    def __init__(self, exchange: Any, rank: int, size: int) -> None:
+        self.exchange, self.rank, self.size = exchange, rank, size
+        self.generation, self.epoch, self.count = 0, 0, 0
+
+    def begin(self, generation: int, epoch: int) -> None:
+        self.generation, self.epoch, self.count = generation, epoch, 0
+
+    def allreduce(self, block: np.ndarray) -> np.ndarray:
+        import ray
+        self.count += 1
+        mine = ray.put(np.ascontiguousarray(block))
+        refs = ray.get(self.exchange.gather.remote(self.generation, (self.epoch, self.count), self.rank, [mine]))
+        return sum_in_order(ray.get(refs))
+
+
+class ShardHost:
+    """The body of one shard's actor."""
+
+    def __init__(self, rank: int, size: int, backend: str, part: list[Layer], config: TrainConfig, data: ShardData,
+                 side: np.ndarray | None, exchange: Any, threads: int | None, fault: KillShardOnce | None) -> None:
+        from ..engine import make_shard_engine
+        options = {"threads": threads} if backend == "cpu" and threads else {}
+        self.rank, self.fault = rank, fault
+        self.communicator = RayCommunicator(exchange, rank, size)
+        self.worker = ShardWorker(make_shard_engine(backend, part, config, data, side, **options), self.communicator)
+
+    def train_epoch(self, epoch: int, lr: float, generation: int) -> float:
+        if self.fault is not None:
+            self.fault(self.rank, epoch)
+        self.communicator.begin(generation, epoch)
+        return self.worker.train_epoch(epoch, lr)
+
+    def step(self, rows: np.ndarray, epoch: int, lr: float, generation: int, tag: int) -> float:
+        self.communicator.begin(generation, -tag)      # a negative "epoch" keeps single steps apart from epochs
+        return self.worker.step(rows, epoch, lr)
+
+    def get_layers(self) -> list[Layer]:
+        return self.worker.get_layers()
+
+    def set_layers(self, part: list[Layer]) -> None:
+        self.worker.set_layers(part)
+
+    def save(self, folder: str, epoch: int) -> None:
+        save_part(folder, self.rank, epoch, self.worker.get_layers())
+
+    def restore(self, folder: str, epoch: int) -> None:
+        self.worker.set_layers(load_part(folder, self.rank, epoch, self.worker.get_layers()))
+
+    def stats(self) -> dict[str, Any]:
+        return self.worker.stats.as_dict()
+
+
+def start_ray(ray: Any, address: str | None) -> bool:
+    """Join the cluster at ``address``, or start Ray inside this process; True when started here."""
+    if ray.is_initialized():
+        return False
+    if address is None:
+        # the embedded cluster runs workers at normal priority (Ray's default nice 15 starves them on a shared box)
+        system = {} if "RAY_worker_niceness" in os.environ else {"worker_niceness": 0}
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False, _system_config=system)
+    else:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    return True
+
+
+def actor_resources(cpus: float, shards: int) -> tuple[float, int]:
+    """``(CPUs each actor reserves, kernel threads each runs)``: a fraction of a CPU when there are more shards than
+    CPUs (Ray takes fractions below 1 only), and ``cores // shards`` threads, at least one."""
+    share = cpus / shards
+    return (share if share < 1 else float(int(share))), max(1, int(cpus) // shards)
+
+
+class RayShards:
+    """``len(parts)`` shards as Ray actors, fault-tolerant: an epoch that loses an actor is run again."""
+
+    def __init__(self, backend: str, parts: Sequence[list[Layer]], config: TrainConfig, data: Sequence[ShardData],
+                 side: np.ndarray | None, *, address: str | None = None, checkpoint_dir: str | None = None,
+                 fault: KillShardOnce | None = None, max_restarts: int = 3) -> None:
+        ray = self.ray = require_ray()
+        self.started_here = start_ray(ray, address)
+        self.size, self.backend, self.config, self.fault = len(parts), backend, config, fault
+        self.cpus, self.threads = actor_resources(float(ray.cluster_resources().get("CPU", 1)), self.size)
+        self.restarts_left, self.restarts = max_restarts, 0
+        self.owns_folder = checkpoint_dir is None
+        self.folder = tempfile.mkdtemp(prefix="cfn-shards-") if checkpoint_dir is None else str(checkpoint_dir)
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        self.exchange = ray.remote(Exchange).options(num_cpus=0).remote(self.size)
+        self.generation = 0
+        self.inputs = [(ray.put(list(p)), ray.put(d)) for p, d in zip(parts, data)]
+        self.side = ray.put(side)
+        self.actors = [self._start(rank) for rank in range(self.size)]
+        self.lrs: dict[int, float] = {}
+        self.steps_taken = 0
+        self._on_all("save", self.folder, 0)
+
+    def _start(self, rank: int) -> Any:
+        part, data = self.inputs[rank]
+        host = self.ray.remote(ShardHost).options(num_cpus=self.cpus, max_restarts=0)
+        return host.remote(rank, self.size, self.backend, part, self.config, data, self.side, self.exchange,
+                           self.threads, self.fault)
+
+    def _on_all(self, method: str, *args: Any) -> list[Any]:
+        return self.ray.get([getattr(actor, method).remote(*args) for actor in self.actors])
+
+    def _collect(self, refs: list[Any]) -> list[Any]:
+        """The results of one call on every shard; on a failure, the exchange is aborted (so no shard waits
+        forever) and :class:`_ShardsFailed` names the shards whose actor died."""
+        exceptions = self.ray.exceptions
+        results: dict[int, Any] = {}
+        dead, error, aborted = [], None, False
+        pending = list(refs)
+        while pending:
+            ready, pending = self.ray.wait(pending, num_returns=1)
+            index = refs.index(ready[0])
+            try:
+                results[index] = self.ray.get(ready[0])
+                continue
+            except exceptions.RayActorError:
+                dead.append(index)
+            except ShardAborted:
+                pass
+            except exceptions.RayTaskError as exc:
+                error = error or exc
+            if not aborted:      # the first failure: release the shards waiting on the failed one
+                self.generation, aborted = self.ray.get(self.exchange.abort.remote()), True
+        if error is not None:
+            raise error
+        if dead or len(results) < len(refs):
+            raise _ShardsFailed(dead)
+        return [results[k] for k in range(len(refs))]
+
+    def _recover(self, dead: list[int]) -> int:
+        if self.restarts_left <= 0 or not dead:
+            raise RuntimeError(f"sharded training lost shard(s) {dead} and has no restarts left")
+        self.restarts_left -= len(dead)
+        self.restarts += len(dead)
+        for rank in dead:
+            self.actors[rank] = self._start(rank)
+        epoch = last_common_epoch(self.folder, self.size)
+        self._on_all("restore", self.folder, epoch)
+        return epoch
+
+    def train_epoch(self, epoch: int, lr: float) -> float:
+        self.lrs[epoch] = lr
+        while True:
+            try:
+                losses = self._collect([a.train_epoch.remote(epoch, lr, self.generation) for a in self.actors])
+                break
+            except _ShardsFailed as failure:
+                done = self._recover(failure.dead)
+                for replay in range(done + 1, epoch):    # epochs lost since the last common checkpoint
+                    self._collect([a.train_epoch.remote(replay, self.lrs[replay], self.generation)
+                                   for a in self.actors])
+                    self._on_all("save", self.folder, replay)
+        self._on_all("save", self.folder, epoch)
+        return float(sum(losses))
+
+    def step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
+        self.steps_taken += 1
+        return float(sum(self._collect([a.step.remote(rows, epoch, lr, self.generation, self.steps_taken)
+                                        for a in self.actors])))
+
+    def get_parts(self) -> list[list[Layer]]:
+        return self._on_all("get_layers")
+
+    def set_parts(self, parts: Sequence[list[Layer]]) -> None:
+        self.ray.get([actor.set_layers.remote(part) for actor, part in zip(self.actors, parts)])
+
+    def stats(self) -> list[dict[str, Any]]:
+        return self._on_all("stats")
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.ray.kill(self.exchange)
+        if self.owns_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        if self.started_here:
+            self.ray.shutdown()
+
+
+class _ShardsFailed(Exception):
+    def __init__(self, dead: list[int]) -> None:
+        super().__init__(f"shards {dead} died")
+        self.dead = dead
