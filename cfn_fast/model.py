@@ -35,6 +35,7 @@ from .metrics import rmse
 from .network import Layer, check_layers, init_layers
 from .profiling import Profile, ProfiledEngine
 from .settings import AUTO, BLEND, DEFAULTS, EstimatorParams
+from .sharding.plan import shard_plan
 from .training.blending import fit_blend
 from .training.selection import select_kind
 from .training.trainer import (
@@ -129,7 +130,8 @@ class CFN(EstimatorParams, FittedAttributes):
             layers = check_layers(initial_layers, inputs.n_inputs, inputs.side_dim, p["hidden"], "initial_layers")
         network = Network(kind, inputs.preprocessing, inputs.samples, inputs.side, layers)
         fitted = Fitted(train, (network,), selection=selection)
-        runtime = Runtime(fitted, backend, settings.train_config(p))
+        runtime = Runtime(fitted, backend, settings.train_config(p),
+                          sharding=shard_plan(p, inputs.n_inputs, inputs.side_dim))
         runtime.engine  # noqa: B018 - built now: an error leaves the model as it was
         network.layers = runtime.engine.get_layers()  # the engine holds its own copy through training
         self._fitted, self._runtime, self._validation = fitted, runtime, validation
@@ -189,9 +191,9 @@ class CFN(EstimatorParams, FittedAttributes):
                                  f"call fit to train a new one")
         if fitted.network.hidden != p["hidden"]:
             raise ValueError(f"hidden={p['hidden']} does not match the fitted network; call fit to train a new one")
-        config = settings.train_config(p)
-        if runtime.engine.config != config:
-            self._runtime = Runtime(fitted, runtime.backend, config)
+        config, plan = settings.train_config(p), shard_plan(p, fitted.network.inputs.shape[1], fitted.network.side_dim)
+        if runtime.engine.config != config or runtime.sharding != plan:
+            self._runtime = Runtime(fitted, runtime.backend, config, sharding=plan)
         return p
 
     def _train(self, epochs: int, p: dict[str, Any], early_stopping: EarlyStopping | None,

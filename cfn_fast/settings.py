@@ -188,6 +188,21 @@ SETTINGS: tuple[Setting, ...] = (
             expected=" or ".join(repr(d) for d in DTYPES), convert=str, engine=True, engine_default="float32",
             cli={"choices": DTYPES, "help": "weight storage of the per-input arrays: float32, or bfloat16 (half the "
                  "memory; backends numpy and cpu)"}),
+    Setting("shards", None, "train with the input dimension split over this many workers on Ray (kind 'item' or "
+            "'user'; cfn_fast.sharding): for networks larger than one worker's memory; None trains in this process",
+            ok=lambda v: v is None or (is_int(v) and v >= 1), expected="None or a positive integer",
+            cli={"type": "positive int", "help": "train on N Ray workers, each holding 1/N of the input-dimension "
+                 "weights (--kind item or user; needs the shard extra)"}),
+    Setting("ray_address", None, "the Ray cluster sharded training joins: None starts Ray in this process, 'auto' "
+            "finds a local cluster, 'ray://host:10001' a remote one", ok=lambda v: v is None or isinstance(v, str),
+            expected="None or a Ray address (str)",
+            cli={"flag": "--address", "help": "Ray cluster of --shards (default: Ray started in this process)"}),
+    Setting("max_worker_bytes", None, "memory cap of one worker's parameters, in bytes: a network whose weights "
+            "exceed it trains only sharded (shards=N, enough of them), else fit names the shard count needed",
+            ok=lambda v: v is None or (is_int(v) and v >= 1), expected="None or a positive integer (bytes)",
+            cli={"flag": "--max-worker-memory", "type": "bytes",
+                 "help": "memory cap of one worker's parameters (bytes; suffixes K, M, G): a larger network must "
+                         "be trained with --shards"}),
     Setting("verbose", 0, "0 silent, 1 progress bar, 2 also one line per epoch",
             ok=lambda v: (is_int(v) or isinstance(v, bool)) and v >= 0, expected="an integer >= 0",
             cli={"flag": None}),
@@ -304,6 +319,10 @@ def resolve(params: Mapping[str, Any], kind: str | None = None,
     check(out["alpha"] + out["beta"] > 0, "alpha + beta", out["alpha"] + out["beta"], "> 0")
     check(out["quality"] == "default" or given == BLEND, "quality", out["quality"],
           "'default' unless kind='blend' (quality chooses the networks a blend weighs)")
+    check(out["shards"] is None or given in KINDS, "shards", out["shards"],
+          "None unless kind is 'item' or 'user' (sharding splits one network; a blend or kind='auto' trains several)")
+    check(out["shards"] is None or out["dtype"] == "float32", "shards", out["shards"],
+          "None with dtype='bfloat16' (sharded weights are float32)")
     check(out["lr"] * out["weight_decay"] < 1, "lr * weight_decay", out["lr"] * out["weight_decay"],
           "< 1 (otherwise weight decay flips the sign of the weights)")
     for s in SETTINGS:

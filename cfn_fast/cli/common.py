@@ -111,12 +111,20 @@ def scale_note(ratings: Any, scale: list[float] | None) -> str:
 
 
 # ----------------------------------------------------------------------------- the model's options
+def byte_size(text: str) -> int:
+    """``--max-worker-memory``: a positive number of bytes, with an optional suffix K, M, G or T (powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(text), flags=re.IGNORECASE)
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes such as 500M or 2G, got {text!r}")
+    return int(float(match.group(1)) * 1024 ** "_KMGT".index(match.group(2).upper() or "_"))
+
+
 def add_model_options(p: argparse.ArgumentParser, *, epochs: int = 20) -> None:
     """The ``model`` option group of ``cfn demo`` and ``cfn fit``, one option per setting of
     :data:`cfn_fast.settings.SETTINGS` that has a flag (read back by :func:`model_from_args`)."""
     from cfn_fast.settings import DEFAULTS, SETTINGS
 
-    types = {"positive int": int_in(1), "non-negative int": int_in(0), "int": int}
+    types = {"positive int": int_in(1), "non-negative int": int_in(0), "int": int, "bytes": byte_size}
     g = p.add_argument_group("model")
     for setting in SETTINGS:
         if setting.flag is None:

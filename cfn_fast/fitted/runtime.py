@@ -15,6 +15,8 @@ from .. import settings
 from ..backends.base import Engine, TrainConfig
 from ..engine import make_engine
 from ..network import Layer
+from ..sharding.engine import ShardedEngine
+from ..sharding.plan import ShardPlan
 from .value import Fitted
 
 __all__ = ["Runtime", "NotFittedError", "DeviceOutOfMemory"]
@@ -30,11 +32,13 @@ class DeviceOutOfMemory(MemoryError, RuntimeError):
 
 
 class Runtime:
-    """``fitted`` on ``backend``, its engine built from the canonical layers with ``config``."""
+    """``fitted`` on ``backend``, its engine built from the canonical layers with ``config``; with ``sharding``,
+    a :class:`~cfn_fast.sharding.engine.ShardedEngine` that trains on that many workers."""
 
     def __init__(self, fitted: Fitted, backend: str, config: TrainConfig, engine: Engine | None = None,
-                 members: tuple["Runtime", ...] | None = None) -> None:
+                 members: tuple["Runtime", ...] | None = None, sharding: ShardPlan | None = None) -> None:
         self.fitted = fitted
+        self.sharding = sharding
         self.backend = backend
         self.config = config
         self._engine = engine
@@ -72,9 +76,12 @@ class Runtime:
             with self._lock:
                 if self._engine is None:
                     net = self.network
+                    layers, plan = [layer.copy() for layer in net.layers], self.sharding
                     with self.memory_guard("building the engine"):
-                        self._engine = make_engine(self.backend, [layer.copy() for layer in net.layers],
-                                                   self.config, net.inputs, net.side)
+                        self._engine = make_engine(self.backend, layers, self.config, net.inputs, net.side) \
+                            if plan is None else ShardedEngine(layers, self.config, net.inputs, net.side,
+                                                               shards=plan.shards, backend=self.backend,
+                                                               address=plan.address)
                 engine = self._engine
         return engine
 
@@ -85,8 +92,11 @@ class Runtime:
     def reload_layers(self) -> list[Layer]:
         """The engine reloaded from the canonical float32 parameters it exports, and those parameters as it
         now holds them.  An engine may keep another representation: a lazy weight-decay scale (exact float32
-        again once reloaded), or bfloat16, which loading rounds to nearest; its layers are then read back."""
+        again once reloaded), or bfloat16, which loading rounds to nearest; its layers are then read back.
+        Training is over when this is called: a sharded engine gathers the network and stops its workers."""
         engine = self.engine
+        if isinstance(engine, ShardedEngine):
+            engine.release()
         layers = engine.get_layers()
         engine.set_layers(layers)
         return layers if engine.config.dtype == "float32" else engine.get_layers()
