@@ -10,7 +10,19 @@ import scipy.sparse as sp
 from bad_input_case import Case  # tests/bad_input_case.py
 
 from cfn_fast import ModelBusyError, synthetic_ratings
-from cfn_fast.engine import Engine, TrainConfig, TrainingInputs, init_layers, make_engine, training_inputs
+from cfn_fast.engine import (
+    Engine,
+    ShardData,
+    TrainConfig,
+    TrainingInputs,
+    init_layers,
+    make_engine,
+    make_shard_engine,
+    shard_bounds,
+    shard_data,
+    split_layers,
+    training_inputs,
+)
 
 
 @lru_cache(maxsize=None)
@@ -48,6 +60,16 @@ def _mask(engine: Engine, inputs: TrainingInputs) -> Any:
     return engine.sgd_step(np.diff(inputs.samples.indptr) > 10, 1, 0.05)
 
 
+def _shard(positions_offset: int = 0) -> Any:
+    """Shard 0 of 2 of the engine's network (data with its global positions moved by ``positions_offset``)."""
+    inputs = _inputs()
+    bounds = shard_bounds(inputs.n_inputs, 2)
+    data = shard_data(inputs.samples, bounds)[0]
+    data = ShardData(data.samples, data.positions + positions_offset, data.row_starts, data.first)
+    return make_shard_engine("numpy", split_layers(init_layers(inputs.n_inputs, (8,), inputs.side_dim, 0), bounds)[0],
+                             TrainConfig(batch_size=8), data, inputs.side)
+
+
 def _busy(read: bool) -> Callable[[], Any]:
     """A second call on an engine another thread is inside of (held in profiled_epoch's ranges until released)."""
     def run() -> Any:
@@ -76,6 +98,13 @@ def _busy(read: bool) -> Callable[[], Any]:
 
 
 CASES: list[Case] = [
+    Case("shard data whose global positions run past the training CSR", "make_shard_engine(\"numpy\", part, config, "
+         "data_with_positions_moved_by_10000, side)", lambda: _shard(10_000), ValueError,
+         "re:data.positions must hold one position in \\[0, 800\\) per entry \\(\\d+ entries\\)",
+         shown="data.positions must hold one position in [0, 800) per entry (439 entries)"),
+    Case("split step out of order", "shard.output_partial(rows, 1, hidden_sum, 0.05)  # before input_partial",
+         lambda: _shard().output_partial([0, 1], 1, np.zeros((2, 8), np.float32), 0.05), ValueError,
+         "call input_partial on the same rows first (one step at a time)"),
     Case("engine input CSR with a column index out of range", "engine.encode(inputs_with_column_1000000, side)",
          _on_engine(_column_out_of_range), IndexError,
          "inputs: column indices must lie in [0, 60), got 1000000 in row 0"),

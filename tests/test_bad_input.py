@@ -296,6 +296,15 @@ CORE_CASES: list[Case] = [
          r"re:backend 'cuda' is unavailable: .+",
          shown="backend 'cuda' is unavailable: CuPy is not installed (pip install 'cfn_fast[cuda12]' or "
                "'cfn_fast[cuda13]')"),
+    Case("sharding a blend", "CFN(shards=2).fit(train)", lambda: CFN(shards=2).fit(_TRAIN), ValueError,
+         "shards must be None unless kind is 'item' or 'user' (sharding splits one network; a blend or kind='auto' "
+         "trains several), got 2"),
+    Case("network over the per-worker memory cap, unsharded", "CFN(\"user\", (64,), max_worker_bytes=20000)",
+         fit_with(hidden=(64,), max_worker_bytes=20_000), ValueError,
+         r"re:the network's parameters take [\d,]+ bytes per worker with shards=None, over max_worker_bytes=20,000: "
+         r"train it with shards=\d+ or more \(CFN\(shards=\d+\), cfn fit --shards \d+\)",
+         shown="the network's parameters take 116,128 bytes per worker with shards=None, over max_worker_bytes=20,000: "
+               "train it with shards=7 or more (CFN(shards=7), cfn fit --shards 7)"),
     # ---------------------------------------------------------------- training
     Case("learning rate that diverges", "CFN(\"user\", lr=1e6, weight_decay=0).fit(train)",
          fit_with(lr=1e6, weight_decay=0.0), TrainingDiverged,

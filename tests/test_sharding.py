@@ -202,3 +202,24 @@ def test_shard_data_of_a_coo_matrix_equals_the_csr():
     a = shard_data(samples, shard_bounds(samples.shape[1], 2))
     b = shard_data(sp.coo_matrix(samples), shard_bounds(samples.shape[1], 2))
     assert all((x.samples != y.samples).nnz == 0 and np.array_equal(x.positions, y.positions) for x, y in zip(a, b))
+
+
+def test_cli_fit_with_shards(ray_session, capsys, tmp_path):
+    import json
+
+    from cfn_fast.cli import main
+    ratings = tmp_path / "ratings.npz"
+    np.savez(ratings, user=DATA.user_ids[DATA.user].astype(np.int32), item=DATA.item_ids[DATA.item].astype(np.int32),
+             rating=DATA.rating)
+    path = tmp_path / "model.npz"
+    code = main(["fit", "--ratings", str(ratings), "--kind", "item", "--hidden", "8", "--epochs", "2", "--backend",
+                 "numpy", "--shards", "2", "--max-worker-memory", "1M", "--save", str(path), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["epochs"] == 2 and CFN.load(path).epochs_trained_ == 2
+    code = main(["fit", "--ratings", str(ratings), "--kind", "item", "--hidden", "64", "--epochs", "1", "--backend",
+                 "numpy", "--max-worker-memory", "20K"])
+    err = capsys.readouterr().err
+    assert code != 0 and "or more" in err and "--shards" in err
+    code = main(["fit", "--ratings", str(ratings), "--shards", "2"])
+    assert code == 2 and "kind" in capsys.readouterr().err
