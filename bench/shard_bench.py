@@ -63,7 +63,8 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     ray.shutdown()
-    machine = {"cpu": _cpu_model(), "cores": os.cpu_count(), "backend": args.backend, "epochs": args.epochs}
+    machine = {"cpu": _cpu_model(), "cores": os.cpu_count(), "backend": args.backend, "epochs": args.epochs,
+               "train_ratings": int(len(train.rating))}
     Path(args.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
     print("| shards | fit (s) | test RMSE | max weight diff | bytes put / step / shard | bytes received "
           "| sums (s/step) |")
