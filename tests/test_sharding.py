@@ -223,3 +223,23 @@ def test_cli_fit_with_shards(ray_session, capsys, tmp_path):
     assert code != 0 and "or more" in err and "--shards" in err
     code = main(["fit", "--ratings", str(ratings), "--shards", "2"])
     assert code == 2 and "kind" in capsys.readouterr().err
+
+
+def test_an_address_where_no_cluster_answers_fails_in_seconds():
+    import time
+
+    from cfn_fast.sharding.ray_group import actor_resources, start_ray
+
+    class NotStarted:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            raise AssertionError("Ray must not start for an address that does not answer")
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match="ray_address 127.0.0.1:1: no Ray cluster answers"):
+        start_ray(NotStarted(), "127.0.0.1:1")
+    with pytest.raises(ValueError, match="ray_address must be 'auto', HOST:PORT or ray://HOST:PORT"):
+        start_ray(NotStarted(), "head-node")
+    assert time.monotonic() - start < 10
+    assert actor_resources(2.0, 4) == (0.5, 1) and actor_resources(2.0, 1) == (2.0, 2)   # 4 shards on 2 cores

@@ -27,6 +27,7 @@ from ..backends.shard_base import ShardData
 from ..network import Layer
 from ..settings import TrainConfig
 from .checkpoint import last_common_epoch, load_part, save_part
+from .cluster import probe_address
 from .communicator import ShardAborted, sum_in_order
 from .worker import ShardWorker
 
@@ -160,6 +161,8 @@ def start_ray(ray: Any, address: str | None) -> bool:
     """Join the cluster at ``address``, or start Ray inside this process; True when started here."""
     if ray.is_initialized():
         return False
+    if address is not None:
+        probe_address(address, lambda name: "ray_address")   # seconds, not Ray's minutes of retries
     if address is None:
         # the embedded cluster runs workers at normal priority (Ray's default nice 15 starves them on a shared box)
         system = {} if "RAY_worker_niceness" in os.environ else {"worker_niceness": 0}
