@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 import weakref
@@ -202,12 +203,18 @@ class FakeKernel:
             _run(record)
 
 
+#: one launch at a time: the shim's launch state is global, and host threads (the shards of a ThreadGroup)
+#: may launch at once -- as on a device, their kernels then run one after the other
+_LAUNCH_LOCK = threading.Lock()
+
+
 def _run(record) -> None:
     kernel, gx, bx, smem, slots, _keep = record
-    _State.launches += 1
-    if kernel._fn(gx, bx, smem, slots) != 0:
-        raise EmulationError(f"{kernel.name}: {kernel._lib.cfn_emu_error().decode()}")
-    check_guards()
+    with _LAUNCH_LOCK:
+        _State.launches += 1
+        if kernel._fn(gx, bx, smem, slots) != 0:
+            raise EmulationError(f"{kernel.name}: {kernel._lib.cfn_emu_error().decode()}")
+        check_guards()
 
 
 class FakeGraph:
