@@ -19,8 +19,14 @@ sum, and the way back from a summed block into the padded layout.  One step is
 The shard's per-input arrays (its first-layer columns, its output rows) are exactly the arrays the CUDA
 engine stores lazily decayed (``W = s·V``), so weight decay costs nothing per step here either; the
 replicated arrays take the plain update.  Deterministic: no float atomics (the segment scatter).  A block
-the engine returns is a fresh CuPy array; a summed block it takes may be CuPy or NumPy.  Nothing here
-imports CuPy at import time.
+the engine returns is a fresh CuPy array; a summed block it takes may be CuPy or NumPy.  The engine's
+stream is non-blocking; events order it against the caller's current stream both ways (a block returned
+is written before the caller's later work on that stream reads it, a block taken is read after the
+caller's earlier work), so a sum on any stream (ThreadGroup, NCCL) needs no explicit synchronisation.
+The output rows move in ``output_partial``, as the specification's; the lazy scale of the shard's arrays
+advances there too, so a :meth:`get_layers` *between* ``output_partial`` and ``finish_step`` shows the
+first-layer columns decayed but not yet stepped (between steps it is exact).  Nothing here imports CuPy
+at import time.
 """
 from __future__ import annotations
 
@@ -104,6 +110,12 @@ class CudaShardEngine(StepLaunches, ShardEngine):
             self._alloc_entry_tables(1)
             self._ensure(config.batch_size, 1)
 
+    @property
+    def stream(self):
+        """The CUDA stream every launch of this shard goes to.  Blocks it returns are ordered before the
+        caller's current stream's later work, and blocks it takes after the caller's earlier work."""
+        return self._stream
+
     # ------------------------------------------------------------------ buffers and parameters
     def _ensure(self, rows: int, nnz: int) -> None:
         """Scratch for batches of ``rows`` samples and ``nnz`` local entries (the CUDA engine's, plus the
@@ -186,6 +198,16 @@ class CudaShardEngine(StepLaunches, ShardEngine):
         return 0 if first is None else int(first.shape[1])
 
     # ------------------------------------------------------------------ blocks in and out
+    def _follow_caller(self) -> None:
+        """This engine's stream waits for the work the caller has enqueued so far (e.g. the sum of a
+        block on its current stream): the engine's stream is non-blocking, so it would not otherwise."""
+        self._stream.wait_event(self._cp.cuda.get_current_stream().record())
+
+    def _handed_out(self, block: Any) -> Any:
+        """``block``, with the caller's current stream made to wait for the kernels that wrote it."""
+        self._cp.cuda.get_current_stream().wait_event(self._stream.record())
+        return block
+
     def _block_in(self, block: Any, rows: np.ndarray, level: int, what: str, use_h: bool) -> None:
         """A summed block (CuPy or NumPy, B x H of hidden level ``level``) into ``d_delta[level]``
         (``use_h``: times (1 − h²)) or the first layer's pre-activations (``d_z[1]``); refused when its
@@ -257,7 +279,8 @@ class CudaShardEngine(StepLaunches, ShardEngine):
                 self._params.w[0], i32(hp1), self.d_part1, i32(self._min_per_warp)) + self._fused_act(False),
                 shared_mem=self._wpb1 * hp1 * 4)
             self._step = {"rows": rows, "epoch": epoch}
-            return self._rows_out(self.d_part1, self._tw_enc, 1, reduce_loss=False)
+            block = self._rows_out(self.d_part1, self._tw_enc, 1, reduce_loss=False)
+        return self._handed_out(block)
 
     def _entries(self) -> tuple:
         return (self.d_ebase, self.d_ecol, self.d_ex, self.d_erh, self.d_bh)
@@ -275,6 +298,7 @@ class CudaShardEngine(StepLaunches, ShardEngine):
         cp, k, L, hp, S = self._cp, self._kernels, self._L, self._hp, self._sdim
         i32, f32 = np.int32, np.float32
         cfg, p, bt = self.config, self._params, len(rows)
+        self._follow_caller()
         with self._stream:
             self._block_in(hidden_sum, rows, 1, "hidden_sum", use_h=False)
             plan = plan_steps(np.array([bt]), lr, cfg.weight_decay, self._scale, 1)
@@ -301,7 +325,8 @@ class CudaShardEngine(StepLaunches, ShardEngine):
             self._scatter_step(self.d_td, self.d_tx_zero)
             self._scale = plan.end_scale
             step["plan"] = plan
-            return float(self.d_loss.get()[0]), code_grad
+            loss = float(self.d_loss.get()[0])
+        return loss, self._handed_out(code_grad)
 
     def _scatter_step(self, tdelta, tx) -> None:
         """``cfn_scatter_segment`` over the batch's touched columns with the given tables (it clears them)."""
@@ -319,6 +344,7 @@ class CudaShardEngine(StepLaunches, ShardEngine):
         cp, k, L, hp, S = self._cp, self._kernels, self._L, self._hp, self._sdim
         i32, bt, p = np.int32, len(rows), self._params
         coef_row = step["plan"].coef[0]
+        self._follow_caller()
         with self._stream:
             self._block_in(code_grad_sum, rows, L - 1, "code_grad_sum", use_h=True)
             self.d_coef.set(coef_row)

@@ -262,6 +262,16 @@ class FakeStream:
     def synchronize(self):
         _no_capture("Stream.synchronize")
 
+    def record(self, event=None):
+        """An event at this point of the stream (every launch here has finished when it returns)."""
+        return event if event is not None else types.SimpleNamespace(record=lambda stream=None: None)
+
+    def wait_event(self, event):
+        pass
+
+
+_NULL_STREAM = FakeStream()
+
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.M)
 
@@ -361,6 +371,7 @@ def fake_cupy(sms: int = 1) -> types.ModuleType:
     cp.RawModule = FakeModule
     cuda = types.SimpleNamespace()
     cuda.Stream = FakeStream
+    cuda.get_current_stream = lambda: FakeStream._current[-1] if FakeStream._current else _NULL_STREAM
     cuda.Graph = FakeGraph
 
     class Device:
