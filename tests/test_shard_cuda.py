@@ -5,6 +5,7 @@ communicator (cfn_fast/sharding/nccl.py) without NCCL: its checks and the unique
 binding.  The new kernels' nvcc compile (sm_80/sm_90, no spills) is tests/test_cuda_compile.py's (every .cu)."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -14,13 +15,13 @@ import types
 import numpy as np
 import pytest
 from children import TESTS, child_env  # tests/children.py
+from cuda_emulator.shard_check import group_steps, run_group  # the worker loop over a ThreadGroup
 
 from cfn_fast.backends.base import epoch_order
 from cfn_fast.backends.numpy_shard import NumpyShardEngine
 from cfn_fast.backends.shard_base import join_layers, shard_bounds, shard_data, split_layers
 from cfn_fast.network import init_layers
 from cfn_fast.settings import TrainConfig
-from cfn_fast.sharding.communicator import ThreadGroup
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: no host emulation")
 
@@ -69,42 +70,6 @@ def _reference_step(engines, rows, epoch, lr) -> tuple[np.ndarray, np.ndarray, f
     return hidden_sum, code_grad, sum(out[0] for out in outs)
 
 
-def _run_group(engines, work) -> list:
-    """``work(engine, communicator)`` on one thread per shard, through a ThreadGroup; each thread's result."""
-    group = ThreadGroup(len(engines))
-    results: list = [None] * len(engines)
-    errors: list = []
-
-    def shard(rank: int) -> None:
-        try:
-            results[rank] = work(engines[rank], group.member(rank))
-        except BaseException as exc:          # reported below; the others must not wait forever
-            errors.append(exc)
-            group.abort()
-
-    threads = [threading.Thread(target=shard, args=(rank,)) for rank in range(len(engines))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    if errors:
-        raise errors[0]
-    return results
-
-
-def _group_epoch(engine, comm, config, epoch, lr) -> float:
-    """The worker loop of one shard for one epoch: the two sums through the communicator."""
-    order = epoch_order(config.seed, epoch, engine.trainable)
-    loss = 0.0
-    for start in range(0, len(order), config.batch_size):
-        rows = order[start:start + config.batch_size]
-        hidden_sum = comm.allreduce(engine.input_partial(rows, epoch))
-        part_loss, code_grad = engine.output_partial(rows, epoch, hidden_sum, lr)
-        engine.finish_step(rows, comm.allreduce(code_grad), lr)
-        loss += part_loss
-    return loss
-
-
 # ----------------------------------------------------------------------------- against the specification
 @needs_gxx
 @pytest.mark.parametrize("hidden, side_dim", [((6,), 0), ((7,), 3), ((6, 5), 2)])
@@ -149,7 +114,8 @@ def test_two_epochs_of_two_shards_through_a_thread_group(emu, hidden, side_dim, 
         order = epoch_order(config.seed, epoch, data[0].trainable)
         ref_loss = sum(_reference_step(ref, order[s:s + config.batch_size], epoch, lr)[2]
                        for s in range(0, len(order), config.batch_size))
-        losses = _run_group(cuda, lambda e, comm: _group_epoch(e, comm, config, epoch, lr))
+        batches = [order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+        losses = run_group(cuda, lambda e, comm: group_steps(e, comm, batches, epoch, lr))
         assert abs(sum(losses) - ref_loss) <= LOSS_TOLERANCE * ref_loss, (losses, ref_loss)
     assert _worst([e.get_layers() for e in cuda], [e.get_layers() for e in ref]) < TOLERANCE
     # and the sharded CUDA run is the unsharded CUDA engine's to rounding
@@ -324,3 +290,14 @@ def test_importing_the_shard_engines_loads_no_cupy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(),
                             cwd=TESTS, timeout=120)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+@needs_gxx
+def test_the_gpu_checks_shard_stage_runs_emulated():
+    """bench/gpu_check.sh's shard stage (tests/cuda_emulator/shard_check.py) end to end, tiny and emulated."""
+    result = subprocess.run([sys.executable, "-m", "cuda_emulator.shard_check", "--emulate", "--seconds", "0.1"],
+                            capture_output=True, text=True, env=child_env(), cwd=TESTS, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    agreement, timing = (json.loads(line) for line in result.stdout.strip().splitlines()[-2:])
+    assert agreement["ok"] and agreement["worst"] < 1e-4
+    assert timing["steps_timed"] >= 1 and timing["sharded_step_ms"] > 0 and timing["unsharded_step_ms"] > 0
