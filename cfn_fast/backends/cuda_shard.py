@@ -181,9 +181,10 @@ class CudaShardEngine(StepLaunches, ShardEngine):
         return out
 
     def set_layers(self, parts: list[Layer]) -> None:
-        expected = [(layer.weight.shape, layer.bias.shape) for layer in self.get_layers()]
+        L, widths = self._L, self._widths
+        expected = [(widths[k + 1] if k < L - 1 else self._n_inputs, widths[k]) for k in range(L)]
         parts = check_layers(parts, self._n_inputs, self._sdim or self._side_width(), what="parts")
-        given = [(layer.weight.shape, layer.bias.shape) for layer in parts]
+        given = [layer.weight.shape for layer in parts]
         if given != expected:
             raise ValueError(f"parts have shapes {given}, this shard's are {expected}")
         with self._stream:
@@ -210,8 +211,9 @@ class CudaShardEngine(StepLaunches, ShardEngine):
 
     def _block_in(self, block: Any, rows: np.ndarray, level: int, what: str, use_h: bool) -> None:
         """A summed block (CuPy or NumPy, B x H of hidden level ``level``) into ``d_delta[level]``
-        (``use_h``: times (1 − h²)) or the first layer's pre-activations (``d_z[1]``); refused when its
-        shape is wrong or it holds NaN or infinite values, before any parameter moves."""
+        (``use_h``: times (1 − h²)) or, padded, the first layer's pre-activations into ``d_part1`` (cfn_encode's
+        partials, free once the shard's own block is out); refused when its shape is wrong or it holds NaN or
+        infinite values, before any parameter moves."""
         cp = self._cp
         width = self._widths[level]
         if isinstance(block, cp.ndarray):
@@ -223,7 +225,7 @@ class CudaShardEngine(StepLaunches, ShardEngine):
             if block.shape != (len(rows), width):
                 raise ValueError(f"{what} must have shape {(len(rows), width)}, got {block.shape}")
             block = cp.asarray(np.ascontiguousarray(block, dtype=np.float32))
-        target = self.d_delta[level] if use_h else self.d_zin
+        target = self.d_delta[level] if use_h else self.d_part1
         self.d_bad.fill(0)
         hp = self._hp[level]
         blocks = int(min(1024, max(1, -(-len(rows) * hp // self._threads))))
@@ -285,12 +287,6 @@ class CudaShardEngine(StepLaunches, ShardEngine):
     def _entries(self) -> tuple:
         return (self.d_ebase, self.d_ecol, self.d_ex, self.d_erh, self.d_bh)
 
-    @property
-    def d_zin(self):
-        """The summed first-layer pre-activations, padded (rows x Hp₁): the CUDA engine's partial buffer
-        of the first layer, free once the shard's own block is out."""
-        return self.d_part1
-
     def output_partial(self, rows, epoch: int, hidden_sum, lr: float) -> tuple[float, Any]:
         rows = self.checked_rows(rows)
         epoch, lr = self.checked_step(epoch, lr)
@@ -305,7 +301,7 @@ class CudaShardEngine(StepLaunches, ShardEngine):
             if plan.chunks[0][2] is not None:        # fold V *= s before the lazy scale gets small
                 self._fold(plan.chunks[0][2])
             self.d_coef.set(plan.coef[0])
-            self._act(1, layer=0, use_scale=0, z=self.d_zin, sparse=0, total_warps=1, rows=self._cap)
+            self._act(1, layer=0, use_scale=0, z=self.d_part1, sparse=0, total_warps=1, rows=self._cap)
             for lev in range(1, L - 1):                 # dense hidden layers, as the CUDA engine's eager step
                 cp.matmul(self.d_h[lev][:bt], p.w[lev].T, out=self.d_z[lev + 1][:bt])
                 self._act(lev + 1, layer=lev, use_scale=0, z=self.d_z[lev + 1], sparse=0, total_warps=1,
