@@ -130,6 +130,34 @@ def test_two_epochs_of_two_shards_through_a_thread_group(emu, hidden, side_dim, 
 
 
 @needs_gxx
+@pytest.mark.parametrize("mask_ratio", [0.0, 0.9])
+def test_batch_tables_have_the_specifications_hidden_bits(emu, mask_ratio):
+    """cfn_shard_tables: each shard's entries of a batch, their values and their hidden flags exactly those
+    of numpy_shard.shard_batch (the global positions key the draw; the swap rule sees the whole row), with
+    rows whose local entries are all drawn hidden but which keep them hidden (a visible entry elsewhere)."""
+    from cfn_fast.backends.cuda_shard import CudaShardEngine
+    from cfn_fast.backends.numpy_shard import shard_batch
+    from cfn_fast.corruption import epoch_key, mask_threshold
+    samples, side, layers, config, bounds, data = _problem(emu, (6,), 0, mask_ratio, seed=2)
+    engines = _engines(CudaShardEngine, layers, config, bounds, data, side, **LAUNCH)
+    cross_shard = swapped = 0
+    for epoch in (1, 2, 3):
+        rows = epoch_order(config.seed, epoch, data[0].trainable)[:9]
+        for engine, d in zip(engines, data):
+            engine.input_partial(rows, epoch)
+            X, known, hidden = shard_batch(d, rows, epoch_key(config.seed, epoch), mask_threshold(mask_ratio))
+            nnz = int(known.sum())
+            erh, col = engine.d_erh.get()[:nnz], engine.d_ecol.get()[:nnz]
+            np.testing.assert_array_equal(engine.d_ex.get()[:nnz], X[erh >> 1, col])
+            assert known[erh >> 1, col].all() and len(set(zip(erh >> 1, col))) == nnz
+            np.testing.assert_array_equal(erh & 1, hidden[erh >> 1, col].astype(erh.dtype))
+            # every local entry hidden: only when the row has a visible entry in the other shard (swap rule)
+            cross_shard += sum((known[r] == hidden[r]).all() and known[r].any() for r in range(len(rows)))
+            swapped += int(engine.d_pswap.get()[:len(rows)].sum())
+    assert (cross_shard > 0 and swapped > 0) if mask_ratio else cross_shard == swapped == 0
+
+
+@needs_gxx
 def test_set_layers_and_the_lazy_scale(emu):
     """set_layers replaces the part (and resets the lazy weight-decay scale); get_layers reads it back."""
     samples, side, layers, config, bounds, data = _problem(emu, (6,), 2)
