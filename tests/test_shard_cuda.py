@@ -329,3 +329,15 @@ def test_the_gpu_checks_shard_stage_runs_emulated():
     agreement, timing = (json.loads(line) for line in result.stdout.strip().splitlines()[-2:])
     assert agreement["ok"] and agreement["worst"] < 1e-4
     assert timing["steps_timed"] >= 1 and timing["sharded_step_ms"] > 0 and timing["unsharded_step_ms"] > 0
+
+
+def test_without_nccl_the_binding_says_why():
+    pytest.importorskip("cupy", reason="CuPy is not installed")
+    from cfn_fast.backends import BackendUnavailable
+    from cfn_fast.sharding.nccl import load_nccl
+    try:
+        nccl = load_nccl()
+    except BackendUnavailable as exc:
+        assert "NCCL" in str(exc) and "pip install" in str(exc)
+    else:                                            # NCCL is here: the names the communicator uses exist
+        assert all(hasattr(nccl, n) for n in ("NcclCommunicator", "get_unique_id", "NCCL_FLOAT32", "NCCL_SUM"))

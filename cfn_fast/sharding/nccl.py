@@ -20,6 +20,7 @@ import importlib
 import json
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,12 +36,15 @@ UNIQUE_ID_BYTES = 128
 def load_nccl() -> Any:
     """CuPy's NCCL binding (``cupy.cuda.nccl``), or :class:`~cfn_fast.backends.BackendUnavailable` saying why."""
     try:
-        module = importlib.import_module("cupy.cuda.nccl")
+        with warnings.catch_warnings():          # CuPy warns when libnccl is missing: the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            module = importlib.import_module("cupy.cuda.nccl")
     except ImportError as exc:
         raise BackendUnavailable(f"NCCL through CuPy is unavailable ({exc}); install CuPy with NCCL "
                                  "(pip install 'cfn_fast[cuda13]' nvidia-nccl-cu13)") from exc
     if getattr(module, "available", True) is False:
-        raise BackendUnavailable("CuPy was built without NCCL (cupy.cuda.nccl.available is False)")
+        raise BackendUnavailable("CuPy's NCCL binding is unavailable (cupy.cuda.nccl.available is False: the NCCL "
+                                 "library could not be loaded); pip install nvidia-nccl-cu13")
     return module
 
 
