@@ -200,6 +200,8 @@ def test_refusals_name_the_problem(emu):
     grad[0, 0] = np.inf
     with pytest.raises(ValueError, match="code_grad_sum has NaN or infinite values"):
         engine.finish_step(rows, grad, 0.1)
+    with pytest.raises(ValueError, match="the lr of the step's output_partial"):
+        engine.finish_step(rows, np.zeros((4, 6), np.float32), 0.2)
     with pytest.raises(TypeError, match="rows"):
         engine.input_partial(np.ones(3, dtype=bool), 1)
     with pytest.raises(ValueError, match="float32 weights"):

@@ -320,7 +320,7 @@ class CudaShardEngine(StepLaunches, ShardEngine):
             self.d_coef.set(coef)
             self._scatter_step(self.d_td, self.d_tx_zero)
             self._scale = plan.end_scale
-            step["plan"] = plan
+            step["plan"], step["lr"] = plan, lr
             loss = float(self.d_loss.get()[0])
         return loss, self._handed_out(code_grad)
 
@@ -337,6 +337,9 @@ class CudaShardEngine(StepLaunches, ShardEngine):
         rows = self.checked_rows(rows)
         step = self._begun(rows, "finish")
         lr = self.checked_step(step["epoch"], lr)[1]
+        if lr != step["lr"]:       # the shard's arrays share one lazy decay scale, advanced by output_partial
+            raise ValueError(f"finish_step must take the lr of the step's output_partial ({step['lr']!r}), "
+                             f"got {lr!r}")
         cp, k, L, hp, S = self._cp, self._kernels, self._L, self._hp, self._sdim
         i32, bt, p = np.int32, len(rows), self._params
         coef_row = step["plan"].coef[0]
