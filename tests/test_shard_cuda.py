@@ -272,6 +272,8 @@ def test_nccl_handshake_through_a_file_store(tmp_path):
     inits = sorted(entry for entry in log if entry[0] == "init")
     assert inits == [("init", 3, tuple(range(-64, 64)), rank) for rank in range(3)]
     assert [c.rank for c in made] == [0, 1, 2] and all(c.size == 3 for c in made)
+    from cfn_fast.sharding.communicator import Communicator
+    assert all(isinstance(c, Communicator) for c in made)
     # allreduce: the right pointers, count, type, sum and the current stream
     block = cp.ndarray((4, 6))
     total = made[1].allreduce(block)
