@@ -6,7 +6,7 @@
 # Results go to $OUT when it is set (the device tool's output folder), else to DIR:
 #   gpu_check.jsonl  one JSON line per result, appended (and fsync'ed) as each stage produces it
 #   gpu_check.log    everything printed;   gpu_table.md  the summary table, written at the end
-# Each stage is its own process under `timeout` with its own budget (seconds below: 405 s in all,
+# Each stage is its own process under `timeout` with its own budget (seconds below: 410 s in all,
 # table 10 s, so 7 min at the very most): a stage that hangs or runs long loses only itself, and the stages run in
 # order of value, so a check cut short keeps the most important results.  The Cython build
 # (for the cpu backend the ML-1M RMSE check compares against) runs in the background from the start.
@@ -45,11 +45,12 @@ stage machine 10
 stage nvrtc   35      # compile ~10-20 s (NVRTC), then the kernels' registers and the launch plan
 stage numeric 50      # ~15 s against the NumPy reference, ~15 s against the cpu engine (after the build)
 stage pytest  40      # tests/test_cuda_compile.py tests/test_backends.py, ~20 s
-stage ml1m    45      # CUDA ~5 s, cpu backend ~5-10 s on 16 cores
+stage shard   20      # 2 CudaShardEngines vs the NumPy shards (2 epochs, ~3 s), then ~2 s of sharded steps timed
+stage ml1m    40      # CUDA ~5 s, cpu backend ~5-10 s on 16 cores
 stage ml10m   45      # data ~3 s per kind, setup+warm-up ~3 s, targets 1.0 s (I) and 2.0 s (U)
 stage ml20m   30      # data ~5 s, target 2.0 s
 stage netflix 90      # data ~10 s per kind (90 M ratings), init ~5 s, targets 10 s (I-CFN)
-stage peer    60      # 4 shapes x (data + 6 s of peer steps)
+stage peer    50      # 4 shapes x (data + 4 s of peer steps)
 wait "$build_pid"      # (not a bare `wait`: that could wait for the tee of the log as well)
 printf '{"stage": "build", "status": "rc %s"}\n' "$(cat "$CFN_BUILD_RC" 2>/dev/null || echo '?')" >> "$JSONL"
 timeout 10 $PY bench/gpu_stages.py table --results "$JSONL"

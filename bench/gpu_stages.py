@@ -7,7 +7,8 @@ so a stage that is killed loses only itself and a check that is cut short keeps 
 
 Stages, in the order the check runs them (by value): ``machine``, ``nvrtc`` (compile the module,
 register/shared-memory use and the grids the engine launches), ``numeric`` (the CUDA engine against
-the NumPy reference and the cpu engine), ``pytest`` (the CUDA and backend tests), ``ml1m`` (I-CFN
+the NumPy reference and the cpu engine), ``pytest`` (the CUDA and backend tests), ``shard`` (two shards of
+sharded training on the one GPU against the NumPy shards, and a sharded step's time), ``ml1m`` (I-CFN
 time and test RMSE, cuda against cpu), ``ml10m`` (I-CFN, U-CFN), ``ml20m`` (I-CFN), ``netflix``
 (I-CFN, U-CFN, with the memory plan), ``peer`` (the dense PyTorch peer on the same shapes: a few
 steps timed, extrapolated to 20 epochs, labelled ``extrapolated``).
@@ -396,6 +397,17 @@ def stage_pytest(res: Results, args) -> None:
              seconds=time.perf_counter() - t0, tail=tail[-25:] if result.returncode else tail[-3:])
 
 
+def stage_shard(res: Results, args) -> None:
+    """Two CudaShardEngines on the one GPU, their blocks summed through ThreadGroup: agreement with the NumPy
+    shards (2 epochs, 600 hidden), then the wall time of a sharded step next to the unsharded engine's."""
+    from cuda_emulator import shard_check  # tests/cuda_emulator (gpu_check.sh puts tests/ on PYTHONPATH)
+    emulate = getattr(sys.modules.get("cupy"), "__version__", "") == "emulated"
+    result = shard_check.agreement(emulate)
+    res.emit(status="ok" if result.pop("ok") else "FAIL", what="2 shards (ThreadGroup) vs the NumPy shards",
+             **result)
+    res.emit(status="ok", what="sharded step time (ThreadGroup, one GPU)", **shard_check.step_time(emulate, 2.0))
+
+
 def stage_ml1m(res: Results, args) -> None:
     """ML-1M I-CFN, 20 epochs, 600 hidden: CUDA time and test RMSE against the cpu backend."""
     import gpu_bench
@@ -467,8 +479,8 @@ def stage_peer(res: Results, args) -> None:
 
 
 STAGES = {"machine": stage_machine, "nvrtc": stage_nvrtc, "numeric": stage_numeric, "pytest": stage_pytest,
-          "ml1m": stage_ml1m, "ml10m": stage_ml10m, "ml20m": stage_ml20m, "netflix": stage_netflix,
-          "peer": stage_peer}
+          "shard": stage_shard, "ml1m": stage_ml1m, "ml10m": stage_ml10m, "ml20m": stage_ml20m,
+          "netflix": stage_netflix, "peer": stage_peer}
 
 
 # ============================================================================ the table

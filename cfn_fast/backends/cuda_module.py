@@ -41,7 +41,8 @@ __all__ = [
 KERNEL_PACKAGE = "cfn_fast.kernels.cuda"
 #: every ``extern "C"`` kernel the engine fetches from the module
 KERNEL_NAMES = ("cfn_epoch_tables", "cfn_batch_setup", "cfn_encode", "cfn_hidden_act", "cfn_output", "cfn_hidden_delta",
-                "cfn_bias_side", "cfn_scatter_atomic", "cfn_scatter_segment", "cfn_scale", "cfn_predict_pairs")
+                "cfn_bias_side", "cfn_scatter_atomic", "cfn_scatter_segment", "cfn_scale", "cfn_predict_pairs",
+                "cfn_shard_tables", "cfn_shard_rows", "cfn_shard_block_in")
 #: NVRTC options of the module (besides ``-I`` and, on request, ``-lineinfo``)
 COMPILE_OPTIONS = ("-std=c++17",)
 

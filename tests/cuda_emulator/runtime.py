@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 import weakref
@@ -202,12 +203,18 @@ class FakeKernel:
             _run(record)
 
 
+#: one launch at a time: the shim's launch state is global, and host threads (the shards of a ThreadGroup)
+#: may launch at once -- as on a device, their kernels then run one after the other
+_LAUNCH_LOCK = threading.Lock()
+
+
 def _run(record) -> None:
     kernel, gx, bx, smem, slots, _keep = record
-    _State.launches += 1
-    if kernel._fn(gx, bx, smem, slots) != 0:
-        raise EmulationError(f"{kernel.name}: {kernel._lib.cfn_emu_error().decode()}")
-    check_guards()
+    with _LAUNCH_LOCK:
+        _State.launches += 1
+        if kernel._fn(gx, bx, smem, slots) != 0:
+            raise EmulationError(f"{kernel.name}: {kernel._lib.cfn_emu_error().decode()}")
+        check_guards()
 
 
 class FakeGraph:
@@ -254,6 +261,16 @@ class FakeStream:
 
     def synchronize(self):
         _no_capture("Stream.synchronize")
+
+    def record(self, event=None):
+        """An event at this point of the stream (every launch here has finished when it returns)."""
+        return event if event is not None else types.SimpleNamespace(record=lambda stream=None: None)
+
+    def wait_event(self, event):
+        pass
+
+
+_NULL_STREAM = FakeStream()
 
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.M)
@@ -354,6 +371,7 @@ def fake_cupy(sms: int = 1) -> types.ModuleType:
     cp.RawModule = FakeModule
     cuda = types.SimpleNamespace()
     cuda.Stream = FakeStream
+    cuda.get_current_stream = lambda: FakeStream._current[-1] if FakeStream._current else _NULL_STREAM
     cuda.Graph = FakeGraph
 
     class Device:
