@@ -112,9 +112,11 @@ class RayCommunicator:
     def begin(self, generation: int, epoch: int) -> None:
         self.generation, self.epoch, self.count = generation, epoch, 0
 
-    def allreduce(self, block: np.ndarray) -> np.ndarray:
+    def allreduce(self, block: Any) -> np.ndarray:
         import ray
         self.count += 1
+        if not isinstance(block, np.ndarray) and hasattr(block, "get"):   # a CuPy block: summed on the host
+            block = block.get()
         mine = ray.put(np.ascontiguousarray(block))
         refs = ray.get(self.exchange.gather.remote(self.generation, (self.epoch, self.count), self.rank, [mine]))
         return sum_in_order(ray.get(refs))
@@ -124,21 +126,30 @@ class ShardHost:
     """The body of one shard's actor."""
 
     def __init__(self, rank: int, size: int, backend: str, part: list[Layer], config: TrainConfig, data: ShardData,
-                 side: np.ndarray | None, exchange: Any, threads: int | None, fault: KillShardOnce | None) -> None:
+                 side: np.ndarray | None, exchange: Any, threads: int | None, fault: KillShardOnce | None,
+                 nccl_key: tuple[str, str] | None = None) -> None:
         from ..engine import make_shard_engine
         options = {"threads": threads} if backend == "cpu" and threads else {}
         self.rank, self.fault = rank, fault
-        self.communicator = RayCommunicator(exchange, rank, size)
+        if nccl_key is None:
+            self.communicator: Any = RayCommunicator(exchange, rank, size)
+        else:                          # one GPU per actor: the sums stay on the GPUs
+            from .nccl import FileIdStore, NcclCommunicator
+            self.communicator = NcclCommunicator.join(rank, size, FileIdStore(nccl_key[0]), nccl_key[1])
         self.worker = ShardWorker(make_shard_engine(backend, part, config, data, side, **options), self.communicator)
+
+    def _begin(self, generation: int, tag: int) -> None:
+        if isinstance(self.communicator, RayCommunicator):
+            self.communicator.begin(generation, tag)
 
     def train_epoch(self, epoch: int, lr: float, generation: int) -> float:
         if self.fault is not None:
             self.fault(self.rank, epoch)
-        self.communicator.begin(generation, epoch)
+        self._begin(generation, epoch)
         return self.worker.train_epoch(epoch, lr)
 
     def step(self, rows: np.ndarray, epoch: int, lr: float, generation: int, tag: int) -> float:
-        self.communicator.begin(generation, -tag)      # a negative "epoch" keeps single steps apart from epochs
+        self._begin(generation, -tag)      # a negative "epoch" keeps single steps apart from epochs
         return self.worker.step(rows, epoch, lr)
 
     def get_layers(self) -> list[Layer]:
@@ -189,7 +200,13 @@ class RayShards:
         ray = self.ray = require_ray()
         self.started_here = start_ray(ray, address)
         self.size, self.backend, self.config, self.fault = len(parts), backend, config, fault
-        self.cpus, self.threads = actor_resources(float(ray.cluster_resources().get("CPU", 1)), self.size)
+        resources = ray.cluster_resources()
+        self.cpus, self.threads = actor_resources(float(resources.get("CPU", 1)), self.size)
+        # cuda shards: one GPU each and NCCL between them when the cluster has a GPU per shard; else they share
+        # the GPUs there are and sum through Ray on the host (NCCL refuses two ranks on one GPU)
+        gpus = float(resources.get("GPU", 0))
+        self.gpus = 0.0 if backend != "cuda" else (1.0 if gpus >= self.size else min(1.0, gpus / self.size))
+        self.nccl = backend == "cuda" and gpus >= self.size > 1
         self.restarts_left, self.restarts = max_restarts, 0
         self.owns_folder = checkpoint_dir is None
         self.folder = tempfile.mkdtemp(prefix="cfn-shards-") if checkpoint_dir is None else str(checkpoint_dir)
@@ -205,9 +222,10 @@ class RayShards:
 
     def _start(self, rank: int) -> Any:
         part, data = self.inputs[rank]
-        host = self.ray.remote(ShardHost).options(num_cpus=self.cpus, max_restarts=0)
+        host = self.ray.remote(ShardHost).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
+        key = (self.folder, f"nccl-{self.generation}") if self.nccl else None
         return host.remote(rank, self.size, self.backend, part, self.config, data, self.side, self.exchange,
-                           self.threads, self.fault)
+                           self.threads, self.fault, key)
 
     def _on_all(self, method: str, *args: Any) -> list[Any]:
         return self.ray.get([getattr(actor, method).remote(*args) for actor in self.actors])
@@ -233,6 +251,9 @@ class RayShards:
                 error = error or exc
             if not aborted:      # the first failure: release the shards waiting on the failed one
                 self.generation, aborted = self.ray.get(self.exchange.abort.remote()), True
+                if self.nccl:    # a rank of an NCCL communicator is gone: the others would wait in NCCL for ever
+                    for actor in self.actors:
+                        self.ray.kill(actor)
         if error is not None:
             raise error
         if dead or len(results) < len(refs):
@@ -242,6 +263,8 @@ class RayShards:
     def _recover(self, dead: list[int]) -> int:
         if self.restarts_left <= 0 or not dead:
             raise RuntimeError(f"sharded training lost shard(s) {dead} and has no restarts left")
+        if self.nccl:        # every actor was stopped: a new communicator needs every rank
+            dead = list(range(self.size))
         self.restarts_left -= len(dead)
         self.restarts += len(dead)
         for rank in dead:
