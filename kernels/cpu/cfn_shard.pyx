@@ -1,0 +1,556 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython + OpenMP kernels of one shard's split step (cfn_fast/backends/cpu_shard.py; the specification is
+cfn_fast/backends/numpy_shard.py).
+
+A shard owns the inputs ``[first, stop)``: the first layer's weight columns of those inputs and the output
+layer's rows (weight, bias, side weight).  Those four per-input arrays live here, each as one contiguous row
+per input (the first layer's weight transposed), and cost O(entries of the batch x width) per step:
+
+gather        the batch's entries in this shard (column, value, hidden flag) in CSR order.  The hidden flag
+              is the unsharded one bit for bit: splitmix64(key + the entry's position in the *whole*
+              training CSR), top 24 bits < threshold; the swap rule looks at the sample's whole row (the
+              global row pointer), hashing its positions until one is visible (the row is then not all
+              hidden).  Then a counting sort of the entries by column (the distinct columns in increasing
+              order, a stable permutation);
+encode        row by row (parallel over rows): z[i] = scale_in * sum over the visible entries of row i, in CSR
+              order, of x_e V_in[c_e];
+output        (1) parallel over the distinct columns c: the outputs at the batch's entries of c (dots of the
+              row V_out[c] with the codes), the loss (float64, summed per column, then over columns in column
+              order) and delta_e = 2 w_e (y_e - x_e)(1 - y_e^2); (2) parallel over rows: the part of
+              d loss / d code of row i, sum over its entries of (scale_out delta_e) V_out[c_e] with the old
+              rows; (3) parallel over columns: the update of row c, its bias and side row;
+input update  parallel over the distinct columns: V_in[c] += f sum over visible entries of x_e dz[row_e].
+
+Exact weight decay at sparse cost, as in the unsharded CPU engine (cfn_cpu.pyx): the input columns are kept
+as ``scale_in * V_in`` and the output rows as ``scale_out * (V_out, b_out, S_out)``; a step multiplies the
+scale (float64) by the reference's float32 shrink ``1 - lr λ`` and moves the touched rows of ``V`` by
+``-(lr / B) g / scale_new``.  Two scales, since the output rows move in ``output`` and the input columns in
+``input_update`` of the same step.  ``V`` is folded back (scale = 1) before a scale drops below 1e-10.
+
+Every write has one owner (a row of the batch, or a column) and every sum a fixed order, so results do not
+depend on the thread count.  No kernel holds the GIL: shards may run as threads of one process.  The inner
+loops (blocked multi-axpy and multi-dot) are plain C compiled for AVX-512, AVX2+FMA and baseline x86-64
+(GCC function clones; the loader picks the one the CPU runs).
+"""
+from cython.parallel cimport prange
+from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
+from libc.string cimport memcpy, memset
+from libc.math cimport tanhf
+
+import numpy as np
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include <stdint.h>
+
+    /* one clone per x86 level, chosen when the module loads (GCC ifunc); elsewhere the plain build */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && __GNUC__ >= 8
+    #define SH_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+    #else
+    #define SH_CLONES
+    #endif
+
+    static inline uint64_t sh_splitmix64(uint64_t x) {
+        uint64_t z = x + 0x9E3779B97F4A7C15ULL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31);
+    }
+
+    /* y += sum_j c[j] x[j] over rows of length n, four rows per pass over y (y must not alias an x) */
+    SH_CLONES void cfn_shard_maxpy(float *restrict y, ptrdiff_t n, int m, const float *const *x, const float *c) {
+        int j = 0;
+        for (; j + 4 <= m; j += 4) {
+            const float *restrict x0 = x[j], *restrict x1 = x[j + 1], *restrict x2 = x[j + 2],
+                        *restrict x3 = x[j + 3];
+            const float c0 = c[j], c1 = c[j + 1], c2 = c[j + 2], c3 = c[j + 3];
+            for (ptrdiff_t i = 0; i < n; i++)
+                y[i] += c0 * x0[i] + c1 * x1[i] + c2 * x2[i] + c3 * x3[i];
+        }
+        for (; j < m; j++) {
+            const float *restrict x0 = x[j];
+            const float c0 = c[j];
+            for (ptrdiff_t i = 0; i < n; i++)
+                y[i] += c0 * x0[i];
+        }
+    }
+
+    /* out[j] = v . rows[j], four rows per pass over v */
+    SH_CLONES void cfn_shard_dots(const float *restrict v, const float *const *rows, int m, ptrdiff_t n,
+                                  float *restrict out) {
+        int j = 0;
+        for (; j + 4 <= m; j += 4) {
+            const float *restrict r0 = rows[j], *restrict r1 = rows[j + 1], *restrict r2 = rows[j + 2],
+                        *restrict r3 = rows[j + 3];
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+            for (ptrdiff_t i = 0; i < n; i++) {
+                s0 += v[i] * r0[i]; s1 += v[i] * r1[i]; s2 += v[i] * r2[i]; s3 += v[i] * r3[i];
+            }
+            out[j] = s0; out[j + 1] = s1; out[j + 2] = s2; out[j + 3] = s3;
+        }
+        for (; j < m; j++) {
+            const float *restrict r0 = rows[j];
+            float s0 = 0.0f;
+            for (ptrdiff_t i = 0; i < n; i++)
+                s0 += v[i] * r0[i];
+            out[j] = s0;
+        }
+    }
+
+    static inline int sh_ctz64(uint64_t x) {
+    #if defined(__GNUC__) || defined(__clang__)
+        return __builtin_ctzll(x);
+    #else
+        int k = 0; while (!(x & 1)) { x >>= 1; k++; } return k;
+    #endif
+    }
+    """
+    uint64_t sh_splitmix64(uint64_t x) nogil
+    void cfn_shard_maxpy(float* y, Py_ssize_t n, int m, const float** x, const float* c) nogil
+    void cfn_shard_dots(const float* v, const float** rows, int m, Py_ssize_t n, float* out) nogil
+    int sh_ctz64(uint64_t x) nogil
+
+# fold a scale into its arrays (scale = 1) before it drops below this
+cdef double FOLD_BELOW = 1e-10
+
+
+cdef inline void* _ptr(object a) except? NULL:
+    """The data pointer of a C-contiguous array this module allocated (NULL when it is empty)."""
+    if a.size == 0:
+        return NULL
+    return <void*><size_t>a.ctypes.data
+
+
+cdef void scale_rows(float* p, Py_ssize_t n, double s, int nt) noexcept nogil:
+    """p[k] = float(p[k] * s) (a fold)."""
+    cdef Py_ssize_t k
+    if p == NULL:
+        return
+    for k in prange(n, schedule='static', num_threads=nt):
+        p[k] = <float>(<double>p[k] * s)
+
+
+def splitmix64_array(const uint64_t[::1] x):
+    """SplitMix64 of each entry (to test the kernel's hash against cfn_fast.corruption)."""
+    out = np.empty(x.shape[0], dtype=np.uint64)
+    cdef uint64_t[::1] o = out
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        o[i] = sh_splitmix64(x[i])
+    return out
+
+
+cdef class ShardState:
+    """One shard's per-input arrays and the buffers of the mini-batch in progress.
+
+    ``indptr`` / ``indices`` / ``data``: the shard's CSR (n_samples x n_local); ``positions``: each entry's
+    position in the whole training CSR; ``row_starts``: the whole CSR's row pointer; ``side``: every sample's
+    side row (n_samples x side_dim) or None.  Parameters start at zero: :meth:`load` them."""
+
+    cdef readonly int n_local, h_first, h_last, side_dim, n_samples
+    cdef public int nthreads
+    cdef readonly double scale_in, scale_out
+    cdef float alpha, beta
+    cdef uint64_t threshold
+    # the per-input arrays (before their scale): V_in (n_local x h_first), V_out, b_out, S_out
+    cdef readonly object win, wout, bout, sout
+    cdef float* p_win
+    cdef float* p_wout
+    cdef float* p_bout
+    cdef float* p_sout
+    # the shard's data
+    cdef object _indptr, _indices, _data, _positions, _row_starts, _side
+    cdef const int64_t* indptr
+    cdef const int32_t* indices
+    cdef const float* data
+    cdef const int64_t* positions
+    cdef const int64_t* row_starts
+    cdef const float* side
+    # the mini-batch in progress: B rows, ne entries in nd distinct columns
+    cdef readonly int batch_rows
+    cdef int nd
+    cdef Py_ssize_t ne
+    cdef int cap_b
+    cdef Py_ssize_t cap_e
+    cdef object _buf
+    cdef int64_t* eoff               # entries of row i: eoff[i] .. eoff[i + 1] - 1 (CSR order)
+    cdef int32_t* erow
+    cdef int32_t* ecol
+    cdef float* evl
+    cdef uint8_t* ehid
+    cdef float* edelta               # the output delta of each entry (entry order)
+    cdef float* eout                 # outputs at the entries (sorted order)
+    cdef int32_t* perm               # sorted position q -> entry
+    cdef int32_t* dcol               # distinct columns, increasing
+    cdef int32_t* seg                # column s holds sorted positions seg[s] .. seg[s + 1] - 1
+    cdef double* colloss
+    cdef const float** xp            # row pointers of a multi-axpy / multi-dot (each row or column its range)
+    cdef float* xc                   # their coefficients
+    cdef float* sideb                # side rows of the batch
+    cdef int32_t* ccount             # n_local, zero between batches
+    cdef int32_t* slot               # n_local
+    cdef uint64_t* bitmap            # n_local / 64, zero between batches
+
+    def __init__(self, int n_local, int h_first, int h_last, int side_dim, indptr, indices, data, positions,
+                 row_starts, side, double alpha, double beta, uint64_t threshold, int nthreads):
+        if n_local < 1 or h_first < 1 or h_last < 1 or side_dim < 0:
+            raise ValueError("a shard needs at least one input and one hidden unit in each layer")
+        self.n_local, self.h_first, self.h_last, self.side_dim = n_local, h_first, h_last, side_dim
+        self.alpha, self.beta, self.threshold = alpha, beta, threshold
+        self.nthreads = nthreads
+        self._indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+        self._indices = np.ascontiguousarray(indices, dtype=np.int32)
+        self._data = np.ascontiguousarray(data, dtype=np.float32)
+        self._positions = np.ascontiguousarray(positions, dtype=np.int64)
+        self._row_starts = np.ascontiguousarray(row_starts, dtype=np.int64)
+        self.n_samples = len(self._indptr) - 1
+        if len(self._row_starts) != self.n_samples + 1 or len(self._positions) != len(self._indices) \
+                or len(self._data) != len(self._indices):
+            raise ValueError("the shard's CSR, positions and global row pointer do not agree in size")
+        self.indptr = <const int64_t*>_ptr(self._indptr)
+        self.indices = <const int32_t*>_ptr(self._indices)
+        self.data = <const float*>_ptr(self._data)
+        self.positions = <const int64_t*>_ptr(self._positions)
+        self.row_starts = <const int64_t*>_ptr(self._row_starts)
+        if side_dim > 0:
+            self._side = np.ascontiguousarray(side, dtype=np.float32)
+            if self._side.shape != (self.n_samples, side_dim):
+                raise ValueError(f"side must have shape ({self.n_samples}, {side_dim}), got {self._side.shape}")
+            self.side = <const float*>_ptr(self._side)
+        else:
+            self._side = None
+            self.side = NULL
+        self.win = np.zeros((n_local, h_first), np.float32)
+        self.wout = np.zeros((n_local, h_last), np.float32)
+        self.bout = np.zeros(n_local, np.float32)
+        self.sout = np.zeros((n_local, side_dim), np.float32)
+        self.p_win = <float*>_ptr(self.win)
+        self.p_wout = <float*>_ptr(self.wout)
+        self.p_bout = <float*>_ptr(self.bout)
+        self.p_sout = <float*>_ptr(self.sout)
+        self.scale_in = self.scale_out = 1.0
+        columns = {"ccount": np.zeros(n_local, np.int32), "slot": np.zeros(n_local, np.int32),
+                   "bitmap": np.zeros((n_local + 63) // 64, np.uint64)}
+        self.ccount = <int32_t*>_ptr(columns["ccount"])
+        self.slot = <int32_t*>_ptr(columns["slot"])
+        self.bitmap = <uint64_t*>_ptr(columns["bitmap"])
+        self._buf = {"columns": columns}
+        self.cap_b = self.cap_e = 0
+        self.batch_rows = 0
+        self._ensure(1, 1)
+
+    # ----------------------------------------------------------------- parameters
+    def load(self, first_weight, out_weight, out_bias, out_side):
+        """The shard's per-input arrays from the canonical layout (first layer's weight columns h_first x
+        n_local, output rows); scales become 1."""
+        np.copyto(self.win, np.asarray(first_weight, np.float32).T)
+        np.copyto(self.wout, out_weight)
+        np.copyto(self.bout, out_bias)
+        if self.side_dim > 0:
+            np.copyto(self.sout, out_side)
+        self.scale_in = self.scale_out = 1.0
+
+    def export(self):
+        """``(first-layer weight columns (h_first x n_local), output weight, bias, side weight)`` with the
+        scales applied (each value rounded once from float64)."""
+        first = scaled_copy(self.win, self.scale_in, self.nthreads).T.copy()
+        return (first, scaled_copy(self.wout, self.scale_out, self.nthreads),
+                scaled_copy(self.bout, self.scale_out, self.nthreads),
+                scaled_copy(self.sout, self.scale_out, self.nthreads))
+
+    cdef void _fold_in(self) noexcept nogil:
+        if self.scale_in < FOLD_BELOW:
+            scale_rows(self.p_win, <Py_ssize_t>self.n_local * self.h_first, self.scale_in, self.nthreads)
+            self.scale_in = 1.0
+
+    cdef void _fold_out(self) noexcept nogil:
+        if self.scale_out < FOLD_BELOW:
+            scale_rows(self.p_wout, <Py_ssize_t>self.n_local * self.h_last, self.scale_out, self.nthreads)
+            scale_rows(self.p_bout, self.n_local, self.scale_out, self.nthreads)
+            scale_rows(self.p_sout, <Py_ssize_t>self.n_local * self.side_dim, self.scale_out, self.nthreads)
+            self.scale_out = 1.0
+
+    # ----------------------------------------------------------------- the batch
+    def _ensure(self, int B, Py_ssize_t ne):
+        """Grow the batch buffers to B rows and ne entries."""
+        if B <= self.cap_b and ne <= self.cap_e:
+            return
+        B = max(B, self.cap_b)
+        ne = max(ne, self.cap_e, 1)
+        b = {"columns": self._buf["columns"]}
+        b["eoff"] = np.zeros(B + 1, np.int64)
+        for name in ("erow", "ecol", "perm"):
+            b[name] = np.zeros(ne, np.int32)
+        for name in ("evl", "edelta", "eout", "xc"):
+            b[name] = np.zeros(ne, np.float32)
+        b["ehid"] = np.zeros(ne, np.uint8)
+        b["xp"] = np.zeros(ne, np.uint64)          # pointers: 64-bit slots
+        nd = min(ne, self.n_local)
+        b["dcol"] = np.zeros(nd, np.int32)
+        b["seg"] = np.zeros(nd + 1, np.int32)
+        b["colloss"] = np.zeros(nd, np.float64)
+        b["sideb"] = np.zeros(B * self.side_dim + 1, np.float32)
+        self._buf = b
+        self.eoff = <int64_t*>_ptr(b["eoff"])
+        self.erow = <int32_t*>_ptr(b["erow"])
+        self.ecol = <int32_t*>_ptr(b["ecol"])
+        self.perm = <int32_t*>_ptr(b["perm"])
+        self.evl = <float*>_ptr(b["evl"])
+        self.edelta = <float*>_ptr(b["edelta"])
+        self.eout = <float*>_ptr(b["eout"])
+        self.xc = <float*>_ptr(b["xc"])
+        self.ehid = <uint8_t*>_ptr(b["ehid"])
+        self.xp = <const float**>_ptr(b["xp"])
+        self.dcol = <int32_t*>_ptr(b["dcol"])
+        self.seg = <int32_t*>_ptr(b["seg"])
+        self.colloss = <double*>_ptr(b["colloss"])
+        self.sideb = <float*>_ptr(b["sideb"])
+        self.cap_b, self.cap_e = B, ne
+
+    def gather(self, const int64_t[::1] rows, uint64_t key):
+        """Begin a mini-batch: the entries of ``rows`` in this shard with their hidden flags (epoch ``key``),
+        sorted by column.  Returns the number of entries."""
+        cdef int B = rows.shape[0], i
+        cdef Py_ssize_t ne = 0
+        cdef int64_t r
+        if B < 1:
+            raise ValueError("a mini-batch needs at least one row")
+        for i in range(B):
+            r = rows[i]
+            if r < 0 or r >= self.n_samples:
+                raise IndexError(f"rows must lie in [0, {self.n_samples}), got {r}")
+            ne += self.indptr[r + 1] - self.indptr[r]
+        self._ensure(B, ne)
+        with nogil:
+            self._gather(&rows[0], B, key)
+            self.nd = self._sort_columns(ne)
+        self.ne = ne
+        self.batch_rows = B
+        return ne
+
+    cdef void _gather(self, const int64_t* rows, int B, uint64_t key) noexcept nogil:
+        cdef int i, sd = self.side_dim
+        cdef int64_t r, p, p0, p1, g, g1, e
+        cdef uint64_t thr = self.threshold
+        cdef uint8_t swap
+        self.eoff[0] = 0
+        for i in range(B):
+            r = rows[i]
+            self.eoff[i + 1] = self.eoff[i] + self.indptr[r + 1] - self.indptr[r]
+            if sd > 0:
+                memcpy(self.sideb + <Py_ssize_t>i * sd, self.side + r * sd, sd * sizeof(float))
+        for i in prange(B, schedule='dynamic', chunksize=4, num_threads=self.nthreads):
+            r = rows[i]
+            p0 = self.indptr[r]
+            p1 = self.indptr[r + 1]
+            if p1 == p0:
+                continue
+            # the swap rule over the sample's whole row: all hidden unless some entry is visible
+            swap = 1
+            g1 = self.row_starts[r + 1]
+            for g in range(self.row_starts[r], g1):
+                if (sh_splitmix64(key + <uint64_t>g) >> 40) >= thr:
+                    swap = 0
+                    break
+            e = self.eoff[i]
+            for p in range(p0, p1):
+                self.erow[e] = i
+                self.ecol[e] = self.indices[p]
+                self.evl[e] = self.data[p]
+                self.ehid[e] = ((sh_splitmix64(key + <uint64_t>self.positions[p]) >> 40) < thr) ^ swap
+                e = e + 1
+
+    cdef int _sort_columns(self, Py_ssize_t ne) noexcept nogil:
+        """Stable counting sort of the entries by column: a bitmap of the batch's columns gives the distinct
+        columns in increasing order.  O(ne + n_local / 64); the bitmap and counts are left zero."""
+        cdef Py_ssize_t e
+        cdef int nd = 0, s, c, wi
+        cdef int nwords = (self.n_local + 63) >> 6
+        cdef uint64_t word
+        for e in range(ne):
+            c = self.ecol[e]
+            self.bitmap[c >> 6] |= (<uint64_t>1) << (c & 63)
+            self.ccount[c] += 1
+        self.seg[0] = 0
+        for wi in range(nwords):
+            word = self.bitmap[wi]
+            if word == 0:
+                continue
+            self.bitmap[wi] = 0
+            while word != 0:
+                c = (wi << 6) + sh_ctz64(word)
+                word = word & (word - 1)
+                self.dcol[nd] = c
+                self.slot[c] = nd
+                self.seg[nd + 1] = self.seg[nd] + self.ccount[c]
+                self.ccount[c] = 0
+                nd += 1
+        for e in range(ne):           # seg[s] serves as segment s's fill pointer, then is restored
+            s = self.slot[self.ecol[e]]
+            self.perm[self.seg[s]] = <int32_t>e
+            self.seg[s] += 1
+        for s in range(nd - 1, 0, -1):
+            self.seg[s] = self.seg[s - 1]
+        if nd > 0:
+            self.seg[0] = 0
+        return nd
+
+    def _check_block(self, block, int width, str what):
+        if self.batch_rows < 1:
+            raise RuntimeError("no mini-batch in progress: call gather first")
+        if block.shape[0] != self.batch_rows or block.shape[1] != width:
+            raise ValueError(f"{what} must have shape ({self.batch_rows}, {width}), got {tuple(block.shape)}")
+
+    # ----------------------------------------------------------------- the step
+    def encode(self):
+        """This shard's first-layer pre-activations of the batch from its visible entries (B x h_first)."""
+        cdef int B = self.batch_rows, H = self.h_first, i, m, k
+        cdef int64_t e, base
+        cdef float sc = <float>self.scale_in
+        cdef float* z
+        if B < 1:
+            raise RuntimeError("no mini-batch: call gather first")
+        out = np.empty((B, H), np.float32)
+        cdef float* o = <float*>_ptr(out)
+        with nogil:
+            for i in prange(B, schedule='dynamic', chunksize=1, num_threads=self.nthreads):
+                z = o + <Py_ssize_t>i * H
+                memset(z, 0, H * sizeof(float))
+                base = self.eoff[i]
+                m = 0
+                for e in range(base, self.eoff[i + 1]):
+                    if self.ehid[e] == 0:
+                        self.xp[base + m] = self.p_win + <Py_ssize_t>self.ecol[e] * H
+                        self.xc[base + m] = self.evl[e]
+                        m = m + 1
+                cfn_shard_maxpy(z, H, m, self.xp + base, self.xc + base)
+                for k in range(H):
+                    z[k] = z[k] * sc
+        return out
+
+    def output(self, const float[:, ::1] codes, double lr, double weight_decay):
+        """The output rows at the batch's entries from the last ``codes`` (B x h_last): returns ``(loss, part
+        of d loss / d codes)`` and updates the rows (SGD with decay, lr / B)."""
+        cdef int B = self.batch_rows, H = self.h_last, s, i
+        cdef int64_t e, base
+        cdef float shrink = <float>(1.0 - lr * weight_decay)    # the reference's float32 factors
+        cdef float step = <float>(lr / B)
+        cdef double scale_new = self.scale_out * <double>shrink
+        cdef float sc = <float>self.scale_out
+        cdef float upd = <float>(-<double>step / scale_new)
+        cdef double loss = 0.0
+        cdef float* dh
+        self._check_block(codes, H, "codes")
+        grad = np.empty((B, H), np.float32)
+        cdef float* g = <float*>_ptr(grad)
+        cdef const float* h = &codes[0, 0]
+        with nogil:
+            for s in prange(self.nd, schedule='dynamic', chunksize=8, num_threads=self.nthreads):
+                self.colloss[s] = self._column_outputs(s, h, sc)
+            # with the old rows: the part of dh of each batch row, its entries in CSR order
+            for i in prange(B, schedule='dynamic', chunksize=1, num_threads=self.nthreads):
+                dh = g + <Py_ssize_t>i * H
+                memset(dh, 0, H * sizeof(float))
+                base = self.eoff[i]
+                for e in range(base, self.eoff[i + 1]):
+                    self.xp[e] = self.p_wout + <Py_ssize_t>self.ecol[e] * H
+                    self.xc[e] = sc * self.edelta[e]
+                cfn_shard_maxpy(dh, H, <int>(self.eoff[i + 1] - base), self.xp + base, self.xc + base)
+            for s in prange(self.nd, schedule='dynamic', chunksize=8, num_threads=self.nthreads):
+                self._column_update(s, h, upd)
+            for s in range(self.nd):
+                loss = loss + self.colloss[s]
+            self.scale_out = scale_new
+            self._fold_out()
+        return loss, grad
+
+    cdef double _column_outputs(self, int s, const float* h, float sc) noexcept nogil:
+        """Distinct column s: the outputs at its entries, their deltas (edelta) and their loss."""
+        cdef int H = self.h_last, sd = self.side_dim, d
+        cdef int32_t c = self.dcol[s]
+        cdef int q0 = self.seg[s], q1 = self.seg[s + 1], q
+        cdef int32_t e
+        cdef float z, y, r, wt
+        cdef float bias = self.p_bout[c]
+        cdef const float* srow = self.p_sout + <Py_ssize_t>c * sd
+        cdef const float* sv
+        cdef double loss = 0.0
+        for q in range(q0, q1):
+            self.xp[q] = h + <Py_ssize_t>self.erow[self.perm[q]] * H
+        cfn_shard_dots(self.p_wout + <Py_ssize_t>c * H, self.xp + q0, q1 - q0, H, self.eout + q0)
+        for q in range(q0, q1):
+            e = self.perm[q]
+            z = self.eout[q] + bias
+            if sd > 0:
+                sv = self.sideb + <Py_ssize_t>self.erow[e] * sd
+                for d in range(sd):
+                    z = z + sv[d] * srow[d]
+            y = tanhf(sc * z)
+            wt = self.alpha if self.ehid[e] else self.beta
+            r = y - self.evl[e]
+            loss = loss + <double>wt * (<double>r * <double>r)
+            self.edelta[e] = (<float>2.0) * wt * r * (<float>1.0 - y * y)
+        return loss
+
+    cdef void _column_update(self, int s, const float* h, float upd) noexcept nogil:
+        """Distinct column s: V_out[c] += upd sum_e delta_e h[row_e], its bias and side row likewise."""
+        cdef int H = self.h_last, sd = self.side_dim, d
+        cdef int32_t c = self.dcol[s]
+        cdef int q0 = self.seg[s], q1 = self.seg[s + 1], q
+        cdef float gb = 0.0, coef
+        cdef float* srow = self.p_sout + <Py_ssize_t>c * sd
+        cdef const float* sv
+        for q in range(q0, q1):
+            self.xp[q] = h + <Py_ssize_t>self.erow[self.perm[q]] * H
+            self.xc[q] = upd * self.edelta[self.perm[q]]
+            gb = gb + self.edelta[self.perm[q]]
+        cfn_shard_maxpy(self.p_wout + <Py_ssize_t>c * H, H, q1 - q0, self.xp + q0, self.xc + q0)
+        self.p_bout[c] = self.p_bout[c] + upd * gb
+        if sd > 0:
+            for q in range(q0, q1):
+                coef = self.xc[q]
+                sv = self.sideb + <Py_ssize_t>self.erow[self.perm[q]] * sd
+                for d in range(sd):
+                    srow[d] = srow[d] + coef * sv[d]
+
+    def input_update(self, const float[:, ::1] dz, double lr, double weight_decay):
+        """The shard's first-layer columns: SGD with decay, gradient sum over visible entries x_e dz[row_e]
+        (``dz``: d loss / d first pre-activations, B x h_first).  Ends the batch."""
+        cdef int B = self.batch_rows, H = self.h_first, s, q, m, q0
+        cdef int32_t e
+        cdef float shrink = <float>(1.0 - lr * weight_decay)
+        cdef float step = <float>(lr / B)
+        cdef double scale_new = self.scale_in * <double>shrink
+        cdef float upd = <float>(-<double>step / scale_new)
+        self._check_block(dz, H, "dz")
+        cdef const float* dzp = &dz[0, 0]
+        with nogil:
+            for s in prange(self.nd, schedule='dynamic', chunksize=8, num_threads=self.nthreads):
+                q0 = self.seg[s]
+                m = 0
+                for q in range(q0, self.seg[s + 1]):
+                    e = self.perm[q]
+                    if self.ehid[e] == 0:
+                        self.xp[q0 + m] = dzp + <Py_ssize_t>self.erow[e] * H
+                        self.xc[q0 + m] = upd * self.evl[e]
+                        m = m + 1
+                if m > 0:
+                    cfn_shard_maxpy(self.p_win + <Py_ssize_t>self.dcol[s] * H, H, m, self.xp + q0, self.xc + q0)
+            self.scale_in = scale_new
+            self._fold_in()
+        self.batch_rows = 0
+
+
+def scaled_copy(a, double s, int nthreads=1):
+    """float32 copy of the C-contiguous float32 array ``a`` times ``s`` (each value rounded once from float64)."""
+    out = np.empty_like(a)
+    if a.size == 0:
+        return out
+    cdef const float[::1] src = a.reshape(-1)
+    cdef float[::1] dst = out.reshape(-1)
+    cdef Py_ssize_t k, n = src.shape[0]
+    with nogil:
+        for k in prange(n, schedule='static', num_threads=nthreads):
+            dst[k] = <float>(<double>src[k] * s)
+    return out
