@@ -12,13 +12,16 @@ gather        the batch's entries in this shard (column, value, hidden flag) in 
               global row pointer), hashing its positions until one is visible (the row is then not all
               hidden).  Then a counting sort of the entries by column (the distinct columns in increasing
               order, a stable permutation);
-encode        row by row (parallel over rows): z[i] = scale_in * sum over the visible entries of row i, in CSR
-              order, of x_e V_in[c_e];
-output        (1) parallel over the distinct columns c: the outputs at the batch's entries of c (dots of the
-              row V_out[c] with the codes), the loss (float64, summed per column, then over columns in column
-              order) and delta_e = 2 w_e (y_e - x_e)(1 - y_e^2); (2) parallel over rows: the part of
-              d loss / d code of row i, sum over its entries of (scale_out delta_e) V_out[c_e] with the old
-              rows; (3) parallel over columns: the update of row c, its bias and side row;
+partition     the distinct columns cut into at most 16 groups of ~equal entry counts (a function of the batch,
+              never of the thread count), each with its own B x width partial;
+encode        parallel over groups: each distinct column's row V_in[c] is read once and added, times x_e, into
+              the group's partial z of the rows whose entry of c is visible; z = scale_in * the sum of the
+              partials in group order;
+output        parallel over groups, column by column (the row V_out[c] stays in cache from first to last use):
+              the outputs at the batch's entries of c (dots with the codes), the loss (float64, per column,
+              then summed in column order), delta_e = 2 w_e (y_e - x_e)(1 - y_e^2), the group's partial of
+              d loss / d code of those rows (scale_out delta_e V_out[c], the old row), then the update of the
+              row, its bias and side row; the part of d loss / d code = the sum of the partials in group order;
 input update  parallel over the distinct columns: V_in[c] += f sum over visible entries of x_e dz[row_e].
 
 Exact weight decay at sparse cost, as in the unsharded CPU engine (cfn_cpu.pyx): the input columns are kept
@@ -27,10 +30,10 @@ scale (float64) by the reference's float32 shrink ``1 - lr λ`` and moves the to
 ``-(lr / B) g / scale_new``.  Two scales, since the output rows move in ``output`` and the input columns in
 ``input_update`` of the same step.  ``V`` is folded back (scale = 1) before a scale drops below 1e-10.
 
-Every write has one owner (a row of the batch, or a column) and every sum a fixed order, so results do not
+Every write has one owner (a row of the batch, a column, a group's partial) and every sum a fixed order, so results do not
 depend on the thread count.  No kernel holds the GIL: shards may run as threads of one process.  The inner
-loops (blocked multi-axpy and multi-dot) are plain C compiled for AVX-512, AVX2+FMA and baseline x86-64
-(GCC function clones; the loader picks the one the CPU runs).
+loops (blocked multi-axpy and multi-dot) are plain C compiled for AVX-512F+FMA, AVX2+FMA and the baseline; the
+best the CPU runs is picked at import (:func:`simd_level`).
 """
 from cython.parallel cimport prange
 from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
@@ -44,58 +47,11 @@ cdef extern from *:
     #include <stddef.h>
     #include <stdint.h>
 
-    /* one clone per x86 level, chosen when the module loads (GCC ifunc); elsewhere the plain build */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && __GNUC__ >= 8
-    #define SH_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-    #else
-    #define SH_CLONES
-    #endif
-
     static inline uint64_t sh_splitmix64(uint64_t x) {
         uint64_t z = x + 0x9E3779B97F4A7C15ULL;
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
         return z ^ (z >> 31);
-    }
-
-    /* y += sum_j c[j] x[j] over rows of length n, four rows per pass over y (y must not alias an x) */
-    SH_CLONES void cfn_shard_maxpy(float *restrict y, ptrdiff_t n, int m, const float *const *x, const float *c) {
-        int j = 0;
-        for (; j + 4 <= m; j += 4) {
-            const float *restrict x0 = x[j], *restrict x1 = x[j + 1], *restrict x2 = x[j + 2],
-                        *restrict x3 = x[j + 3];
-            const float c0 = c[j], c1 = c[j + 1], c2 = c[j + 2], c3 = c[j + 3];
-            for (ptrdiff_t i = 0; i < n; i++)
-                y[i] += c0 * x0[i] + c1 * x1[i] + c2 * x2[i] + c3 * x3[i];
-        }
-        for (; j < m; j++) {
-            const float *restrict x0 = x[j];
-            const float c0 = c[j];
-            for (ptrdiff_t i = 0; i < n; i++)
-                y[i] += c0 * x0[i];
-        }
-    }
-
-    /* out[j] = v . rows[j], four rows per pass over v */
-    SH_CLONES void cfn_shard_dots(const float *restrict v, const float *const *rows, int m, ptrdiff_t n,
-                                  float *restrict out) {
-        int j = 0;
-        for (; j + 4 <= m; j += 4) {
-            const float *restrict r0 = rows[j], *restrict r1 = rows[j + 1], *restrict r2 = rows[j + 2],
-                        *restrict r3 = rows[j + 3];
-            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-            for (ptrdiff_t i = 0; i < n; i++) {
-                s0 += v[i] * r0[i]; s1 += v[i] * r1[i]; s2 += v[i] * r2[i]; s3 += v[i] * r3[i];
-            }
-            out[j] = s0; out[j + 1] = s1; out[j + 2] = s2; out[j + 3] = s3;
-        }
-        for (; j < m; j++) {
-            const float *restrict r0 = rows[j];
-            float s0 = 0.0f;
-            for (ptrdiff_t i = 0; i < n; i++)
-                s0 += v[i] * r0[i];
-            out[j] = s0;
-        }
     }
 
     static inline int sh_ctz64(uint64_t x) {
@@ -105,14 +61,125 @@ cdef extern from *:
         int k = 0; while (!(x & 1)) { x >>= 1; k++; } return k;
     #endif
     }
+
+    /* The row primitives, plain C loops that the compiler vectorises, instantiated for AVX-512F+FMA,
+       AVX2+FMA and the build's baseline; sh_simd_init picks the best the CPU runs (as cfn_cpu.pyx does; GCC's
+       target_clones dispatch by CPU model and picks the baseline on AMD processors).  Every sum has one order
+       for a given m: results never depend on the thread count.
+
+       maxpy(y, n, m, x[], c)   y += sum_j c[j] x[j]   (four x rows per pass over y; y aliases no x)
+       saxpy(v, n, m, y[], c)   y[j] += c[j] v         (four y rows per pass over v; distinct rows, none v)
+       dots(v, rows[], m, n, out)   out[j] = v . rows[j]  (four rows per pass over v) */
+    #define SH_DEFINE(SFX, ATTR)                                                                              \
+    ATTR static void sh_maxpy_##SFX(float *restrict y, ptrdiff_t n, int m, const float *const *x,            \
+                                    const float *c) {                                                        \
+        int j = 0;                                                                                           \
+        for (; j + 4 <= m; j += 4) {                                                                         \
+            const float *restrict x0 = x[j], *restrict x1 = x[j + 1], *restrict x2 = x[j + 2],              \
+                        *restrict x3 = x[j + 3];                                                             \
+            const float c0 = c[j], c1 = c[j + 1], c2 = c[j + 2], c3 = c[j + 3];                              \
+            for (ptrdiff_t i = 0; i < n; i++)                                                                \
+                y[i] += c0 * x0[i] + c1 * x1[i] + c2 * x2[i] + c3 * x3[i];                                   \
+        }                                                                                                    \
+        for (; j < m; j++) {                                                                                 \
+            const float *restrict x0 = x[j];                                                                 \
+            const float c0 = c[j];                                                                           \
+            for (ptrdiff_t i = 0; i < n; i++) y[i] += c0 * x0[i];                                            \
+        }                                                                                                    \
+    }                                                                                                        \
+    ATTR static void sh_saxpy_##SFX(const float *restrict v, ptrdiff_t n, int m, float *const *y,            \
+                                    const float *c) {                                                        \
+        int j = 0;                                                                                           \
+        for (; j + 4 <= m; j += 4) {                                                                         \
+            float *restrict y0 = y[j], *restrict y1 = y[j + 1], *restrict y2 = y[j + 2],                    \
+                  *restrict y3 = y[j + 3];                                                                   \
+            const float c0 = c[j], c1 = c[j + 1], c2 = c[j + 2], c3 = c[j + 3];                              \
+            for (ptrdiff_t i = 0; i < n; i++) {                                                              \
+                const float vi = v[i];                                                                       \
+                y0[i] += c0 * vi; y1[i] += c1 * vi; y2[i] += c2 * vi; y3[i] += c3 * vi;                      \
+            }                                                                                                \
+        }                                                                                                    \
+        for (; j < m; j++) {                                                                                 \
+            float *restrict y0 = y[j];                                                                       \
+            const float c0 = c[j];                                                                           \
+            for (ptrdiff_t i = 0; i < n; i++) y0[i] += c0 * v[i];                                            \
+        }                                                                                                    \
+    }                                                                                                        \
+    ATTR static void sh_dots_##SFX(const float *restrict v, const float *const *rows, int m, ptrdiff_t n,    \
+                                   float *restrict out) {                                                    \
+        int j = 0;                                                                                           \
+        for (; j + 4 <= m; j += 4) {                                                                         \
+            const float *restrict r0 = rows[j], *restrict r1 = rows[j + 1], *restrict r2 = rows[j + 2],     \
+                        *restrict r3 = rows[j + 3];                                                          \
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;                                                \
+            for (ptrdiff_t i = 0; i < n; i++) {                                                              \
+                s0 += v[i] * r0[i]; s1 += v[i] * r1[i]; s2 += v[i] * r2[i]; s3 += v[i] * r3[i];              \
+            }                                                                                                \
+            out[j] = s0; out[j + 1] = s1; out[j + 2] = s2; out[j + 3] = s3;                                  \
+        }                                                                                                    \
+        for (; j < m; j++) {                                                                                 \
+            const float *restrict r0 = rows[j];                                                              \
+            float s0 = 0.0f;                                                                                 \
+            for (ptrdiff_t i = 0; i < n; i++) s0 += v[i] * r0[i];                                            \
+            out[j] = s0;                                                                                     \
+        }                                                                                                    \
+    }
+
+    #if defined(_MSC_VER) && !defined(__clang__)
+    #define restrict __restrict
+    #endif
+    SH_DEFINE(generic, )
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    #define SH_X86 1
+    SH_DEFINE(avx512, __attribute__((target("avx512f,fma"))))
+    SH_DEFINE(avx2, __attribute__((target("avx2,fma"))))
+    #endif
+
+    typedef void (*sh_maxpy_t)(float *, ptrdiff_t, int, const float *const *, const float *);
+    typedef void (*sh_saxpy_t)(const float *, ptrdiff_t, int, float *const *, const float *);
+    typedef void (*sh_dots_t)(const float *, const float *const *, int, ptrdiff_t, float *);
+    static sh_maxpy_t sh_maxpy_p = sh_maxpy_generic;
+    static sh_saxpy_t sh_saxpy_p = sh_saxpy_generic;
+    static sh_dots_t sh_dots_p = sh_dots_generic;
+    #define SH_USE(SFX) do { sh_maxpy_p = sh_maxpy_##SFX; sh_saxpy_p = sh_saxpy_##SFX; sh_dots_p = sh_dots_##SFX; } \
+        while (0)
+    static int sh_simd = 0;   /* 0 generic, 1 avx2+fma, 2 avx512f+fma */
+    static int sh_simd_init(void) {
+        SH_USE(generic);
+        sh_simd = 0;
+    #ifdef SH_X86
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { SH_USE(avx2); sh_simd = 1; }
+        if (sh_simd == 1 && __builtin_cpu_supports("avx512f")) { SH_USE(avx512); sh_simd = 2; }
+    #endif
+        return sh_simd;
+    }
+    #define cfn_shard_maxpy(y, n, m, x, c) sh_maxpy_p((y), (n), (m), (x), (c))
+    #define cfn_shard_saxpy(v, n, m, y, c) sh_saxpy_p((v), (n), (m), (y), (c))
+    #define cfn_shard_dots(v, rows, m, n, out) sh_dots_p((v), (rows), (m), (n), (out))
     """
+    int sh_simd_init() nogil
     uint64_t sh_splitmix64(uint64_t x) nogil
     void cfn_shard_maxpy(float* y, Py_ssize_t n, int m, const float** x, const float* c) nogil
     void cfn_shard_dots(const float* v, const float** rows, int m, Py_ssize_t n, float* out) nogil
+    void cfn_shard_saxpy(const float* v, Py_ssize_t n, int m, float** y, const float* c) nogil
     int sh_ctz64(uint64_t x) nogil
+
+_SIMD_NAMES = ("generic", "avx2", "avx512")
+_SIMD = sh_simd_init()
+
+
+def simd_level():
+    """The SIMD path of the row primitives: 'avx512', 'avx2' or 'generic'."""
+    return _SIMD_NAMES[_SIMD]
+
 
 # fold a scale into its arrays (scale = 1) before it drops below this
 cdef double FOLD_BELOW = 1e-10
+cdef enum:
+    MAX_GROUPS = 16            # most column groups of a batch (each: a B x H partial of z or dh)
+    ENTRIES_PER_GROUP = 1024   # target number of batch entries per group
+    PART_FLOATS = 4 << 20      # bound on the floats of all partials together (at least one group)
 
 
 cdef inline void* _ptr(object a) except? NULL:
@@ -179,13 +246,16 @@ cdef class ShardState:
     cdef int32_t* ecol
     cdef float* evl
     cdef uint8_t* ehid
-    cdef float* edelta               # the output delta of each entry (entry order)
-    cdef float* eout                 # outputs at the entries (sorted order)
+    cdef float* eout                 # outputs, then deltas, at the entries (sorted order)
     cdef int32_t* perm               # sorted position q -> entry
     cdef int32_t* dcol               # distinct columns, increasing
     cdef int32_t* seg                # column s holds sorted positions seg[s] .. seg[s + 1] - 1
     cdef double* colloss
-    cdef const float** xp            # row pointers of a multi-axpy / multi-dot (each row or column its range)
+    cdef const float** xp            # row pointers of a multi-axpy / multi-dot (each column its range)
+    cdef float** yp                  # rows of the partials a column adds into (each column its range)
+    cdef int32_t* gstart             # group g holds the distinct columns gstart[g] .. gstart[g + 1] - 1
+    cdef object _part
+    cdef float* part                 # the groups' B x H partials, one after the other
     cdef float* xc                   # their coefficients
     cdef float* sideb                # side rows of the batch
     cdef int32_t* ccount             # n_local, zero between batches
@@ -238,6 +308,7 @@ cdef class ShardState:
         self._buf = {"columns": columns}
         self.cap_b = self.cap_e = 0
         self.batch_rows = 0
+        self._part = None
         self._ensure(1, 1)
 
     # ----------------------------------------------------------------- parameters
@@ -282,10 +353,12 @@ cdef class ShardState:
         b["eoff"] = np.zeros(B + 1, np.int64)
         for name in ("erow", "ecol", "perm"):
             b[name] = np.zeros(ne, np.int32)
-        for name in ("evl", "edelta", "eout", "xc"):
+        for name in ("evl", "eout", "xc"):
             b[name] = np.zeros(ne, np.float32)
         b["ehid"] = np.zeros(ne, np.uint8)
         b["xp"] = np.zeros(ne, np.uint64)          # pointers: 64-bit slots
+        b["yp"] = np.zeros(ne, np.uint64)
+        b["gstart"] = np.zeros(MAX_GROUPS + 1, np.int32)
         nd = min(ne, self.n_local)
         b["dcol"] = np.zeros(nd, np.int32)
         b["seg"] = np.zeros(nd + 1, np.int32)
@@ -297,11 +370,12 @@ cdef class ShardState:
         self.ecol = <int32_t*>_ptr(b["ecol"])
         self.perm = <int32_t*>_ptr(b["perm"])
         self.evl = <float*>_ptr(b["evl"])
-        self.edelta = <float*>_ptr(b["edelta"])
         self.eout = <float*>_ptr(b["eout"])
         self.xc = <float*>_ptr(b["xc"])
         self.ehid = <uint8_t*>_ptr(b["ehid"])
         self.xp = <const float**>_ptr(b["xp"])
+        self.yp = <float**>_ptr(b["yp"])
+        self.gstart = <int32_t*>_ptr(b["gstart"])
         self.dcol = <int32_t*>_ptr(b["dcol"])
         self.seg = <int32_t*>_ptr(b["seg"])
         self.colloss = <double*>_ptr(b["colloss"])
@@ -405,83 +479,129 @@ cdef class ShardState:
     # ----------------------------------------------------------------- the step
     def encode(self):
         """This shard's first-layer pre-activations of the batch from its visible entries (B x h_first)."""
-        cdef int B = self.batch_rows, H = self.h_first, i, m, k
-        cdef int64_t e, base
+        cdef int B = self.batch_rows, H = self.h_first, g, i, k
         cdef float sc = <float>self.scale_in
         cdef float* z
         if B < 1:
             raise RuntimeError("no mini-batch: call gather first")
         out = np.empty((B, H), np.float32)
         cdef float* o = <float*>_ptr(out)
+        cdef int G = self._partition(H)
         with nogil:
-            for i in prange(B, schedule='dynamic', chunksize=1, num_threads=self.nthreads):
+            for g in prange(G, schedule='dynamic', chunksize=1, num_threads=self.nthreads):
+                self._encode_group(g, self.part + <Py_ssize_t>g * B * H)
+            for i in prange(B, schedule='static', num_threads=self.nthreads):
                 z = o + <Py_ssize_t>i * H
-                memset(z, 0, H * sizeof(float))
-                base = self.eoff[i]
-                m = 0
-                for e in range(base, self.eoff[i + 1]):
-                    if self.ehid[e] == 0:
-                        self.xp[base + m] = self.p_win + <Py_ssize_t>self.ecol[e] * H
-                        self.xc[base + m] = self.evl[e]
-                        m = m + 1
-                cfn_shard_maxpy(z, H, m, self.xp + base, self.xc + base)
+                self._sum_groups(z, i, G, H)
                 for k in range(H):
                     z[k] = z[k] * sc
         return out
 
+    cdef void _encode_group(self, int g, float* zp) noexcept nogil:
+        """Group g's columns: each input row V_in[c] read once, added times x_e into the group's partial z of
+        the rows whose entry of c is visible."""
+        cdef int H = self.h_first, s, q, q0, m
+        cdef int32_t e
+        memset(zp, 0, <Py_ssize_t>self.batch_rows * H * sizeof(float))
+        for s in range(self.gstart[g], self.gstart[g + 1]):
+            q0 = self.seg[s]
+            m = 0
+            for q in range(q0, self.seg[s + 1]):
+                e = self.perm[q]
+                if self.ehid[e] == 0:
+                    self.yp[q0 + m] = zp + <Py_ssize_t>self.erow[e] * H
+                    self.xc[q0 + m] = self.evl[e]
+                    m += 1
+            cfn_shard_saxpy(self.p_win + <Py_ssize_t>self.dcol[s] * H, H, m, self.yp + q0, self.xc + q0)
+
+    cdef inline void _sum_groups(self, float* out, int i, int G, int H) noexcept nogil:
+        """out = row i of the group partials, summed in group order."""
+        cdef int g, k
+        cdef Py_ssize_t stride = <Py_ssize_t>self.batch_rows * H
+        cdef const float* src = self.part + <Py_ssize_t>i * H
+        for k in range(H):
+            out[k] = src[k]
+        for g in range(1, G):
+            src = self.part + g * stride + <Py_ssize_t>i * H
+            for k in range(H):
+                out[k] = out[k] + src[k]
+
+    cdef int _partition(self, int H) except -1:
+        """Groups of consecutive columns with ~equal entry counts, each with a B x H partial (at most
+        MAX_GROUPS, and PART_FLOATS floats in all): a function of the batch, never of the thread count."""
+        cdef int G, g, s = 0
+        cdef Py_ssize_t target, ne = self.ne
+        cdef Py_ssize_t cap = PART_FLOATS // (<Py_ssize_t>self.batch_rows * H)
+        G = <int>(ne // ENTRIES_PER_GROUP)
+        if G > cap:
+            G = <int>cap
+        if G > MAX_GROUPS:
+            G = MAX_GROUPS
+        if G < 1:
+            G = 1
+        self._ensure_part(G * <Py_ssize_t>self.batch_rows * H)
+        self.gstart[0] = 0
+        for g in range(1, G):
+            target = (ne * g) // G
+            while s < self.nd and self.seg[s] < target:
+                s += 1
+            self.gstart[g] = s
+        self.gstart[G] = self.nd
+        return G
+
+    def _ensure_part(self, Py_ssize_t floats):
+        if self._part is None or self._part.size < floats:
+            self._part = np.zeros(max(floats, 1), np.float32)
+            self.part = <float*>_ptr(self._part)
+
     def output(self, const float[:, ::1] codes, double lr, double weight_decay):
         """The output rows at the batch's entries from the last ``codes`` (B x h_last): returns ``(loss, part
         of d loss / d codes)`` and updates the rows (SGD with decay, lr / B)."""
-        cdef int B = self.batch_rows, H = self.h_last, s, i
-        cdef int64_t e, base
+        cdef int B = self.batch_rows, H = self.h_last, s, g, i
         cdef float shrink = <float>(1.0 - lr * weight_decay)    # the reference's float32 factors
         cdef float step = <float>(lr / B)
         cdef double scale_new = self.scale_out * <double>shrink
         cdef float sc = <float>self.scale_out
         cdef float upd = <float>(-<double>step / scale_new)
         cdef double loss = 0.0
-        cdef float* dh
         self._check_block(codes, H, "codes")
         grad = np.empty((B, H), np.float32)
-        cdef float* g = <float*>_ptr(grad)
+        cdef float* dh = <float*>_ptr(grad)
         cdef const float* h = &codes[0, 0]
+        cdef int G = self._partition(H)
         with nogil:
-            for s in prange(self.nd, schedule='dynamic', chunksize=8, num_threads=self.nthreads):
-                self.colloss[s] = self._column_outputs(s, h, sc)
-            # with the old rows: the part of dh of each batch row, its entries in CSR order
-            for i in prange(B, schedule='dynamic', chunksize=1, num_threads=self.nthreads):
-                dh = g + <Py_ssize_t>i * H
-                memset(dh, 0, H * sizeof(float))
-                base = self.eoff[i]
-                for e in range(base, self.eoff[i + 1]):
-                    self.xp[e] = self.p_wout + <Py_ssize_t>self.ecol[e] * H
-                    self.xc[e] = sc * self.edelta[e]
-                cfn_shard_maxpy(dh, H, <int>(self.eoff[i + 1] - base), self.xp + base, self.xc + base)
-            for s in prange(self.nd, schedule='dynamic', chunksize=8, num_threads=self.nthreads):
-                self._column_update(s, h, upd)
+            for g in prange(G, schedule='dynamic', chunksize=1, num_threads=self.nthreads):
+                memset(self.part + <Py_ssize_t>g * B * H, 0, <Py_ssize_t>B * H * sizeof(float))
+                for s in range(self.gstart[g], self.gstart[g + 1]):
+                    self.colloss[s] = self._output_column(s, h, sc, upd, self.part + <Py_ssize_t>g * B * H)
+            for i in prange(B, schedule='static', num_threads=self.nthreads):
+                self._sum_groups(dh + <Py_ssize_t>i * H, i, G, H)
             for s in range(self.nd):
                 loss = loss + self.colloss[s]
             self.scale_out = scale_new
             self._fold_out()
         return loss, grad
 
-    cdef double _column_outputs(self, int s, const float* h, float sc) noexcept nogil:
-        """Distinct column s: the outputs at its entries, their deltas (edelta) and their loss."""
+    cdef double _output_column(self, int s, const float* h, float sc, float upd, float* dhp) noexcept nogil:
+        """Distinct column s, its row V_out[c] hot in cache from first to last: the outputs at its entries,
+        their loss and deltas; the group's partial dh of their rows with the old row; then the row's update,
+        its bias and side row.  Returns the loss."""
         cdef int H = self.h_last, sd = self.side_dim, d
         cdef int32_t c = self.dcol[s]
         cdef int q0 = self.seg[s], q1 = self.seg[s + 1], q
         cdef int32_t e
-        cdef float z, y, r, wt
-        cdef float bias = self.p_bout[c]
-        cdef const float* srow = self.p_sout + <Py_ssize_t>c * sd
+        cdef float z, y, r, wt, delta, gb = 0.0, coef
+        cdef float* vrow = self.p_wout + <Py_ssize_t>c * H
+        cdef float* srow = self.p_sout + <Py_ssize_t>c * sd
         cdef const float* sv
         cdef double loss = 0.0
         for q in range(q0, q1):
             self.xp[q] = h + <Py_ssize_t>self.erow[self.perm[q]] * H
-        cfn_shard_dots(self.p_wout + <Py_ssize_t>c * H, self.xp + q0, q1 - q0, H, self.eout + q0)
+            self.yp[q] = dhp + <Py_ssize_t>self.erow[self.perm[q]] * H
+        cfn_shard_dots(vrow, self.xp + q0, q1 - q0, H, self.eout + q0)
         for q in range(q0, q1):
             e = self.perm[q]
-            z = self.eout[q] + bias
+            z = self.eout[q] + self.p_bout[c]
             if sd > 0:
                 sv = self.sideb + <Py_ssize_t>self.erow[e] * sd
                 for d in range(sd):
@@ -490,22 +610,14 @@ cdef class ShardState:
             wt = self.alpha if self.ehid[e] else self.beta
             r = y - self.evl[e]
             loss = loss + <double>wt * (<double>r * <double>r)
-            self.edelta[e] = (<float>2.0) * wt * r * (<float>1.0 - y * y)
-        return loss
-
-    cdef void _column_update(self, int s, const float* h, float upd) noexcept nogil:
-        """Distinct column s: V_out[c] += upd sum_e delta_e h[row_e], its bias and side row likewise."""
-        cdef int H = self.h_last, sd = self.side_dim, d
-        cdef int32_t c = self.dcol[s]
-        cdef int q0 = self.seg[s], q1 = self.seg[s + 1], q
-        cdef float gb = 0.0, coef
-        cdef float* srow = self.p_sout + <Py_ssize_t>c * sd
-        cdef const float* sv
+            delta = (<float>2.0) * wt * r * (<float>1.0 - y * y)
+            self.eout[q] = delta
+            self.xc[q] = sc * delta               # dh[row] += delta W[c] = (delta sc) V[c], the old row
+            gb = gb + delta
+        cfn_shard_saxpy(vrow, H, q1 - q0, self.yp + q0, self.xc + q0)
         for q in range(q0, q1):
-            self.xp[q] = h + <Py_ssize_t>self.erow[self.perm[q]] * H
-            self.xc[q] = upd * self.edelta[self.perm[q]]
-            gb = gb + self.edelta[self.perm[q]]
-        cfn_shard_maxpy(self.p_wout + <Py_ssize_t>c * H, H, q1 - q0, self.xp + q0, self.xc + q0)
+            self.xc[q] = upd * self.eout[q]
+        cfn_shard_maxpy(vrow, H, q1 - q0, self.xp + q0, self.xc + q0)
         self.p_bout[c] = self.p_bout[c] + upd * gb
         if sd > 0:
             for q in range(q0, q1):
@@ -513,6 +625,7 @@ cdef class ShardState:
                 sv = self.sideb + <Py_ssize_t>self.erow[self.perm[q]] * sd
                 for d in range(sd):
                     srow[d] = srow[d] + coef * sv[d]
+        return loss
 
     def input_update(self, const float[:, ::1] dz, double lr, double weight_decay):
         """The shard's first-layer columns: SGD with decay, gradient sum over visible entries x_e dz[row_e]
