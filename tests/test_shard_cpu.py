@@ -158,6 +158,24 @@ def test_results_do_not_depend_on_the_thread_count_nor_on_shards_running_as_thre
                 np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("level", ["generic", "avx2"])
+def test_every_simd_path_gives_the_same_step(level):
+    samples, side = _samples(), _side(3)
+    layers = init_layers(N_INPUTS, (8, 5), 3, seed=0)
+    best = _shards(CpuShardEngine, layers, samples, side, 2)
+    _train(best, range(1, 3))
+    used = cfn_shard.set_simd_level(level)
+    try:
+        other = _shards(CpuShardEngine, layers, samples, side, 2)
+        _train(other, range(1, 3))
+    finally:
+        cfn_shard.set_simd_level("best")
+    if used != level:
+        pytest.skip(f"this CPU has no {level} path")
+    assert _max_difference(join_layers([e.get_layers() for e in best]),
+                           join_layers([e.get_layers() for e in other])) < 1e-6
+
+
 def test_set_layers_round_trips_and_a_checkpoint_restarts_the_same_run():
     samples, side = _samples(), _side(0)
     layers = init_layers(N_INPUTS, (8,), 0, seed=0)

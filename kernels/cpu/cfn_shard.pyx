@@ -144,21 +144,28 @@ cdef extern from *:
     #define SH_USE(SFX) do { sh_maxpy_p = sh_maxpy_##SFX; sh_saxpy_p = sh_saxpy_##SFX; sh_dots_p = sh_dots_##SFX; } \
         while (0)
     static int sh_simd = 0;   /* 0 generic, 1 avx2+fma, 2 avx512f+fma */
-    static int sh_simd_init(void) {
-        SH_USE(generic);
-        sh_simd = 0;
+    /* level: -1 the best the CPU has, else the level wanted (capped at what the CPU has) */
+    static int sh_simd_init(int level) {
+        int best = 0;
     #ifdef SH_X86
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { SH_USE(avx2); sh_simd = 1; }
-        if (sh_simd == 1 && __builtin_cpu_supports("avx512f")) { SH_USE(avx512); sh_simd = 2; }
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = 1;
+        if (best == 1 && __builtin_cpu_supports("avx512f")) best = 2;
     #endif
-        return sh_simd;
+        if (level < 0 || level > best) level = best;
+        SH_USE(generic);
+    #ifdef SH_X86
+        if (level == 1) SH_USE(avx2);
+        if (level == 2) SH_USE(avx512);
+    #endif
+        sh_simd = level;
+        return level;
     }
     #define cfn_shard_maxpy(y, n, m, x, c) sh_maxpy_p((y), (n), (m), (x), (c))
     #define cfn_shard_saxpy(v, n, m, y, c) sh_saxpy_p((v), (n), (m), (y), (c))
     #define cfn_shard_dots(v, rows, m, n, out) sh_dots_p((v), (rows), (m), (n), (out))
     """
-    int sh_simd_init() nogil
+    int sh_simd_init(int level) nogil
     uint64_t sh_splitmix64(uint64_t x) nogil
     void cfn_shard_maxpy(float* y, Py_ssize_t n, int m, const float** x, const float* c) nogil
     void cfn_shard_dots(const float* v, const float** rows, int m, Py_ssize_t n, float* out) nogil
@@ -166,12 +173,20 @@ cdef extern from *:
     int sh_ctz64(uint64_t x) nogil
 
 _SIMD_NAMES = ("generic", "avx2", "avx512")
-_SIMD = sh_simd_init()
+_simd = sh_simd_init(-1)
 
 
 def simd_level():
     """The SIMD path of the row primitives: 'avx512', 'avx2' or 'generic'."""
-    return _SIMD_NAMES[_SIMD]
+    return _SIMD_NAMES[_simd]
+
+
+def set_simd_level(name):
+    """Force a SIMD path ('generic', 'avx2', 'avx512' or 'best', capped by the CPU; for tests); returns the one
+    in use.  Not while a step runs."""
+    global _simd
+    _simd = sh_simd_init(-1 if name is None or name == "best" else _SIMD_NAMES.index(name))
+    return _SIMD_NAMES[_simd]
 
 
 # fold a scale into its arrays (scale = 1) before it drops below this
