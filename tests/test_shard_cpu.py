@@ -134,6 +134,42 @@ def test_the_swap_rule_counts_each_sample_over_all_shards():
     assert _max_difference(join_layers([e.get_layers() for e in engines]), unsharded.get_layers()) < 1e-5
 
 
+def test_the_deferred_input_update_changes_no_bit():
+    """The first-layer update waits for the next batch's encoder; reading the layers applies it at once.  Both
+    orders give the same bits."""
+    samples, side = _samples(), _side(3)
+    layers = init_layers(N_INPUTS, (8, 5), 3, seed=0)
+    deferred = _shards(CpuShardEngine, layers, samples, side, 2)
+    _train(deferred, range(1, 3))
+    eager = _shards(CpuShardEngine, layers, samples, side, 2)
+    for epoch in (1, 2):
+        order = epoch_order(CONFIG.seed, epoch, eager[0].trainable)
+        for start in range(0, len(order), CONFIG.batch_size):
+            rows = order[start:start + CONFIG.batch_size]
+            hidden_sum = sum(engine.input_partial(rows, epoch) for engine in eager)
+            parts = [engine.output_partial(rows, epoch, hidden_sum, LR) for engine in eager]
+            for engine in eager:
+                engine.finish_step(rows, sum(part[1] for part in parts), LR)
+                engine.get_layers()
+    assert _max_difference(join_layers([e.get_layers() for e in deferred]),
+                           join_layers([e.get_layers() for e in eager])) == 0
+
+
+def test_the_lazy_decay_folds_its_scale_back():
+    """lr λ = 0.5: the scales of the per-input arrays pass 1e-10 within 34 steps and are folded into them."""
+    config = TrainConfig(seed=3, batch_size=7, mask_ratio=0.4, weight_decay=10.0)
+    samples = _samples()
+    layers = init_layers(N_INPUTS, (8,), 0, seed=0)
+    bounds = shard_bounds(N_INPUTS, 2)
+    engines = {cls: [cls(part, config, data, None) for part, data in
+                     zip(split_layers(layers, bounds), shard_data(samples, bounds))]
+               for cls in (CpuShardEngine, NumpyShardEngine)}
+    losses = {cls: _train(group, range(1, 9)) for cls, group in engines.items()}
+    assert losses[CpuShardEngine] == pytest.approx(losses[NumpyShardEngine], rel=1e-5)
+    assert _max_difference(join_layers([e.get_layers() for e in engines[CpuShardEngine]]),
+                           join_layers([e.get_layers() for e in engines[NumpyShardEngine]])) < 1e-6
+
+
 def test_results_do_not_depend_on_the_thread_count_nor_on_shards_running_as_threads():
     samples, side = _samples(), _side(3)
     layers = init_layers(N_INPUTS, (8, 5), 3, seed=0)

@@ -22,7 +22,10 @@ output        parallel over groups, column by column (the row V_out[c] stays in 
               then summed in column order), delta_e = 2 w_e (y_e - x_e)(1 - y_e^2), the group's partial of
               d loss / d code of those rows (scale_out delta_e V_out[c], the old row), then the update of the
               row, its bias and side row; the part of d loss / d code = the sum of the partials in group order;
-input update  parallel over the distinct columns: V_in[c] += f sum over visible entries of x_e dz[row_e].
+input update  recorded per distinct column (the rows of dz and the coefficients f x_e of its visible
+              entries): the next encode applies V_in[c] += sum f x_e dz[row_e] to each row it loads anyway
+              before using it, the other rows on their own (what the unsharded engine does: the same
+              operations in the same order as applying the update at once, one pass over the rows less).
 
 Exact weight decay at sparse cost, as in the unsharded CPU engine (cfn_cpu.pyx): the input columns are kept
 as ``scale_in * V_in`` and the output rows as ``scale_out * (V_out, b_out, S_out)``; a step multiplies the
@@ -270,6 +273,16 @@ cdef class ShardState:
     cdef float** yp                  # rows of the partials a column adds into (each column its range)
     cdef int32_t* gstart             # group g holds the distinct columns gstart[g] .. gstart[g + 1] - 1
     cdef object _part
+    cdef int32_t* pstart             # group g applies the pending columns pstart[g] .. pstart[g + 1] - 1
+    # the previous batch's input update, deferred to the next encode: pending column p (pend_dcol[p],
+    # increasing) moves by sum over q in pend_seg[p] .. pend_seg[p + 1] - 1 of pend_coef[q] pend_xp[q]
+    cdef object _pend
+    cdef int pend_nd
+    cdef float* pend_dz
+    cdef float* pend_coef
+    cdef const float** pend_xp
+    cdef int32_t* pend_dcol
+    cdef int32_t* pend_seg
     cdef float* part                 # the groups' B x H partials, one after the other
     cdef float* xc                   # their coefficients
     cdef float* sideb                # side rows of the batch
@@ -324,12 +337,15 @@ cdef class ShardState:
         self.cap_b = self.cap_e = 0
         self.batch_rows = 0
         self._part = None
+        self._pend = None
+        self.pend_nd = 0
         self._ensure(1, 1)
 
     # ----------------------------------------------------------------- parameters
     def load(self, first_weight, out_weight, out_bias, out_side):
         """The shard's per-input arrays from the canonical layout (first layer's weight columns h_first x
-        n_local, output rows); scales become 1."""
+        n_local, output rows); scales become 1, a deferred update is dropped."""
+        self.pend_nd = 0
         np.copyto(self.win, np.asarray(first_weight, np.float32).T)
         np.copyto(self.wout, out_weight)
         np.copyto(self.bout, out_bias)
@@ -339,7 +355,9 @@ cdef class ShardState:
 
     def export(self):
         """``(first-layer weight columns (h_first x n_local), output weight, bias, side weight)`` with the
-        scales applied (each value rounded once from float64)."""
+        scales applied (each value rounded once from float64; a deferred update applied first)."""
+        with nogil:
+            self._flush_pending()
         first = scaled_copy(self.win, self.scale_in, self.nthreads).T.copy()
         return (first, scaled_copy(self.wout, self.scale_out, self.nthreads),
                 scaled_copy(self.bout, self.scale_out, self.nthreads),
@@ -374,6 +392,7 @@ cdef class ShardState:
         b["xp"] = np.zeros(ne, np.uint64)          # pointers: 64-bit slots
         b["yp"] = np.zeros(ne, np.uint64)
         b["gstart"] = np.zeros(MAX_GROUPS + 1, np.int32)
+        b["pstart"] = np.zeros(MAX_GROUPS + 1, np.int32)
         nd = min(ne, self.n_local)
         b["dcol"] = np.zeros(nd, np.int32)
         b["seg"] = np.zeros(nd + 1, np.int32)
@@ -391,6 +410,7 @@ cdef class ShardState:
         self.xp = <const float**>_ptr(b["xp"])
         self.yp = <float**>_ptr(b["yp"])
         self.gstart = <int32_t*>_ptr(b["gstart"])
+        self.pstart = <int32_t*>_ptr(b["pstart"])
         self.dcol = <int32_t*>_ptr(b["dcol"])
         self.seg = <int32_t*>_ptr(b["seg"])
         self.colloss = <double*>_ptr(b["colloss"])
@@ -503,8 +523,10 @@ cdef class ShardState:
         cdef float* o = <float*>_ptr(out)
         cdef int G = self._partition(H)
         with nogil:
+            self._split_pending(G)
             for g in prange(G, schedule='dynamic', chunksize=1, num_threads=self.nthreads):
                 self._encode_group(g, self.part + <Py_ssize_t>g * B * H)
+            self.pend_nd = 0
             for i in prange(B, schedule='static', num_threads=self.nthreads):
                 z = o + <Py_ssize_t>i * H
                 self._sum_groups(z, i, G, H)
@@ -512,13 +534,36 @@ cdef class ShardState:
                     z[k] = z[k] * sc
         return out
 
+    cdef void _split_pending(self, int G) noexcept nogil:
+        """pstart[g]: the first pending column of group g's column range [dcol[gstart[g]], dcol[gstart[g + 1]])
+        (group 0 from column 0, the last group to the end): every pending column in exactly one group."""
+        cdef int g, p = 0
+        cdef int32_t c
+        self.pstart[0] = 0
+        for g in range(1, G):
+            c = self.dcol[self.gstart[g]] if self.gstart[g] < self.nd else 0x7fffffff
+            while p < self.pend_nd and self.pend_dcol[p] < c:
+                p += 1
+            self.pstart[g] = p
+        self.pstart[G] = self.pend_nd
+
     cdef void _encode_group(self, int g, float* zp) noexcept nogil:
-        """Group g's columns: each input row V_in[c] read once, added times x_e into the group's partial z of
-        the rows whose entry of c is visible."""
-        cdef int H = self.h_first, s, q, q0, m
-        cdef int32_t e
+        """Group g's input rows in column order, the batch's columns merged with the pending ones of the same
+        range: a pending row first gets the previous batch's deferred move; a batch row (read once) is then
+        added, times x_e, into the group's partial z of the rows whose entry of the column is visible."""
+        cdef int H = self.h_first, s = self.gstart[g], send = self.gstart[g + 1], q, q0, m
+        cdef int p = self.pstart[g], pend = self.pstart[g + 1]
+        cdef int32_t e, c
+        cdef bint batch_column
         memset(zp, 0, <Py_ssize_t>self.batch_rows * H * sizeof(float))
-        for s in range(self.gstart[g], self.gstart[g + 1]):
+        while s < send or p < pend:
+            batch_column = s < send and (p >= pend or self.dcol[s] <= self.pend_dcol[p])
+            c = self.dcol[s] if batch_column else self.pend_dcol[p]
+            if p < pend and self.pend_dcol[p] == c:
+                self._apply_pending(p)
+                p += 1
+            if not batch_column:
+                continue
             q0 = self.seg[s]
             m = 0
             for q in range(q0, self.seg[s + 1]):
@@ -527,7 +572,8 @@ cdef class ShardState:
                     self.yp[q0 + m] = zp + <Py_ssize_t>self.erow[e] * H
                     self.xc[q0 + m] = self.evl[e]
                     m += 1
-            cfn_shard_saxpy(self.p_win + <Py_ssize_t>self.dcol[s] * H, H, m, self.yp + q0, self.xc + q0)
+            cfn_shard_saxpy(self.p_win + <Py_ssize_t>c * H, H, m, self.yp + q0, self.xc + q0)
+            s += 1
 
     cdef inline void _sum_groups(self, float* out, int i, int G, int H) noexcept nogil:
         """out = row i of the group partials, summed in group order."""
@@ -644,30 +690,79 @@ cdef class ShardState:
 
     def input_update(self, const float[:, ::1] dz, double lr, double weight_decay):
         """The shard's first-layer columns: SGD with decay, gradient sum over visible entries x_e dz[row_e]
-        (``dz``: d loss / d first pre-activations, B x h_first).  Ends the batch."""
-        cdef int B = self.batch_rows, H = self.h_first, s, q, m, q0
-        cdef int32_t e
+        (``dz``: d loss / d first pre-activations, B x h_first).  Ends the batch.
+
+        The rows' moves are recorded, not applied: the next :meth:`encode` applies them to the rows it loads
+        anyway and the rest on their own (the same operations in the same order as applying them now: the
+        same bits); :meth:`export` and a fold apply them first, :meth:`load` drops them."""
+        cdef int B = self.batch_rows, H = self.h_first
         cdef float shrink = <float>(1.0 - lr * weight_decay)
         cdef float step = <float>(lr / B)
         cdef double scale_new = self.scale_in * <double>shrink
         cdef float upd = <float>(-<double>step / scale_new)
         self._check_block(dz, H, "dz")
+        with nogil:
+            self._flush_pending()
+        self._ensure_pending(B, self.ne)
         cdef const float* dzp = &dz[0, 0]
         with nogil:
-            for s in prange(self.nd, schedule='dynamic', chunksize=8, num_threads=self.nthreads):
-                q0 = self.seg[s]
-                m = 0
-                for q in range(q0, self.seg[s + 1]):
-                    e = self.perm[q]
-                    if self.ehid[e] == 0:
-                        self.xp[q0 + m] = dzp + <Py_ssize_t>self.erow[e] * H
-                        self.xc[q0 + m] = upd * self.evl[e]
-                        m = m + 1
-                if m > 0:
-                    cfn_shard_maxpy(self.p_win + <Py_ssize_t>self.dcol[s] * H, H, m, self.xp + q0, self.xc + q0)
+            memcpy(self.pend_dz, dzp, <Py_ssize_t>B * H * sizeof(float))
+            self._defer(upd)
             self.scale_in = scale_new
-            self._fold_in()
+            if self.scale_in < FOLD_BELOW:
+                self._flush_pending()
+                self._fold_in()
         self.batch_rows = 0
+
+    def _ensure_pending(self, int B, Py_ssize_t ne):
+        """Room for a batch's deferred input update (B rows of dz, ne entries); none may be pending."""
+        pend = self._pend
+        if pend is not None and pend["dz"].size >= B * self.h_first and pend["coef"].size >= ne:
+            return
+        ne = max(ne, 1)
+        pend = {"dz": np.zeros(max(B * self.h_first, 1), np.float32), "coef": np.zeros(ne, np.float32),
+                "xp": np.zeros(ne, np.uint64), "dcol": np.zeros(min(ne, self.n_local), np.int32),
+                "seg": np.zeros(min(ne, self.n_local) + 1, np.int32)}
+        self._pend = pend
+        self.pend_dz = <float*>_ptr(pend["dz"])
+        self.pend_coef = <float*>_ptr(pend["coef"])
+        self.pend_xp = <const float**>_ptr(pend["xp"])
+        self.pend_dcol = <int32_t*>_ptr(pend["dcol"])
+        self.pend_seg = <int32_t*>_ptr(pend["seg"])
+
+    cdef void _defer(self, float upd) noexcept nogil:
+        """Record this batch's input update: per distinct column with visible entries, the rows of pend_dz
+        and the coefficients upd x_e, in column order then entry order."""
+        cdef int H = self.h_first, s, q, n = 0, nq = 0
+        cdef int32_t e
+        self.pend_seg[0] = 0
+        for s in range(self.nd):
+            for q in range(self.seg[s], self.seg[s + 1]):
+                e = self.perm[q]
+                if self.ehid[e] == 0:
+                    self.pend_xp[nq] = self.pend_dz + <Py_ssize_t>self.erow[e] * H
+                    self.pend_coef[nq] = upd * self.evl[e]
+                    nq += 1
+            if nq > self.pend_seg[n]:
+                self.pend_dcol[n] = self.dcol[s]
+                n += 1
+                self.pend_seg[n] = nq
+        self.pend_nd = n
+
+    cdef inline void _apply_pending(self, int p) noexcept nogil:
+        """Pending column p: V_in[c] += sum of its recorded moves (in entry order)."""
+        cdef int q0 = self.pend_seg[p]
+        cfn_shard_maxpy(self.p_win + <Py_ssize_t>self.pend_dcol[p] * self.h_first, self.h_first,
+                        self.pend_seg[p + 1] - q0, self.pend_xp + q0, self.pend_coef + q0)
+
+    cdef void _flush_pending(self) noexcept nogil:
+        """Apply every deferred move now."""
+        cdef int p
+        if self.pend_nd == 0:
+            return
+        for p in prange(self.pend_nd, schedule='dynamic', chunksize=8, num_threads=self.nthreads):
+            self._apply_pending(p)
+        self.pend_nd = 0
 
 
 def scaled_copy(a, double s, int nthreads=1):
