@@ -3,8 +3,9 @@
 Mirrors :class:`~cfn_fast.backends.numpy_shard.NumpyShardEngine` (the specification) call for call, but the
 per-input work is sparse, as in :class:`~cfn_fast.backends.cpu_backend.CpuEngine`: the shard's first-layer
 columns are stored transposed (one contiguous row per input) and only the rows of the batch's visible entries
-are read and updated; the outputs are evaluated at the batch's known entries only; weight decay is exact and
-lazy (``scale * V``), so the rows a batch does not touch cost nothing.  The masking noise is the unsharded one
+are read and updated (the update waits for the next batch's encoder, which loads those rows anyway); the
+outputs are evaluated at the batch's known entries only; weight decay is exact and lazy (``scale * V``), so
+the rows a batch does not touch cost nothing.  The masking noise is the unsharded one
 bit for bit (positions in the whole training CSR, the swap rule over each sample's whole row).
 
 The replicated layers (the first layer's bias and side weight, the layers in between: batch x hidden) are
