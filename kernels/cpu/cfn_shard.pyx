@@ -449,7 +449,8 @@ cdef class ShardState:
             self.eoff[i + 1] = self.eoff[i] + self.indptr[r + 1] - self.indptr[r]
             if sd > 0:
                 memcpy(self.sideb + <Py_ssize_t>i * sd, self.side + r * sd, sd * sizeof(float))
-        for i in prange(B, schedule='dynamic', chunksize=4, num_threads=self.nthreads):
+        # hashing is cheap: a parallel region only pays off for big batches (the same result either way)
+        for i in prange(B, schedule='dynamic', chunksize=4, num_threads=self.nthreads if self.eoff[B] > 65536 else 1):
             r = rows[i]
             p0 = self.indptr[r]
             p1 = self.indptr[r + 1]
