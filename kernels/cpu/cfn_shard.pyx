@@ -238,8 +238,9 @@ cdef class ShardState:
     cdef readonly double scale_in, scale_out
     cdef float alpha, beta
     cdef uint64_t threshold
-    # the per-input arrays (before their scale): V_in (n_local x h_first), V_out, b_out, S_out
-    cdef readonly object win, wout, bout, sout
+    # the per-input arrays (before their scale): V_in (n_local x h_first), V_out, b_out, S_out; read them
+    # through export (V_in may have a deferred update pending)
+    cdef object win, wout, bout, sout
     cdef float* p_win
     cdef float* p_wout
     cdef float* p_bout
@@ -270,9 +271,11 @@ cdef class ShardState:
     cdef int32_t* seg                # column s holds sorted positions seg[s] .. seg[s + 1] - 1
     cdef double* colloss
     cdef const float** xp            # row pointers of a multi-axpy / multi-dot (each column its range)
+    cdef float* xc                   # their coefficients
     cdef float** yp                  # rows of the partials a column adds into (each column its range)
     cdef int32_t* gstart             # group g holds the distinct columns gstart[g] .. gstart[g + 1] - 1
     cdef object _part
+    cdef float* part                 # the groups' B x H partials, one after the other
     cdef int32_t* pstart             # group g applies the pending columns pstart[g] .. pstart[g + 1] - 1
     # the previous batch's input update, deferred to the next encode: pending column p (pend_dcol[p],
     # increasing) moves by sum over q in pend_seg[p] .. pend_seg[p + 1] - 1 of pend_coef[q] pend_xp[q]
@@ -283,8 +286,6 @@ cdef class ShardState:
     cdef const float** pend_xp
     cdef int32_t* pend_dcol
     cdef int32_t* pend_seg
-    cdef float* part                 # the groups' B x H partials, one after the other
-    cdef float* xc                   # their coefficients
     cdef float* sideb                # side rows of the batch
     cdef int32_t* ccount             # n_local, zero between batches
     cdef int32_t* slot               # n_local
