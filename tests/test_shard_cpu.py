@@ -268,6 +268,12 @@ def test_bad_arguments_get_clear_errors():
     part[0] = Layer(part[0].weight[:, :-1], part[0].bias)
     with pytest.raises(ValueError, match=r"parts\[0\].weight must have shape"):
         engine.set_layers(part)
+    data = shard_data(samples, [(0, N_INPUTS)])[0]
+    indices = data.samples.indices.copy()
+    indices[0] = N_INPUTS                                   # past the shard's inputs: refused, never indexed
+    with pytest.raises(ValueError, match="column indices"):
+        cfn_shard.ShardState(N_INPUTS, 8, 8, 0, data.samples.indptr, indices, data.samples.data, data.positions,
+                             data.row_starts, None, 1.0, 0.5, 0, 1)
     whole = [(0, N_INPUTS)]
     with pytest.raises(ValueError, match="float32"):
         CpuShardEngine(split_layers(layers, whole)[0], TrainConfig(dtype="bfloat16"), shard_data(samples, whole)[0],

@@ -307,6 +307,12 @@ cdef class ShardState:
         if len(self._row_starts) != self.n_samples + 1 or len(self._positions) != len(self._indices) \
                 or len(self._data) != len(self._indices):
             raise ValueError("the shard's CSR, positions and global row pointer do not agree in size")
+        # the kernels index with these: a malformed CSR is refused here, not met as a crash there
+        ip, ix = self._indptr, self._indices
+        if ip[0] != 0 or ip[-1] != len(ix) or np.any(np.diff(ip) < 0):
+            raise ValueError("the shard's CSR row pointer must start at 0, never decrease and end at its entry count")
+        if len(ix) and (ix.min() < 0 or ix.max() >= n_local):
+            raise ValueError(f"the shard's CSR column indices must lie in [0, {n_local})")
         self.indptr = <const int64_t*>_ptr(self._indptr)
         self.indices = <const int32_t*>_ptr(self._indices)
         self.data = <const float*>_ptr(self._data)
