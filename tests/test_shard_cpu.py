@@ -79,6 +79,23 @@ def test_the_kernel_hash_is_the_reference_hash():
     np.testing.assert_array_equal(cfn_shard.splitmix64_array(x), splitmix64(x))
 
 
+@pytest.mark.parametrize("level", ["generic", "avx2", "avx512"])
+def test_the_kernel_tanh_is_within_a_few_ulp(level):
+    x = np.concatenate([np.linspace(-12, 12, 20001), np.geomspace(1e-30, 1, 300), -np.geomspace(1e-30, 1, 300),
+                        [0.0, -0.0, 0.6249999, 0.625, 8.999, 9.0, 50.0, -50.0]]).astype(np.float32)
+    used = cfn_shard.set_simd_level(level)
+    try:
+        got = cfn_shard.tanh_array(x)
+    finally:
+        cfn_shard.set_simd_level("best")
+    if used != level:
+        pytest.skip(f"this CPU has no {level} path")
+    np.testing.assert_allclose(got, np.tanh(x.astype(np.float64)), rtol=3e-7, atol=0)
+    assert np.all(np.signbit(got) == np.signbit(x))
+    special = cfn_shard.tanh_array(np.array([np.inf, -np.inf, np.nan], np.float32))
+    assert special[0] == 1.0 and special[1] == -1.0 and np.isnan(special[2])
+
+
 @pytest.mark.parametrize("hidden, side_dim", SHAPES)
 def test_one_step_matches_the_specification(hidden, side_dim):
     samples, side = _samples(), _side(side_dim)

@@ -41,7 +41,6 @@ best the CPU runs is picked at import (:func:`simd_level`).
 from cython.parallel cimport prange
 from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
 from libc.string cimport memcpy, memset
-from libc.math cimport tanhf
 
 import numpy as np
 
@@ -49,6 +48,7 @@ cdef extern from *:
     """
     #include <stddef.h>
     #include <stdint.h>
+    #include <string.h>
 
     static inline uint64_t sh_splitmix64(uint64_t x) {
         uint64_t z = x + 0x9E3779B97F4A7C15ULL;
@@ -72,7 +72,27 @@ cdef extern from *:
 
        maxpy(y, n, m, x[], c)   y += sum_j c[j] x[j]   (four x rows per pass over y; y aliases no x)
        saxpy(v, n, m, y[], c)   y[j] += c[j] v         (four y rows per pass over v; distinct rows, none v)
-       dots(v, rows[], m, n, out)   out[j] = v . rows[j]  (four rows per pass over v) */
+       dots(v, rows[], m, n, out)   out[j] = v . rows[j]  (four rows per pass over v)
+       tanh(x, n)               x[i] = tanh(x[i]) within ~2 ulp, both branches computed and picked by bit masks (the
+                                loop vectorises; -fno-finite-math-only keeps float selects as branches):
+                                |x| < 0.625: x + x^3 P(x^2); else 1 - 2 / (2^t + 1), t = 2|x| / ln 2 (|x| clamped
+                                at 10, where tanh is 1 in float), 2^t = 2^round(t) Q(t - round(t)); then the sign of
+                                x; NaN stays NaN.  The float32 coefficients of the fits P and Q are cfn_cpu.pyx's
+                                (its vector tanh). */
+    #define SH_TP0 -0.3333333134651184f
+    #define SH_TP1 0.1333320587873459f
+    #define SH_TP2 -0.05394676327705383f
+    #define SH_TP3 0.021700704470276833f
+    #define SH_TP4 -0.008177398703992367f
+    #define SH_TP5 0.0021429620683193207f
+    #define SH_EQ0 1.0f
+    #define SH_EQ1 0.6931471824645996f
+    #define SH_EQ2 0.24022646248340607f
+    #define SH_EQ3 0.05550328642129898f
+    #define SH_EQ4 0.009618489071726799f
+    #define SH_EQ5 0.0013399932067841291f
+    #define SH_EQ6 0.00015345806605182588f
+    #define SH_TWO_LOG2E 2.8853900817779268f
     #define SH_DEFINE(SFX, ATTR)                                                                              \
     ATTR static void sh_maxpy_##SFX(float *restrict y, ptrdiff_t n, int m, const float *const *x,            \
                                     const float *c) {                                                        \
@@ -124,8 +144,34 @@ cdef extern from *:
             const float *restrict r0 = rows[j];                                                              \
             float s0 = 0.0f;                                                                                 \
             for (ptrdiff_t i = 0; i < n; i++) s0 += v[i] * r0[i];                                            \
-            out[j] = s0;                                                                                     \
-        }                                                                                                    \
+            out[j] = s0;                                                                                      \
+        }                                                                                                     \
+    }                                                                                                         \
+    ATTR static void sh_tanh_##SFX(float *restrict x, ptrdiff_t n) {                                          \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                                   \
+            uint32_t vb; memcpy(&vb, &x[i], 4);                                                               \
+            const uint32_t ab = vb & 0x7fffffffu;           /* |x| */                                         \
+            const uint32_t cb = ab < 0x41200000u ? ab : 0x41200000u;  /* min(|x|, 10) on the bits */          \
+            float a, c; memcpy(&a, &ab, 4); memcpy(&c, &cb, 4);                                               \
+            const float a2 = a * a;                                                                           \
+            float p = SH_TP5 * a2 + SH_TP4;                                                                   \
+            p = p * a2 + SH_TP3; p = p * a2 + SH_TP2; p = p * a2 + SH_TP1; p = p * a2 + SH_TP0;               \
+            const float small = a + a * a2 * p;                                                               \
+            const float t = c * SH_TWO_LOG2E;                                                                 \
+            const int k = (int)(t + 0.5f);                  /* t >= 0: rounded to nearest */                  \
+            const float f = t - (float)k;                                                                     \
+            float q = SH_EQ6 * f + SH_EQ5;                                                                    \
+            q = q * f + SH_EQ4; q = q * f + SH_EQ3; q = q * f + SH_EQ2; q = q * f + SH_EQ1; q = q * f + SH_EQ0;\
+            const int bits = (k + 127) << 23;               /* 2^k, k <= 29 */                                \
+            float scale; memcpy(&scale, &bits, 4);                                                            \
+            const float large = 1.0f - 2.0f / (q * scale + 1.0f);                                             \
+            uint32_t sb, lb; memcpy(&sb, &small, 4); memcpy(&lb, &large, 4);                                  \
+            const uint32_t small_mask = 0u - (uint32_t)(ab < 0x3f200000u);    /* |x| < 0.625 */               \
+            const uint32_t nan_mask = 0u - (uint32_t)(ab > 0x7f800000u);                                      \
+            uint32_t rb = (sb & small_mask) | (lb & ~small_mask);                                             \
+            rb = ((rb & ~nan_mask) | (vb & nan_mask)) | (vb & 0x80000000u);  /* NaN stays NaN; the sign of x */\
+            memcpy(&x[i], &rb, 4);                                                                            \
+        }                                                                                                     \
     }
 
     #if defined(_MSC_VER) && !defined(__clang__)
@@ -141,10 +187,13 @@ cdef extern from *:
     typedef void (*sh_maxpy_t)(float *, ptrdiff_t, int, const float *const *, const float *);
     typedef void (*sh_saxpy_t)(const float *, ptrdiff_t, int, float *const *, const float *);
     typedef void (*sh_dots_t)(const float *, const float *const *, int, ptrdiff_t, float *);
+    typedef void (*sh_tanh_t)(float *, ptrdiff_t);
     static sh_maxpy_t sh_maxpy_p = sh_maxpy_generic;
     static sh_saxpy_t sh_saxpy_p = sh_saxpy_generic;
     static sh_dots_t sh_dots_p = sh_dots_generic;
-    #define SH_USE(SFX) do { sh_maxpy_p = sh_maxpy_##SFX; sh_saxpy_p = sh_saxpy_##SFX; sh_dots_p = sh_dots_##SFX; } \
+    static sh_tanh_t sh_tanh_p = sh_tanh_generic;
+    #define SH_USE(SFX) do { sh_maxpy_p = sh_maxpy_##SFX; sh_saxpy_p = sh_saxpy_##SFX; sh_dots_p = sh_dots_##SFX; \
+        sh_tanh_p = sh_tanh_##SFX; } \
         while (0)
     static int sh_simd = 0;   /* 0 generic, 1 avx2+fma, 2 avx512f+fma */
     /* level: -1 the best the CPU has, else the level wanted (capped at what the CPU has) */
@@ -167,12 +216,14 @@ cdef extern from *:
     #define cfn_shard_maxpy(y, n, m, x, c) sh_maxpy_p((y), (n), (m), (x), (c))
     #define cfn_shard_saxpy(v, n, m, y, c) sh_saxpy_p((v), (n), (m), (y), (c))
     #define cfn_shard_dots(v, rows, m, n, out) sh_dots_p((v), (rows), (m), (n), (out))
+    #define cfn_shard_tanh(x, n) sh_tanh_p((x), (n))
     """
     int sh_simd_init(int level) nogil
     uint64_t sh_splitmix64(uint64_t x) nogil
     void cfn_shard_maxpy(float* y, Py_ssize_t n, int m, const float** x, const float* c) nogil
     void cfn_shard_dots(const float* v, const float** rows, int m, Py_ssize_t n, float* out) nogil
     void cfn_shard_saxpy(const float* v, Py_ssize_t n, int m, float** y, const float* c) nogil
+    void cfn_shard_tanh(float* x, Py_ssize_t n) nogil
     int sh_ctz64(uint64_t x) nogil
 
 _SIMD_NAMES = ("generic", "avx2", "avx512")
@@ -214,6 +265,15 @@ cdef void scale_rows(float* p, Py_ssize_t n, double s, int nt) noexcept nogil:
         return
     for k in prange(n, schedule='static', num_threads=nt):
         p[k] = <float>(<double>p[k] * s)
+
+
+def tanh_array(const float[::1] x):
+    """The kernels' vector tanh of each entry (to test its accuracy)."""
+    out = np.array(x, dtype=np.float32)
+    cdef float[::1] o = out
+    if o.shape[0]:
+        cfn_shard_tanh(&o[0], o.shape[0])
+    return out
 
 
 def splitmix64_array(const uint64_t[::1] x):
@@ -309,7 +369,7 @@ cdef class ShardState:
             raise ValueError("the shard's CSR, positions and global row pointer do not agree in size")
         # the kernels index with these: a malformed CSR is refused here, not met as a crash there
         ip, ix = self._indptr, self._indices
-        if ip[0] != 0 or ip[-1] != len(ix) or np.any(np.diff(ip) < 0):
+        if ip[0] != 0 or ip[len(ip) - 1] != len(ix) or np.any(np.diff(ip) < 0):
             raise ValueError("the shard's CSR row pointer must start at 0, never decrease and end at its entry count")
         if len(ix) and (ix.min() < 0 or ix.max() >= n_local):
             raise ValueError(f"the shard's CSR column indices must lie in [0, {n_local})")
@@ -669,13 +729,16 @@ cdef class ShardState:
             self.yp[q] = dhp + <Py_ssize_t>self.erow[self.perm[q]] * H
         cfn_shard_dots(vrow, self.xp + q0, q1 - q0, H, self.eout + q0)
         for q in range(q0, q1):
-            e = self.perm[q]
             z = self.eout[q] + self.p_bout[c]
             if sd > 0:
-                sv = self.sideb + <Py_ssize_t>self.erow[e] * sd
+                sv = self.sideb + <Py_ssize_t>self.erow[self.perm[q]] * sd
                 for d in range(sd):
                     z = z + sv[d] * srow[d]
-            y = tanhf(sc * z)
+            self.eout[q] = sc * z
+        cfn_shard_tanh(self.eout + q0, q1 - q0)
+        for q in range(q0, q1):
+            e = self.perm[q]
+            y = self.eout[q]
             wt = self.alpha if self.ehid[e] else self.beta
             r = y - self.evl[e]
             loss = loss + <double>wt * (<double>r * <double>r)
