@@ -188,6 +188,11 @@ SETTINGS: tuple[Setting, ...] = (
             expected=" or ".join(repr(d) for d in DTYPES), convert=str, engine=True, engine_default="float32",
             cli={"choices": DTYPES, "help": "weight storage of the per-input arrays: float32, or bfloat16 (half the "
                  "memory; backends numpy and cpu)"}),
+    Setting("dropout", 0.0, "not in the paper: probability of dropping each hidden unit in training (inverted "
+            "dropout on every hidden layer's output, not the input nor the output layer; kept units scaled by "
+            "1/(1-p); inference never drops; backends numpy and cpu)",
+            ok=lambda v: is_real(v) and 0 <= v < 1, expected="a number in [0, 1)", convert=float, engine=True,
+            engine_default=0.0, cli={"type": "float"}),
     Setting("verbose", 0, "0 silent, 1 progress bar, 2 also one line per epoch",
             ok=lambda v: (is_int(v) or isinstance(v, bool)) and v >= 0, expected="an integer >= 0",
             cli={"flag": None}),

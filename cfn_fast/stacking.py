@@ -166,7 +166,7 @@ class StackedCFN(EstimatorParams):
     def to_backend(self, backend: str) -> "StackedCFN":
         """A new StackedCFN equal to this one whose fitted networks run on ``backend`` (see
         :meth:`CFN.to_backend`); this one is left as it is."""
-        resolve_backend(backend, self.dtype)
+        resolve_backend(backend, self.dtype, self.dropout)
         moved = copy.copy(self)
         moved.backend = backend
         for name in ("pretrained_", "model_"):
