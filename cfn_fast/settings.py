@@ -32,7 +32,7 @@ __all__ = ["Setting", "SETTINGS", "TrainConfig", "SETTING_NAMES", "DEFAULTS", "K
            "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
            "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE",
            "known_per_sample", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
-           "is_int", "is_real", "is_finite", "DTYPES"]
+           "is_int", "is_real", "is_finite", "DTYPES", "AUTHORS_ML1M_PRETRAIN", "AUTHORS_ML1M_FINETUNE"]
 
 KINDS = ("item", "user")
 AUTO = "auto"
@@ -201,6 +201,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in SETTINGS)
+
+#: The authors' ML-1M I-CFN configuration (``conf.movieLens.1M.V.lua``; :class:`~cfn_fast.StackedCFN` and the
+#: pre-trained member of a ``quality="best"`` blend): layer 1 (700 hidden, 10 epochs) ...
+AUTHORS_ML1M_PRETRAIN = {"epochs": 10, "batch_size": 35, "lr": 0.0901, "lr_decay": 0.176, "weight_decay": 0.0251,
+                         "alpha": 1.108, "beta": 0.72, "mask_ratio": 0.138}
+#: ... and the fine-tuning of the 700-500 stack (15 epochs).
+AUTHORS_ML1M_FINETUNE = {"epochs": 15, "batch_size": 25, "lr": 0.0157, "lr_decay": 0.251, "weight_decay": 0.0454,
+                         "alpha": 0.986, "beta": 0.581, "mask_ratio": 0.128}
 
 #: What an engine needs for one SGD step (the lr comes per epoch): the ``engine`` settings, with the engine
 #: API's keyword defaults (part of the versioned contract of docs/engine_api.md).
