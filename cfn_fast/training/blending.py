@@ -151,10 +151,15 @@ def candidate_params(params: dict[str, Any], quality: str) -> list[dict[str, Any
                 for c in centrings]
         first = {**base, "kind": "item", "centring": centrings[0]}
         out.append({**first, **DROPOUT_MEMBER, "epochs": epochs, "seed": seed + 3})
-        def scaled(recipe: dict[str, Any]) -> dict[str, Any]:    # the authors' epochs at the default 20
-            return {**recipe, "epochs": max(1, round(recipe["epochs"] * int(params["epochs"]) / 20))}
-        out.append({**first, **scaled(PRETRAINED_MEMBER), "seed": seed + 4, PRETRAIN: scaled(AUTHORS_ML1M_PRETRAIN)})
+        blend_epochs = int(params["epochs"])
+        out.append({**first, **_scaled(PRETRAINED_MEMBER, blend_epochs), "seed": seed + 4,
+                    PRETRAIN: _scaled(AUTHORS_ML1M_PRETRAIN, blend_epochs)})
     return out
+
+
+def _scaled(recipe: dict[str, Any], blend_epochs: int) -> dict[str, Any]:
+    """``recipe`` with its epochs scaled by ``blend_epochs / 20``: the authors' epochs at the default 20."""
+    return {**recipe, "epochs": max(1, round(recipe["epochs"] * blend_epochs / 20))}
 
 
 def fit_member(model_class: Callable[..., Any], member: dict[str, Any], train: RatingSet, user_features: Any,
@@ -162,7 +167,7 @@ def fit_member(model_class: Callable[..., Any], member: dict[str, Any], train: R
     """A candidate network fitted on ``train``: ``model_class(**member)``; for a member with a :data:`PRETRAIN`
     entry and ``hidden=(h1, h2, h1)``, the authors' layer-wise recipe (:class:`~cfn_fast.StackedCFN`): a
     ``(h1,)`` network trained with those settings, a middle pair of width ``h2`` inserted, the whole fine-tuned."""
-    settings = {name: value for name, value in member.items() if name != PRETRAIN}
+    settings = _settings(member)
     model = model_class(**settings)
     features = {"user_features": user_features, "item_features": item_features, "divergence": divergence}
     if PRETRAIN not in member:
