@@ -196,3 +196,12 @@ def test_a_dropout_network_fits_and_predicts_as_an_ordinary_one(backend):
     assert model.get_params()["dropout"] == 0.3
     assert not np.array_equal(model.layers_[0].weight, plain.layers_[0].weight)
     assert np.all(np.isfinite(model.predict_indices(test.user, test.item)))
+
+
+def test_cpu_bfloat16_epoch_with_dropout_matches_reference():
+    samples, side, layers = make_problem("I-like", (12, 9), 4, seed=3)
+    config = TrainConfig(batch_size=6, seed=2, dtype="bfloat16", dropout=0.3)
+    ref = NumpyEngine(layers, config, samples, side)
+    engine = make_engine("cpu", layers, config, samples, side)
+    assert engine.train_epoch(1, 0.1) == pytest.approx(ref.train_epoch(1, 0.1), rel=1e-5)
+    assert_layers_close(engine.get_layers(), ref.get_layers(), 1e-3, "bfloat16 epoch")   # to the bfloat16 ulp
