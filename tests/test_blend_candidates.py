@@ -86,3 +86,9 @@ def test_a_blend_with_them_exports_to_onnx(blend):
     users, items = TEST.user.astype(np.int64), TEST.item.astype(np.int64)
     predicted, = session(blend, "predict").run(None, {"users": users, "items": items})
     np.testing.assert_allclose(predicted, blend.predict_indices(users, items), atol=1e-4, rtol=0)
+
+
+def test_a_dropout_member_of_a_blend_on_cuda_runs_where_dropout_trains(blend):
+    from cfn_fast.fitted.runtime import Runtime
+    members = Runtime(blend.fitted_, "cuda", blend.runtime_.config).members   # no engine is built here
+    assert [m.backend for m in members] == ["cuda", "cpu"]     # the pre-trained member, then the dropout one
