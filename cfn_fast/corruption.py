@@ -10,16 +10,29 @@ is "anew every mini-batch".
 
 If the draw would hide *every* known entry of a sample, hidden and visible are swapped
 (the authors' Torch ``SDAECriterionGPU``), so a sample never loses its whole input.
+
+Dropout (not in the paper; ``dropout=p``) draws from the same hash with its own salt: unit ``j`` of hidden
+layer ``l`` of sample ``row`` is dropped in ``epoch`` when ``splitmix64(dropout_key + row * H + offset_l + j)``
+has its top 24 bits below ``dropout_threshold(p)``, where ``H`` is the sum of the hidden widths and
+``offset_l`` the widths of the hidden layers before ``l``.  A kept unit is scaled by ``1 / (1 - p)``
+(inverted dropout), so inference uses the network as it is.  The draw depends on the sample, not on its
+batch nor on the thread count, like the masking noise.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["epoch_key", "mask_threshold", "hidden_entries", "splitmix64"]
+__all__ = ["epoch_key", "mask_threshold", "hidden_entries", "splitmix64", "DROPOUT_SALT", "dropout_key",
+           "dropout_threshold", "dropout_scale", "dropout_multipliers"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_WORD = (1 << 64) - 1
+
+#: Added to the epoch key for the dropout draws: their counters (``row * H + unit``) then never meet the
+#: masking noise's (CSR positions counted from 0) for any data set that fits in memory.
+DROPOUT_SALT = 0xD50F_0D7A_5EED_0003
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -68,3 +81,37 @@ def hidden_entries(indptr: np.ndarray, rows: np.ndarray, key: int, threshold: in
     all_hidden = (n_hidden == counts) & (counts > 0)
     hidden ^= all_hidden[row_of]
     return hidden
+
+
+# ----------------------------------------------------------------------------- dropout of hidden units
+def dropout_key(seed: int, epoch: int) -> int:
+    """The 64-bit key of one epoch's dropout draws: :func:`epoch_key` plus :data:`DROPOUT_SALT` (wrapping)."""
+    return (epoch_key(seed, epoch) + DROPOUT_SALT) & _WORD
+
+
+def dropout_threshold(dropout: float) -> int:
+    """A hidden unit is dropped when the top 24 bits of its hash are below this integer."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    return int(round(dropout * (1 << 24)))
+
+
+def dropout_scale(dropout: float) -> np.float32:
+    """What a kept unit is multiplied by, ``1 / (1 - p)`` in float32 (every backend uses this value)."""
+    return np.float32(1.0 / (1.0 - dropout))
+
+
+def dropout_multipliers(key: int, rows: np.ndarray, hidden_widths: tuple[int, ...], threshold: int,
+                        scale: np.float32) -> list[np.ndarray]:
+    """For each hidden layer, the ``len(rows) x width`` float32 multipliers of its units: 0 (dropped) or
+    ``scale`` (kept), for the samples ``rows`` (their indices in the training set)."""
+    total = np.uint64(sum(hidden_widths))
+    base = np.asarray(rows, dtype=np.uint64)[:, None] * total
+    out, offset = [], 0
+    for width in hidden_widths:
+        counters = base + np.arange(offset, offset + width, dtype=np.uint64)[None, :]
+        with np.errstate(over="ignore"):
+            dropped = (splitmix64(np.uint64(key) + counters) >> np.uint64(40)) < np.uint64(threshold)
+        out.append(np.where(dropped, np.float32(0.0), scale).astype(np.float32))
+        offset += width
+    return out

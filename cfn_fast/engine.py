@@ -114,7 +114,7 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
         raise TypeError(f"backend must be one of {BACKENDS} or 'auto', got {backend!r}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
-    name = resolve_backend(backend, config.dtype)
+    name = resolve_backend(backend, config.dtype, config.dropout)
     if not sp.issparse(samples):
         raise TypeError(f"samples must be a SciPy sparse matrix (samples x inputs), got {type(samples).__name__}")
     # checked on its raw arrays before SciPy copies and sorts it (its C++ code trusts the structure)

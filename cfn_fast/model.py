@@ -113,7 +113,7 @@ class CFN(EstimatorParams, FittedAttributes):
                 " (build one with RatingSet.from_arrays(user, item, rating))"
             raise TypeError(f"fit expects a RatingSet as train, got {type(train).__name__}{hint}")
         settings.resolve(self.get_params())
-        backend = resolve_backend(self.backend, self.dtype)
+        backend = resolve_backend(self.backend, self.dtype, self.dropout)
         train.validate("train")
         train.check_validation(validation)
         if self.kind == BLEND:
@@ -407,10 +407,11 @@ class CFN(EstimatorParams, FittedAttributes):
         params, fitted, config = read_model(path)
         model = cls(**params)
         if backend is None:
-            chosen = fallback_backend((model.backend,), config.get("backend_trained", model.backend), model.dtype)
+            chosen = fallback_backend((model.backend,), config.get("backend_trained", model.backend), model.dtype,
+                                      model.dropout)
         else:
             model.backend = backend
-            chosen = resolve_backend(backend, model.dtype)
+            chosen = resolve_backend(backend, model.dtype, model.dropout)
         model._bind(fitted, chosen)
         return model
 
@@ -424,14 +425,15 @@ class CFN(EstimatorParams, FittedAttributes):
         attributes, fitted, fitted_on = unpickle_state(state, type(self).__name__)
         vars(self).update({"_fitted": None, "_runtime": None, "_validation": None, **attributes})
         if fitted is not None:
-            self._bind(fitted, backend or fallback_backend((fitted_on, self.backend), fitted_on, self.dtype))
+            self._bind(fitted, backend or fallback_backend((fitted_on, self.backend), fitted_on, self.dtype,
+                                                           self.dropout))
 
     def to_backend(self, backend: str) -> "CFN":
         """A **new** model equal to this one that runs on ``backend`` (``"cpu"``, ``"cuda"``, ``"numpy"`` or
         ``"auto"``); this one is left as it is.  The copy predicts from the same canonical parameters and
         can go on training with ``partial_fit``.  Raises :class:`~cfn_fast.backends.BackendUnavailable`
         when the backend cannot run here."""
-        resolved = resolve_backend(backend, self.dtype)
+        resolved = resolve_backend(backend, self.dtype, self.dropout)
         moved = type(self).__new__(type(self))
         moved.__setstate__(copy.deepcopy(self.__getstate__()), backend=resolved)
         moved.backend = backend

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Layer", "init_layers", "layer_sizes", "copy_layers", "n_parameters", "check_layers"]
+__all__ = ["Layer", "init_layers", "layer_sizes", "copy_layers", "n_parameters", "check_layers", "insert_middle_layers"]
 
 
 @dataclass
@@ -108,3 +108,20 @@ def check_layers(layers: Any, n_inputs: int, side_dim: int, hidden: Sequence[int
     return [Layer(np.array(layer.weight, dtype=np.float32), np.array(layer.bias, dtype=np.float32),
                   None if layer.side_weight is None else np.array(layer.side_weight, dtype=np.float32))
             for layer in layers]
+
+
+def insert_middle_layers(layers: Sequence[Layer], width: int, seed: int = 0) -> list[Layer]:
+    """A 2k-layer stack from a (2k-2)-layer one: ``[encoders..., new encoder, new decoder, decoders...]`` (the
+    authors' layer-wise pre-training: :class:`~cfn_fast.StackedCFN` and a blend's pre-trained member).
+
+    The new pair maps the innermost code (width of the current bottleneck) to ``width`` and back, with
+    Torch's default initialisation and the same side-information width as the existing layers."""
+    layers = list(layers)
+    if len(layers) < 2 or len(layers) % 2:
+        raise ValueError(f"need an autoencoder's layers (an even number >= 2), got {len(layers)}")
+    half = len(layers) // 2
+    code_width = layers[half - 1].weight.shape[0]
+    side_dim = 0 if layers[0].side_weight is None else layers[0].side_weight.shape[1]
+    new_encoder, new_decoder = init_layers(code_width, (int(width),), side_dim, seed)
+    return [*(layer.copy() for layer in layers[:half]), new_encoder, new_decoder,
+            *(layer.copy() for layer in layers[half:])]

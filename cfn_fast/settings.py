@@ -32,7 +32,7 @@ __all__ = ["Setting", "SETTINGS", "TrainConfig", "SETTING_NAMES", "DEFAULTS", "K
            "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
            "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE",
            "known_per_sample", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
-           "is_int", "is_real", "is_finite", "DTYPES"]
+           "is_int", "is_real", "is_finite", "DTYPES", "AUTHORS_ML1M_PRETRAIN", "AUTHORS_ML1M_FINETUNE"]
 
 KINDS = ("item", "user")
 AUTO = "auto"
@@ -188,6 +188,11 @@ SETTINGS: tuple[Setting, ...] = (
             expected=" or ".join(repr(d) for d in DTYPES), convert=str, engine=True, engine_default="float32",
             cli={"choices": DTYPES, "help": "weight storage of the per-input arrays: float32, or bfloat16 (half the "
                  "memory; backends numpy and cpu)"}),
+    Setting("dropout", 0.0, "not in the paper: probability of dropping each hidden unit in training (inverted "
+            "dropout on every hidden layer's output, not the input nor the output layer; kept units scaled by "
+            "1/(1-p); inference never drops; backends numpy and cpu)",
+            ok=lambda v: is_real(v) and 0 <= v < 1, expected="a number in [0, 1)", convert=float, engine=True,
+            engine_default=0.0, cli={"type": "float"}),
     Setting("shards", None, "train with the input dimension split over this many workers on Ray (kind 'item' or "
             "'user'; cfn_fast.sharding): for networks larger than one worker's memory; None trains in this process",
             ok=lambda v: v is None or (is_int(v) and v >= 1), expected="None or a positive integer",
@@ -211,6 +216,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in SETTINGS)
+
+#: The authors' ML-1M I-CFN configuration (``conf.movieLens.1M.V.lua``; :class:`~cfn_fast.StackedCFN` and the
+#: pre-trained member of a ``quality="best"`` blend): layer 1 (700 hidden, 10 epochs) ...
+AUTHORS_ML1M_PRETRAIN = {"epochs": 10, "batch_size": 35, "lr": 0.0901, "lr_decay": 0.176, "weight_decay": 0.0251,
+                         "alpha": 1.108, "beta": 0.72, "mask_ratio": 0.138}
+#: ... and the fine-tuning of the 700-500 stack (15 epochs).
+AUTHORS_ML1M_FINETUNE = {"epochs": 15, "batch_size": 25, "lr": 0.0157, "lr_decay": 0.251, "weight_decay": 0.0454,
+                         "alpha": 0.986, "beta": 0.581, "mask_ratio": 0.128}
 
 #: What an engine needs for one SGD step (the lr comes per epoch): the ``engine`` settings, with the engine
 #: API's keyword defaults (part of the versioned contract of docs/engine_api.md).
@@ -323,6 +336,8 @@ def resolve(params: Mapping[str, Any], kind: str | None = None,
           "None unless kind is 'item' or 'user' (sharding splits one network; a blend or kind='auto' trains several)")
     check(out["shards"] is None or out["dtype"] == "float32", "shards", out["shards"],
           "None with dtype='bfloat16' (sharded weights are float32)")
+    check(out["shards"] is None or out["dropout"] == 0, "shards", out["shards"],
+          "None with dropout > 0 (the split step does not drop hidden units yet)")
     check(out["lr"] * out["weight_decay"] < 1, "lr * weight_decay", out["lr"] * out["weight_decay"],
           "< 1 (otherwise weight decay flips the sign of the weights)")
     for s in SETTINGS:

@@ -34,35 +34,20 @@ from .fitted.concurrency import mutating
 from .fitted.ranking import DEFAULT_MIN_SUPPORT
 from .fitted.runtime import NotFittedError
 from .model import CFN
-from .network import Layer, init_layers
-from .settings import EstimatorParams, check_hidden, init_from_signature, parameter_names, signature
+from .network import insert_middle_layers
+from .settings import (
+    AUTHORS_ML1M_FINETUNE,
+    AUTHORS_ML1M_PRETRAIN,
+    EstimatorParams,
+    check_hidden,
+    init_from_signature,
+    parameter_names,
+    signature,
+)
 
 __all__ = ["StackedCFN", "insert_middle_layers", "AUTHORS_ML1M_PRETRAIN", "AUTHORS_ML1M_FINETUNE"]
 
-#: The authors' ML-1M I-CFN configuration (``conf.movieLens.1M.V.lua``): layer 1 (700 hidden, 10 epochs) ...
-AUTHORS_ML1M_PRETRAIN = {"epochs": 10, "batch_size": 35, "lr": 0.0901, "lr_decay": 0.176, "weight_decay": 0.0251,
-                         "alpha": 1.108, "beta": 0.72, "mask_ratio": 0.138}
-#: ... and the fine-tuning of the 700-500 stack (15 epochs).
-AUTHORS_ML1M_FINETUNE = {"epochs": 15, "batch_size": 25, "lr": 0.0157, "lr_decay": 0.251, "weight_decay": 0.0454,
-                         "alpha": 0.986, "beta": 0.581, "mask_ratio": 0.128}
-
 _TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_decay", "weight_decay", "alpha", "beta", "mask_ratio")
-
-
-def insert_middle_layers(layers: Sequence[Layer], width: int, seed: int = 0) -> list[Layer]:
-    """A 2k-layer stack from a (2k-2)-layer one: ``[encoders..., new encoder, new decoder, decoders...]``.
-
-    The new pair maps the innermost code (width of the current bottleneck) to ``width`` and back, with
-    Torch's default initialisation and the same side-information width as the existing layers."""
-    layers = list(layers)
-    if len(layers) < 2 or len(layers) % 2:
-        raise ValueError(f"need an autoencoder's layers (an even number >= 2), got {len(layers)}")
-    half = len(layers) // 2
-    code_width = layers[half - 1].weight.shape[0]
-    side_dim = 0 if layers[0].side_weight is None else layers[0].side_weight.shape[1]
-    new_encoder, new_decoder = init_layers(code_width, (int(width),), side_dim, seed)
-    return [*(layer.copy() for layer in layers[:half]), new_encoder, new_decoder,
-            *(layer.copy() for layer in layers[half:])]
 
 
 def _mirror(widths: Sequence[int]) -> tuple[int, ...]:
@@ -166,7 +151,7 @@ class StackedCFN(EstimatorParams):
     def to_backend(self, backend: str) -> "StackedCFN":
         """A new StackedCFN equal to this one whose fitted networks run on ``backend`` (see
         :meth:`CFN.to_backend`); this one is left as it is."""
-        resolve_backend(backend, self.dtype)
+        resolve_backend(backend, self.dtype, self.dropout)
         moved = copy.copy(self)
         moved.backend = backend
         for name in ("pretrained_", "model_"):

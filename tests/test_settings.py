@@ -89,7 +89,7 @@ def test_the_command_line_model_options_are_the_declared_settings(argv):
     values = {"kind": "blend", "quality": "best", "centring": "bias", "hidden": ["7", "5"], "epochs": "3",
               "alpha": "0.9", "beta": "0.3",
               "mask_ratio": "0.1", "lr": "0.02", "lr_decay": "0.5", "weight_decay": "0.01", "batch_size": "9",
-              "backend": "numpy", "seed": "4", "dtype": "bfloat16"}
+              "backend": "numpy", "seed": "4", "dtype": "bfloat16", "dropout": "0.2"}
     sharding = {"shards": "3", "ray_address": "auto", "max_worker_bytes": "2G"}    # one network only: a second call
     assert set(values) | set(sharding) | {"use_side_info"} == {s.name for s in flagged}   # a new option: a value here
     given = [token for s in flagged if s.name in values
@@ -100,7 +100,7 @@ def test_the_command_line_model_options_are_the_declared_settings(argv):
         assert params[name] == values[name]
     for name in ("epochs", "batch_size", "seed"):
         assert params[name] == int(values[name])
-    for name in ("alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay"):
+    for name in ("alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay", "dropout"):
         assert params[name] == float(values[name])
     given = [token for s in flagged if s.name in sharding for token in (s.flag, sharding[s.name])]
     params = model_from_args(parser.parse_args([*argv, "--kind", "item", *given])).get_params()

@@ -16,7 +16,8 @@ from ..settings import DTYPES, check
 from .base import BackendUnavailable, Engine, TrainConfig, epoch_order
 
 __all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class", "shard_engine_class",
-           "available_backends", "BackendUnavailable", "fallback_backend", "holds_dtype"]
+           "available_backends", "BackendUnavailable", "fallback_backend", "holds_dtype",
+           "trains_dropout"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -66,19 +67,33 @@ def holds_dtype(name: str, dtype: str) -> bool:
         return False
 
 
-def resolve_backend(name: str = "auto", dtype: str = "float32") -> str:
-    """The concrete backend for ``name`` that holds weights as ``dtype``; raises :class:`BackendUnavailable`
-    with the reason, ``ValueError`` for an unknown name or a backend that does not hold ``dtype``."""
+def trains_dropout(name: str) -> bool:
+    """Whether backend ``name``'s engine trains with dropout (its class's ``trains_dropout``), read as
+    :func:`holds_dtype` reads ``dtypes``."""
+    module, cls = _MODULES[name]
+    try:
+        return bool(getattr(importlib.import_module(module), cls).trains_dropout)
+    except ImportError:
+        return False
+
+
+def resolve_backend(name: str = "auto", dtype: str = "float32", dropout: float = 0.0) -> str:
+    """The concrete backend for ``name`` that holds weights as ``dtype`` and, for ``dropout > 0``, trains with
+    dropout; raises :class:`BackendUnavailable` with the reason, ``ValueError`` for an unknown name or a
+    backend that does not hold ``dtype`` or train the dropout."""
     check(isinstance(dtype, str) and dtype in DTYPES, "dtype", dtype, " or ".join(repr(d) for d in DTYPES))
     if name == "auto":
         for candidate in ("cuda", "cpu", "numpy"):
-            if _why_unavailable(candidate) is None and holds_dtype(candidate, dtype):
+            if _why_unavailable(candidate) is None and holds_dtype(candidate, dtype) and \
+                    (not dropout or trains_dropout(candidate)):
                 return candidate
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS} or 'auto'")
     if dtype != "float32" and not holds_dtype(name, dtype):   # said before the GPU is probed or used
         others = " or ".join(repr(b) for b in ("cpu", "numpy") if b != name and holds_dtype(b, dtype))
         raise ValueError(f"{dtype} weight storage is not on {name} yet; use backend={others}")
+    if dropout and not trains_dropout(name):                   # said before the GPU is probed or used
+        raise ValueError(f"dropout is not on {name} yet; use backend='cpu' or 'numpy'")
     reason = _why_unavailable(name)
     if reason is not None:
         raise BackendUnavailable(f"backend {name!r} is unavailable: {reason}")
@@ -96,15 +111,15 @@ def shard_engine_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def fallback_backend(preferred: Sequence[str], fitted_on: str, dtype: str = "float32") -> str:
+def fallback_backend(preferred: Sequence[str], fitted_on: str, dtype: str = "float32", dropout: float = 0.0) -> str:
     """Where a model that travelled (a pickle, a loaded file) runs: the first of ``preferred`` that runs
     here, else ``"auto"`` resolved here; with a warning naming why the first could not.  The one policy
     for every model that arrives from elsewhere (``fitted_on``: the backend it ran on there; ``dtype``: the
-    model's weight storage, which the backend chosen holds)."""
+    model's weight storage, which the backend chosen holds; ``dropout``: its training's, which it trains)."""
     reason = None
     for candidate in (*preferred, "auto"):
         try:
-            chosen = resolve_backend(candidate, dtype)
+            chosen = resolve_backend(candidate, dtype, dropout)
             break
         except (BackendUnavailable, ValueError) as exc:
             reason = reason or str(exc)

@@ -64,6 +64,8 @@ class Engine(ABC):
                      the profile's header); empty when the engine cannot be profiled.
     ``dtypes``       the weight storage types it holds (``config.dtype``, :mod:`cfn_fast.backends.bfloat16`); it
                      refuses the others when built.
+    ``trains_dropout`` whether it trains with ``config.dropout > 0`` (dropout of hidden units,
+                     :mod:`cfn_fast.corruption`); one that does not refuses it when built.
 
     Every public method of every subclass is wrapped when the class is created
     (:mod:`cfn_fast.backends.public_calls`): its arguments are checked before any kernel runs, it
@@ -74,6 +76,7 @@ class Engine(ABC):
     device: str = "host"
     phase_timer: str = ""
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    trains_dropout: ClassVar[bool] = False
     #: how a public method's body runs: directly; the ``cpu`` engine runs it where OpenMP works after a fork
     run_kernels: ClassVar[Callable[[Callable[[], Any]], Any]] = staticmethod(_direct)
 
@@ -87,6 +90,8 @@ class Engine(ABC):
             raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
         if config.dtype not in self.dtypes:   # an engine that ignored it would train another model than asked
             raise ValueError(f"{config.dtype} weight storage is not on {self.name} yet; use backend='numpy'")
+        if config.dropout and not self.trains_dropout:   # the same: another model than asked, so refused
+            raise ValueError(f"dropout is not on {self.name} yet; use backend='cpu' or 'numpy'")
         check_training_inputs(samples, side)
         self.config = config
         self.samples = samples

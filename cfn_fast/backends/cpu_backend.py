@@ -36,7 +36,7 @@ import scipy.sparse as sp
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
-from ..corruption import epoch_key, mask_threshold  # noqa: E402
+from ..corruption import DROPOUT_SALT, dropout_scale, dropout_threshold, epoch_key, mask_threshold  # noqa: E402
 from ..kernels import cfn_cpu as _kernels  # noqa: E402
 from ..network import Layer  # noqa: E402
 from ..settings import DTYPES  # noqa: E402
@@ -95,6 +95,7 @@ class CpuEngine(Engine):
 
     name = "cpu"
     dtypes = DTYPES
+    trains_dropout = True
     phase_timer = "clock_gettime timers inside the Cython training step"
     run_kernels = staticmethod(run_after_fork)   # libgomp's thread team does not survive fork
 
@@ -289,7 +290,8 @@ class CpuEngine(Engine):
         config, samples = self.config, self.samples
         return _kernels.SparseCFN(self.widths, self.side_dim, samples.indptr, samples.indices, samples.data, self.side,
                                   float(config.alpha), float(config.beta), mask_threshold(config.mask_ratio),
-                                  batch_size, 1, bf16, ROUND_SALT)
+                                  batch_size, 1, bf16, ROUND_SALT, config.dropout != 0,
+                                  dropout_threshold(config.dropout), float(dropout_scale(config.dropout)), DROPOUT_SALT)
 
 
 class _Snapshot:

@@ -5,7 +5,8 @@ One mini-batch of B samples, dense over the N inputs:
     X        the centred unit ratings, 0 where unknown          (B x N)
     K        known entries;  H ⊂ K the hidden ones (corruption) (B x N)
     h_0      = X ⊙ (K ∧ ¬H)                                     corrupted input
-    h_l      = tanh(h_{l-1} W_lᵀ + S V_lᵀ + b_l)                side info S enters every layer
+    h_l      = tanh(h̃_{l-1} W_lᵀ + S V_lᵀ + b_l)                side info S enters every layer
+    h̃_l      = h_l ⊙ D_l  (hidden l < L; D_l = 1 without dropout)  dropout: D_l ∈ {0, 1/(1−p)} (corruption)
     Ŷ        = h_L
     loss     = α Σ_{H} (Ŷ − X)² + β Σ_{K∧¬H} (Ŷ − X)²           unknown entries give no error
     θ        ← θ − lr_t (∂loss/∂θ / B + λ θ)                    every parameter, every step
@@ -22,7 +23,15 @@ from collections.abc import Iterable
 import numpy as np
 import scipy.sparse as sp
 
-from ..corruption import epoch_key, hidden_entries, mask_threshold
+from ..corruption import (
+    dropout_key,
+    dropout_multipliers,
+    dropout_scale,
+    dropout_threshold,
+    epoch_key,
+    hidden_entries,
+    mask_threshold,
+)
 from ..network import Layer, copy_layers
 from ..settings import DTYPES
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order
@@ -48,11 +57,16 @@ def corrupted_batch(samples: sp.csr_matrix, rows: np.ndarray, key: int, threshol
     return X, known, hidden
 
 
-def forward(layers: list[Layer], inputs: np.ndarray, side: np.ndarray | None) -> list[np.ndarray]:
-    """Activations ``[h_0, h_1, ..., h_L]``; side information is appended to every layer's input."""
+def forward(layers: list[Layer], inputs: np.ndarray, side: np.ndarray | None,
+            dropout: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Activations ``[h_0, h_1, ..., h_L]``; side information is appended to every layer's input.
+
+    ``dropout``: one multiplier array per hidden layer (:func:`~cfn_fast.corruption.dropout_multipliers`);
+    layer ``l + 1`` then takes ``h_l ⊙ dropout[l - 1]``.  The activations returned are the tanh outputs."""
     activations = [inputs]
-    for layer in layers:
-        z = activations[-1] @ layer.weight.T + layer.bias
+    for index, layer in enumerate(layers):
+        h = activations[-1] if dropout is None or index == 0 else activations[-1] * dropout[index - 1]
+        z = h @ layer.weight.T + layer.bias
         if side is not None:
             z += side @ layer.side_weight.T
         activations.append(np.tanh(z))
@@ -73,17 +87,22 @@ def reconstruction_loss(output: np.ndarray, target: np.ndarray, known: np.ndarra
 
 
 def backward(layers: list[Layer], activations: list[np.ndarray], side: np.ndarray | None,
-             output_grad: np.ndarray) -> list[Layer]:
-    """Back-propagation through the tanh layers; summed over the batch."""
+             output_grad: np.ndarray, dropout: list[np.ndarray] | None = None) -> list[Layer]:
+    """Back-propagation through the tanh layers (and the dropout multipliers :func:`forward` took); summed
+    over the batch."""
     grads: list[Layer] = []
     delta = output_grad * (1.0 - activations[-1] ** 2)          # ∂loss/∂z_L
     for index in range(len(layers) - 1, -1, -1):
         layer = layers[index]
         h_prev = activations[index]
-        grads.append(Layer(weight=delta.T @ h_prev, bias=delta.sum(axis=0),
+        taken = h_prev if dropout is None or index == 0 else h_prev * dropout[index - 1]
+        grads.append(Layer(weight=delta.T @ taken, bias=delta.sum(axis=0),
                            side_weight=None if side is None else delta.T @ side))
         if index > 0:
-            delta = (delta @ layer.weight) * (1.0 - h_prev ** 2)
+            dh = delta @ layer.weight
+            if dropout is not None:
+                dh = dh * dropout[index - 1]
+            delta = dh * (1.0 - h_prev ** 2)
     return grads[::-1]
 
 
@@ -124,6 +143,7 @@ class NumpyEngine(Engine):
     name = "numpy"
     phase_timer = "time.monotonic around the reference's step functions"
     dtypes = DTYPES
+    trains_dropout = True
     #: the phases of :meth:`profiled_epoch`: each step function of the paper's pieces
     PHASES = {"corrupted_batch": "batch_setup", "forward": "forward", "reconstruction_loss": "loss",
               "backward": "backward", "sgd_update": "update", "bf16_sgd_update": "update"}
@@ -133,6 +153,7 @@ class NumpyEngine(Engine):
         super().__init__(layers, config, samples, side)
         self._load(layers)
         self.threshold = mask_threshold(config.mask_ratio)
+        self.dropout_threshold = dropout_threshold(config.dropout)
         self._timings: list[PhaseTiming] | None = None     # set while profiled_epoch runs
         self._ranges: Ranges | None = None
         self._batch = -1
@@ -178,14 +199,23 @@ class NumpyEngine(Engine):
     def _side(self, rows: np.ndarray) -> np.ndarray | None:
         return None if self.side is None else self.side[rows]
 
+    def _dropout(self, rows: np.ndarray, epoch: int) -> list[np.ndarray] | None:
+        """The batch's dropout multipliers, or None without dropout (then exactly the paper's step)."""
+        if self.config.dropout == 0:
+            return None
+        widths = tuple(layer.weight.shape[0] for layer in self.layers[:-1])
+        return dropout_multipliers(dropout_key(self.config.seed, epoch), np.asarray(rows), widths,
+                                   self.dropout_threshold, dropout_scale(self.config.dropout))
+
     def gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer]]:
         cfg = self.config
         X, known, hidden = self._call(corrupted_batch, self.samples, rows, epoch_key(cfg.seed, epoch),
                                       self.threshold)
         side = self._side(rows)
-        activations = self._call(forward, self.layers, np.where(known & ~hidden, X, np.float32(0.0)), side)
+        dropout = self._dropout(rows, epoch)
+        activations = self._call(forward, self.layers, np.where(known & ~hidden, X, np.float32(0.0)), side, dropout)
         loss, output_grad = self._call(reconstruction_loss, activations[-1], X, known, hidden, cfg.alpha, cfg.beta)
-        return loss, self._call(backward, self.layers, activations, side, output_grad)
+        return loss, self._call(backward, self.layers, activations, side, output_grad, dropout)
 
     def sgd_step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
         self._transposed = None

@@ -124,7 +124,8 @@ def add_model_options(p: argparse.ArgumentParser, *, epochs: int = 20) -> None:
     :data:`cfn_fast.settings.SETTINGS` that has a flag (read back by :func:`model_from_args`)."""
     from cfn_fast.settings import DEFAULTS, SETTINGS
 
-    types = {"positive int": int_in(1), "non-negative int": int_in(0), "int": int, "bytes": byte_size}
+    types = {"positive int": int_in(1), "non-negative int": int_in(0), "int": int, "bytes": byte_size,
+             "float": float}
     g = p.add_argument_group("model")
     for setting in SETTINGS:
         if setting.flag is None:

@@ -25,11 +25,11 @@ __all__ = ["check_eval_ratings", "check_writable_outputs", "resolve_backend_earl
 SPLIT_PARTS = ("train", "validation", "test")
 
 
-def resolve_backend_early(name: str, dtype: str = "float32") -> str:
-    """Fail on an unavailable backend (e.g. ``cuda`` without CuPy, or one that does not hold ``dtype``)
-    before data is loaded."""
+def resolve_backend_early(name: str, dtype: str = "float32", dropout: float = 0.0) -> str:
+    """Fail on an unavailable backend (e.g. ``cuda`` without CuPy, or one that does not hold ``dtype`` or
+    train ``dropout``) before data is loaded."""
     from cfn_fast.backends import resolve_backend
-    return resolve_backend(name, dtype)
+    return resolve_backend(name, dtype, dropout)
 
 
 def split_paths(folder: str | os.PathLike, with_validation: bool) -> dict[str, Path]:

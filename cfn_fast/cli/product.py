@@ -107,7 +107,7 @@ def demo(args: argparse.Namespace) -> dict:
     from cfn_fast.data import synthetic_ratings, train_validation_test_split
     from cfn_fast.tools.baselines import ItemMean
     model = common.model_from_args(args)
-    resolve_backend_early(args.backend, args.dtype)
+    resolve_backend_early(args.backend, args.dtype, args.dropout)
     ratings = synthetic_ratings(args.users, args.items, args.n_ratings, seed=args.seed)
     train, validation, test = train_validation_test_split(ratings, 0.1, 0.1, seed=args.seed)
     if not args.json:
@@ -166,7 +166,7 @@ def fit(args: argparse.Namespace) -> dict:
                            {"--ratings": args.ratings},
                            {"--save-split": args.save_split})
     model = common.model_from_args(args)
-    resolve_backend_early(args.backend, args.dtype)
+    resolve_backend_early(args.backend, args.dtype, args.dropout)
     ratings = common.read_ratings(args.ratings, args.scale)
     if not args.json:
         print(f"data: {ratings.nnz:,} ratings, {common.scale_note(ratings, args.scale)}", flush=True)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from .. import settings
+from ..backends import resolve_backend, trains_dropout
 from ..backends.base import Engine, TrainConfig
 from ..engine import make_engine
 from ..network import Layer
@@ -66,7 +67,10 @@ class Runtime:
 
     def _member(self, network: Any, params: dict[str, Any]) -> "Runtime":
         resolved = settings.resolve(params, network.kind, settings.known_per_sample(network.inputs))
-        return Runtime(Fitted(self.fitted.train, (network,)), self.backend, settings.train_config(resolved))
+        backend = self.backend
+        if resolved["dropout"] and not trains_dropout(backend):     # a dropout member stays off cuda, as alone
+            backend = resolve_backend("auto", resolved["dtype"], resolved["dropout"])
+        return Runtime(Fitted(self.fitted.train, (network,)), backend, settings.train_config(resolved))
 
     @property
     def engine(self) -> Engine:

@@ -8,8 +8,9 @@ and a factorisation's differ, and the blend gains from that) (:class:`Blend`).
 How it is chosen, never looking at a test set:
 
 1. The candidates (:func:`candidate_params`: for ``quality="default"`` I-CFN and U-CFN, each with the
-   paper's per-sample centring and with the bias centring, trained with the model's settings; and the factor
-   members of :data:`FACTOR_CANDIDATES`) are trained on the training set less a validation part
+   paper's per-sample centring and with the bias centring, trained with the model's settings; ``"best"`` adds
+   longer, wider, other-seed, dropout (:data:`DROPOUT_MEMBER`) and deeper pre-trained (:data:`PRETRAINED_MEMBER`)
+   I-CFNs; and the factor members of :data:`FACTOR_CANDIDATES`) are trained on the training set less a validation part
    (:data:`~cfn_fast.training.selection.VALIDATION_FRACTION` of its ratings, drawn with the model's seed; a
    validation set given to ``fit`` is used instead), and the bias model on the same part.
 2. The weights minimise the squared error on the validation part, non-negative (a member's departure
@@ -46,15 +47,16 @@ import scipy.optimize
 from ..data.ratings import RatingSet
 from ..data.split import train_test_split
 from ..metrics import rmse
+from ..network import insert_middle_layers
 from ..preprocessing import BiasModel
 from ..profiling import Profile
-from ..settings import KINDS
+from ..settings import AUTHORS_ML1M_FINETUNE, AUTHORS_ML1M_PRETRAIN, KINDS
 from .factors import Factors
 from .selection import MIN_RATINGS_FOR_VALIDATION, VALIDATION_FRACTION, VALIDATION_SEED_OFFSET
 from .trainer import TrainingDiverged
 
 __all__ = ["Blend", "fit_blend", "candidate_params", "blend_weights", "choose_shrinkage", "SHRINKAGE_GRID", "CV_FOLDS",
-           "MAX_MEMBERS"]
+           "MAX_MEMBERS", "DROPOUT_MEMBER", "PRETRAINED_MEMBER", "PRETRAIN", "fit_member"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -73,6 +75,18 @@ MAX_MEMBERS = {"default": 2, "best": 8}
 #: ``(rank, reg)`` of the factor members a blend weighs, by quality (ML-1M validation figures in bench/README.md:
 #: rank 20 alone beat rank 50 and took a third of the time; several ranks and penalties blend better than one).
 FACTOR_CANDIDATES = {"default": ((20, 0.05),), "best": ((20, 0.05), (50, 0.05), (80, 0.08), (10, 0.03))}
+
+#: ``quality="best"``: an I-CFN trained twice as long with dropout on its hidden layer (its errors differ from the
+#: other I-CFNs'; ML-1M validation figures in bench/README.md, "Blend candidates").
+DROPOUT_MEMBER = {"hidden": (600,), "dropout": 0.2}
+
+#: ``quality="best"``: the authors' deeper I-CFN ``in -> 700 -> 500 -> 700 -> in``, its outer layer pre-trained alone
+#: first (:data:`~cfn_fast.settings.AUTHORS_ML1M_PRETRAIN`, then the fine-tuning settings; as
+#: :class:`~cfn_fast.StackedCFN`), the epochs of both steps scaled by the blend's ``epochs`` / 20.
+PRETRAINED_MEMBER = {"hidden": (700, 500, 700), **AUTHORS_ML1M_FINETUNE}
+
+#: The key of a candidate's pre-training settings (:func:`fit_member`); not a setting of the fitted member.
+PRETRAIN = "pretrain"
 
 #: What the members do not take from the blend's own settings.
 _NOT_FOR_MEMBERS = {"kind": None, "centring": None, "quality": "default"}
@@ -123,7 +137,9 @@ class Blend:
 def candidate_params(params: dict[str, Any], quality: str) -> list[dict[str, Any]]:
     """Constructor settings of the networks a blend weighs, from the blend's own ``params``: for
     ``"default"`` I-CFN and U-CFN with each centring (a ``centring`` given keeps only that one); ``"best"``
-    adds the same networks trained twice as long, I-CFN with 1,000 hidden units and other seeds."""
+    adds the same networks trained twice as long, I-CFN with 1,000 hidden units and other seeds, and with the
+    first centring an I-CFN with dropout (:data:`DROPOUT_MEMBER`) and a deeper pre-trained one
+    (:data:`PRETRAINED_MEMBER`, whose :data:`PRETRAIN` entry :func:`fit_member` takes)."""
     base = {**params, **_NOT_FOR_MEMBERS}
     centrings = ("sample", "bias") if params.get("centring") is None else (params["centring"],)
     out = [{**base, "kind": kind, "centring": c} for kind in KINDS for c in centrings]
@@ -133,7 +149,40 @@ def candidate_params(params: dict[str, Any], quality: str) -> list[dict[str, Any
         out += [{**member, "epochs": epochs, "seed": seed + 1} for member in list(out)]
         out += [{**base, "kind": "item", "centring": c, "hidden": (1000,), "epochs": epochs, "seed": seed + 2}
                 for c in centrings]
+        first = {**base, "kind": "item", "centring": centrings[0]}
+        out.append({**first, **DROPOUT_MEMBER, "epochs": epochs, "seed": seed + 3})
+        blend_epochs = int(params["epochs"])
+        out.append({**first, **_scaled(PRETRAINED_MEMBER, blend_epochs), "seed": seed + 4,
+                    PRETRAIN: _scaled(AUTHORS_ML1M_PRETRAIN, blend_epochs)})
     return out
+
+
+def _scaled(recipe: dict[str, Any], blend_epochs: int) -> dict[str, Any]:
+    """``recipe`` with its epochs scaled by ``blend_epochs / 20``: the authors' epochs at the default 20."""
+    return {**recipe, "epochs": max(1, round(recipe["epochs"] * blend_epochs / 20))}
+
+
+def fit_member(model_class: Callable[..., Any], member: dict[str, Any], train: RatingSet, user_features: Any,
+               item_features: Any, divergence: Any) -> Any:
+    """A candidate network fitted on ``train``: ``model_class(**member)``; for a member with a :data:`PRETRAIN`
+    entry and ``hidden=(h1, h2, h1)``, the authors' layer-wise recipe (:class:`~cfn_fast.StackedCFN`): a
+    ``(h1,)`` network trained with those settings, a middle pair of width ``h2`` inserted, the whole fine-tuned."""
+    settings = _settings(member)
+    model = model_class(**settings)
+    features = {"user_features": user_features, "item_features": item_features, "divergence": divergence}
+    if PRETRAIN not in member:
+        return model.fit(train, **features)
+    hidden = tuple(settings["hidden"])
+    if len(hidden) != 3 or hidden[0] != hidden[2]:
+        raise ValueError(f"a pre-trained member has hidden=(h1, h2, h1), got {hidden}")
+    outer = model_class(**{**settings, **member[PRETRAIN], "hidden": hidden[:1]}).fit(train, **features)
+    start = insert_middle_layers(outer.layers_, hidden[1], seed=int(settings["seed"]) + 2)
+    return model.fit(train, **features, initial_layers=start)
+
+
+def _settings(member: dict[str, Any]) -> dict[str, Any]:
+    """A member's constructor settings (what the blend records): without its pre-training recipe."""
+    return {name: value for name, value in member.items() if name != PRETRAIN}
 
 
 def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_features: Any = None,
@@ -157,9 +206,8 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
     candidates, fitted, predictions, scores = candidate_params(params, params["quality"]), [], [], {}
     for member in candidates:
         name = _name(member)
-        candidate = type(model)(**member)
         try:
-            candidate.fit(part, user_features, item_features, divergence=divergence)
+            candidate = fit_member(type(model), member, part, user_features, item_features, divergence)
             predicted = candidate.predict_indices(validation.user, validation.item)
         except TrainingDiverged:
             log.info("kind='blend': %s diverged; left out", name)
@@ -192,7 +240,7 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
               "blend_rmse": rmse(np.clip(base + deltas[:, keep] @ weights, bias.low, bias.high),
                                  validation.rating)}
     if how == "validation part":
-        kept = [(member, type(model)(**member).fit(train, user_features, item_features, divergence=divergence))
+        kept = [(member, fit_member(type(model), member, train, user_features, item_features, divergence))
                 for member, _ in kept]
         bias = BiasModel.fit(train)
         factor_models = [Factors.fit(train, *configs[j], seed=seed) if j in chosen_factors else None
@@ -205,15 +253,17 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
     factor_weights = {use: w[m:] for use, w in (("pairs", weights), ("user", fold_in["user"]),
                                                   ("item", fold_in["item"]))}
     blend = Blend(bias, weights[:m], {side: w[:m] for side, w in fold_in.items()},
-                  tuple(member for member, _ in kept), report, factors, factor_weights)
+                  tuple(_settings(member) for member, _ in kept), report, factors, factor_weights)
     log.info("kind='blend' chose %s (validation RMSE %.4f, bias model %.4f; %.1f s)", blend.summary(),
              report["blend_rmse"], report["bias_rmse"], report["seconds"])
     return [candidate for _, candidate in kept], blend, profile
 
 
 def _name(member: dict[str, Any]) -> str:
+    extra = (f"/dropout{member['dropout']:g}" if member.get("dropout") else "") + \
+        ("/pretrained" if PRETRAIN in member else "")
     return (f"{member['kind']}/{member['centring']}/h{'x'.join(map(str, member['hidden']))}"
-            f"/e{member['epochs']}/s{member['seed']}")
+            f"/e{member['epochs']}/s{member['seed']}{extra}")
 
 
 def _kept(weights: np.ndarray, most: int) -> list[int]:

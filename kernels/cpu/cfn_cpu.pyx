@@ -929,7 +929,15 @@ cdef class SparseCFN:
     cdef float* pend_coef
     cdef int32_t* pstart
     cdef float* sideb
-    cdef float** act                 # act[l], l = 1..L-1: B x w[l]
+    cdef float** act                 # act[l], l = 1..L-1: B x w[l] (after dropout: what layer l + 1 takes)
+    # dropout (cfn_fast.corruption): on when dropping; keep[l] the multipliers (0 or drop_scale), hraw[l] the
+    # tanh outputs before them (the derivative needs them); brow the batch's sample rows (the draws' counters)
+    cdef bint dropping
+    cdef uint64_t drop_threshold, drop_salt
+    cdef float drop_scale
+    cdef float** keep
+    cdef float** hraw
+    cdef int64_t* brow
     cdef float* dA
     cdef float* dB
     cdef float* dhp
@@ -952,6 +960,7 @@ cdef class SparseCFN:
         self.p_dw = self.p_db = self.p_ds = NULL
         self.g_dw = self.g_db = self.g_ds = NULL
         self.act = NULL
+        self.keep = self.hraw = NULL
 
     def __dealloc__(self):
         free(self.w)
@@ -962,10 +971,17 @@ cdef class SparseCFN:
         free(self.g_db)
         free(self.g_ds)
         free(self.act)
+        free(self.keep)
+        free(self.hraw)
 
     def __init__(self, widths, int side_dim, indptr, indices, data, side, double alpha, double beta,
-                 uint64_t threshold, int batch_size, int nthreads, bint bf16=False, uint64_t round_salt=0):
+                 uint64_t threshold, int batch_size, int nthreads, bint bf16=False, uint64_t round_salt=0,
+                 bint dropping=False, uint64_t drop_threshold=0, float drop_scale=1.0, uint64_t drop_salt=0):
         cdef int l
+        self.dropping = dropping
+        self.drop_threshold = drop_threshold
+        self.drop_scale = drop_scale
+        self.drop_salt = drop_salt
         self.bf16 = bf16
         self.round_salt = round_salt
         self.widths = tuple(int(x) for x in widths)
@@ -989,10 +1005,12 @@ cdef class SparseCFN:
         self.g_db = <float**>malloc(nl * sizeof(float*))
         self.g_ds = <float**>malloc(nl * sizeof(float*))
         self.act = <float**>malloc(nl * sizeof(float*))
+        self.keep = <float**>malloc(nl * sizeof(float*))
+        self.hraw = <float**>malloc(nl * sizeof(float*))
         for l in range(nl):
             self.p_dw[l] = self.p_db[l] = self.p_ds[l] = NULL
             self.g_dw[l] = self.g_db[l] = self.g_ds[l] = NULL
-            self.act[l] = NULL
+            self.act[l] = self.keep[l] = self.hraw[l] = NULL
         H0 = self.widths[1]
         HL = self.widths[nl - 1]
         n = self.n_inputs
@@ -1105,6 +1123,10 @@ cdef class SparseCFN:
         b["dhp"] = np.zeros(self.dhp_cap + 1024, np.float32)
         for l in range(1, nl):
             b[f"act{l}"] = np.zeros(B * self.widths[l], np.float32)
+            if self.dropping:
+                b[f"keep{l}"] = np.zeros(B * self.widths[l], np.float32)
+                b[f"hraw{l}"] = np.zeros(B * self.widths[l], np.float32)
+        b["brow"] = np.zeros(B, np.int64)
         self._buf = b
         self.eoff = lptr(b["eoff"])
         self.erow = iptr(b["erow"])
@@ -1149,6 +1171,10 @@ cdef class SparseCFN:
         self.dhp = fptr(b["dhp"]) + <Py_ssize_t>_skew(b["dhp"], (h_page + 2048) % 4096)
         for l in range(1, nl):
             self.act[l] = fptr(b[f"act{l}"])
+            if self.dropping:
+                self.keep[l] = fptr(b[f"keep{l}"])
+                self.hraw[l] = fptr(b[f"hraw{l}"])
+        self.brow = lptr(b["brow"])
         self.cap_b = B
         self.cap_e = ne
 
@@ -1375,6 +1401,8 @@ cdef class SparseCFN:
                 self.last_G = self._partition(ne, self.last_nd, B)
             elif phase == 1:
                 self._encode_columns(B, self.last_G, <float>self.scale)
+                if self.dropping:
+                    self._drop(1, B, key + self.drop_salt)
             elif phase == 2:
                 self._output_pass(B, self.last_G, <float>self.scale, upd, self.dA)
             elif phase == 3 and self.bf16:
@@ -1419,6 +1447,7 @@ cdef class SparseCFN:
         self.eoff[0] = 0
         for i in range(B):
             r = rows[i]
+            self.brow[i] = r
             self.eoff[i + 1] = self.eoff[i] + self.indptr[r + 1] - self.indptr[r]
         if self.side_dim > 0:
             for i in range(B):
@@ -1619,7 +1648,7 @@ cdef class SparseCFN:
                     v = self.dhp + g * _group_stride(B, HL) + <Py_ssize_t>i * HL
                     for j in range(HL):
                         dhp_g[j] += v[j]
-                tanh_backward(dhp_g, self.act[nl - 1] + <Py_ssize_t>i * HL, HL)
+                self._hidden_backward(dhp_g, nl - 1, <Py_ssize_t>i * HL, HL)
         lossg = 0.0
         for g in range(G):
             lossg = lossg + self.lossp[g]
@@ -1825,6 +1854,44 @@ cdef class SparseCFN:
             free(xp)
             free(cf)
 
+    cdef void _drop(self, int l, int B, uint64_t dkey) noexcept nogil:
+        """Dropout of hidden layer l (cfn_fast.corruption.dropout_multipliers): the multipliers into keep[l],
+        the tanh outputs into hraw[l], and act[l] *= keep[l] (what layer l + 1 and the gradients take)."""
+        cdef int H = self.w[l]
+        cdef int i, k, j
+        cdef uint64_t total = 0, offset = 0, base
+        cdef uint64_t thr = self.drop_threshold
+        cdef float scale = self.drop_scale
+        cdef float* h
+        cdef float* raw
+        cdef float* kp
+        for j in range(1, self.n_layers):
+            total += <uint64_t>self.w[j]
+            if j < l:
+                offset += <uint64_t>self.w[j]
+        for i in prange(B, schedule='static', num_threads=self.nthreads):
+            base = dkey + <uint64_t>self.brow[i] * total + offset
+            h = self.act[l] + <Py_ssize_t>i * H
+            raw = self.hraw[l] + <Py_ssize_t>i * H
+            kp = self.keep[l] + <Py_ssize_t>i * H
+            for k in range(H):
+                kp[k] = 0.0 if (cfn_splitmix64(base + <uint64_t>k) >> 40) < thr else scale
+                raw[k] = h[k]
+                h[k] = h[k] * kp[k]
+
+    cdef inline void _hidden_backward(self, float* dh, int l, Py_ssize_t at, Py_ssize_t n) noexcept nogil:
+        """dh *= D (dropout's multipliers), then (1 - h^2) with h the tanh outputs: n values of hidden layer l
+        from flat index ``at``."""
+        cdef Py_ssize_t k
+        cdef const float* kp
+        if not self.dropping:
+            tanh_backward(dh, self.act[l] + at, n)
+            return
+        kp = self.keep[l] + at
+        for k in range(n):
+            dh[k] = dh[k] * kp[k]
+        tanh_backward(dh, self.hraw[l] + at, n)
+
     cdef double _step(self, const int64_t* rows, int B, uint64_t key, double lr, double weight_decay,
                       bint train, bint defer) noexcept nogil:
         cdef int nl = self.n_layers
@@ -1862,11 +1929,15 @@ cdef class SparseCFN:
         # forward
         self._tick(PH_ENCODE)
         self._encode_columns(B, G, sc)
+        if self.dropping:
+            self._drop(1, B, key + self.drop_salt)
         if nl > 2:
             self._tick(PH_DENSE_FWD)
         for l in range(1, nl - 1):
             dense_forward(self.p_dw[l], self.p_db[l], self.p_ds[l], self.act[l], self.sideb, self.act[l + 1],
                           B, self.w[l], self.w[l + 1], sd, nt)
+            if self.dropping:
+                self._drop(l + 1, B, key + self.drop_salt)
         # output layer (fused forward, loss, backward and update), then dh
         delta = self.dA
         other = self.dB
@@ -1879,7 +1950,7 @@ cdef class SparseCFN:
             dense_backward_input(self.p_dw[l], delta, other, B, self.w[l], self.w[l + 1], nt)
             dense_update(self.p_dw[l], self.p_db[l], self.p_ds[l], delta, self.act[l], self.sideb, B,
                          self.w[l], self.w[l + 1], sd, shrink, step, self.g_dw[l], self.g_db[l], self.g_ds[l], nt)
-            tanh_backward(other, self.act[l], <Py_ssize_t>B * self.w[l])
+            self._hidden_backward(other, l, 0, <Py_ssize_t>B * self.w[l])
             tmp = delta
             delta = other
             other = tmp
