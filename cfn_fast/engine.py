@@ -43,7 +43,7 @@ __all__ = ["ENGINE_API_VERSION", "Engine", "TrainConfig", "Layer", "TrainingInpu
            "BACKENDS", "available_backends", "BackendUnavailable", "ModelBusyError", "EngineSnapshot"]
 
 #: Version of the contract in ``docs/engine_api.md`` (``"major.minor"``).
-ENGINE_API_VERSION = "1.4"
+ENGINE_API_VERSION = "1.5"
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
         raise TypeError(f"backend must be one of {BACKENDS} or 'auto', got {backend!r}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
-    name = resolve_backend(backend, config.dtype)
+    name = resolve_backend(backend, config.dtype, config.kernel_dim)
     if not sp.issparse(samples):
         raise TypeError(f"samples must be a SciPy sparse matrix (samples x inputs), got {type(samples).__name__}")
     # checked on its raw arrays before SciPy copies and sorts it (its C++ code trusts the structure)
@@ -112,7 +112,7 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
     samples.sort_indices()
     side = None if side is None else _side_matrix(side, samples.shape[0])
     layers = check_layers(layers, samples.shape[1], 0 if side is None else side.shape[1])
-    return engine_class(name)(layers, config, samples, side, **options)
+    return engine_class(name, config.kernel_dim)(layers, config, samples, side, **options)
 
 
 def minibatches(engine: Engine, epoch: int) -> list[np.ndarray]:

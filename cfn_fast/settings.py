@@ -32,7 +32,7 @@ __all__ = ["Setting", "SETTINGS", "TrainConfig", "SETTING_NAMES", "DEFAULTS", "K
            "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
            "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE",
            "known_per_sample", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
-           "is_int", "is_real", "is_finite", "DTYPES"]
+           "is_int", "is_real", "is_finite", "DTYPES", "MAX_KERNEL_DIM", "fitted_config"]
 
 KINDS = ("item", "user")
 AUTO = "auto"
@@ -44,6 +44,9 @@ CENTRINGS = ("sample", "bias")
 #: The weight storage types (``dtype=``); :mod:`cfn_fast.backends.bfloat16` holds bfloat16's rules:
 #: the settings sit below the storage rules in the layers of docs/architecture.md and cannot import them.
 DTYPES = ("float32", "bfloat16")
+#: Largest ``kernel_dim``: the unit vectors are an embedding for a distance, a few dimensions suffice (Muller et
+#: al. use 5); the kernels keep a unit's vector in registers.
+MAX_KERNEL_DIM = 32
 #: Marks a setting whose default depends on the kind (:data:`DEFAULTS`).
 PER_KIND = "per kind"
 
@@ -188,6 +191,14 @@ SETTINGS: tuple[Setting, ...] = (
             expected=" or ".join(repr(d) for d in DTYPES), convert=str, engine=True, engine_default="float32",
             cli={"choices": DTYPES, "help": "weight storage of the per-input arrays: float32, or bfloat16 (half the "
                  "memory; backends numpy and cpu)"}),
+    Setting("kernel_dim", 0, "kernelised weights (Sparse FC, Muller et al. 2018): 0 off (the paper's CFN); d > 0 "
+            "trains each Linear layer's weight as W * K with K_ij = max(0, 1 - |u_i - v_j|^2), u_i (v_j) a learned "
+            "d-dimensional vector per output (input) unit; side weights stay plain; weight decay on W, u, v too. "
+            "Training only: the fitted model holds W * K, an ordinary CFN network (backends numpy and cpu)",
+            ok=lambda v: is_int(v) and 0 <= v <= MAX_KERNEL_DIM, expected=f"an integer in [0, {MAX_KERNEL_DIM}]",
+            convert=int, engine=True, engine_default=0,
+            cli={"type": "non-negative int", "help": "Sparse FC kernelised weights: dimension of the unit vectors "
+                 "(0: off, the default; backends numpy and cpu)"}),
     Setting("verbose", 0, "0 silent, 1 progress bar, 2 also one line per epoch",
             ok=lambda v: (is_int(v) or isinstance(v, bool)) and v >= 0, expected="an integer >= 0",
             cli={"flag": None}),
@@ -208,6 +219,8 @@ def _check_train_config(config: Any) -> None:
             check(s.ok(value), s.name, value, s.expected)
             object.__setattr__(config, s.name, s.convert(value))   # frozen: set once, here
     check(config.alpha + config.beta > 0, "alpha + beta", config.alpha + config.beta, "> 0")
+    check(config.kernel_dim == 0 or config.dtype == "float32", "kernel_dim", config.kernel_dim,
+          "0 with dtype='bfloat16' (kernelised weights are trained in float32)")
 
 
 TrainConfig = make_dataclass(
@@ -316,6 +329,12 @@ def resolve(params: Mapping[str, Any], kind: str | None = None,
 def train_config(resolved: Mapping[str, Any]) -> TrainConfig:
     """The engine's step settings from :func:`resolve`'s result (the ``engine`` settings)."""
     return TrainConfig(**{f.name: resolved[f.name] for f in fields(TrainConfig)})
+
+
+def fitted_config(resolved: Mapping[str, Any]) -> TrainConfig:
+    """The engine settings a *fitted* network runs on: :func:`train_config` less ``kernel_dim``, which is
+    training-only (a fitted network holds the effective weights ``W * K``, an ordinary CFN network)."""
+    return TrainConfig(**{f.name: resolved[f.name] for f in fields(TrainConfig) if f.name != "kernel_dim"})
 
 
 #: What :meth:`CFN.resolved_params` reports (and a model file records): the per-kind settings, hidden, kind.

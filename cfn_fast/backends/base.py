@@ -64,6 +64,9 @@ class Engine(ABC):
                      the profile's header); empty when the engine cannot be profiled.
     ``dtypes``       the weight storage types it holds (``config.dtype``, :mod:`cfn_fast.backends.bfloat16`); it
                      refuses the others when built.
+    ``kernelised``   whether it trains kernelised weights (``config.kernel_dim > 0``,
+                     :mod:`cfn_fast.backends.kernelised`); it refuses them when built otherwise.  Such an engine
+                     also has ``kernel_gradients(rows, epoch)`` and ``kernel_state()``.
 
     Every public method of every subclass is wrapped when the class is created
     (:mod:`cfn_fast.backends.public_calls`): its arguments are checked before any kernel runs, it
@@ -74,6 +77,7 @@ class Engine(ABC):
     device: str = "host"
     phase_timer: str = ""
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    kernelised: ClassVar[bool] = False
     #: how a public method's body runs: directly; the ``cpu`` engine runs it where OpenMP works after a fork
     run_kernels: ClassVar[Callable[[Callable[[], Any]], Any]] = staticmethod(_direct)
 
@@ -87,6 +91,8 @@ class Engine(ABC):
             raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
         if config.dtype not in self.dtypes:   # an engine that ignored it would train another model than asked
             raise ValueError(f"{config.dtype} weight storage is not on {self.name} yet; use backend='numpy'")
+        if config.kernel_dim and not self.kernelised:   # said before any device work
+            raise ValueError(f"kernel_dim is not on {self.name} yet; use backend='cpu' or 'numpy'")
         check_training_inputs(samples, side)
         self.config = config
         self.samples = samples
