@@ -5,7 +5,8 @@ A :class:`~cfn_fast.backends.cpu_backend.CpuEngine` whose sparse kernels (``kern
 here, in the canonical layout.  One SGD step:
 
 1. the sparse kernels' loss and gradients of the effective weights (:meth:`CpuEngine.gradients`);
-2. the chain rule to W, u, v (``cfn_kernel.kernel_backward``: dense, OpenMP over rows, then over column blocks);
+2. the chain rule to W, u, v: ``cfn_kernel.masked_product`` (dense, OpenMP over rows) gives ∂loss/∂W and
+   ``M = G ⊙ W ⊙ [K > 0]``, then two thin BLAS products ``M [v 1]`` and ``Mᵀ [u 1]`` give u's and v's;
 3. the step of every parameter, weight decay included (:func:`~cfn_fast.backends.numpy_backend.kernelised_sgd_update`,
    the reference's own);
 4. K and ``W ⊙ K`` again (``cfn_kernel.effective_weight``), loaded into the sparse kernels for the next step and
@@ -54,7 +55,8 @@ class KernelisedCpuEngine(CpuEngine):
         threads = self.threads
         layers = []
         for layer, kernel, K, effective in zip(self._raw, self._kernels, self._K, self._effective):
-            _kernel_ops.effective_weight(layer.weight, kernel.u, kernel.v, K, effective, threads)
+            _kernel_ops.effective_weight(layer.weight, kernel.u, np.ascontiguousarray(kernel.v.T), K, effective,
+                                         threads)
             layers.append(Layer(effective, layer.bias, layer.side_weight))
         self._state.load(layers)
 
@@ -63,12 +65,14 @@ class KernelisedCpuEngine(CpuEngine):
         loss, grads = super().gradients(rows, epoch)
         threads, kernel_grads = self.threads, []
         for grad, layer, kernel, K in zip(grads, self._raw, self._kernels, self._K):
-            fan_out, fan_in = grad.weight.shape
-            dim = kernel.u.shape[1]
-            gu, gv = np.empty((fan_out, dim)), np.empty((fan_in, dim))
-            _kernel_ops.kernel_backward(grad.weight, layer.weight, K, kernel.u, kernel.v,
-                                        np.empty_like(grad.weight), gu, gv, np.empty(fan_in), threads)
-            kernel_grads.append(LayerKernel(gu.astype(np.float32), gv.astype(np.float32)))
+            M = np.empty_like(grad.weight)
+            _kernel_ops.masked_product(grad.weight, layer.weight, K, M, threads)   # grad.weight becomes ∂/∂W
+            u, v = kernel.u, kernel.v
+            # one pass over M each: M [v 1] = (M v, rowsum M) and Mᵀ [u 1] = (Mᵀ u, colsum M)
+            Mv = M @ np.hstack([v, np.ones((len(v), 1), np.float32)])
+            Mu = M.T @ np.hstack([u, np.ones((len(u), 1), np.float32)])
+            kernel_grads.append(LayerKernel(-2.0 * (Mv[:, -1:] * u - Mv[:, :-1]),
+                                            2.0 * (Mu[:, :-1] - Mu[:, -1:] * v)))
         return loss, grads, kernel_grads
 
     def _require_kernel(self, what: str) -> None:

@@ -62,7 +62,7 @@ class Runtime:
 
     def _member(self, network: Any, params: dict[str, Any]) -> "Runtime":
         resolved = settings.resolve(params, network.kind, settings.known_per_sample(network.inputs))
-        return Runtime(Fitted(self.fitted.train, (network,)), self.backend, settings.train_config(resolved))
+        return Runtime(Fitted(self.fitted.train, (network,)), self.backend, settings.fitted_config(resolved))
 
     @property
     def engine(self) -> Engine:
