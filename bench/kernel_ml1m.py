@@ -56,8 +56,8 @@ def main() -> None:
         predicted = model.predict_indices(validation.user, validation.item)
         rmse = float(np.sqrt(np.mean((predicted - validation.rating) ** 2)))
         zeros = [float(np.mean(layer.weight == 0)) for layer in model.layers_]
-        print(f"{config} (init std {kernelised.KERNEL_INIT_STD}): validation RMSE {rmse:.4f}, fit {seconds:.1f} s, zero weights per layer "
-              f"{', '.join(f'{z:.3f}' for z in zeros)}", flush=True)
+        print(f"{config} (init std {kernelised.KERNEL_INIT_STD}): validation RMSE {rmse:.4f}, fit {seconds:.1f} s, "
+              f"zero weights per layer {', '.join(f'{z:.3f}' for z in zeros)}", flush=True)
 
 
 if __name__ == "__main__":

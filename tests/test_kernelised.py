@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from small_models import TEST, TRAIN
 
 from cfn_fast import CFN
 from cfn_fast.backends import KERNELISED_BACKENDS, available_backends, resolve_backend
@@ -14,7 +15,6 @@ from cfn_fast.corruption import epoch_key, mask_threshold
 from cfn_fast.engine import TrainConfig, init_layers, make_engine, training_inputs
 from cfn_fast.network import Layer
 from cfn_fast.training.blending import candidate_params
-from small_models import TEST, TRAIN
 
 SHAPES = {"U-like": (30, 14), "I-like": (14, 30)}
 HIDDEN = {"1-hidden": (8,), "2-hidden": (8, 6)}
@@ -216,7 +216,7 @@ def test_estimator_checks_kernel_dim():
 
 # ----------------------------------------------------------------------------- cuda refuses it
 def test_cuda_refuses_kernel_dim_before_any_gpu_work():
-    from cfn_fast.backends.cuda_backend import CudaEngine   # imports without CuPy or a GPU
+    from cfn_fast.backends.cuda_backend import CudaEngine  # imports without CuPy or a GPU
 
     message = "kernel_dim is not on cuda yet; use backend='cpu' or 'numpy'"
     inputs = training_inputs(TRAIN, "item")

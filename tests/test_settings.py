@@ -89,7 +89,7 @@ def test_the_command_line_model_options_are_the_declared_settings(argv):
     values = {"kind": "blend", "quality": "best", "centring": "bias", "hidden": ["7", "5"], "epochs": "3",
               "alpha": "0.9", "beta": "0.3",
               "mask_ratio": "0.1", "lr": "0.02", "lr_decay": "0.5", "weight_decay": "0.01", "batch_size": "9",
-              "backend": "numpy", "seed": "4", "dtype": "bfloat16"}
+              "backend": "numpy", "seed": "4", "dtype": "bfloat16", "kernel_dim": "5"}
     assert set(values) | {"use_side_info"} == {s.name for s in flagged}   # a new option: give it a value here
     given = [token for s in flagged if s.name in values
              for token in [s.flag, *([values[s.name]] if isinstance(values[s.name], str) else values[s.name])]]
@@ -97,7 +97,7 @@ def test_the_command_line_model_options_are_the_declared_settings(argv):
     assert params["use_side_info"] is False and params["hidden"] == (7, 5)
     for name in ("kind", "quality", "centring", "backend", "dtype"):
         assert params[name] == values[name]
-    for name in ("epochs", "batch_size", "seed"):
+    for name in ("epochs", "batch_size", "seed", "kernel_dim"):
         assert params[name] == int(values[name])
     for name in ("alpha", "beta", "mask_ratio", "lr", "lr_decay", "weight_decay"):
         assert params[name] == float(values[name])

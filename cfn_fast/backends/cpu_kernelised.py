@@ -81,7 +81,7 @@ class KernelisedCpuEngine(CpuEngine):
 
     def kernel_gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer], list[LayerKernel]]:
         """Loss and summed gradients of one mini-batch: of W, b, S (canonical layout) and of each layer's unit
-        vectors u, v (as :meth:`NumpyEngine.kernel_gradients <cfn_fast.backends.numpy_backend.NumpyEngine.kernel_gradients>`)."""
+        vectors u, v (as the reference's ``NumpyEngine.kernel_gradients``)."""
         self._require_kernel("kernel_gradients")
         return self._kernel_step_gradients(rows, epoch)
 
