@@ -5,6 +5,11 @@ part; the networks train on 90 % of it and are scored on the other 10 %, the ble
 (``cfn_fast.training.selection``: seed + VALIDATION_SEED_OFFSET).  One line per configuration::
 
     python bench/kernel_ml1m.py --configs "kernel_dim=5,hidden=500x500" "kernel_dim=0,hidden=500x500"
+
+``--blend``: the candidates of ``CFN(quality="best")`` (``candidate_params``, the kernelised member included) and
+its factor members, each trained on the same 90 % and scored on the 10 %, then the blend's weights chosen there as
+``fit_blend`` chooses them (shrinkage by cross-validation, at most ``MAX_MEMBERS`` networks), with and without the
+kernelised member: does it earn a weight, does it improve the blend's validation RMSE?
 """
 from __future__ import annotations
 
@@ -17,6 +22,17 @@ import numpy as np
 from cfn_fast import CFN, train_test_split
 from cfn_fast.backends import kernelised
 from cfn_fast.data.movielens import load_movielens
+from cfn_fast.metrics import rmse as rmse_of
+from cfn_fast.preprocessing import BiasModel
+from cfn_fast.training.blending import (
+    FACTOR_CANDIDATES,
+    MAX_MEMBERS,
+    blend_weights,
+    candidate_name,
+    candidate_params,
+    choose_shrinkage,
+)
+from cfn_fast.training.factors import Factors
 from cfn_fast.training.selection import VALIDATION_FRACTION, VALIDATION_SEED_OFFSET
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m"
@@ -35,9 +51,50 @@ def parse(config: str) -> dict:
     return params
 
 
+def weighed(deltas: np.ndarray, residual: np.ndarray, n_networks: int, base: np.ndarray, rating: np.ndarray,
+            bias: BiasModel) -> tuple[np.ndarray, list[int], float, float]:
+    """``fit_blend``'s choice on the validation part: (weights, kept columns, validation RMSE, its CV RMSE)."""
+    shrinkage, cv = choose_shrinkage(deltas, residual, seed=0)
+    weights = blend_weights(deltas, residual, shrinkage)
+    networks = [int(k) for k in np.argsort(-weights[:n_networks], kind="stable") if weights[k] > 0]
+    keep = sorted(networks[:MAX_MEMBERS["best"]]) + [k for k in range(n_networks, deltas.shape[1]) if weights[k] > 0]
+    weights = blend_weights(deltas[:, keep], residual, shrinkage)
+    blended = np.clip(base + deltas[:, keep] @ weights, bias.low, bias.high)
+    return weights, keep, rmse_of(blended, rating), cv[str(shrinkage)]
+
+
+def blend_study(part, validation, backend: str) -> None:
+    params = CFN(quality="best", backend=backend).get_params()
+    names, predictions = [], []
+    for member in candidate_params(params, "best"):
+        started = time.perf_counter()
+        predicted = CFN(**member).fit(part).predict_indices(validation.user, validation.item)
+        names.append(candidate_name(member))
+        predictions.append(predicted)
+        print(f"  {names[-1]}: validation RMSE {rmse_of(predicted, validation.rating):.4f} "
+              f"({time.perf_counter() - started:.1f} s)", flush=True)
+    n_networks = len(names)
+    bias = BiasModel.fit(part)
+    base = bias.predict(validation.user, validation.item)
+    for rank, reg in FACTOR_CANDIDATES["best"]:
+        predictions.append(Factors.fit(part, rank, reg, seed=0).predict(bias, validation.user, validation.item))
+        names.append(f"factors/r{rank}/reg{reg:g}")
+    deltas = np.stack(predictions, axis=1) - base[:, None]
+    residual = validation.rating.astype(np.float64) - base
+    kernel_columns = [k for k, name in enumerate(names) if "/k" in name]
+    for label, columns in (("with the kernelised member", list(range(len(names)))),
+                           ("without it", [k for k in range(len(names)) if k not in kernel_columns])):
+        n = sum(1 for k in columns if k < n_networks)
+        weights, keep, rmse, cv = weighed(deltas[:, columns], residual, n, base, validation.rating, bias)
+        chosen = ", ".join(f"{names[columns[k]]} x{w:.3f}" for k, w in zip(keep, weights))
+        print(f"blend {label}: validation RMSE {rmse:.4f} (cross-validated {cv:.4f}); {chosen}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", required=True, help="key=value,... CFN settings per run")
+    parser.add_argument("--configs", nargs="*", default=[], help="key=value,... CFN settings per run")
+    parser.add_argument("--blend", action="store_true", help="the quality='best' blend with and without the "
+                        "kernelised member, weighed on the validation part")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--backend", default="cpu")
     parser.add_argument("--init-std", type=float, default=None,
@@ -48,6 +105,8 @@ def main() -> None:
     ratings = load_movielens(args.data, side_info=False)
     train, _ = train_test_split(ratings, 0.1, seed=0)             # the test part is never read
     part, validation = train_test_split(train, VALIDATION_FRACTION, seed=0 + VALIDATION_SEED_OFFSET)
+    if args.blend:
+        blend_study(part, validation, args.backend)
     for config in args.configs:
         params = parse(config)
         started = time.perf_counter()

@@ -54,7 +54,7 @@ from .selection import MIN_RATINGS_FOR_VALIDATION, VALIDATION_FRACTION, VALIDATI
 from .trainer import TrainingDiverged
 
 __all__ = ["Blend", "fit_blend", "candidate_params", "blend_weights", "choose_shrinkage", "SHRINKAGE_GRID", "CV_FOLDS",
-           "MAX_MEMBERS"]
+           "MAX_MEMBERS", "KERNEL_MEMBER", "candidate_name"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -73,6 +73,11 @@ MAX_MEMBERS = {"default": 2, "best": 8}
 #: ``(rank, reg)`` of the factor members a blend weighs, by quality (ML-1M validation figures in bench/README.md:
 #: rank 20 alone beat rank 50 and took a third of the time; several ranks and penalties blend better than one).
 FACTOR_CANDIDATES = {"default": ((20, 0.05),), "best": ((20, 0.05), (50, 0.05), (80, 0.08), (10, 0.03))}
+
+#: The Sparse-FC-style member of ``quality="best"``: an I-CFN with kernelised weights (``kernel_dim``, Muller et
+#: al. 2018: two layers of 500, 5-dimensional unit vectors); settings chosen on an ML-1M validation part
+#: (bench/README.md, "Kernelised weights").  It trains on the cpu engine (cuda has no kernelised weights).
+KERNEL_MEMBER = {"kind": "item", "hidden": (500, 500), "kernel_dim": 5}
 
 #: What the members do not take from the blend's own settings.
 _NOT_FOR_MEMBERS = {"kind": None, "centring": None, "quality": "default"}
@@ -123,7 +128,8 @@ class Blend:
 def candidate_params(params: dict[str, Any], quality: str) -> list[dict[str, Any]]:
     """Constructor settings of the networks a blend weighs, from the blend's own ``params``: for
     ``"default"`` I-CFN and U-CFN with each centring (a ``centring`` given keeps only that one); ``"best"``
-    adds the same networks trained twice as long, I-CFN with 1,000 hidden units and other seeds."""
+    adds the same networks trained twice as long, I-CFN with 1,000 hidden units, other seeds, and a Sparse-FC-style
+    I-CFN with kernelised weights (:data:`KERNEL_MEMBER`)."""
     base = {**params, **_NOT_FOR_MEMBERS}
     centrings = ("sample", "bias") if params.get("centring") is None else (params["centring"],)
     out = [{**base, "kind": kind, "centring": c} for kind in KINDS for c in centrings]
@@ -133,6 +139,7 @@ def candidate_params(params: dict[str, Any], quality: str) -> list[dict[str, Any
         out += [{**member, "epochs": epochs, "seed": seed + 1} for member in list(out)]
         out += [{**base, "kind": "item", "centring": c, "hidden": (1000,), "epochs": epochs, "seed": seed + 2}
                 for c in centrings]
+        out.append({**base, **KERNEL_MEMBER, "centring": centrings[0], "seed": seed + 3})
     return out
 
 
@@ -156,7 +163,7 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
         part, how = train, "validation set given to fit"
     candidates, fitted, predictions, scores = candidate_params(params, params["quality"]), [], [], {}
     for member in candidates:
-        name = _name(member)
+        name = candidate_name(member)
         candidate = type(model)(**member)
         try:
             candidate.fit(part, user_features, item_features, divergence=divergence)
@@ -211,8 +218,9 @@ def fit_blend(model: Any, train: RatingSet, user_features: Any = None, item_feat
     return [candidate for _, candidate in kept], blend, profile
 
 
-def _name(member: dict[str, Any]) -> str:
-    return (f"{member['kind']}/{member['centring']}/h{'x'.join(map(str, member['hidden']))}"
+def candidate_name(member: dict[str, Any]) -> str:
+    kernel = f"/k{member['kernel_dim']}" if member.get("kernel_dim") else ""
+    return (f"{member['kind']}/{member['centring']}/h{'x'.join(map(str, member['hidden']))}{kernel}"
             f"/e{member['epochs']}/s{member['seed']}")
 
 
