@@ -5,12 +5,13 @@ A :class:`~cfn_fast.backends.cpu_backend.CpuEngine` whose sparse kernels (``kern
 here, in the canonical layout.  One SGD step:
 
 1. the sparse kernels' loss and gradients of the effective weights (:meth:`CpuEngine.gradients`);
-2. the chain rule to W, u, v: ``cfn_kernel.masked_product`` (dense, OpenMP over rows) gives ∂loss/∂W and
-   ``M = G ⊙ W ⊙ [K > 0]``, then two thin BLAS products ``M [v 1]`` and ``Mᵀ [u 1]`` give u's and v's;
-3. the step of every parameter, weight decay included (:func:`~cfn_fast.backends.numpy_backend.kernelised_sgd_update`,
-   the reference's own);
-4. K and ``W ⊙ K`` again (``cfn_kernel.effective_weight``), loaded into the sparse kernels for the next step and
-   for inference.
+2. the chain rule to W, u, v: ``cfn_kernel.masked_product`` (dense, OpenMP over rows) gives ∂loss/∂W,
+   ``M = G ⊙ W ⊙ [K > 0]`` and, from each row of M while it is in cache, ``M v`` and M's row sums (u's gradient);
+   one thin BLAS product ``Mᵀ [u 1]`` gives v's;
+3. the step of the small parameters (biases, side weights, u, v: the reference's
+   :func:`~cfn_fast.backends.numpy_backend.decay_and_step`), then in one pass per layer
+   (``cfn_kernel.effective_weight``) the step of W, the new K and ``W ⊙ K``, loaded into the sparse kernels for the
+   next step and for inference.
 
 Steps 2 and 4 are dense over each layer: the unit vectors move at every step, so every connection's K does.
 Loading layers (``set_layers``) makes them the weights and ends the kernelised parametrisation: the engine is
@@ -26,7 +27,7 @@ from ..network import Layer
 from .base import PhaseTiming, Ranges, TrainConfig, epoch_order
 from .cpu_backend import CpuEngine
 from .kernelised import KernelSnapshot, LayerKernel, init_kernels
-from .numpy_backend import kernelised_sgd_update
+from .numpy_backend import decay_and_step, sgd_factors
 
 __all__ = ["KernelisedCpuEngine"]
 
@@ -50,13 +51,15 @@ class KernelisedCpuEngine(CpuEngine):
         self._effective = [np.empty_like(layer.weight) for layer in self._raw]
         self._refresh()
 
-    def _refresh(self) -> None:
-        """K and the effective weights from W, u, v, loaded into the sparse kernels."""
+    def _refresh(self, grads: list[Layer] | None = None, shrink: float = 1.0, step: float = 0.0) -> None:
+        """K and the effective weights from W, u, v, loaded into the sparse kernels; with ``grads`` (of W) the step
+        ``W ← W·shrink − step·g`` is taken first, in the same pass."""
         threads = self.threads
         layers = []
-        for layer, kernel, K, effective in zip(self._raw, self._kernels, self._K, self._effective):
+        for index, (layer, kernel, K, effective) in enumerate(zip(self._raw, self._kernels, self._K,
+                                                                   self._effective)):
             _kernel_ops.effective_weight(layer.weight, kernel.u, np.ascontiguousarray(kernel.v.T), K, effective,
-                                         threads)
+                                         threads, None if grads is None else grads[index].weight, shrink, step)
             layers.append(Layer(effective, layer.bias, layer.side_weight))
         self._state.load(layers)
 
@@ -66,11 +69,10 @@ class KernelisedCpuEngine(CpuEngine):
         threads, kernel_grads = self.threads, []
         for grad, layer, kernel, K in zip(grads, self._raw, self._kernels, self._K):
             M = np.empty_like(grad.weight)
-            _kernel_ops.masked_product(grad.weight, layer.weight, K, M, threads)   # grad.weight becomes ∂/∂W
             u, v = kernel.u, kernel.v
-            # one pass over M each: M [v 1] = (M v, rowsum M) and Mᵀ [u 1] = (Mᵀ u, colsum M)
-            Mv = M @ np.hstack([v, np.ones((len(v), 1), np.float32)])
-            Mu = M.T @ np.hstack([u, np.ones((len(u), 1), np.float32)])
+            Mv = np.empty((len(u), u.shape[1] + 1))                 # (M v, rowsum M)
+            _kernel_ops.masked_product(grad.weight, layer.weight, K, np.ascontiguousarray(v.T), M, Mv, threads)
+            Mu = M.T @ np.hstack([u, np.ones((len(u), 1), np.float32)])      # (Mᵀ u, colsum M): one pass over M
             kernel_grads.append(LayerKernel(-2.0 * (Mv[:, -1:] * u - Mv[:, :-1]),
                                             2.0 * (Mu[:, :-1] - Mu[:, -1:] * v)))
         return loss, grads, kernel_grads
@@ -92,8 +94,14 @@ class KernelisedCpuEngine(CpuEngine):
 
     def _step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
         loss, grads, kernel_grads = self._kernel_step_gradients(rows, epoch)
-        kernelised_sgd_update(self._raw, self._kernels, grads, kernel_grads, lr, len(rows), self.config.weight_decay)
-        self._refresh()
+        shrink, step = sgd_factors(lr, len(rows), self.config.weight_decay)
+        small = [(layer.bias, grad.bias) for layer, grad in zip(self._raw, grads)]
+        small += [(layer.side_weight, grad.side_weight) for layer, grad in zip(self._raw, grads)
+                  if layer.side_weight is not None]
+        small += [(p, g) for kernel, grad in zip(self._kernels, kernel_grads) for p, g in zip(kernel.arrays(),
+                                                                                              grad.arrays())]
+        decay_and_step([p for p, _ in small], [g for _, g in small], shrink, step)
+        self._refresh(grads, float(shrink), float(step))
         return loss
 
     def sgd_step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
