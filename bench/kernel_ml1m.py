@@ -35,6 +35,10 @@ from cfn_fast.training.blending import (
 from cfn_fast.training.factors import Factors
 from cfn_fast.training.selection import VALIDATION_FRACTION, VALIDATION_SEED_OFFSET
 
+#: The Sparse-FC-style member studied (Muller et al.'s shape: two layers of 500, 5-dimensional unit vectors);
+#: ``--kernel-member`` changes it.
+KERNEL_MEMBER = {"kind": "item", "centring": "sample", "hidden": (500, 500), "kernel_dim": 5}
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m"
 
 
@@ -63,16 +67,28 @@ def weighed(deltas: np.ndarray, residual: np.ndarray, n_networks: int, base: np.
     return weights, keep, rmse_of(blended, rating), cv[str(shrinkage)]
 
 
-def blend_study(part, validation, backend: str) -> None:
+def blend_study(part, validation, backend: str, kernel_member: dict, cache: Path | None) -> None:
     params = CFN(quality="best", backend=backend).get_params()
+    candidates = candidate_params(params, "best")
+    if not any(member.get("kernel_dim") for member in candidates):    # the library's list has none: add it
+        candidates.append({**candidates[0], **KERNEL_MEMBER, "seed": int(params["seed"]) + 3})
     names, predictions = [], []
-    for member in candidate_params(params, "best"):
+    for member in candidates:
+        if member.get("kernel_dim"):
+            member = {**member, **kernel_member}
+        names.append(candidate_name(member) + (f"/std{kernelised.KERNEL_INIT_STD:g}" if member.get("kernel_dim")
+                                                else ""))
+        stored = None if cache is None else cache / (names[-1].replace("/", "_") + ".npy")
         started = time.perf_counter()
-        predicted = CFN(**member).fit(part).predict_indices(validation.user, validation.item)
-        names.append(candidate_name(member))
+        if stored is not None and stored.exists():     # the same member on the same split: its predictions
+            predicted, how = np.load(stored), "cached"
+        else:
+            predicted = CFN(**member).fit(part).predict_indices(validation.user, validation.item)
+            how = f"{time.perf_counter() - started:.1f} s"
+            if stored is not None:
+                np.save(stored, predicted)
         predictions.append(predicted)
-        print(f"  {names[-1]}: validation RMSE {rmse_of(predicted, validation.rating):.4f} "
-              f"({time.perf_counter() - started:.1f} s)", flush=True)
+        print(f"  {names[-1]}: validation RMSE {rmse_of(predicted, validation.rating):.4f} ({how})", flush=True)
     n_networks = len(names)
     bias = BiasModel.fit(part)
     base = bias.predict(validation.user, validation.item)
@@ -95,6 +111,10 @@ def main() -> None:
     parser.add_argument("--configs", nargs="*", default=[], help="key=value,... CFN settings per run")
     parser.add_argument("--blend", action="store_true", help="the quality='best' blend with and without the "
                         "kernelised member, weighed on the validation part")
+    parser.add_argument("--kernel-member", default="", help="key=value,... settings replacing the kernelised "
+                        "member's (blending.KERNEL_MEMBER) in --blend")
+    parser.add_argument("--cache", default=None, help="folder keeping each --blend candidate's validation "
+                        "predictions (a rerun trains only the members not there)")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--backend", default="cpu")
     parser.add_argument("--init-std", type=float, default=None,
@@ -106,7 +126,11 @@ def main() -> None:
     train, _ = train_test_split(ratings, 0.1, seed=0)             # the test part is never read
     part, validation = train_test_split(train, VALIDATION_FRACTION, seed=0 + VALIDATION_SEED_OFFSET)
     if args.blend:
-        blend_study(part, validation, args.backend)
+        cache = None if args.cache is None else Path(args.cache)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+        override = {k: v for k, v in parse(args.kernel_member).items() if k != "kind" or "kind=" in args.kernel_member}
+        blend_study(part, validation, args.backend, override, cache)
     for config in args.configs:
         params = parse(config)
         started = time.perf_counter()

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from small_models import TEST, TRAIN
 
 from cfn_fast import CFN
-from cfn_fast.backends import KERNELISED_BACKENDS, available_backends, resolve_backend
+from cfn_fast.backends import KERNELISED_BACKENDS, available_backends, kernelised, resolve_backend
 from cfn_fast.backends.kernelised import effective_layers, init_kernels, kernel_backward, kernel_matrix
 from cfn_fast.backends.numpy_backend import backward, corrupted_batch, forward, reconstruction_loss
 from cfn_fast.corruption import epoch_key, mask_threshold
@@ -55,8 +55,8 @@ def test_kernel_gradients_match_finite_differences(hidden, side_dim):
     layers = [Layer(*as64([lay.weight, lay.bias]), None if lay.side_weight is None else
                     lay.side_weight.astype(np.float64)) for lay in layers32]
     kernels = init_kernels(layers, 3, seed=5)
-    for kernel in kernels:
-        kernel.u, kernel.v = kernel.u.astype(np.float64), kernel.v.astype(np.float64)
+    for kernel in kernels:       # spread out, so that some connections are cut (K = 0) and some are not
+        kernel.u, kernel.v = 4 * kernel.u.astype(np.float64), 4 * kernel.v.astype(np.float64)
     assert any((kernel_matrix(k) == 0).any() for k in kernels) and all((kernel_matrix(k) > 0).any() for k in kernels)
     rows = np.arange(samples.shape[0])
     X, known, hidden_mask = corrupted_batch(samples, rows, epoch_key(0, 1), mask_threshold(0.3))
@@ -155,11 +155,13 @@ def cpu():
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("hidden", list(HIDDEN.values()), ids=list(HIDDEN))
 @pytest.mark.parametrize("side_dim", [0, 3])
-def test_cpu_matches_the_reference(cpu, shape, hidden, side_dim):
+def test_cpu_matches_the_reference(cpu, shape, hidden, side_dim, monkeypatch):
+    monkeypatch.setattr(kernelised, "KERNEL_INIT_STD", 0.4)     # some connections start cut off (K = 0)
     samples, side, layers = problem(shape, hidden, side_dim, seed=7)
     config = TrainConfig(kernel_dim=4, batch_size=8, seed=2, mask_ratio=0.3)
     ref, fast = (make_engine(b, layers, config, samples, side) for b in ("numpy", "cpu"))
     assert type(fast).__name__ == "KernelisedCpuEngine"
+    assert all((kernel_matrix(k) == 0).any() and (kernel_matrix(k) > 0).any() for k in ref.kernel_state()[1])
     rows = np.arange(8)
     for what, (loss_ref, g_ref, k_ref), (loss, g, k) in [("gradients", ref.kernel_gradients(rows, 1),
                                                            fast.kernel_gradients(rows, 1))]:
@@ -193,7 +195,8 @@ def test_fitted_model_is_an_ordinary_network(backend, tmp_path):
         pytest.skip(f"{backend} is unavailable here")
     model = CFN("item", (10,), 2, backend=backend, kernel_dim=3, seed=0).fit(TRAIN)
     assert model.engine_.kernel_state() is None          # the engine holds W * K, as layers_ does
-    assert any((layer.weight == 0).any() for layer in model.layers_)
+    plain = CFN("item", (10,), 2, backend=backend, seed=0).fit(TRAIN)
+    assert not np.allclose(model.layers_[0].weight, plain.layers_[0].weight)
     predicted = model.predict_indices(TEST.user, TEST.item)
     assert np.all(np.isfinite(predicted))
     path = model.save(tmp_path / "kernel.npz")
