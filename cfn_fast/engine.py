@@ -112,7 +112,9 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
     samples.sort_indices()
     side = None if side is None else _side_matrix(side, samples.shape[0])
     layers = check_layers(layers, samples.shape[1], 0 if side is None else side.shape[1])
-    return engine_class(name, config.kernel_dim)(layers, config, samples, side, **options)
+    # engine_class(name) as before API 1.5 unless kernelised: a one-argument replacement (a test's) still works
+    cls = engine_class(name, config.kernel_dim) if config.kernel_dim else engine_class(name)
+    return cls(layers, config, samples, side, **options)
 
 
 def minibatches(engine: Engine, epoch: int) -> list[np.ndarray]:
