@@ -141,7 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
                          "set; item (I-CFN) or user (U-CFN): the paper's models; auto: one kind and centring chosen "
                          "on validation"}),
     Setting("quality", "default", "for kind=blend: 'default' blends the four I-/U-CFN x centring networks; 'best' "
-            "also weighs larger and longer-trained networks and other seeds (several times slower)",
+            "also weighs larger and longer-trained networks, other seeds and a kernelised one (kernel_dim; over "
+            "ten times slower)",
             ok=lambda v: isinstance(v, str) and v in QUALITIES, expected=" or ".join(repr(q) for q in QUALITIES),
             cli={"choices": QUALITIES, "help": "candidates of the blend: default, or best (more and larger networks, "
                  "several times slower)"}),
@@ -194,7 +195,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kernel_dim", 0, "kernelised weights (Sparse FC, Muller et al. 2018): 0 off (the paper's CFN); d > 0 "
             "trains each Linear layer's weight as W * K with K_ij = max(0, 1 - |u_i - v_j|^2), u_i (v_j) a learned "
             "d-dimensional vector per output (input) unit; side weights stay plain; weight decay on W, u, v too. "
-            "Training only: the fitted model holds W * K, an ordinary CFN network (backends numpy and cpu)",
+            "Training only: the fitted model holds W * K, an ordinary CFN network (backends numpy and cpu; auto "
+            "picks cpu over cuda)",
             ok=lambda v: is_int(v) and 0 <= v <= MAX_KERNEL_DIM, expected=f"an integer in [0, {MAX_KERNEL_DIM}]",
             convert=int, engine=True, engine_default=0,
             cli={"type": "non-negative int", "help": "Sparse FC kernelised weights: dimension of the unit vectors "
