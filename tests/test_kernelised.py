@@ -239,3 +239,14 @@ def test_best_blend_weighs_a_kernelised_member():
     kernelised = [m for m in members if m["kernel_dim"]]
     assert len(kernelised) == 1 and kernelised[0]["kind"] == "item"
     assert all(not m["kernel_dim"] for m in candidate_params(model.get_params(), "default"))
+
+
+def test_numpy_profiles_a_kernelised_epoch_and_onnx_exports_the_fitted_network(tmp_path):
+    samples, side, layers = problem("I-like", (8,), 0)
+    engine = make_engine("numpy", layers, TrainConfig(kernel_dim=2, batch_size=5), samples, side)
+    loss, timings = engine.profiled_epoch(1, 0.1)
+    assert loss > 0 and {"forward", "backward", "update"} <= {phase for phase, *_ in timings}
+    pytest.importorskip("onnx")
+    model = CFN("item", (10,), 1, backend="numpy", kernel_dim=3, seed=0).fit(TRAIN)
+    path = model.to_onnx(tmp_path / "kernel.onnx")
+    assert path is None or tmp_path.joinpath("kernel.onnx").exists()
