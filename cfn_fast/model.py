@@ -113,7 +113,7 @@ class CFN(EstimatorParams, FittedAttributes):
                 " (build one with RatingSet.from_arrays(user, item, rating))"
             raise TypeError(f"fit expects a RatingSet as train, got {type(train).__name__}{hint}")
         settings.resolve(self.get_params())
-        backend = resolve_backend(self.backend, self.dtype, self.dropout)
+        backend = resolve_backend(self.backend, self.dtype, self.dropout, self.kernel_dim)
         train.validate("train")
         train.check_validation(validation)
         if self.kind == BLEND:
@@ -145,7 +145,7 @@ class CFN(EstimatorParams, FittedAttributes):
         members, blend, profile = fit_blend(self, train, user_features, item_features, divergence, validation)
         fitted = Fitted(train, tuple(m.fitted_.network for m in members), epochs_trained=self.epochs,
                         profile=profile, blend=blend)
-        self._runtime = Runtime(fitted, backend, settings.train_config(settings.resolve(self.get_params())),
+        self._runtime = Runtime(fitted, backend, settings.fitted_config(settings.resolve(self.get_params())),
                                 members=tuple(m.runtime_ for m in members))
         self._fitted, self._validation = fitted, validation
         return self
@@ -171,6 +171,9 @@ class CFN(EstimatorParams, FittedAttributes):
             raise ValueError("partial_fit continues one network; a blend (kind='blend') is trained by fit "
                              "(model.member(k) is a member as a model of its own)")
         settings.check(settings.is_int(epochs) and epochs >= 0, "epochs", epochs, "an integer >= 0")
+        if self.kernel_dim:   # the fitted model holds W * K alone: going on would restart u and v
+            raise ValueError(f"partial_fit cannot continue kernelised training (kernel_dim={self.kernel_dim}): the "
+                             f"fitted network holds only W * K; set_params(kernel_dim=0) trains it on as a plain CFN")
         if validation is not None:
             fitted.train.check_validation(validation)
             self._validation = validation
@@ -249,7 +252,7 @@ class CFN(EstimatorParams, FittedAttributes):
         self._fitted = fitted
         p = settings.resolve(self.get_params()) if fitted.blend is not None else \
             settings.resolve(self.get_params(), fitted.kind, settings.known_per_sample(fitted.network.inputs))
-        self._runtime = Runtime(fitted, backend, settings.train_config(p))
+        self._runtime = Runtime(fitted, backend, settings.fitted_config(p))   # an ordinary network: no kernel
 
     def _rt(self, member: int | None = None) -> Runtime:
         """The runtime, or that of a blend's ``member``."""

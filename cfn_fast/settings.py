@@ -32,7 +32,8 @@ __all__ = ["Setting", "SETTINGS", "TrainConfig", "SETTING_NAMES", "DEFAULTS", "K
            "EstimatorParams", "resolve", "train_config", "check_hidden", "check", "search_space",
            "signature", "init_from_signature", "parameter_names", "RESOLVED_NAMES", "REFERENCE_KNOWN_PER_SAMPLE",
            "known_per_sample", "density_step_factor", "choose_kind", "AUTO_MIN_SAMPLES",
-           "is_int", "is_real", "is_finite", "DTYPES", "AUTHORS_ML1M_PRETRAIN", "AUTHORS_ML1M_FINETUNE"]
+           "is_int", "is_real", "is_finite", "DTYPES", "AUTHORS_ML1M_PRETRAIN", "AUTHORS_ML1M_FINETUNE",
+           "MAX_KERNEL_DIM", "fitted_config"]
 
 KINDS = ("item", "user")
 AUTO = "auto"
@@ -44,6 +45,9 @@ CENTRINGS = ("sample", "bias")
 #: The weight storage types (``dtype=``); :mod:`cfn_fast.backends.bfloat16` holds bfloat16's rules:
 #: the settings sit below the storage rules in the layers of docs/architecture.md and cannot import them.
 DTYPES = ("float32", "bfloat16")
+#: Largest ``kernel_dim``: the unit vectors are an embedding for a distance, a few dimensions suffice (Muller et
+#: al. use 5); the kernels keep a unit's vector in registers.
+MAX_KERNEL_DIM = 32
 #: Marks a setting whose default depends on the kind (:data:`DEFAULTS`).
 PER_KIND = "per kind"
 
@@ -138,7 +142,8 @@ SETTINGS: tuple[Setting, ...] = (
                          "set; item (I-CFN) or user (U-CFN): the paper's models; auto: one kind and centring chosen "
                          "on validation"}),
     Setting("quality", "default", "for kind=blend: 'default' blends the four I-/U-CFN x centring networks; 'best' "
-            "also weighs larger and longer-trained networks and other seeds (several times slower)",
+            "also weighs larger and longer-trained networks, other seeds and a kernelised one (kernel_dim; over "
+            "ten times slower)",
             ok=lambda v: isinstance(v, str) and v in QUALITIES, expected=" or ".join(repr(q) for q in QUALITIES),
             cli={"choices": QUALITIES, "help": "candidates of the blend: default, or best (more and larger networks, "
                  "several times slower)"}),
@@ -193,6 +198,15 @@ SETTINGS: tuple[Setting, ...] = (
             "1/(1-p); inference never drops; backends numpy and cpu)",
             ok=lambda v: is_real(v) and 0 <= v < 1, expected="a number in [0, 1)", convert=float, engine=True,
             engine_default=0.0, cli={"type": "float"}),
+    Setting("kernel_dim", 0, "kernelised weights (Sparse FC, Muller et al. 2018): 0 off (the paper's CFN); d > 0 "
+            "trains each Linear layer's weight as W * K with K_ij = max(0, 1 - |u_i - v_j|^2), u_i (v_j) a learned "
+            "d-dimensional vector per output (input) unit; side weights stay plain; weight decay on W, u, v too. "
+            "Training only: the fitted model holds W * K, an ordinary CFN network (backends numpy and cpu; auto "
+            "picks cpu over cuda)",
+            ok=lambda v: is_int(v) and 0 <= v <= MAX_KERNEL_DIM, expected=f"an integer in [0, {MAX_KERNEL_DIM}]",
+            convert=int, engine=True, engine_default=0,
+            cli={"type": "non-negative int", "help": "Sparse FC kernelised weights: dimension of the unit vectors "
+                 "(0: off, the default; backends numpy and cpu)"}),
     Setting("shards", None, "train with the input dimension split over this many workers on Ray (kind 'item' or "
             "'user'; cfn_fast.sharding): for networks larger than one worker's memory; None trains in this process",
             ok=lambda v: v is None or (is_int(v) and v >= 1), expected="None or a positive integer",
@@ -236,6 +250,10 @@ def _check_train_config(config: Any) -> None:
             check(s.ok(value), s.name, value, s.expected)
             object.__setattr__(config, s.name, s.convert(value))   # frozen: set once, here
     check(config.alpha + config.beta > 0, "alpha + beta", config.alpha + config.beta, "> 0")
+    check(config.kernel_dim == 0 or config.dtype == "float32", "kernel_dim", config.kernel_dim,
+          "0 with dtype='bfloat16' (kernelised weights are trained in float32)")
+    check(config.dropout == 0 or config.kernel_dim == 0, "dropout", config.dropout,
+          "0 with kernel_dim > 0 (kernelised weights train without dropout)")
 
 
 TrainConfig = make_dataclass(
@@ -336,8 +354,10 @@ def resolve(params: Mapping[str, Any], kind: str | None = None,
           "None unless kind is 'item' or 'user' (sharding splits one network; a blend or kind='auto' trains several)")
     check(out["shards"] is None or out["dtype"] == "float32", "shards", out["shards"],
           "None with dtype='bfloat16' (sharded weights are float32)")
-    check(out["shards"] is None or out["dropout"] == 0, "shards", out["shards"],
-          "None with dropout > 0 (the split step does not drop hidden units yet)")
+    check(out["shards"] is None or (out["dropout"] == 0 and out["kernel_dim"] == 0), "shards", out["shards"],
+          "None with dropout > 0 or kernel_dim > 0 (the split step trains neither yet)")
+    check(out["dropout"] == 0 or out["kernel_dim"] == 0, "dropout", out["dropout"],
+          "0 with kernel_dim > 0 (kernelised weights train without dropout)")
     check(out["lr"] * out["weight_decay"] < 1, "lr * weight_decay", out["lr"] * out["weight_decay"],
           "< 1 (otherwise weight decay flips the sign of the weights)")
     for s in SETTINGS:
@@ -350,6 +370,12 @@ def resolve(params: Mapping[str, Any], kind: str | None = None,
 def train_config(resolved: Mapping[str, Any]) -> TrainConfig:
     """The engine's step settings from :func:`resolve`'s result (the ``engine`` settings)."""
     return TrainConfig(**{f.name: resolved[f.name] for f in fields(TrainConfig)})
+
+
+def fitted_config(resolved: Mapping[str, Any]) -> TrainConfig:
+    """The engine settings a *fitted* network runs on: :func:`train_config` less ``kernel_dim``, which is
+    training-only (a fitted network holds the effective weights ``W * K``, an ordinary CFN network)."""
+    return TrainConfig(**{f.name: resolved[f.name] for f in fields(TrainConfig) if f.name != "kernel_dim"})
 
 
 #: What :meth:`CFN.resolved_params` reports (and a model file records): the per-kind settings, hidden, kind.

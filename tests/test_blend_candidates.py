@@ -25,13 +25,16 @@ SMALL_DROPOUT = {"kind": "item", "centring": "sample", "hidden": (24,), "epochs"
 def test_best_adds_a_dropout_and_a_pretrained_member():
     params = CFN(quality="best").get_params()
     best = candidate_params(params, "best")
-    dropout, pretrained = best[-2], best[-1]
+    dropout = next(m for m in best if m.get("dropout"))
+    pretrained = next(m for m in best if PRETRAIN in m)
     assert {k: dropout[k] for k in DROPOUT_MEMBER} == DROPOUT_MEMBER and dropout["epochs"] == 2 * params["epochs"]
     assert pretrained["hidden"] == PRETRAINED_MEMBER["hidden"] == (700, 500, 700)
     assert pretrained[PRETRAIN] == AUTHORS_ML1M_PRETRAIN and pretrained["epochs"] == 15
-    assert len({m["seed"] for m in best[-2:]} | {m["seed"] for m in best[:-2]}) == len(best[:-2]) // 4 + 3
-    short = candidate_params({**params, "epochs": 4}, "best")
-    assert short[-1]["epochs"] == 3 and short[-1][PRETRAIN]["epochs"] == 2    # scaled as the blend's epochs
+    plain = {m["seed"] for m in best if not (m.get("dropout") or PRETRAIN in m or m.get("kernel_dim"))}
+    variants = [m["seed"] for m in best if m.get("dropout") or PRETRAIN in m or m.get("kernel_dim")]
+    assert len(set(variants)) == len(variants) == 3 and not plain & set(variants)   # each variant its own seed
+    short = next(m for m in candidate_params({**params, "epochs": 4}, "best") if PRETRAIN in m)
+    assert short["epochs"] == 3 and short[PRETRAIN]["epochs"] == 2    # scaled as the blend's epochs
     assert all(PRETRAIN not in m for m in candidate_params(params, "default"))
 
 

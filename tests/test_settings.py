@@ -91,7 +91,8 @@ def test_the_command_line_model_options_are_the_declared_settings(argv):
               "mask_ratio": "0.1", "lr": "0.02", "lr_decay": "0.5", "weight_decay": "0.01", "batch_size": "9",
               "backend": "numpy", "seed": "4", "dtype": "bfloat16", "dropout": "0.2"}
     sharding = {"shards": "3", "ray_address": "auto", "max_worker_bytes": "2G"}    # one network only: a second call
-    assert set(values) | set(sharding) | {"use_side_info"} == {s.name for s in flagged}   # a new option: a value here
+    kernelised = {"kernel_dim": "5"}              # not with dropout, bfloat16 or shards: a third call
+    assert set(values) | set(sharding) | set(kernelised) | {"use_side_info"} == {s.name for s in flagged}   # a new option: a value here
     given = [token for s in flagged if s.name in values
              for token in [s.flag, *([values[s.name]] if isinstance(values[s.name], str) else values[s.name])]]
     params = model_from_args(parser.parse_args([*argv, *given, "--no-side-info"])).get_params()
@@ -105,6 +106,8 @@ def test_the_command_line_model_options_are_the_declared_settings(argv):
     given = [token for s in flagged if s.name in sharding for token in (s.flag, sharding[s.name])]
     params = model_from_args(parser.parse_args([*argv, "--kind", "item", *given])).get_params()
     assert (params["shards"], params["ray_address"], params["max_worker_bytes"]) == (3, "auto", 2 * 1024 ** 3)
+    params = model_from_args(parser.parse_args([*argv, "--kind", "item", "--kernel-dim", "5"])).get_params()
+    assert params["kernel_dim"] == 5
 
 
 def test_dtype_is_an_engine_setting_with_its_storage_types():

@@ -2,7 +2,8 @@
 
 ``resolve_backend("auto")`` picks ``cuda`` when CuPy sees a GPU, else ``cpu`` when the
 compiled kernels import, else ``numpy``; for a weight storage type (``dtype``) only among the engines
-that hold it (each engine class lists its own in ``dtypes``).  Nothing here imports CuPy at import time.
+that hold it (each engine class lists its own in ``dtypes``), and for kernelised weights (``kernel_dim > 0``) only
+among :data:`KERNELISED_BACKENDS`.  Nothing here imports CuPy at import time.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .base import BackendUnavailable, Engine, TrainConfig, epoch_order
 
 __all__ = ["Engine", "TrainConfig", "epoch_order", "BACKENDS", "resolve_backend", "engine_class", "shard_engine_class",
            "available_backends", "BackendUnavailable", "fallback_backend", "holds_dtype",
-           "trains_dropout"]
+           "trains_dropout", "KERNELISED_BACKENDS"]
 
 log = logging.getLogger("cfn_fast")
 
@@ -28,6 +29,9 @@ _MODULES = {
     "cpu": ("cfn_fast.backends.cpu_backend", "CpuEngine"),
     "cuda": ("cfn_fast.backends.cuda_backend", "CudaEngine"),
 }
+#: The backends that train kernelised weights (``kernel_dim > 0``), and the cpu engine that does.
+KERNELISED_BACKENDS = ("numpy", "cpu")
+_KERNELISED_CPU = ("cfn_fast.backends.cpu_kernelised", "KernelisedCpuEngine")
 
 #: Each backend's engine of one shard of a sharded network (the split step, :mod:`cfn_fast.backends.shard_base`).
 _SHARD_MODULES = {
@@ -77,18 +81,20 @@ def trains_dropout(name: str) -> bool:
         return False
 
 
-def resolve_backend(name: str = "auto", dtype: str = "float32", dropout: float = 0.0) -> str:
+def resolve_backend(name: str = "auto", dtype: str = "float32", dropout: float = 0.0, kernel_dim: int = 0) -> str:
     """The concrete backend for ``name`` that holds weights as ``dtype`` and, for ``dropout > 0``, trains with
-    dropout; raises :class:`BackendUnavailable` with the reason, ``ValueError`` for an unknown name or a
-    backend that does not hold ``dtype`` or train the dropout."""
+    dropout and, for ``kernel_dim > 0``, kernelised weights; raises :class:`BackendUnavailable` with the reason,
+    ``ValueError`` for an unknown name or a backend that does not hold ``dtype`` or train the dropout or the kernel."""
     check(isinstance(dtype, str) and dtype in DTYPES, "dtype", dtype, " or ".join(repr(d) for d in DTYPES))
     if name == "auto":
         for candidate in ("cuda", "cpu", "numpy"):
             if _why_unavailable(candidate) is None and holds_dtype(candidate, dtype) and \
-                    (not dropout or trains_dropout(candidate)):
+                    (not dropout or trains_dropout(candidate)) and (not kernel_dim or candidate in KERNELISED_BACKENDS):
                 return candidate
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS} or 'auto'")
+    if kernel_dim and name not in KERNELISED_BACKENDS:   # said before the GPU is probed or used
+        raise ValueError(f"kernel_dim is not on {name} yet; use backend='cpu' or 'numpy'")
     if dtype != "float32" and not holds_dtype(name, dtype):   # said before the GPU is probed or used
         others = " or ".join(repr(b) for b in ("cpu", "numpy") if b != name and holds_dtype(b, dtype))
         raise ValueError(f"{dtype} weight storage is not on {name} yet; use backend={others}")
@@ -100,8 +106,10 @@ def resolve_backend(name: str = "auto", dtype: str = "float32", dropout: float =
     return name
 
 
-def engine_class(name: str) -> type[Engine]:
-    module, cls = _MODULES[resolve_backend(name)]
+def engine_class(name: str, kernel_dim: int = 0) -> type[Engine]:
+    """The engine class of backend ``name`` (for ``kernel_dim > 0``, the one that trains kernelised weights)."""
+    name = resolve_backend(name, kernel_dim=kernel_dim)
+    module, cls = _KERNELISED_CPU if kernel_dim and name == "cpu" else _MODULES[name]
     return getattr(importlib.import_module(module), cls)
 
 

@@ -66,6 +66,9 @@ class Engine(ABC):
                      refuses the others when built.
     ``trains_dropout`` whether it trains with ``config.dropout > 0`` (dropout of hidden units,
                      :mod:`cfn_fast.corruption`); one that does not refuses it when built.
+    ``kernelised``   whether it trains kernelised weights (``config.kernel_dim > 0``,
+                     :mod:`cfn_fast.backends.kernelised`); it refuses them when built otherwise.  Such an engine
+                     also has ``kernel_gradients(rows, epoch)`` and ``kernel_state()``.
 
     Every public method of every subclass is wrapped when the class is created
     (:mod:`cfn_fast.backends.public_calls`): its arguments are checked before any kernel runs, it
@@ -77,6 +80,7 @@ class Engine(ABC):
     phase_timer: str = ""
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     trains_dropout: ClassVar[bool] = False
+    kernelised: ClassVar[bool] = False
     #: how a public method's body runs: directly; the ``cpu`` engine runs it where OpenMP works after a fork
     run_kernels: ClassVar[Callable[[Callable[[], Any]], Any]] = staticmethod(_direct)
 
@@ -92,6 +96,8 @@ class Engine(ABC):
             raise ValueError(f"{config.dtype} weight storage is not on {self.name} yet; use backend='numpy'")
         if config.dropout and not self.trains_dropout:   # the same: another model than asked, so refused
             raise ValueError(f"dropout is not on {self.name} yet; use backend='cpu' or 'numpy'")
+        if config.kernel_dim and not self.kernelised:   # said before any device work
+            raise ValueError(f"kernel_dim is not on {self.name} yet; use backend='cpu' or 'numpy'")
         check_training_inputs(samples, side)
         self.config = config
         self.samples = samples

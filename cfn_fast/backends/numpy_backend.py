@@ -37,9 +37,10 @@ from ..settings import DTYPES
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order
 from .bf16_state import Bf16Weights, dense_arrays, with_values
 from .fixed_shape import column_block_product, row_block_product, sparse_rows_product
+from .kernelised import KernelSnapshot, LayerKernel, effective_layers, init_kernels, kernel_backward
 
 __all__ = ["NumpyEngine", "corrupted_batch", "forward", "reconstruction_loss", "backward", "sgd_factors",
-           "decay_and_step", "sgd_update", "bf16_sgd_update"]
+           "decay_and_step", "sgd_update", "bf16_sgd_update", "kernelised_sgd_update"]
 
 
 # ----------------------------------------------------------------------------- the paper's pieces
@@ -136,22 +137,40 @@ def bf16_sgd_update(layers: list[Layer], grads: list[Layer], state: Bf16Weights,
     return with_values(layers, state.training_values())
 
 
+def kernelised_sgd_update(layers: list[Layer], kernels: list[LayerKernel], grads: list[Layer],
+                          kernel_grads: list[LayerKernel], lr: float, batch_size: int, weight_decay: float) -> None:
+    """The step of a kernelised network (:mod:`~cfn_fast.backends.kernelised`): :func:`sgd_update` of W, b, S and
+    the same step of the unit vectors u, v, in place."""
+    sgd_update(layers, grads, lr, batch_size, weight_decay)
+    decay_and_step((p for kernel in kernels for p in kernel.arrays()),
+                   (g for grad in kernel_grads for g in grad.arrays()), *sgd_factors(lr, batch_size, weight_decay))
+
+
 # ----------------------------------------------------------------------------- the engine
 class NumpyEngine(Engine):
-    """Dense mini-batch implementation of CFN training (the reference)."""
+    """Dense mini-batch implementation of CFN training (the reference).
+
+    With ``config.kernel_dim > 0`` it holds the kernelised parameters (``_raw``: W, b, S; ``_kernels``: u, v per
+    layer) and ``layers`` their effective network, which every forward pass and export reads."""
 
     name = "numpy"
     phase_timer = "time.monotonic around the reference's step functions"
     dtypes = DTYPES
     trains_dropout = True
+    kernelised = True
     #: the phases of :meth:`profiled_epoch`: each step function of the paper's pieces
     PHASES = {"corrupted_batch": "batch_setup", "forward": "forward", "reconstruction_loss": "loss",
-              "backward": "backward", "sgd_update": "update", "bf16_sgd_update": "update"}
+              "backward": "backward", "sgd_update": "update", "bf16_sgd_update": "update",
+              "kernel_backward": "backward", "kernelised_sgd_update": "update"}
 
     def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None) -> None:
         super().__init__(layers, config, samples, side)
         self._load(layers)
+        if config.kernel_dim:
+            self._raw: list[Layer] | None = copy_layers(layers)
+            self._kernels: list[LayerKernel] | None = init_kernels(self._raw, config.kernel_dim, config.seed)
+            self.layers = effective_layers(self._raw, self._kernels)
         self.threshold = mask_threshold(config.mask_ratio)
         self.dropout_threshold = dropout_threshold(config.dropout)
         self._timings: list[PhaseTiming] | None = None     # set while profiled_epoch runs
@@ -164,6 +183,7 @@ class NumpyEngine(Engine):
         ``self.layers`` the float32 values the steps compute with."""
         self._transposed = None
         self.layers = copy_layers(layers)
+        self._raw, self._kernels = None, None      # loaded layers are the weights: no kernel any more
         self._bf16: Bf16Weights | None = None
         if self.config.dtype == "bfloat16":
             self._bf16 = Bf16Weights.load(self.layers)
@@ -208,6 +228,31 @@ class NumpyEngine(Engine):
                                    self.dropout_threshold, dropout_scale(self.config.dropout))
 
     def gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer]]:
+        loss, grads = self._effective_gradients(rows, epoch)
+        if self._kernels is not None:
+            grads = self._call(kernel_backward, grads, self._raw, self._kernels)[0]
+        return loss, grads
+
+    def kernel_gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer], list[LayerKernel]]:
+        """Loss and summed gradients of one mini-batch of a kernelised engine: of W, b, S (canonical layout) and
+        of each layer's unit vectors u, v."""
+        self._require_kernel("kernel_gradients")
+        loss, grads = self._effective_gradients(rows, epoch)
+        return (loss, *self._call(kernel_backward, grads, self._raw, self._kernels))
+
+    def kernel_state(self) -> tuple[list[Layer], list[LayerKernel]] | None:
+        """Copies of a kernelised engine's parameters, ``(W, b, S layers, unit vectors)``; None when the engine
+        trains its layers' weights directly (``kernel_dim=0``, or layers loaded since)."""
+        if self._kernels is None:
+            return None
+        return copy_layers(self._raw), [kernel.copy() for kernel in self._kernels]
+
+    def _require_kernel(self, what: str) -> None:
+        if self._kernels is None:
+            raise ValueError(f"{what} needs a kernelised engine (config.kernel_dim > 0, no layers loaded since)")
+
+    def _effective_gradients(self, rows: np.ndarray, epoch: int) -> tuple[float, list[Layer]]:
+        """Loss and gradients with respect to the weights the network computes with (``layers``)."""
         cfg = self.config
         X, known, hidden = self._call(corrupted_batch, self.samples, rows, epoch_key(cfg.seed, epoch),
                                       self.threshold)
@@ -219,8 +264,14 @@ class NumpyEngine(Engine):
 
     def sgd_step(self, rows: np.ndarray, epoch: int, lr: float) -> float:
         self._transposed = None
-        loss, grads = self.gradients(rows, epoch)
         cfg = self.config
+        if self._kernels is not None:
+            loss, grads, kernel_grads = self.kernel_gradients(rows, epoch)
+            self._call(kernelised_sgd_update, self._raw, self._kernels, grads, kernel_grads, lr, len(rows),
+                       cfg.weight_decay)
+            self.layers = effective_layers(self._raw, self._kernels)
+            return loss
+        loss, grads = self.gradients(rows, epoch)
         if self._bf16 is None:
             self._call(sgd_update, self.layers, grads, lr, len(rows), cfg.weight_decay)
         else:
@@ -242,11 +293,18 @@ class NumpyEngine(Engine):
         self._load(layers)
 
     def snapshot(self) -> object:
+        if self._kernels is not None:
+            return KernelSnapshot(*self.kernel_state())
         if self._bf16 is None:
             return self.get_layers()
         return copy_layers(self.layers), self._bf16.copy()   # the bits and the scale exactly, not rounded layers
 
     def restore(self, snapshot: object) -> None:
+        if isinstance(snapshot, KernelSnapshot):
+            self._transposed = None
+            self._raw, self._kernels = copy_layers(snapshot.layers), [k.copy() for k in snapshot.kernels]
+            self.layers = effective_layers(self._raw, self._kernels)
+            return
         if self._bf16 is None:
             self.set_layers(snapshot)  # type: ignore[arg-type]
             return

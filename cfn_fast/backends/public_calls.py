@@ -33,9 +33,9 @@ __all__ = ["EngineCalls", "EngineSnapshot", "NetworkShape", "MUTATING", "READING
            "check_training_inputs"]
 
 #: calls that change the parameters or use the engine's scratch buffers: exclusive
-MUTATING = ("train_epoch", "profiled_epoch", "sgd_step", "gradients", "set_layers", "restore")
+MUTATING = ("train_epoch", "profiled_epoch", "sgd_step", "gradients", "kernel_gradients", "set_layers", "restore")
 #: calls that only read the parameters: shared with each other
-READING = ("get_layers", "snapshot", "max_abs_param", "predict_entries", "encode", "decode")
+READING = ("get_layers", "snapshot", "max_abs_param", "predict_entries", "encode", "decode", "kernel_state")
 
 _PUBLIC_MARK = "__cfn_engine_public__"
 
@@ -102,6 +102,8 @@ class EngineCalls:
     def gradients(self, rows: Any, epoch: Any) -> tuple[tuple, dict]:
         return (self._mini_batch(rows), checked_epoch(epoch)), {}
 
+    kernel_gradients = gradients
+
     def _mini_batch(self, rows: Any) -> np.ndarray:
         return index_array(rows, self.shape.n_samples, "rows", allow_empty=False)
 
@@ -126,7 +128,7 @@ class EngineCalls:
     def get_layers(self) -> tuple[tuple, dict]:
         return (), {}
 
-    snapshot = max_abs_param = get_layers
+    snapshot = max_abs_param = kernel_state = get_layers
 
     # ------------------------------------------------------------ inference
     def predict_entries(self, inputs: Any, side: Any, rows: Any, cols: Any) -> tuple[tuple, dict]:

@@ -138,8 +138,8 @@ class ShardEngine(ABC):
             raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
         if config.dtype != "float32":
             raise ValueError(f"sharded training stores float32 weights; {config.dtype} is not sharded yet")
-        if config.dropout:
-            raise ValueError("dropout is not sharded yet: the split step trains with dropout=0")
+        if config.dropout or config.kernel_dim:
+            raise ValueError("dropout and kernel_dim are not sharded yet: the split step trains with neither")
         if not isinstance(data, ShardData):
             raise TypeError(f"data must be a cfn_fast.engine.ShardData, got {type(data).__name__}")
         self.config = config

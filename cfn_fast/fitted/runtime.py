@@ -70,7 +70,7 @@ class Runtime:
         backend = self.backend
         if resolved["dropout"] and not trains_dropout(backend):     # a dropout member stays off cuda, as alone
             backend = resolve_backend("auto", resolved["dtype"], resolved["dropout"])
-        return Runtime(Fitted(self.fitted.train, (network,)), backend, settings.train_config(resolved))
+        return Runtime(Fitted(self.fitted.train, (network,)), backend, settings.fitted_config(resolved))
 
     @property
     def engine(self) -> Engine:
