@@ -76,17 +76,6 @@ class CpuShardEngine(ShardEngine):
         self._state.nthreads = get_num_threads() if value is None else value
 
     # ---------------------------------------------------------------- the split step
-    def _side_rows(self, rows: np.ndarray) -> np.ndarray | None:
-        return None if self.side is None else self.side[rows]
-
-    def _begun(self, rows: np.ndarray, stage: str) -> dict:
-        """The step begun on ``rows`` (the same message as the specification's)."""
-        step = self._step
-        if step is None or not np.array_equal(step["rows"], rows) or (stage == "finish" and "codes" not in step):
-            before = "input_partial" if stage == "output" else "input_partial and output_partial"
-            raise ValueError(f"call {before} on the same rows first (one step at a time)")
-        return step
-
     def input_partial(self, rows, epoch: int) -> np.ndarray:
         rows, epoch = self.checked_rows(rows), checked_epoch(epoch)
         self._step = None
@@ -97,9 +86,9 @@ class CpuShardEngine(ShardEngine):
     def output_partial(self, rows, epoch: int, hidden_sum, lr: float) -> tuple[float, np.ndarray]:
         rows = self.checked_rows(rows)
         epoch, lr = self.checked_step(epoch, lr)
-        step = self._begun(rows, "output")
+        step = self.begun(self._step, rows, "output", "codes")
         hidden_sum = self.checked_block(hidden_sum, rows, self.widths[0], "hidden_sum")
-        side = self._side_rows(rows)
+        side = self.side_rows(rows)
         z = hidden_sum + self.first_bias
         if side is not None:
             z += side @ self.first_side.T
@@ -115,10 +104,10 @@ class CpuShardEngine(ShardEngine):
 
     def finish_step(self, rows, code_grad_sum, lr: float) -> None:
         rows = self.checked_rows(rows)
-        step = self._begun(rows, "finish")
+        step = self.begun(self._step, rows, "finish", "codes")
         lr = self.checked_step(step["epoch"], lr)[1]
         code_grad_sum = self.checked_block(code_grad_sum, rows, self.widths[1], "code_grad_sum")
-        side = self._side_rows(rows)
+        side = self.side_rows(rows)
         codes = step["codes"]                                  # h_1 .. h_{L-1}
         delta = code_grad_sum * (1.0 - codes[-1] ** 2)
         grads: list[Layer] = []

@@ -247,13 +247,6 @@ class CudaShardEngine(StepLaunches, ShardEngine):
         return out.reshape(rows, width).copy()
 
     # ------------------------------------------------------------------ the split step
-    def _begun(self, rows: np.ndarray, stage: str) -> dict:
-        step = self._step
-        if step is None or not np.array_equal(step["rows"], rows) or (stage == "finish" and "plan" not in step):
-            before = "input_partial" if stage == "output" else "input_partial and output_partial"
-            raise ValueError(f"call {before} on the same rows first (one step at a time)")
-        return step
-
     def input_partial(self, rows, epoch: int):
         rows, epoch = self.checked_rows(rows), checked_epoch(epoch)
         i32 = np.int32
@@ -290,7 +283,7 @@ class CudaShardEngine(StepLaunches, ShardEngine):
     def output_partial(self, rows, epoch: int, hidden_sum, lr: float) -> tuple[float, Any]:
         rows = self.checked_rows(rows)
         epoch, lr = self.checked_step(epoch, lr)
-        step = self._begun(rows, "output")
+        step = self.begun(self._step, rows, "output", "plan")
         cp, k, L, hp, S = self._cp, self._kernels, self._L, self._hp, self._sdim
         i32, f32 = np.int32, np.float32
         cfg, p, bt = self.config, self._params, len(rows)
@@ -335,7 +328,7 @@ class CudaShardEngine(StepLaunches, ShardEngine):
 
     def finish_step(self, rows, code_grad_sum, lr: float) -> None:
         rows = self.checked_rows(rows)
-        step = self._begun(rows, "finish")
+        step = self.begun(self._step, rows, "finish", "plan")
         lr = self.checked_step(step["epoch"], lr)[1]
         if lr != step["lr"]:       # the shard's arrays share one lazy decay scale, advanced by output_partial
             raise ValueError(f"finish_step must take the lr of the step's output_partial ({step['lr']!r}), "

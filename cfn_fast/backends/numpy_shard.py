@@ -50,9 +50,6 @@ class NumpyShardEngine(ShardEngine):
         self.threshold = mask_threshold(config.mask_ratio)
         self._step: dict | None = None      # what one step's three calls pass each other
 
-    def _side(self, rows: np.ndarray) -> np.ndarray | None:
-        return None if self.side is None else self.side[rows]
-
     def input_partial(self, rows, epoch: int) -> np.ndarray:
         rows, epoch = self.checked_rows(rows), checked_epoch(epoch)
         X, known, hidden = shard_batch(self.data, rows, epoch_key(self.config.seed, epoch), self.threshold)
@@ -60,19 +57,12 @@ class NumpyShardEngine(ShardEngine):
         self._step = {"rows": rows, "epoch": epoch, "X": X, "known": known, "hidden": hidden, "visible": visible}
         return visible @ self.layers[0].weight.T
 
-    def _begun(self, rows: np.ndarray, stage: str) -> dict:
-        step = self._step
-        if step is None or not np.array_equal(step["rows"], rows) or (stage == "finish" and "codes" not in step):
-            before = "input_partial" if stage == "output" else "input_partial and output_partial"
-            raise ValueError(f"call {before} on the same rows first (one step at a time)")
-        return step
-
     def output_partial(self, rows, epoch: int, hidden_sum, lr: float) -> tuple[float, np.ndarray]:
         rows = self.checked_rows(rows)
         epoch, lr = self.checked_step(epoch, lr)
-        step = self._begun(rows, "output")
+        step = self.begun(self._step, rows, "output", "codes")
         hidden_sum = self.checked_block(hidden_sum, rows, self.widths[0], "hidden_sum")
-        side = self._side(rows)
+        side = self.side_rows(rows)
         first, *middle, out = self.layers
         z = hidden_sum + first.bias
         if side is not None:
@@ -98,10 +88,10 @@ class NumpyShardEngine(ShardEngine):
 
     def finish_step(self, rows, code_grad_sum, lr: float) -> None:
         rows = self.checked_rows(rows)
-        step = self._begun(rows, "finish")
+        step = self.begun(self._step, rows, "finish", "codes")
         lr = self.checked_step(step["epoch"], lr)[1]
         code_grad_sum = self.checked_block(code_grad_sum, rows, self.widths[1], "code_grad_sum")
-        side = self._side(rows)
+        side = self.side_rows(rows)
         inputs = [step["visible"], *step["codes"]]             # h_0 .. h_{L-1}
         delta = code_grad_sum * (1.0 - inputs[-1] ** 2)
         grads: list[Layer] = []

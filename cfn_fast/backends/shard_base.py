@@ -164,6 +164,19 @@ class ShardEngine(ABC):
     def checked_step(self, epoch: Any, lr: Any) -> tuple[int, float]:
         return checked_epoch(epoch), checked_lr(lr, self.config.weight_decay)
 
+    @staticmethod
+    def begun(step: dict | None, rows: np.ndarray, stage: str, output_mark: str) -> dict:
+        """The state ``step`` of the step begun on ``rows``: ``stage`` ``"output"`` needs :meth:`input_partial` on
+        them first, ``"finish"`` also :meth:`output_partial` (which leaves ``output_mark`` in the state)."""
+        if step is None or not np.array_equal(step["rows"], rows) or (stage == "finish" and output_mark not in step):
+            before = "input_partial" if stage == "output" else "input_partial and output_partial"
+            raise ValueError(f"call {before} on the same rows first (one step at a time)")
+        return step
+
+    def side_rows(self, rows: np.ndarray) -> np.ndarray | None:
+        """The side information of the mini-batch's samples (``None`` without)."""
+        return None if self.side is None else self.side[rows]
+
     # ---------------------------------------------------------------- the split step
     @abstractmethod
     def input_partial(self, rows: np.ndarray, epoch: int) -> np.ndarray:
