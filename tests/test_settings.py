@@ -92,7 +92,8 @@ def test_the_command_line_model_options_are_the_declared_settings(argv):
               "backend": "numpy", "seed": "4", "dtype": "bfloat16", "dropout": "0.2"}
     sharding = {"shards": "3", "ray_address": "auto", "max_worker_bytes": "2G"}    # one network only: a second call
     kernelised = {"kernel_dim": "5"}              # not with dropout, bfloat16 or shards: a third call
-    assert set(values) | set(sharding) | set(kernelised) | {"use_side_info"} == {s.name for s in flagged}   # a new option: a value here
+    declared = {s.name for s in flagged}
+    assert set(values) | set(sharding) | set(kernelised) | {"use_side_info"} == declared   # a new option: a value here
     given = [token for s in flagged if s.name in values
              for token in [s.flag, *([values[s.name]] if isinstance(values[s.name], str) else values[s.name])]]
     params = model_from_args(parser.parse_args([*argv, *given, "--no-side-info"])).get_params()
