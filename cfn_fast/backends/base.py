@@ -9,7 +9,7 @@ entry.  The NumPy engine is the specification; the others mirror it op for op.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Protocol, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Protocol, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,7 +21,7 @@ from .guard import ModelBusyError
 from .public_calls import EngineCalls, EngineSnapshot, check_training_inputs, wrap_public_methods
 
 __all__ = ["BackendUnavailable", "Engine", "EngineSnapshot", "ModelBusyError", "PhaseTiming", "Ranges", "TrainConfig",
-           "check_training_inputs", "epoch_order"]
+           "check_training_inputs", "epoch_order", "max_abs"]
 
 T = TypeVar("T")
 
@@ -47,6 +47,18 @@ def epoch_order(seed: int, epoch: int, trainable: np.ndarray) -> np.ndarray:
     Every trainable sample is visited once per epoch (the Torch code skipped one; we don't).
     """
     return trainable[np.random.default_rng((seed, epoch)).permutation(len(trainable))]
+
+
+def max_abs(arrays: Iterable[np.ndarray]) -> float:
+    """``max |x|`` over every entry of ``arrays`` (0 when empty), NaN when one is NaN or infinite."""
+    largest = 0.0
+    for array in arrays:
+        if array.size:
+            peak = float(np.max(np.abs(array)))
+            if not np.isfinite(peak):
+                return float("nan")
+            largest = max(largest, peak)
+    return largest
 
 
 def _direct(call: Callable[[], T]) -> T:
@@ -155,15 +167,7 @@ class Engine(ABC):
     def max_abs_param(self) -> float:
         """``max |θ|`` over every parameter, NaN if any is NaN (the divergence check needs only this;
         engines that keep parameters on a device override it to avoid copying them to the host)."""
-        largest = 0.0
-        for layer in self.get_layers():
-            for array in layer.arrays():
-                if array.size:
-                    peak = float(np.max(np.abs(array)))
-                    if not np.isfinite(peak):
-                        return float("nan")
-                    largest = max(largest, peak)
-        return largest
+        return max_abs(array for layer in self.get_layers() for array in layer.arrays())
 
     # ---------------------------------------------------------------- inference
     @abstractmethod

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from ..kernels import cfn_kernel as _kernel_ops
 from ..network import Layer
-from .base import PhaseTiming, Ranges, TrainConfig, epoch_order
+from .base import PhaseTiming, Ranges, TrainConfig, epoch_order, max_abs
 from .cpu_backend import CpuEngine
 from .kernelised import KernelSnapshot, LayerKernel, init_kernels
 from .numpy_backend import decay_and_step, sgd_factors
@@ -140,15 +140,8 @@ class KernelisedCpuEngine(CpuEngine):
         """``max |θ|`` over W, b, S, u and v (NaN if any is NaN)."""
         if self._kernels is None:
             return super().max_abs_param()
-        largest = 0.0
-        for array in [a for layer in self._raw for a in layer.arrays()] + \
-                     [a for kernel in self._kernels for a in kernel.arrays()]:
-            if array.size:
-                peak = float(np.max(np.abs(array)))
-                if not np.isfinite(peak):
-                    return float("nan")
-                largest = max(largest, peak)
-        return largest
+        return max_abs([a for layer in self._raw for a in layer.arrays()] +
+                       [a for kernel in self._kernels for a in kernel.arrays()])
 
     def snapshot(self) -> object:
         if self._kernels is None:
