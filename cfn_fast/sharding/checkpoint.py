@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..network import Layer
+from .parts import part_arrays
 
 __all__ = ["save_part", "load_part", "last_common_epoch", "checkpoint_path"]
 
@@ -26,9 +27,7 @@ def save_part(folder: str | os.PathLike, rank: int, epoch: int, part: Sequence[L
     """Write shard ``rank``'s part after ``epoch`` (a temporary file renamed into place: a reader never sees half
     a file), then delete this shard's checkpoints older than the last ``keep``."""
     path = checkpoint_path(folder, rank, epoch)
-    arrays = {f"layer{k}_{name}": value for k, layer in enumerate(part)
-              for name, value in (("weight", layer.weight), ("bias", layer.bias), ("side_weight", layer.side_weight))
-              if value is not None}
+    arrays = part_arrays(part)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
         np.savez(handle, epoch=np.int64(epoch), n_layers=np.int64(len(part)), **arrays)
