@@ -32,10 +32,10 @@ from .fitted.runtime import DeviceOutOfMemory, NotFittedError, Runtime
 from .fitted.state import pickle_state, unpickle_state
 from .fitted.value import Fitted, Network
 from .metrics import rmse
-from .network import Layer, check_layers, init_layers
+from .network import Layer
 from .profiling import Profile, ProfiledEngine
 from .settings import AUTO, BLEND, DEFAULTS, EstimatorParams
-from .sharding.plan import shard_plan
+from .sharding.plan import initial_network, shard_plan
 from .training.blending import fit_blend
 from .training.selection import select_kind
 from .training.trainer import (
@@ -124,14 +124,11 @@ class CFN(EstimatorParams, FittedAttributes):
         inputs = training_inputs(train, kind, use_side_info=bool(self.use_side_info), features=features,
                                  centring=centring)
         p = settings.resolve(self.get_params(), kind, settings.known_per_sample(inputs.samples))
-        if initial_layers is None:
-            layers = init_layers(inputs.n_inputs, p["hidden"], inputs.side_dim, self.seed)
-        else:
-            layers = check_layers(initial_layers, inputs.n_inputs, inputs.side_dim, p["hidden"], "initial_layers")
+        plan = shard_plan(p, inputs.n_inputs, inputs.side_dim)
+        layers = initial_network(plan, inputs.n_inputs, p["hidden"], inputs.side_dim, self.seed, initial_layers)
         network = Network(kind, inputs.preprocessing, inputs.samples, inputs.side, layers)
         fitted = Fitted(train, (network,), selection=selection)
-        runtime = Runtime(fitted, backend, settings.train_config(p),
-                          sharding=shard_plan(p, inputs.n_inputs, inputs.side_dim))
+        runtime = Runtime(fitted, backend, settings.train_config(p), sharding=plan)
         runtime.engine  # noqa: B018 - built now: an error leaves the model as it was
         network.layers = runtime.engine.get_layers()  # the engine holds its own copy through training
         self._fitted, self._runtime, self._validation = fitted, runtime, validation
@@ -270,13 +267,19 @@ class CFN(EstimatorParams, FittedAttributes):
     def member(self, k: int) -> "CFN":
         """Network ``k`` of a blend as a model of its own (a copy: training it leaves the blend as it is)."""
         rt = self._rt(k)
-        return self._bound(self.fitted_.blend.member_params[k], copy.deepcopy(rt.fitted), rt.backend)
-
-    @classmethod
-    def _bound(cls, params: dict[str, Any], fitted: Fitted, backend: str) -> "CFN":
-        model = cls(**params)
-        model._bind(fitted, backend)
+        model = type(self)(**self.fitted_.blend.member_params[k])
+        model._bind(copy.deepcopy(rt.fitted), rt.backend)
         return model
+
+    @mutating
+    def gather(self) -> "CFN":
+        """Join a network kept sharded (``shards=`` with ``max_worker_bytes`` below its size) into this process: the
+        model becomes an ordinary one (encode, fold_in, ONNX, pickle).  It must fit here.  Returns ``self``."""
+        fitted = self._check_fitted()
+        if fitted.blend is None and fitted.network.kept_sharded:
+            fitted.network.layers = fitted.network.layers.gather()
+            self._bind(fitted, self._runtime.backend)
+        return self
 
     def __sklearn_is_fitted__(self) -> bool:
         return self._fitted is not None
@@ -397,8 +400,8 @@ class CFN(EstimatorParams, FittedAttributes):
     # ------------------------------------------------------------------ persistence, travel
     @reading
     def save(self, path: str | Path) -> Path:
-        """Write the fitted model to one versioned ``.npz`` (no pickles, SHA-256 checksum), atomically.
-        See :mod:`cfn_fast.fitted.persistence`."""
+        """Write the fitted model to one versioned ``.npz`` (no pickles, SHA-256 checksum), atomically; a network
+        kept sharded to a folder (:mod:`cfn_fast.fitted.sharded_file`).  See :mod:`cfn_fast.fitted.persistence`."""
         rt = self._rt()
         return save_model(path, rt.fitted, rt.backend, self.get_params(), self.resolved_params())
 

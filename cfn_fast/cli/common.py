@@ -18,9 +18,9 @@ import numpy as np
 
 from .errors import UsageError
 
-__all__ = ["COMMANDS", "Command", "DefaultsHelpFormatter", "Handler", "OneLineParser", "add_common_options",
-           "add_model_options", "add_scale_option", "command", "int_in", "model_from_args", "parse_ids", "plain",
-           "read_ratings", "scale_note"]
+__all__ = ["MODEL_HELP", "COMMANDS", "Command", "DefaultsHelpFormatter", "Handler", "OneLineParser",
+           "add_common_options", "add_model_options", "add_scale_option", "command", "int_in", "model_from_args",
+           "parse_ids", "plain", "read_ratings", "scale_note"]
 
 Handler = Callable[[argparse.Namespace], dict]
 
@@ -36,6 +36,10 @@ class Command:
 
 #: Every registered subcommand by name.
 COMMANDS: dict[str, Command] = {}
+
+
+#: the ``--model`` option's help, for every command that reads a saved model
+MODEL_HELP = "model written by `cfn fit --save` or CFN.save (a file; a folder for a network kept sharded)"
 
 
 def command(name: str, add_parser: Callable[[Any], Any]) -> Callable[[Handler], Handler]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from cfn_fast.export import GRAPHS
 
-from .common import add_common_options, command
+from .common import MODEL_HELP, add_common_options, command
 from .errors import UsageError
 from .files import check_writable_outputs
 
@@ -26,7 +26,7 @@ __all__ = ["export"]
 
 def _export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export a saved model as an ONNX graph (pip install 'cfn_fast[onnx]')")
-    p.add_argument("--model", required=True, help="model file written by `cfn fit --save` or CFN.save")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     p.add_argument("--graph", choices=GRAPHS, default="predict",
                    help="predict: ratings of requested columns; reconstruct: every column and the codes; "

@@ -24,7 +24,16 @@ import numpy as np
 from cfn_fast.fileio import check_input_file
 
 from . import common
-from .common import add_common_options, add_model_options, add_scale_option, command, int_in, parse_ids, plain
+from .common import (
+    MODEL_HELP,
+    add_common_options,
+    add_model_options,
+    add_scale_option,
+    command,
+    int_in,
+    parse_ids,
+    plain,
+)
 from .errors import UsageError
 from .files import check_eval_ratings, check_writable_outputs, resolve_backend_early, save_split, split_paths
 
@@ -216,7 +225,7 @@ def _check_ratio(args: argparse.Namespace, option: str) -> None:
 # ----------------------------------------------------------------------------- eval, predict
 def _eval_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="RMSE of a saved model on a ratings file")
-    p.add_argument("--model", required=True, help="model file written by `cfn fit --save` or CFN.save")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--ratings", required=True, help="ratings file or folder (e.g. the test.npz of --save-split)")
     p.add_argument("--skip-unknown", action="store_true",
                    help="skip ratings of users or items the model does not know (and report how many); "
@@ -243,7 +252,7 @@ def eval_model(args: argparse.Namespace) -> dict:
 
 def _predict_parser(sub: Any) -> None:
     p = sub.add_parser("predict", help="predict ratings of (user, item) pairs with a saved model")
-    p.add_argument("--model", required=True, help="model file written by `cfn fit --save` or CFN.save")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--user", nargs="+", required=True, help="user id(s), paired with --item")
     p.add_argument("--item", nargs="+", required=True, help="item id(s), paired with --user")
     add_common_options(p)
@@ -269,7 +278,7 @@ def predict(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- recommend, fold-in
 def _recommend_parser(sub: Any) -> None:
     p = sub.add_parser("recommend", help="top-n items for users of a saved model")
-    p.add_argument("--model", required=True, help="model file written by `cfn fit --save` or CFN.save")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--user", nargs="+", required=True, help="user id(s) known to the model")
     p.add_argument("-n", type=int, default=10, help="items per user")
     p.add_argument("--include-seen", action="store_true", help="also rank the user's training items")
@@ -283,7 +292,7 @@ def _recommend_parser(sub: Any) -> None:
 
 def _fold_in_parser(sub: Any) -> None:
     p = sub.add_parser("fold-in", help="score a new user (U-CFN) or new item (I-CFN) without retraining")
-    p.add_argument("--model", required=True, help="model file written by `cfn fit --save` or CFN.save")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--new", choices=("user", "item"), default=None,
                    help="what the new row is: 'user' for a U-CFN model, 'item' for an I-CFN one (required for "
                         "those); a blend (the default model) folds in either (default: user)")

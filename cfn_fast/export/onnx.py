@@ -353,6 +353,7 @@ def build_onnx(rt: Runtime, graph: str = "predict", *, input_format: str = "dens
         raise ValueError(f"graph must be one of {', '.join(map(repr, GRAPHS))}, got {graph!r}")
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format must be 'dense' or 'sparse', got {input_format!r}")
+    rt.require_whole("an ONNX graph holds the whole network")
     if rt.fitted.blend is not None:
         return BlendExporter(rt, load_onnx()).model_proto(graph)
     return _Exporter(rt, load_onnx()).model_proto(graph, input_format)

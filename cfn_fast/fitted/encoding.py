@@ -124,6 +124,7 @@ def _wants_device(rt: Runtime, output: str, like: interop.Origin) -> bool:
 def encode(rt: Runtime, rows: Any = None, features: Any = None, *, return_means: bool = False,
            output: str = "numpy", stream: Any = None) -> Any:
     """See :meth:`cfn_fast.CFN.encode`."""
+    rt.require_whole("encode hands out codes of the whole network")
     interop.check_output(output)
     # everything, device->host copies of the caller's arrays included, runs on the caller's stream
     with stream_scope(rt, stream), rt.memory_guard("encoding"):
@@ -154,6 +155,7 @@ def _encode(rt: Runtime, rows: Any, features: Any, output: str, like: interop.Or
 def decode(rt: Runtime, codes: Any, features: Any = None, cols: Any = None, *, means: Any = None,
            output: str = "numpy", stream: Any = None) -> Any:
     """See :meth:`cfn_fast.CFN.decode`."""
+    rt.require_whole("decode runs the whole output layer")
     interop.check_output(output)
     with stream_scope(rt, stream), rt.memory_guard("decoding"):
         return _decode(rt, codes, features, cols, means, output, interop.origin_of(codes))

@@ -38,6 +38,7 @@ def fold_in(rt: Runtime, ids: Any, ratings: Any, features: Any, new: str | None,
     on (the model's sample-side feature names, when it uses side information)."""
     if new is not None and new not in ("user", "item"):
         raise ValueError(f"new must be 'user' or 'item', got {new!r}")
+    rt.require_whole("fold_in needs the whole network")
     if rt.fitted.blend is not None:
         return fold_in_blend(rt, ids, ratings, features, new or "user", feature_names)
     net = rt.network

@@ -65,6 +65,10 @@ the target directory, flushed and fsynced, then moved over the target with ``os.
 file's mode follows the umask, an overwritten file keeps its mode, and temporary files are removed
 on errors, interrupts, SIGTERM and (left by a killed process) at the next save to the same target.
 
+A network kept sharded (too large for one process, :mod:`cfn_fast.sharding.parts`) is saved as a folder: a
+model file of format version 5 (the entries above but the layers) beside a folder of the network's parts, see
+:mod:`cfn_fast.fitted.sharded_file`; :func:`read_model` takes that folder.
+
 This file is *the* storage format.  Pickling a model (``pickle``, ``joblib``, Ray, Dask) is for
 moving it between processes of one installation; both go through :mod:`cfn_fast.fitted.state`, so a
 file and a pickle hold the same data, but only this format is versioned, checksummed and free of
@@ -85,8 +89,9 @@ import numpy as np
 from ..fileio import atomic_write, check_input_file
 from ..version import __version__
 from .blend_file import check_blend_file
+from .sharded_file import is_model_folder, read_folder, save_folder
 from .state import fitted_arrays, fitted_config, fitted_from_arrays
-from .validation import ModelFileError, check_model_file
+from .validation import SHARDED_VERSION, ModelFileError, check_model_file
 from .value import Fitted
 
 __all__ = ["save_model", "read_model", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION", "BLEND_VERSION",
@@ -94,11 +99,11 @@ __all__ = ["save_model", "read_model", "ModelFileError", "FORMAT_NAME", "FORMAT_
 
 FORMAT_NAME = "cfn_fast-model"
 #: The newest format version this release writes.
-FORMAT_VERSION = 4
+FORMAT_VERSION = SHARDED_VERSION
 #: The version of a blend's files (``CFN(kind="blend")``); a file of one network says 1, 2 or 3.
 BLEND_VERSION = 4
 #: Versions this release reads.
-READABLE_VERSIONS = (1, 2, 3, 4)
+READABLE_VERSIONS = (1, 2, 3, 4, SHARDED_VERSION)
 
 
 # ----------------------------------------------------------------------------- save
@@ -107,14 +112,15 @@ def save_model(path: str | os.PathLike, fitted: Fitted, backend: str, params: di
     """Write the fitted value (with the estimator's ``params`` and ``resolved`` settings) to ``path``
     (exactly that name) atomically; returns the path."""
     path = Path(path)
+    kept = fitted.blend is None and fitted.network.kept_sharded
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot save the model: directory {str(directory)!r} does not exist")
     arrays = fitted_arrays(fitted, portable=True)
     # a file an older release can read correctly says version 1; one with input offsets it would
     # misread says 2, one with string ids as UTF-8 bytes says 3, a blend says 4: such a release refuses them
-    version = BLEND_VERSION if fitted.blend is not None else 3 if any(name.endswith("_ids_utf8") for name in arrays) \
-        else 2 if "pre_input_offset" in arrays else 1
+    version = BLEND_VERSION if fitted.blend is not None else SHARDED_VERSION if kept \
+        else 3 if any(name.endswith("_ids_utf8") for name in arrays) else 2 if "pre_input_offset" in arrays else 1
     config = {
         "format": FORMAT_NAME, "version": version, "library_version": __version__,
         "params": _jsonable(params), "resolved": _jsonable(resolved),
@@ -127,9 +133,14 @@ def save_model(path: str | os.PathLike, fitted: Fitted, backend: str, params: di
         if value.dtype.kind not in "biufU":
             raise TypeError(f"internal error: model entry {name!r} has dtype {value.dtype}")  # pragma: no cover
     arrays["checksum"] = np.array([_checksum(arrays)])
-    with atomic_write(path) as fh:
-        np.savez(fh, **arrays)
-    return path
+
+    def write(target: Path) -> Path:
+        with atomic_write(target) as fh:
+            np.savez(fh, **arrays)
+        return target
+
+    # a network kept sharded saves as a folder: the model file beside the network's parts
+    return save_folder(path, fitted.network.layers, write) if kept else write(path)
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -159,8 +170,14 @@ def _jsonable(value: Any) -> Any:
 
 # ----------------------------------------------------------------------------- load
 def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], Fitted, dict[str, Any]]:
-    """``(constructor parameters, fitted value, config)`` of a file written by :func:`save_model`;
-    :class:`ModelFileError` for anything that is not a readable, intact cfn_fast model file."""
+    """``(constructor parameters, fitted value, config)`` of a file (or, for a network kept sharded, the folder)
+    written by :func:`save_model`; :class:`ModelFileError` for anything that is not a readable, intact model."""
+    if is_model_folder(Path(path)):
+        return read_folder(path, lambda file: _read_file(file, in_folder=True))
+    return _read_file(path)
+
+
+def _read_file(path: str | os.PathLike, in_folder: bool = False) -> tuple[dict[str, Any], Fitted, dict[str, Any]]:
     path = check_input_file(path, "model file")
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -181,6 +198,9 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], Fitted, dict[st
     if version not in READABLE_VERSIONS:
         raise ModelFileError(f"{path} has cfn_fast model format version {version}; this cfn_fast "
                              f"({__version__}) reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+    if version == SHARDED_VERSION and not in_folder:
+        raise ModelFileError(f"{path} is the model file of a network kept sharded: load the folder that holds it "
+                             f"({str(path.parent)!r}), where its network's parts are")
     stored = arrays.get("checksum")
     if stored is None or stored.dtype.kind != "U" or stored.size != 1:
         raise ModelFileError(f"{path} has no checksum entry: not a complete cfn_fast model file")

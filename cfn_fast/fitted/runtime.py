@@ -17,6 +17,8 @@ from ..backends.base import Engine, TrainConfig
 from ..engine import make_engine
 from ..network import Layer
 from ..sharding.engine import ShardedEngine
+from ..sharding.inference import PartsEngine
+from ..sharding.parts import ShardedLayers
 from ..sharding.plan import ShardPlan
 from .value import Fitted
 
@@ -79,13 +81,18 @@ class Runtime:
         if engine is None:
             with self._lock:
                 if self._engine is None:
-                    net = self.network
-                    layers, plan = [layer.copy() for layer in net.layers], self.sharding
+                    net, plan = self.network, self.sharding
+                    # a network kept sharded is handed over as its parts' source, never copied whole
+                    layers = net.layers if net.kept_sharded else [layer.copy() for layer in net.layers]
                     with self.memory_guard("building the engine"):
-                        self._engine = make_engine(self.backend, layers, self.config, net.inputs, net.side) \
-                            if plan is None else ShardedEngine(layers, self.config, net.inputs, net.side,
-                                                               shards=plan.shards, backend=self.backend,
-                                                               address=plan.address)
+                        if plan is not None:
+                            self._engine = ShardedEngine(layers, self.config, net.inputs, net.side,
+                                                         shards=plan.shards, backend=self.backend,
+                                                         address=plan.address)
+                        elif net.kept_sharded:
+                            self._engine = PartsEngine(layers, self.config, net.inputs, net.side)
+                        else:
+                            self._engine = make_engine(self.backend, layers, self.config, net.inputs, net.side)
                 engine = self._engine
         return engine
 
@@ -102,8 +109,17 @@ class Runtime:
         if isinstance(engine, ShardedEngine):
             engine.release()
         layers = engine.get_layers()
+        if isinstance(layers, ShardedLayers):    # kept sharded: the shards stored their parts in a folder
+            return layers
         engine.set_layers(layers)
         return layers if engine.config.dtype == "float32" else engine.get_layers()
+
+    def require_whole(self, action: str) -> None:
+        """Refuse ``action`` (what needs the whole network at once) on a network kept sharded, saying how to
+        gather it (:class:`~cfn_fast.sharding.parts.NotGathered`)."""
+        for net in self.fitted.networks:
+            if isinstance(net.layers, ShardedLayers):
+                raise net.layers.refusal(action)
 
     def cached(self, name: str, compute: Callable[[], Any]) -> Any:
         """The cache entry ``name``, computed once under the lock."""

@@ -37,6 +37,8 @@ __all__ = ["STATE_VERSION", "fitted_arrays", "network_arrays", "fitted_config", 
 
 #: Version of the pickled state layout (independent of the file format version).
 STATE_VERSION = 1
+#: in a saved model folder, the folder of shard parts of a network kept sharded (cfn_fast.fitted.sharded_file)
+SHARDED_NETWORK_FOLDER = "network"
 #: A blend's factor members (:class:`~cfn_fast.training.factors.Factors`), side by side: the user and item factors
 #: of member ``j`` are a block of ``rank_j`` columns of ``blend_user_factors`` / ``blend_item_factors``, in order;
 #: ``blend_factor_scalars`` holds one row ``[rank, reg, low, high]`` and ``blend_factor_weights`` one row ``[pairs,
@@ -108,7 +110,8 @@ def network_arrays(net: Network) -> dict[str, np.ndarray]:
     """One network's arrays: its layers, the input CSR, the preprocessing statistics, its side information."""
     pre, inputs = net.preprocessing, net.inputs
     arrays: dict[str, np.ndarray] = {}
-    for k, layer in enumerate(net.layers):
+    # a network kept sharded stores its layers beside, as a folder of parts (cfn_fast.fitted.sharded_file)
+    for k, layer in enumerate([] if net.kept_sharded else net.layers):
         arrays[f"layer{k}_weight"] = np.asarray(layer.weight, dtype=np.float32)
         arrays[f"layer{k}_bias"] = np.asarray(layer.bias, dtype=np.float32)
         if layer.side_weight is not None:
@@ -139,6 +142,8 @@ def fitted_config(fitted: Fitted, backend: str) -> dict[str, Any]:
     }
     if fitted.blend is None:
         config.update(n_layers=len(fitted.network.layers), has_side=fitted.network.side is not None)
+        if fitted.network.kept_sharded:
+            config["sharded_network"] = SHARDED_NETWORK_FOLDER
     else:
         config["members"] = [{"kind": net.kind, "n_layers": len(net.layers), "has_side": net.side is not None,
                               "params": dict(params)}
@@ -167,7 +172,9 @@ def fitted_from_arrays(arrays: dict[str, np.ndarray], config: dict[str, Any], ki
         blend = _blend(arrays, tuple(_member_params(member["params"]) for member in members),
                        dict(config["blend_report"]))
     else:
-        networks, blend = (_network(arrays, "", kind, int(config["n_layers"])),), None
+        # a network kept sharded gets its layers from its folder of parts once read (sharded_file)
+        n_layers = 0 if config.get("sharded_network") else int(config["n_layers"])
+        networks, blend = (_network(arrays, "", kind, n_layers),), None
     return Fitted(train, networks, history=[EpochRecord(**record) for record in config["history"]],
                   epochs_trained=int(config["epochs_trained"]), best_epoch=config.get("best_epoch"),
                   selection=None if selection is None else KindChoice(**selection), blend=blend)
@@ -222,6 +229,10 @@ def pickle_state(attributes: dict[str, Any], fitted: Fitted | None, backend: str
     """``__getstate__``: the estimator's plain ``attributes`` (constructor parameters, the validation
     set) as they are, and the fitted value through :func:`fitted_arrays` / :func:`fitted_config`."""
     state: dict[str, Any] = {"state_version": STATE_VERSION, "attributes": dict(attributes)}
+    if fitted is not None and any(net.kept_sharded for net in fitted.networks):
+        raise TypeError("a model kept sharded does not pickle: its network lives in a folder of shard parts, "
+                        "not in the process. Save it (model.save(folder)) and CFN.load(folder) where it is "
+                        "needed, or model.gather() it first where it fits")
     if fitted is not None:
         state["arrays"] = fitted_arrays(fitted, portable=False)
         state["config"] = {**fitted_config(fitted, backend or "numpy"), "profile": fitted.profile}

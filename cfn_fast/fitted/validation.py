@@ -40,7 +40,7 @@ from ..data.ratings import RatingSet
 from ..preprocessing import Preprocessing, sample_axes
 from ..training.selection import KindChoice
 from ..training.trainer import EpochRecord
-from .state import ids_of
+from .state import SHARDED_NETWORK_FOLDER, ids_of
 
 __all__ = ["ModelFileError", "InvalidEntry", "check_model_file", "check_arrays", "check_training_set", "check_params",
            "check_record", "check_int", "check_close", "entry_array", "parse_config", "BASE_ENTRIES",
@@ -62,6 +62,8 @@ ID_FORMS = {name: ((name,), (f"{name}_utf8", f"{name}_offsets")) for name in ("u
 _LAYER_ENTRY = re.compile(r"^layer(\d+)_(weight|bias|side_weight)$")
 #: Most layers a file may declare (a CFN has a handful; the bound keeps a forged count from looping for ever).
 MAX_LAYERS = 1000
+#: Format version of the model file inside the saved folder of a network kept sharded (cfn_fast.fitted.sharded_file).
+SHARDED_VERSION = 5
 #: Largest epoch number accepted in the training record.
 MAX_EPOCH = 10**9
 #: How far the file's preprocessing constants and centred inputs may lie from a recomputation (unit scale).
@@ -94,7 +96,11 @@ def check_arrays(arrays: dict[str, np.ndarray], config: dict[str, Any], version:
     each member's entries so, beside the training set they share."""
     kind = _kind(config)
     n_layers = check_int("config.n_layers", config.get("n_layers"), 2, MAX_LAYERS)
-    _entry_names(arrays, n_layers)
+    sharded = config.get("sharded_network")     # layers kept sharded are in the folder of parts beside the file
+    if sharded not in (None, SHARDED_NETWORK_FOLDER) or (sharded and version != SHARDED_VERSION):
+        raise InvalidEntry(f"config.sharded_network must be {SHARDED_NETWORK_FOLDER!r} in a file of format "
+                           f"version {SHARDED_VERSION}, got {sharded!r} in version {version}")
+    _entry_names(arrays, 0 if sharded else n_layers)
     out: dict[str, np.ndarray] = {}
     train = _training_set(arrays, config, out)
     entries = _entries_in_csr_order(train, kind)
@@ -103,7 +109,8 @@ def check_arrays(arrays: dict[str, np.ndarray], config: dict[str, Any], version:
     n_samples, n_inputs = (int(n) for n in out["input_shape"])
     side_dim = _side(arrays, config, n_samples, out)
     _features(arrays, train, out)
-    _layers(arrays, n_layers, n_inputs, side_dim, out)
+    if not sharded:
+        _layers(arrays, n_layers, n_inputs, side_dim, out)
     check_params(config, kind)
     check_record(config)
     _selection(config, kind, "bias" if "pre_input_offset" in out else "sample")

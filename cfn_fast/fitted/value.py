@@ -10,8 +10,9 @@ and folding in (:mod:`cfn_fast.fitted.scoring`, :mod:`~cfn_fast.fitted.foldin`),
 A blend (``CFN(kind="blend")``, the default) holds several member networks (each with its own kind,
 preprocessing and settings) beside one training set, and a :class:`Blend`: the bias model and the weights of
 each member's departure from it.  A single-network model has ``blend=None`` and reaches its network as
-:attr:`Fitted.network`.  A network's ``layers`` is any sequence of :class:`~cfn_fast.network.Layer`, so
-layers held by other processes (sharded training) can stand behind it.
+:attr:`Fitted.network`.  A network's ``layers`` is a list of :class:`~cfn_fast.network.Layer`, or, for a network
+too large for one process, a :class:`~cfn_fast.sharding.parts.ShardedLayers` that hands out one shard's part at a
+time and refuses whole-network access.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ..data.ratings import RatingSet
 from ..network import Layer
 from ..preprocessing import Preprocessing
 from ..settings import BLEND
+from ..sharding.parts import ShardedLayers
 from ..training.blending import Blend
 from ..training.selection import KindChoice
 from ..training.trainer import EpochRecord
@@ -53,7 +55,14 @@ class Network:
 
     @property
     def hidden(self) -> tuple[int, ...]:
+        if isinstance(self.layers, ShardedLayers):
+            return self.layers.hidden
         return tuple(int(layer.weight.shape[0]) for layer in self.layers[:-1])
+
+    @property
+    def kept_sharded(self) -> bool:
+        """Whether the network is kept sharded (too large for one process; :mod:`cfn_fast.sharding.parts`)."""
+        return isinstance(self.layers, ShardedLayers)
 
     @property
     def sample_side(self) -> str:

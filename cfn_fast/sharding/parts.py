@@ -374,8 +374,7 @@ class ShardedLayers(Sequence[Layer]):
         return NotGathered(
             f"{action}, but this model is kept sharded: its network ({layout.n_inputs:,} inputs, hidden "
             f"{layout.hidden}, {layout.nbytes():,} bytes) is split over {layout.shards} shards because it exceeds "
-            f"max_worker_bytes. Gather it first if it fits where you are (model.gather(), or CFN.load(path, "
-            f"gather=True))")
+            f"max_worker_bytes. Gather it first where it fits: model.gather() makes it an ordinary model")
 
     @overload
     def __getitem__(self, index: int) -> Layer: ...
