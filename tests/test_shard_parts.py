@@ -1,4 +1,5 @@
 """A network kept sharded (cfn_fast.sharding.parts): parts from the seed alone, the folder of parts, its checks."""
+import hashlib
 import json
 
 import numpy as np
@@ -91,3 +92,32 @@ def test_part_of_another_shape_is_refused(tmp_path):
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(PartStoreError, match="float32 of shape"):
         ShardedLayers.from_folder(tmp_path).part(0)
+
+
+def test_each_file_is_hashed_once_per_sharded_layers(tmp_path, monkeypatch):
+    _stored(tmp_path)
+    hashed = []
+    sha256 = hashlib.sha256
+
+    def counting(*args):
+        hashed.append(1)
+        return sha256(*args)
+
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    layers = ShardedLayers.from_folder(tmp_path)
+    for _ in range(3):                            # inference loads every part on every call
+        for rank in range(layers.shards):
+            layers.part(rank)
+    assert len(hashed) == layers.shards
+    ShardedLayers.from_folder(tmp_path).part(0)   # another reader checks again
+    assert len(hashed) == layers.shards + 1
+
+
+def test_a_part_replaced_after_its_check_is_still_refused_when_its_size_changed(tmp_path):
+    _stored(tmp_path)
+    layers = ShardedLayers.from_folder(tmp_path)
+    layers.part(1)
+    path = tmp_path / part_file_name(1)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(PartStoreError, match="bytes its manifest says"):
+        layers.part(1)

@@ -18,7 +18,7 @@ from ..network import Layer
 from ..settings import TrainConfig
 from .fixed_shape import column_block_product
 from .guard import ModelBusyError
-from .public_calls import EngineCalls, EngineSnapshot, check_training_inputs, wrap_public_methods
+from .public_calls import EngineCalls, EngineSnapshot, NetworkShape, check_training_inputs, wrap_public_methods
 
 __all__ = ["BackendUnavailable", "Engine", "EngineSnapshot", "ModelBusyError", "PhaseTiming", "Ranges", "TrainConfig",
            "check_training_inputs", "epoch_order", "max_abs"]
@@ -100,8 +100,10 @@ class Engine(ABC):
         super().__init_subclass__(**kwargs)
         wrap_public_methods(cls)
 
-    def __init__(self, layers: list[Layer], config: TrainConfig, samples: sp.csr_matrix,
+    def __init__(self, layers: list[Layer] | NetworkShape, config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None) -> None:
+        # ``layers`` as a NetworkShape: an engine whose network is never in one place (kept sharded) is checked
+        # by its shape alone
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a cfn_fast.engine.TrainConfig, got {type(config).__name__}")
         if config.dtype not in self.dtypes:   # an engine that ignored it would train another model than asked

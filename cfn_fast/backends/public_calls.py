@@ -71,15 +71,32 @@ def check_training_inputs(samples: Any, side: Any) -> None:
         as_feature_matrix(side, samples.shape[0], "side information")
 
 
+def _checked_shape(shape: NetworkShape, samples: sp.csr_matrix, side_dim: int) -> NetworkShape:
+    """``shape`` when it is a network over ``samples``' inputs and samples with ``side_dim`` side features."""
+    given = (shape.n_samples, shape.n_inputs, shape.side_dim)
+    if given != (samples.shape[0], samples.shape[1], side_dim):
+        raise ValueError(f"the network is over {shape.n_samples} samples x {shape.n_inputs} inputs with "
+                         f"{shape.side_dim} side features, but samples are {samples.shape[0]} x {samples.shape[1]} "
+                         f"with {side_dim} side features")
+    if not shape.hidden or any(type(width) is not int or width < 1 for width in shape.hidden):
+        raise ValueError(f"hidden widths must be positive integers, got {shape.hidden!r}")
+    return shape
+
+
 class EngineCalls:
     """One engine's argument checks (one method per public engine method), busy guard and identity."""
 
     def __init__(self, backend: str, layers: Any, config: TrainConfig, samples: sp.csr_matrix,
                  side: np.ndarray | None) -> None:
+        """``layers``: the network's layers, or only its :class:`NetworkShape` (an engine whose network is not in
+        one place, e.g. kept sharded), checked against ``samples`` and ``side`` likewise."""
         side_dim = 0 if side is None else int(side.shape[1])
-        checked = check_layers(layers, samples.shape[1], side_dim, copy=False)
-        self.shape = NetworkShape(int(samples.shape[0]), int(samples.shape[1]),
-                                  tuple(int(layer.weight.shape[0]) for layer in checked[:-1]), side_dim)
+        if isinstance(layers, NetworkShape):
+            self.shape = _checked_shape(layers, samples, side_dim)
+        else:
+            checked = check_layers(layers, samples.shape[1], side_dim, copy=False)
+            self.shape = NetworkShape(int(samples.shape[0]), int(samples.shape[1]),
+                                      tuple(int(layer.weight.shape[0]) for layer in checked[:-1]), side_dim)
         self.weight_decay = float(config.weight_decay)
         self.backend = backend
         self.guard = BusyGuard(f"this {backend} engine")

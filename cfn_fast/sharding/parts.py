@@ -313,7 +313,8 @@ class ShardedLayers(Sequence[Layer]):
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> "ShardedLayers":
-        """The parts stored in ``folder``: the manifest checked now, each file when its part is loaded."""
+        """The parts stored in ``folder``: the manifest checked now, each file's SHA-256 the first time its part
+        is loaded (then only its size; its arrays' headers and values on every load)."""
         folder = Path(folder)
         layout, files = read_manifest(folder)
         for entry in files:
@@ -321,11 +322,18 @@ class ShardedLayers(Sequence[Layer]):
             if not path.is_file() or path.stat().st_size != entry["bytes"]:
                 raise PartStoreError(f"{path} is missing or not the {entry['bytes']:,} bytes its manifest says")
         digests = {rank: entry["sha256"] for rank, entry in enumerate(files)}
+        sizes = {rank: entry["bytes"] for rank, entry in enumerate(files)}
+        verified: set[int] = set()      # ranks whose file matched its SHA-256 once (inference loads every part
+        #                                 on every call: hashing each time would cost a full read more per call)
 
         def load(rank: int) -> list[Layer]:
             path = folder / part_file_name(rank)
-            if _file_digest(path) != digests[rank]:
-                raise PartStoreError(f"{path} does not match its SHA-256 in the manifest (damaged or edited)")
+            if rank not in verified:
+                if _file_digest(path) != digests[rank]:
+                    raise PartStoreError(f"{path} does not match its SHA-256 in the manifest (damaged or edited)")
+                verified.add(rank)
+            elif not path.is_file() or path.stat().st_size != sizes[rank]:   # replaced since: a cheap check
+                raise PartStoreError(f"{path} is missing or not the {sizes[rank]:,} bytes its manifest says")
             return part_from_file(path, layout.part_shapes(rank))
 
         return cls(layout, load, folder, origin=f"stored in {folder}")
