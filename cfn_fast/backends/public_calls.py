@@ -127,6 +127,14 @@ class EngineCalls:
     # ------------------------------------------------------------ parameters
     def set_layers(self, layers: Any) -> tuple[tuple, dict]:
         shape = self.shape
+        layout = getattr(layers, "layout", None)
+        if layout is not None:   # a network kept sharded (sharding.parts.ShardedLayers): its shape, never its arrays
+            given = (int(layout.n_inputs), tuple(layout.hidden), int(layout.side_dim))
+            if given != (shape.n_inputs, shape.hidden, shape.side_dim):
+                raise ValueError(f"layers kept sharded over {given[0]} inputs, hidden {given[1]}, {given[2]} side "
+                                 f"features; this engine's network has {shape.n_inputs} inputs, hidden "
+                                 f"{shape.hidden}, {shape.side_dim} side features")
+            return (layers,), {}
         return (check_layers(layers, shape.n_inputs, shape.side_dim, shape.hidden),), {}
 
     def restore(self, snapshot: Any) -> tuple[tuple, dict]:

@@ -23,16 +23,17 @@ def checkpoint_path(folder: str | os.PathLike, rank: int, epoch: int) -> Path:
     return Path(folder) / f"shard{rank}-epoch{epoch}.npz"
 
 
-def save_part(folder: str | os.PathLike, rank: int, epoch: int, part: Sequence[Layer], keep: int = 2) -> Path:
+def save_part(folder: str | os.PathLike, rank: int, epoch: int, part: Sequence[Layer], keep: int | None = 2
+              ) -> Path:
     """Write shard ``rank``'s part after ``epoch`` (a temporary file renamed into place: a reader never sees half
-    a file), then delete this shard's checkpoints older than the last ``keep``."""
+    a file), then delete this shard's checkpoints older than the last ``keep`` (None: keep them all)."""
     path = checkpoint_path(folder, rank, epoch)
     arrays = part_arrays(part)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
         np.savez(handle, epoch=np.int64(epoch), n_layers=np.int64(len(part)), **arrays)
     os.replace(tmp, path)
-    for old in sorted(_epochs_of(folder, rank))[:-keep]:
+    for old in (sorted(_epochs_of(folder, rank))[:-keep] if keep else []):
         checkpoint_path(folder, rank, old).unlink(missing_ok=True)
     return path
 

@@ -9,11 +9,19 @@ Faults: each epoch ends with every shard writing its checkpoint (:mod:`cfn_fast.
 actor dies, the exchange is aborted (the other shards' waits end with :class:`ShardAborted`), a new actor takes the
 dead one's place, every shard reloads the last epoch all of them checkpointed, and the lost epochs run again: the
 masking noise and the batch order are functions of (seed, epoch), so the result is an uninterrupted run's.
+
+A network kept sharded (a :class:`~cfn_fast.sharding.parts.ShardedLayers` instead of a list of parts): the
+ShardedLayers travels to the actors (cloudpickle carries its loader) and each actor loads its own part, so the
+driver never holds one; snapshots are files each actor writes into the checkpoint folder (a replacement actor
+finds them) and the final parts are written by the actors.  **This assumes the actors and the driver share a
+filesystem** (one machine, or a folder every node sees at the same path): the checkpoint folder, a stored
+network's folder and the folder :meth:`RayShards.write_parts` writes into.
 """
 from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import shutil
 import signal
 import tempfile
@@ -26,9 +34,11 @@ import numpy as np
 from ..backends.shard_base import ShardData
 from ..network import Layer
 from ..settings import TrainConfig
-from .checkpoint import last_common_epoch, load_part, save_part
+from ..backends.base import max_abs
+from .checkpoint import checkpoint_path, last_common_epoch, load_part, save_part
 from .cluster import probe_address
 from .communicator import ShardAborted, sum_in_order
+from .parts import ShardedLayers, write_part
 from .worker import ShardWorker
 
 __all__ = ["RayShards", "RayCommunicator", "Exchange", "KillShardOnce", "ShardingExtraMissing", "require_ray"]
@@ -127,11 +137,13 @@ class RayCommunicator:
 class ShardHost:
     """The body of one shard's actor."""
 
-    def __init__(self, rank: int, size: int, backend: str, part: list[Layer], config: TrainConfig, data: ShardData,
-                 side: np.ndarray | None, exchange: Any, threads: int | None, fault: KillShardOnce | None,
-                 nccl_key: tuple[str, str] | None = None) -> None:
+    def __init__(self, rank: int, size: int, backend: str, part: list[Layer] | ShardedLayers, config: TrainConfig,
+                 data: ShardData, side: np.ndarray | None, exchange: Any, threads: int | None,
+                 fault: KillShardOnce | None, nccl_key: tuple[str, str] | None = None) -> None:
         from ..engine import make_shard_engine
         options = {"threads": threads} if backend == "cpu" and threads else {}
+        if isinstance(part, ShardedLayers):      # kept sharded: this actor loads its own part
+            part = part.part(rank)
         self.rank, self.fault = rank, fault
         if nccl_key is None:
             self.communicator: Any = RayCommunicator(exchange, rank, size)
@@ -166,6 +178,29 @@ class ShardHost:
     def restore(self, folder: str, epoch: int) -> None:
         self.worker.set_layers(load_part(folder, self.rank, epoch, self.worker.get_layers()))
 
+    # -- a network kept sharded
+    def load_part(self, layers: ShardedLayers) -> None:
+        self.worker.set_layers(layers.part(self.rank))
+
+    def write_part(self, folder: str) -> None:
+        write_part(folder, self.rank, self.worker.get_layers())
+
+    def max_abs_param(self) -> float:
+        return max_abs(array for layer in self.worker.get_layers() for array in layer.arrays())
+
+    def snapshot(self, folder: str, key: int) -> None:
+        """A copy of this shard's part kept as a file (a replacement actor restores from it, and the actor's
+        memory holds one part, not two)."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_part(folder, self.rank, key, self.worker.get_layers(), keep=None)
+
+    def restore_snapshot(self, folder: str, key: int) -> None:
+        self.restore(folder, key)
+
+    def drop_snapshots(self, folder: str, keys: list[int]) -> None:
+        for key in keys:
+            checkpoint_path(folder, self.rank, key).unlink(missing_ok=True)
+
     def stats(self) -> dict[str, Any]:
         return self.worker.stats.as_dict()
 
@@ -194,14 +229,18 @@ def actor_resources(cpus: float, shards: int) -> tuple[float, int]:
 
 
 class RayShards:
-    """``len(parts)`` shards as Ray actors, fault-tolerant: an epoch that loses an actor is run again."""
+    """``len(data)`` shards as Ray actors, fault-tolerant: an epoch that loses an actor is run again.
 
-    def __init__(self, backend: str, parts: Sequence[list[Layer]], config: TrainConfig, data: Sequence[ShardData],
-                 side: np.ndarray | None, *, address: str | None = None, checkpoint_dir: str | None = None,
-                 fault: KillShardOnce | None = None, max_restarts: int = 3) -> None:
+    ``parts``: each shard's part, or a network kept sharded (:class:`ShardedLayers`), whose parts the actors load
+    themselves (module docstring: a shared filesystem is assumed)."""
+
+    def __init__(self, backend: str, parts: Sequence[list[Layer]] | ShardedLayers, config: TrainConfig,
+                 data: Sequence[ShardData], side: np.ndarray | None, *, address: str | None = None,
+                 checkpoint_dir: str | None = None, fault: KillShardOnce | None = None,
+                 max_restarts: int = 3) -> None:
         ray = self.ray = require_ray()
         self.started_here = start_ray(ray, address)
-        self.size, self.backend, self.config, self.fault = len(parts), backend, config, fault
+        self.size, self.backend, self.config, self.fault = len(data), backend, config, fault
         resources = ray.cluster_resources()
         self.cpus, self.threads = actor_resources(float(resources.get("CPU", 1)), self.size)
         # cuda shards: one GPU each and NCCL between them when the cluster has a GPU per shard; else they share
@@ -215,7 +254,12 @@ class RayShards:
         Path(self.folder).mkdir(parents=True, exist_ok=True)
         self.exchange = ray.remote(Exchange).options(num_cpus=0).remote(self.size)
         self.generation = 0
-        self.inputs = [(ray.put(list(p)), ray.put(d)) for p, d in zip(parts, data)]
+        if isinstance(parts, ShardedLayers):     # one object for every actor; each loads its own part from it
+            source = ray.put(parts)
+            self.inputs = [(source, ray.put(d)) for d in data]
+        else:
+            self.inputs = [(ray.put(list(p)), ray.put(d)) for p, d in zip(parts, data)]
+        self.snapshots = str(Path(self.folder) / "snapshots")
         self.side = ray.put(side)
         self.actors = [self._start(rank) for rank in range(self.size)]
         self.lrs: dict[int, float] = {}
@@ -276,6 +320,8 @@ class RayShards:
         return epoch
 
     def train_epoch(self, epoch: int, lr: float) -> float:
+        if not self.lrs and epoch > 1:   # started from trained parameters (a resumed fit): they are the state
+            self._on_all("save", self.folder, epoch - 1)     # before this epoch, not before epoch 1
         self.lrs[epoch] = lr
         while True:
             try:
@@ -304,10 +350,42 @@ class RayShards:
     def stats(self) -> list[dict[str, Any]]:
         return self._on_all("stats")
 
+    # -- a network kept sharded: the actors work on their own parts
+    def part(self, rank: int) -> list[Layer]:
+        return self.ray.get(self.actors[rank].get_layers.remote())
+
+    def load_parts(self, layers: ShardedLayers) -> None:
+        """Each actor loads its own part of ``layers``; a ShardedLayers that does not pickle (a live view of
+        another engine's shards) is read here one part at a time and each part sent to its actor."""
+        try:
+            source = self.ray.put(layers)
+        except (TypeError, pickle.PicklingError):
+            for rank, actor in enumerate(self.actors):
+                self.ray.get(actor.set_layers.remote(layers.part(rank)))
+            return
+        self._on_all("load_part", source)
+
+    def write_parts(self, folder: str) -> None:
+        """Each actor writes its part into ``folder`` (on a filesystem the driver sees at the same path)."""
+        self._on_all("write_part", str(folder))
+
+    def max_abs_params(self) -> list[float]:
+        return self._on_all("max_abs_param")
+
+    def snapshot(self, key: int) -> None:
+        self._on_all("snapshot", self.snapshots, key)
+
+    def restore_snapshot(self, key: int) -> None:
+        self._on_all("restore_snapshot", self.snapshots, key)
+
+    def drop_snapshots(self, keys: Sequence[int]) -> None:
+        self._on_all("drop_snapshots", self.snapshots, list(keys))
+
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
         self.ray.kill(self.exchange)
+        shutil.rmtree(self.snapshots, ignore_errors=True)     # they belong to this group of actors
         if self.owns_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
         if self.started_here:
