@@ -19,7 +19,7 @@ from cfn_fast.sharding.parts import MANIFEST, NotGathered, ShardedLayers
 from cfn_fast.sharding.plan import shards_needed
 
 DATA = synthetic_ratings(120, 90, 2400, seed=3)
-HIDDEN, CAP, EPOCHS = (32,), 20_000, 3
+HIDDEN, CAP, EPOCHS = (32,), 24_000, 3
 USERS, ITEMS = np.array([0, 5, 9, 77, 119]), np.array([1, 2, 3, 89, 40])
 
 
