@@ -279,7 +279,7 @@ class ShardedEngine(Engine):
         if not self.kept:
             self._sync()
             return self.gathered
-        from .inference import PartsEngine      # lazily: inference on kept parts is its own module
+        from .inference import PartsEngine  # lazily: inference on kept parts is its own module
         return PartsEngine(self.get_layers(), self.config, self.samples, self.side)
 
     def predict_entries(self, inputs: sp.csr_matrix, side: np.ndarray | None, rows: np.ndarray,

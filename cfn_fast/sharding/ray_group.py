@@ -31,10 +31,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..backends.base import max_abs
 from ..backends.shard_base import ShardData
 from ..network import Layer
 from ..settings import TrainConfig
-from ..backends.base import max_abs
 from .checkpoint import checkpoint_path, last_common_epoch, load_part, save_part
 from .cluster import probe_address
 from .communicator import ShardAborted, sum_in_order
