@@ -160,9 +160,8 @@ class CFN(EstimatorParams, FittedAttributes):
     def partial_fit(self, epochs: int = 1, *, validation: RatingSet | None = None,
                     early_stopping: EarlyStopping | None = None, callbacks: Sequence[Callback] = (),
                     divergence: DivergenceRule | str | None = AUTO) -> "CFN":
-        """Continue training the fitted (or loaded) model for ``epochs`` more epochs; the lr schedule and
-        the epoch numbering go on, so ``fit`` for 3 epochs equals ``fit`` for 2 then ``partial_fit(1)``.
-        ``validation`` replaces the validation set given to ``fit``."""
+        """Train the fitted (or loaded) model ``epochs`` more epochs; the lr schedule and epoch numbering go on (``fit``
+        for 3 epochs equals ``fit`` for 2 then ``partial_fit(1)``); ``validation`` replaces ``fit``'s."""
         fitted = self._check_fitted()
         if fitted.blend is not None:
             raise ValueError("partial_fit continues one network; a blend (kind='blend') is trained by fit "
@@ -174,14 +173,12 @@ class CFN(EstimatorParams, FittedAttributes):
         if validation is not None:
             fitted.train.check_validation(validation)
             self._validation = validation
-        p = self._sync_engine()
-        return self._train(int(epochs), p, early_stopping, callbacks, divergence)
+        return self._train(int(epochs), self._sync_engine(), early_stopping, callbacks, divergence)
 
     def _sync_engine(self) -> dict[str, Any]:
-        """Settings changed since the engine was built (``set_params`` after ``fit``, population-based
-        training) take effect: the engine is rebuilt from the canonical layers with the new
-        :class:`~cfn_fast.engine.TrainConfig` (lr and lr_decay come per epoch and need no rebuild).  The
-        architecture and the data the network learned cannot change without refitting."""
+        """Settings changed since the engine was built (``set_params`` after ``fit``, population-based training)
+        take effect: the engine is rebuilt from the canonical layers with the new TrainConfig (lr and lr_decay come
+        per epoch).  The architecture and the data the network learned cannot change without refitting."""
         fitted, runtime = self._check_fitted(), self._runtime
         p = settings.resolve(self.get_params(), fitted.kind, settings.known_per_sample(fitted.network.inputs))
         trained = {"kind": fitted.kind, "centring": fitted.network.preprocessing.centring}
@@ -267,18 +264,21 @@ class CFN(EstimatorParams, FittedAttributes):
     def member(self, k: int) -> "CFN":
         """Network ``k`` of a blend as a model of its own (a copy: training it leaves the blend as it is)."""
         rt = self._rt(k)
-        model = type(self)(**self.fitted_.blend.member_params[k])
-        model._bind(copy.deepcopy(rt.fitted), rt.backend)
+        return self._bound(self.fitted_.blend.member_params[k], copy.deepcopy(rt.fitted), rt.backend)
+
+    @classmethod
+    def _bound(cls, params: dict[str, Any], fitted: Fitted, backend: str) -> "CFN":
+        model = cls(**params)
+        model._bind(fitted, backend)
         return model
 
     @mutating
     def gather(self) -> "CFN":
-        """Join a network kept sharded (``shards=`` with ``max_worker_bytes`` below its size) into this process: the
-        model becomes an ordinary one (encode, fold_in, ONNX, pickle).  It must fit here.  Returns ``self``."""
-        fitted = self._check_fitted()
-        if fitted.blend is None and fitted.network.kept_sharded:
-            fitted.network.layers = fitted.network.layers.gather()
-            self._bind(fitted, self._runtime.backend)
+        """Join a network kept sharded (``shards=``, ``max_worker_bytes`` below its size) here (it must fit): an
+        ordinary model again (encode, fold_in, ONNX, pickle).  Returns ``self``."""
+        if not self._check_fitted().blend and self._fitted.network.kept_sharded:
+            self._fitted.network.layers = self._fitted.network.layers.gather()
+            self._bind(self._fitted, self._runtime.backend)
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
