@@ -14,7 +14,9 @@ from bad_input_case import Case  # tests/bad_input_case.py
 from model_files import TINY, tampered, with_config  # tests/model_files.py
 
 from cfn_fast import CFN, synthetic_ratings
+from cfn_fast.backends.shard_base import split_layers
 from cfn_fast.fitted.persistence import ModelFileError
+from cfn_fast.sharding.parts import MANIFEST, NotGathered, PartLayout, PartStoreError, ShardedLayers
 
 _BLEND: list[CFN] = []
 
@@ -52,6 +54,63 @@ def _row(what: str, name: str, edit: Callable, detail: str, blend: bool = False)
     shown = f"{name} is not a valid cfn_fast model: {detail}"
     return Case(what, f'CFN.load("{name}")', _edited(name, edit, blend), ModelFileError,
                 "re:.*" + re.escape(shown), shown=shown, needs_tmp=True)
+
+
+def _kept(tmp: Path) -> Path:
+    """A tiny U-CFN kept sharded over 2 shards, saved as a folder: its layers replaced by their parts, as a fit with
+    shards=2 and max_worker_bytes below the network's size leaves them (without starting Ray)."""
+    model = CFN("user", (4,), 1, backend="numpy", seed=0).fit(TINY)
+    net = model.fitted_.network
+    layout = PartLayout.even(net.n_inputs, net.hidden, net.side_dim, 2)
+    parts = split_layers(net.layers, layout.bounds)
+    net.layers = ShardedLayers(layout, lambda rank: [layer.copy() for layer in parts[rank]])
+    return model.save(tmp / "kept")
+
+
+def _damaged_part(tmp: Path) -> object:
+    part = _kept(tmp) / "network" / "shard-00001.npz"
+    data = bytearray(part.read_bytes())
+    data[-40] ^= 0xFF
+    part.write_bytes(bytes(data))
+    return CFN.load(tmp / "kept").predict_indices([0], [15])
+
+
+def _other_parts(tmp: Path) -> object:
+    manifest = _kept(tmp) / "network" / MANIFEST
+    manifest.write_text(manifest.read_text().replace('"hidden": [\n  4\n ]', '"hidden": [\n  5\n ]'))
+    return CFN.load(tmp / "kept")
+
+
+def _kept_row(what: str, example: str, run: Callable[[Path], object], error: type, shown: str) -> Case:
+    pattern = "re:" + re.escape(shown).replace(re.escape("<tmp>"), ".*")
+    return Case(what, example, run, error, pattern, shown=shown.replace("<tmp>", ""), needs_tmp=True)
+
+
+KEPT_CASES: list[Case] = [
+    _kept_row("saved model kept sharded: a damaged shard part", 'CFN.load("kept").predict(...)', _damaged_part,
+              PartStoreError, "<tmp>kept/network/shard-00001.npz does not match its SHA-256 in the manifest (damaged "
+                              "or edited)"),
+    _kept_row("saved model kept sharded: its model file loaded alone", 'CFN.load("kept/model.npz")',
+              lambda tmp: CFN.load(_kept(tmp) / "model.npz"), ModelFileError,
+              "<tmp>kept/model.npz is the model file of a network kept sharded: load the folder that holds it "
+              "('<tmp>kept'), where its network's parts are"),
+    _kept_row("saved model kept sharded: parts of another network", 'CFN.load("kept")', _other_parts,
+              ModelFileError, "<tmp>kept: the network's parts (20 inputs, hidden (5,), 12 side features) do not match "
+                              "its model file (20 inputs, hidden [4], 12 side features)"),
+    _kept_row("encode on a model kept sharded", 'CFN.load("kept").encode()', lambda tmp: CFN.load(_kept(tmp)).encode(),
+              NotGathered, "encode hands out codes of the whole network, but this model is kept sharded: its "
+                           "network (20 inputs, hidden (4,), 1,888 bytes) is split over 2 shards because it exceeds "
+                           "max_worker_bytes. Gather it first where it fits: model.gather() makes it an ordinary "
+                           "model"),
+    _kept_row("saving a model kept sharded over a file", 'CFN.load("kept").save("notes.txt")',
+              lambda tmp: CFN.load(_kept(tmp)).save(_written(tmp / "notes.txt")), FileExistsError,
+              "'<tmp>notes.txt' is a file; a model kept sharded saves as a folder: give a folder name"),
+]
+
+
+def _written(path: Path) -> Path:
+    path.write_text("mine")
+    return path
 
 
 CASES: list[Case] = [
