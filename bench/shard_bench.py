@@ -2,11 +2,15 @@
 
     python bench/shard_bench.py                       # writes bench/shard_bench.json, prints the table
     python bench/shard_bench.py --shards 1,2 --epochs 20 --backend cpu
+    python bench/shard_bench.py --shards 2 --keep --out bench/shard_keep.json   # the network kept sharded
 
 Each row: the fit's wall time (Ray start-up excluded: Ray is started once before the runs), the test RMSE on the
 90/10 split (seed 0), the largest weight difference from the unsharded model, and per shard and step the bytes
 the shard puts into the exchange (its two blocks: batch x hidden float32, twice) and receives from the others,
-with the seconds it spent in the two sums.  docs/scale_out.md uses these figures.
+with the seconds it spent in the two sums.  With ``--keep`` the sharded runs cap ``max_worker_bytes`` one byte below
+the whole network, so it stays sharded (never gathered in this process): the rows add the time to score the test
+part (predicting shard by shard), to save the folder of parts and its size, and to load it and score again.
+docs/scale_out.md uses these figures.
 """
 from __future__ import annotations
 
@@ -27,11 +31,17 @@ from cfn_fast.data.movielens import load_movielens  # noqa: E402
 
 
 def fit(train, test, shards: int | None, args) -> tuple[CFN, dict]:
-    model = CFN("item", hidden=(600,), epochs=args.epochs, seed=0, backend=args.backend, shards=shards)
+    cap = whole_network_bytes(train) - 1 if args.keep and shards else None
+    model = CFN("item", hidden=(600,), epochs=args.epochs, seed=0, backend=args.backend, shards=shards,
+                max_worker_bytes=cap)
     start = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - start
-    row = {"shards": shards, "seconds": round(seconds, 2), "test_rmse": round(float(model.score(test)), 4)}
+    start = time.perf_counter()
+    row = {"shards": shards, "seconds": round(seconds, 2), "test_rmse": round(float(model.score(test)), 4),
+           "score_seconds": round(time.perf_counter() - start, 3)}
+    if cap is not None:
+        row.update(kept_on_disk(model, test))
     engine = model.engine_
     stats = getattr(engine, "last_stats", [])
     if stats:
@@ -42,6 +52,29 @@ def fit(train, test, shards: int | None, args) -> tuple[CFN, dict]:
     return model, row
 
 
+def whole_network_bytes(train) -> int:
+    from cfn_fast.sharding.parts import PartLayout
+    return PartLayout.even(train.n_users, (600,), 0, 1).nbytes()     # I-CFN: one input per user
+
+
+def kept_on_disk(model: CFN, test) -> dict:
+    """Save the kept-sharded model's folder, load it and score again (one part in memory at a time)."""
+    import shutil
+    import tempfile
+    folder = Path(tempfile.mkdtemp(prefix="cfn-shard-bench-")) / "model"
+    try:
+        start = time.perf_counter()
+        model.save(folder)
+        saved = time.perf_counter() - start
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        start = time.perf_counter()
+        rmse = float(CFN.load(folder).score(test))
+        return {"kept": True, "save_seconds": round(saved, 3), "folder_bytes": size,
+                "load_and_score_seconds": round(time.perf_counter() - start, 3), "loaded_test_rmse": round(rmse, 4)}
+    finally:
+        shutil.rmtree(folder.parent, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "ml-1m"))
@@ -49,6 +82,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--backend", default="cpu")
     parser.add_argument("--out", default=str(HERE / "shard_bench.json"))
+    parser.add_argument("--keep", action="store_true", help="cap max_worker_bytes below the whole network")
     args = parser.parse_args()
     import ray
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False,
@@ -58,8 +92,9 @@ def main() -> None:
     rows = [base]
     for shards in (int(s) for s in args.shards.split(",")):
         model, row = fit(train, test, shards, args)
-        row["max_weight_difference"] = float(max(np.max(np.abs(a - b)) for p, q in zip(model.layers_,
-                                                 reference.layers_) for a, b in zip(p.arrays(), q.arrays())))
+        layers = model.layers_.gather() if row.get("kept") else model.layers_      # gathered here to compare only
+        row["max_weight_difference"] = float(max(np.max(np.abs(a - b)) for p, q in zip(layers, reference.layers_)
+                                                 for a, b in zip(p.arrays(), q.arrays())))
         rows.append(row)
         print(row, flush=True)
     ray.shutdown()

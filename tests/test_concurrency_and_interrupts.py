@@ -177,7 +177,7 @@ def test_interrupt_before_training_leaves_the_previous_model(monkeypatch):
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(model_module, "init_layers", interrupted)
+    monkeypatch.setattr(model_module, "initial_network", interrupted)
     with pytest.raises(KeyboardInterrupt):
         model.fit(TEST)
     assert model.train_ is TRAIN and model.epochs_trained_ == 2
