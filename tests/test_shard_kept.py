@@ -146,3 +146,19 @@ def test_cli_predicts_and_recommends_from_a_saved_folder(fitted_pair, tmp_path, 
     out = json.loads(capsys.readouterr().out)
     assert [row["item"] for row in out["recommendations"][0]["items"]] == [
         int(i) for i in kept.recommend(user, 3)[0]]
+
+
+def test_early_stopping_restores_the_best_epoch_on_the_shards(ray_cluster, monkeypatch):
+    """Validation scoring, snapshots and the restore of the best epoch run on the shards, as unsharded."""
+    from cfn_fast import EarlyStopping, train_test_split
+    train, validation = train_test_split(DATA, 0.2, seed=1)
+    stop = dict(patience=1, min_delta=1.0)          # no epoch improves by 1.0: epoch 1 is restored after epoch 2
+    plain = CFN("item", hidden=HIDDEN, epochs=5, seed=2, backend="numpy").fit(
+        train, validation=validation, early_stopping=EarlyStopping(**stop))
+    _forbid_gathering(monkeypatch)
+    kept = CFN("item", hidden=HIDDEN, epochs=5, seed=2, backend="numpy", shards=2, max_worker_bytes=CAP).fit(
+        train, validation=validation, early_stopping=EarlyStopping(**stop))
+    assert kept.best_epoch_ == plain.best_epoch_ == 1 and kept.epochs_trained_ == plain.epochs_trained_
+    assert [r.validation_rmse for r in kept.history_] == pytest.approx([r.validation_rmse for r in plain.history_],
+                                                                       abs=1e-5)
+    np.testing.assert_allclose(kept.predict_indices(USERS, ITEMS), plain.predict_indices(USERS, ITEMS), atol=1e-4)
