@@ -118,7 +118,7 @@ class Runtime:
         """Refuse ``action`` (what needs the whole network at once) on a network kept sharded, saying how to
         gather it (:class:`~cfn_fast.sharding.parts.NotGathered`)."""
         for net in self.fitted.networks:
-            if isinstance(net.layers, ShardedLayers):
+            if net.kept_sharded:
                 raise net.layers.refusal(action)
 
     def cached(self, name: str, compute: Callable[[], Any]) -> Any:
