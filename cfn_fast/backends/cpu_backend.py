@@ -96,6 +96,7 @@ class CpuEngine(Engine):
     name = "cpu"
     dtypes = DTYPES
     trains_dropout = True
+    copies_layers = True       # load() copies them into the kernels' own layout
     phase_timer = "clock_gettime timers inside the Cython training step"
     run_kernels = staticmethod(run_after_fork)   # libgomp's thread team does not survive fork
 
