@@ -281,7 +281,8 @@ class CpuEngine(Engine):
             return self._state
         if self._float32_twin is None:
             twin = self._kernel_state(1, bf16=False)     # never trains: the smallest buffers
-            twin.load(self.get_layers())
+            twin.nthreads = self._state.nthreads
+            twin.load_values_of(self._state)             # load(export()), without the canonical layout
             self._float32_twin = twin
         self._float32_twin.nthreads = self._state.nthreads
         return self._float32_twin
