@@ -1248,7 +1248,7 @@ cdef class SparseCFN:
         for arrays, factor in ((arrays_scaled, s), (arrays_dense, 1.0)):
             for a in arrays:
                 if a.size:
-                    m = max_abs_bf16(a) if a.dtype == np.uint16 else max_abs_array(a, self.nthreads)
+                    m = max_abs_bf16(a, self.nthreads) if a.dtype == np.uint16 else max_abs_array(a, self.nthreads)
                     if m != m:
                         return float("nan")
                     largest = max(largest, float(<float>(m * factor)))
@@ -2133,9 +2133,28 @@ def max_abs_array(a, int nthreads=0):
     return float("nan") if top > 0x7F800000 else float(np.array([top], np.uint32).view(np.float32)[0])
 
 
-def max_abs_bf16(a):
-    """max |a| of bfloat16 bits (NaN if one is a NaN)."""
-    top = int(np.max(np.asarray(a, np.uint16) & np.uint16(0x7FFF))) if a.size else 0
+def max_abs_bf16(a, int nthreads=0):
+    """max |a| of bfloat16 bits (NaN if one is a NaN): the largest bits without the sign, as
+    :func:`max_abs_array` compares them; parallel, no temporary array."""
+    cdef const uint16_t[::1] flat = np.ascontiguousarray(a, np.uint16).reshape(-1)
+    cdef Py_ssize_t n = flat.shape[0], nc, c, i, i0, i1
+    cdef int CH = 1 << 16
+    cdef uint16_t m, b
+    if n == 0:
+        return 0.0
+    nc = (n + CH - 1) // CH
+    part = np.zeros(nc, np.uint16)
+    cdef uint16_t[::1] pm = part
+    with nogil:
+        for c in prange(nc, schedule='static', num_threads=nthreads if nthreads > 0 else cfn_max_threads()):
+            i0 = c * CH
+            i1 = i0 + CH if i0 + CH < n else n
+            m = 0
+            for i in range(i0, i1):
+                b = flat[i] & 0x7FFF
+                m = b if b > m else m
+            pm[c] = m
+    top = int(part.max())
     return float("nan") if top > 0x7F80 else float(widen_bf16(np.array([top], np.uint16))[0])
 
 
