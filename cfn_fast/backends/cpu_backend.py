@@ -38,7 +38,7 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 
 from ..corruption import DROPOUT_SALT, dropout_scale, dropout_threshold, epoch_key, mask_threshold  # noqa: E402
 from ..kernels import cfn_cpu as _kernels  # noqa: E402
-from ..network import Layer  # noqa: E402
+from ..network import Layer, all_finite  # noqa: E402
 from ..settings import DTYPES  # noqa: E402
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order  # noqa: E402
 from .bfloat16 import ROUND_SALT  # noqa: E402
@@ -335,7 +335,7 @@ def _check_layers(layers: list[Layer], n_inputs: int, side_dim: int,
         elif layer.side_weight is not None and np.size(layer.side_weight):
             raise ValueError(f"layer {index} has side weights but no side information was given")
         for array in layer.arrays():
-            if not np.all(np.isfinite(array)):
+            if not all_finite(array):
                 raise ValueError(f"layer {index} has NaN or infinite parameters")
         found.append(fan_out)
     if found[-1] != n_inputs:
