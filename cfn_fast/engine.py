@@ -121,9 +121,11 @@ def make_engine(backend: str, layers: Sequence[Layer], config: TrainConfig, samp
     samples = sp.csr_matrix(sparse_matrix(samples, "samples"), dtype=np.float32, copy=True)
     samples.sort_indices()
     side = None if side is None else _side_matrix(side, samples.shape[0])
-    layers = check_layers(layers, samples.shape[1], 0 if side is None else side.shape[1])
     # engine_class(name) as before API 1.5 unless kernelised: a one-argument replacement (a test's) still works
     cls = engine_class(name, config.kernel_dim) if config.kernel_dim else engine_class(name)
+    # an engine that copies the layers into its own storage gets the caller's float32 arrays as they are
+    layers = check_layers(layers, samples.shape[1], 0 if side is None else side.shape[1],
+                          copy=None if getattr(cls, "copies_layers", False) else True)
     return cls(layers, config, samples, side, **options)
 
 

@@ -129,8 +129,7 @@ class CFN(EstimatorParams, FittedAttributes):
         network = Network(kind, inputs.preprocessing, inputs.samples, inputs.side, layers)
         fitted = Fitted(train, (network,), selection=selection)
         runtime = Runtime(fitted, backend, settings.train_config(p), sharding=plan)
-        runtime.engine  # noqa: B018 - built now: an error leaves the model as it was
-        network.layers = runtime.engine.get_layers()  # the engine holds its own copy through training
+        network.layers = runtime.built_layers()  # the engine built now: an error leaves the model as it was
         self._fitted, self._runtime, self._validation = fitted, runtime, validation
         return self._train(self.epochs, p, early_stopping, callbacks, divergence)
 

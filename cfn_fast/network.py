@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Layer", "init_layers", "layer_sizes", "copy_layers", "n_parameters", "check_layers", "insert_middle_layers"]
+__all__ = ["Layer", "init_layers", "layer_sizes", "copy_layers", "n_parameters", "check_layers", "insert_middle_layers",
+           "all_finite", "uniform_float32"]
 
 
 @dataclass
@@ -47,13 +48,26 @@ def init_layers(n_inputs: int, hidden: tuple[int, ...], side_dim: int = 0, seed:
     layers = []
     for fan_in, fan_out in layer_sizes(n_inputs, hidden):
         bound = 1.0 / np.sqrt(fan_in + side_dim)
-
-        def uniform(*shape: int) -> np.ndarray:
-            return rng.uniform(-bound, bound, shape).astype(np.float32)
-
-        layers.append(Layer(weight=uniform(fan_out, fan_in), bias=uniform(fan_out),
-                            side_weight=uniform(fan_out, side_dim) if side_dim else None))
+        layers.append(Layer(weight=uniform_float32(rng, bound, (fan_out, fan_in)),
+                            bias=uniform_float32(rng, bound, (fan_out,)),
+                            side_weight=uniform_float32(rng, bound, (fan_out, side_dim)) if side_dim else None))
     return layers
+
+
+#: Values drawn per call of :func:`uniform_float32` (512 KiB of float64: the draws stay in cache).
+UNIFORM_CHUNK = 1 << 16
+
+
+def uniform_float32(rng: np.random.Generator, bound: float, shape: tuple[int, ...]) -> np.ndarray:
+    """``rng.uniform(-bound, bound, shape).astype(np.float32)``, the same values from the same stream positions
+    (one float64 draw per value, in C order), drawn a chunk at a time: no float64 array of the whole shape
+    (the big layers' twice their float32 size) is written and read back."""
+    out = np.empty(shape, np.float32)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, UNIFORM_CHUNK):
+        stop = min(start + UNIFORM_CHUNK, flat.size)
+        flat[start:stop] = rng.uniform(-bound, bound, stop - start)
+    return out
 
 
 def copy_layers(layers: list[Layer]) -> list[Layer]:
@@ -64,13 +78,24 @@ def n_parameters(layers: list[Layer]) -> int:
     return int(sum(a.size for layer in layers for a in layer.arrays()))
 
 
+def all_finite(values: Any) -> bool:
+    """True when no value is NaN or infinite.  Float arrays are checked by their minimum and maximum (NaN
+    propagates into both, an infinity is one of them): two reductions, no boolean array of their size."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f" and array.size:
+        return bool(np.isfinite(array.min()) and np.isfinite(array.max()))
+    return bool(np.all(np.isfinite(array)))
+
+
 def check_layers(layers: Any, n_inputs: int, side_dim: int, hidden: Sequence[int] | None = None,
-                 what: str = "layers", *, copy: bool = True) -> list[Layer]:
+                 what: str = "layers", *, copy: bool | None = True) -> list[Layer]:
     """Float32 copies of ``layers`` after checking that they form a CFN network over ``n_inputs`` inputs,
     with side weights of width ``side_dim`` in every layer (none when 0) and, when given, hidden widths
     ``hidden``: the one network-shape check (the engine API, a warm start, a refit).  Errors name
     ``what[k].field``, the shape expected and the shape given.  ``copy=False``: check only, return ``layers``
-    as given (an engine's constructor, whose backend copies them into its own layout)."""
+    as given (an engine's constructor, whose backend copies them into its own layout).  ``copy=None`` (NumPy's
+    "copy if needed"): float32 arrays, the given ones where they already are (for an engine that copies what it
+    is given into storage of its own: :attr:`cfn_fast.backends.base.Engine.copies_layers`)."""
     if isinstance(layers, Layer) or not isinstance(layers, Sequence):
         raise TypeError(f"{what} must be a sequence of cfn_fast.network.Layer (e.g. init_layers(...) or "
                         f"model.layers_), got {type(layers).__name__}")
@@ -97,17 +122,19 @@ def check_layers(layers: Any, n_inputs: int, side_dim: int, hidden: Sequence[int
                                  f"got shape {got}")
             if got != shape:
                 raise ValueError(f"{what}[{k}].{name} must have shape {shape}, got {got}")
-            if value is not None and not np.all(np.isfinite(value)):
+            if value is not None and not all_finite(value):
                 raise ValueError(f"{what}[{k}].{name} has NaN or infinite values")
         fan_in = fan_out
     if fan_in != n_inputs:
         raise ValueError(f"the output layer has {fan_in} units; expected {n_inputs} (an autoencoder over the "
                          f"samples' {n_inputs} inputs)")
-    if not copy:
+    if copy is False:
         return list(layers)
-    return [Layer(np.array(layer.weight, dtype=np.float32), np.array(layer.bias, dtype=np.float32),
-                  None if layer.side_weight is None else np.array(layer.side_weight, dtype=np.float32))
-            for layer in layers]
+
+    def as_float32(values: Any) -> np.ndarray:
+        return np.array(values, dtype=np.float32, copy=copy)
+    return [Layer(as_float32(layer.weight), as_float32(layer.bias),
+                  None if layer.side_weight is None else as_float32(layer.side_weight)) for layer in layers]
 
 
 def insert_middle_layers(layers: Sequence[Layer], width: int, seed: int = 0) -> list[Layer]:

@@ -96,6 +96,31 @@ def test_snapshot_restore_and_max_abs_see_the_stored_bits():
     assert np.isnan(cpu.max_abs_param())
 
 
+@pytest.mark.parametrize("side", [False, True])
+def test_the_float32_twin_holds_the_values_load_of_export_gives(side):
+    """The float32 state inference runs on (SparseCFN.load_values_of, no canonical layout in between) holds, bit
+    for bit, what loading the exported layers gives: bfloat16 widened, the lazy scale applied and rounded once."""
+    inputs = training_inputs(RATINGS, "user", use_side_info=side)
+    config = TrainConfig(dtype="bfloat16", batch_size=16, weight_decay=0.05, seed=1)
+    cpu = make_engine("cpu", init_layers(inputs.n_inputs, (24, 12), inputs.side_dim, seed=0), config, inputs.samples,
+                      inputs.side)
+    cpu.train_epoch(1, 0.05)
+    assert cpu._state.scale != 1.0
+    direct, through_layers = cpu._kernel_state(1, bf16=False), cpu._kernel_state(1, bf16=False)
+    direct.load_values_of(cpu._state)
+    through_layers.load(cpu.get_layers())
+
+    def arrays(state):
+        return [getattr(state, name) for name in ("win", "b_in", "s_in_t", "wout", "bout", "sout")] + \
+            state.dense_w[1:] + state.dense_b[1:] + state.dense_s[1:]
+    for a, b in zip(arrays(direct), arrays(through_layers), strict=True):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+    assert direct.scale == 1.0
+    with pytest.raises(ValueError, match="same network"):
+        cpu._kernel_state(1, bf16=True).load_values_of(cpu._state)
+
+
 def test_inference_and_gradients_are_those_of_the_float32_values():
     numpy, cpu = engines("item", True)
     cpu.train_epoch(1, 0.05)

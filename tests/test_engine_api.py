@@ -140,6 +140,41 @@ def test_make_engine_accepts_any_sparse_matrix_and_continues_a_model():
     assert _same_layers(engine.get_layers(), model.layers_)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_engines_never_share_the_callers_arrays(backend):
+    """make_engine and set_layers hand float32 layers over unchanged to an engine that copies them into its own
+    storage (Engine.copies_layers): what the caller does with its arrays afterwards never reaches the engine;
+    float64 layers are taken as float32, as before."""
+    inputs = training_inputs(TRAIN, "item")
+    layers = init_layers(inputs.n_inputs, (5,), inputs.side_dim, 0)
+    kept = [layer.copy() for layer in layers]
+    engine = make_engine(backend, layers, TrainConfig(), inputs.samples, inputs.side)
+    assert engine.copies_layers
+    for array in (a for layer in layers for a in layer.arrays()):
+        array[...] = 7.0
+    assert _same_layers(engine.get_layers(), kept)
+    given = [layer.copy() for layer in kept]
+    engine.set_layers(given)
+    for array in (a for layer in given for a in layer.arrays()):
+        array[...] = 7.0
+    assert _same_layers(engine.get_layers(), kept)
+    engine.set_layers([cfn_fast.network.Layer(*(None if a is None else a.astype(np.float64) for a in
+                                                 (layer.weight, layer.bias, layer.side_weight))) for layer in kept])
+    assert _same_layers(engine.get_layers(), kept)
+
+
+def test_init_layers_draws_a_chunk_at_a_time_the_values_of_one_draw(monkeypatch):
+    """init_layers: the values (and stream positions) of one float64 draw per array, then float32."""
+    monkeypatch.setattr(cfn_fast.network, "UNIFORM_CHUNK", 7)
+    rng = np.random.default_rng(3)
+    expected = []
+    for fan_in, fan_out in engine_api.layer_sizes(23, (5, 4)):
+        bound = 1.0 / np.sqrt(fan_in + 2)
+        expected.append(cfn_fast.network.Layer(*(rng.uniform(-bound, bound, shape).astype(np.float32)
+                                                 for shape in ((fan_out, fan_in), (fan_out,), (fan_out, 2)))))
+    assert _same_layers(init_layers(23, (5, 4), 2, seed=3), expected)
+
+
 @pytest.mark.parametrize("call, error, message", [
     (lambda L, c, X, S: make_engine("tpu", L, c, X, S), ValueError, "unknown backend 'tpu'"),
     (lambda L, c, X, S: make_engine(3, L, c, X, S), TypeError, "backend must be one of"),

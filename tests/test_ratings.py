@@ -100,3 +100,23 @@ def test_metrics():
     assert buckets["full"] == pytest.approx(np.sqrt(4 / 5)) and buckets["80-100%"] == pytest.approx(2.0)
     assert buckets["0-20%"] == 0.0
 
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (70_000, 3), (3, 70_000), (1, 1)])
+def test_build_csr_orders_entries_as_lexsort(shape):
+    """build_csr's faster sorts give np.lexsort's order: by row, then column, a repeated pair in its given order
+    (entries given by column, by row, or in no order)."""
+    from cfn_fast.data.ratings import build_csr
+    rng = np.random.default_rng(sum(shape))
+    for given in ("by column", "by row", "any"):
+        rows, cols = rng.integers(0, min(shape[0], 40), 300), rng.integers(0, min(shape[1], 6), 300)
+        if given != "any":
+            first, second = (cols, rows) if given == "by column" else (rows, cols)
+            order = np.lexsort((second, first))
+            rows, cols = rows[order], cols[order]
+        values = np.arange(300, dtype=np.float32)     # tells equal pairs apart
+        csr = build_csr(rows, cols, values, shape)
+        order = np.lexsort((cols, rows))
+        np.testing.assert_array_equal(csr.data, values[order])
+        np.testing.assert_array_equal(csr.indices, cols[order])
+        np.testing.assert_array_equal(csr.indptr, np.r_[0, np.cumsum(np.bincount(rows, minlength=shape[0]))])

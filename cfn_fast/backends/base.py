@@ -81,6 +81,9 @@ class Engine(ABC):
     ``kernelised``   whether it trains kernelised weights (``config.kernel_dim > 0``,
                      :mod:`cfn_fast.backends.kernelised`); it refuses them when built otherwise.  Such an engine
                      also has ``kernel_gradients(rows, epoch)`` and ``kernel_state()``.
+    ``copies_layers`` whether its constructor and ``set_layers`` copy the layers given into storage of its own:
+                     the checks before them then hand the caller's float32 arrays over as they are (no copy
+                     made only to be copied again); an engine that may keep them gets float32 copies.
 
     Every public method of every subclass is wrapped when the class is created
     (:mod:`cfn_fast.backends.public_calls`): its arguments are checked before any kernel runs, it
@@ -93,6 +96,7 @@ class Engine(ABC):
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     trains_dropout: ClassVar[bool] = False
     kernelised: ClassVar[bool] = False
+    copies_layers: ClassVar[bool] = False
     #: how a public method's body runs: directly; the ``cpu`` engine runs it where OpenMP works after a fork
     run_kernels: ClassVar[Callable[[Callable[[], Any]], Any]] = staticmethod(_direct)
 
@@ -117,7 +121,7 @@ class Engine(ABC):
         self.samples = samples
         self.side = None if side is None else np.ascontiguousarray(side, dtype=np.float32)
         self.trainable = np.flatnonzero(np.diff(samples.indptr) > 0)
-        self._calls = EngineCalls(self.name, layers, config, samples, self.side)
+        self._calls = EngineCalls(self.name, layers, config, samples, self.side, copies_layers=self.copies_layers)
 
     def __reduce__(self):
         # compiled state and device buffers do not travel; a clear message instead of Cython's

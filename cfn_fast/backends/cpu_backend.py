@@ -38,7 +38,7 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 
 from ..corruption import DROPOUT_SALT, dropout_scale, dropout_threshold, epoch_key, mask_threshold  # noqa: E402
 from ..kernels import cfn_cpu as _kernels  # noqa: E402
-from ..network import Layer  # noqa: E402
+from ..network import Layer, all_finite  # noqa: E402
 from ..settings import DTYPES  # noqa: E402
 from .base import Engine, PhaseTiming, Ranges, TrainConfig, epoch_order  # noqa: E402
 from .bfloat16 import ROUND_SALT  # noqa: E402
@@ -96,6 +96,7 @@ class CpuEngine(Engine):
     name = "cpu"
     dtypes = DTYPES
     trains_dropout = True
+    copies_layers = True       # load() copies them into the kernels' own layout
     phase_timer = "clock_gettime timers inside the Cython training step"
     run_kernels = staticmethod(run_after_fork)   # libgomp's thread team does not survive fork
 
@@ -280,7 +281,8 @@ class CpuEngine(Engine):
             return self._state
         if self._float32_twin is None:
             twin = self._kernel_state(1, bf16=False)     # never trains: the smallest buffers
-            twin.load(self.get_layers())
+            twin.nthreads = self._state.nthreads
+            twin.load_values_of(self._state)             # load(export()), without the canonical layout
             self._float32_twin = twin
         self._float32_twin.nthreads = self._state.nthreads
         return self._float32_twin
@@ -333,7 +335,7 @@ def _check_layers(layers: list[Layer], n_inputs: int, side_dim: int,
         elif layer.side_weight is not None and np.size(layer.side_weight):
             raise ValueError(f"layer {index} has side weights but no side information was given")
         for array in layer.arrays():
-            if not np.all(np.isfinite(array)):
+            if not all_finite(array):
                 raise ValueError(f"layer {index} has NaN or infinite parameters")
         found.append(fan_out)
     if found[-1] != n_inputs:

@@ -158,6 +158,7 @@ class NumpyEngine(Engine):
     dtypes = DTYPES
     trains_dropout = True
     kernelised = True
+    copies_layers = True       # _load keeps copies of them
     #: the phases of :meth:`profiled_epoch`: each step function of the paper's pieces
     PHASES = {"corrupted_batch": "batch_setup", "forward": "forward", "reconstruction_loss": "loss",
               "backward": "backward", "sgd_update": "update", "bf16_sgd_update": "update",

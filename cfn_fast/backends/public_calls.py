@@ -87,9 +87,10 @@ class EngineCalls:
     """One engine's argument checks (one method per public engine method), busy guard and identity."""
 
     def __init__(self, backend: str, layers: Any, config: TrainConfig, samples: sp.csr_matrix,
-                 side: np.ndarray | None) -> None:
+                 side: np.ndarray | None, *, copies_layers: bool = False) -> None:
         """``layers``: the network's layers, or only its :class:`NetworkShape` (an engine whose network is not in
-        one place, e.g. kept sharded), checked against ``samples`` and ``side`` likewise."""
+        one place, e.g. kept sharded), checked against ``samples`` and ``side`` likewise.  ``copies_layers``: the
+        engine copies the layers ``set_layers`` gets (``Engine.copies_layers``): float32 ones are not copied first."""
         side_dim = 0 if side is None else int(side.shape[1])
         if isinstance(layers, NetworkShape):
             self.shape = _checked_shape(layers, samples, side_dim)
@@ -98,6 +99,7 @@ class EngineCalls:
             self.shape = NetworkShape(int(samples.shape[0]), int(samples.shape[1]),
                                       tuple(int(layer.weight.shape[0]) for layer in checked[:-1]), side_dim)
         self.weight_decay = float(config.weight_decay)
+        self.copies_layers = bool(copies_layers)
         self.backend = backend
         self.guard = BusyGuard(f"this {backend} engine")
         self.token = object()          # whose snapshots restore accepts
@@ -135,7 +137,8 @@ class EngineCalls:
                                  f"features; this engine's network has {shape.n_inputs} inputs, hidden "
                                  f"{shape.hidden}, {shape.side_dim} side features")
             return (layers,), {}
-        return (check_layers(layers, shape.n_inputs, shape.side_dim, shape.hidden),), {}
+        return (check_layers(layers, shape.n_inputs, shape.side_dim, shape.hidden,
+                             copy=None if self.copies_layers else True),), {}
 
     def restore(self, snapshot: Any) -> tuple[tuple, dict]:
         if isinstance(snapshot, EngineSnapshot):

@@ -263,11 +263,23 @@ class RatingSet:
 
 def build_csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     """CSR with sorted column indices that keeps explicit zeros (a stored 0 is a known value)."""
-    order = np.lexsort((cols, rows))
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    order = _csr_order(rows, cols, shape)
     indptr = np.zeros(shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
     return sp.csr_matrix((np.asarray(values, dtype=np.float32)[order], np.asarray(cols, dtype=np.int32)[order],
                           indptr), shape=shape)
+
+
+def _csr_order(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``np.lexsort((cols, rows))``, the entries by row then column, equal pairs in their given order, sorted
+    faster: entries already by column (a rating set by user, for I-CFN) need one stable sort by row, a radix
+    sort for fewer than 65,537 rows; else one stable sort of the pairs' ranks ``row · n_cols + col``."""
+    if len(cols) and np.all(cols[1:] >= cols[:-1]):
+        return np.argsort(rows.astype(np.uint16) if shape[0] <= 1 << 16 else rows, kind="stable")
+    if shape[0] * shape[1] < 1 << 62:
+        return np.argsort(rows.astype(np.int64) * shape[1] + cols, kind="stable")
+    return np.lexsort((cols, rows))
 
 
 def _scalar(value: Any) -> Any:

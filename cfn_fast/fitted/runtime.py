@@ -11,6 +11,8 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from .. import settings
 from ..backends import resolve_backend, trains_dropout
 from ..backends.base import Engine, TrainConfig
@@ -82,8 +84,9 @@ class Runtime:
             with self._lock:
                 if self._engine is None:
                     net, plan = self.network, self.sharding
-                    # a network kept sharded is handed over as its parts' source, never copied whole
-                    layers = net.layers if net.kept_sharded else [layer.copy() for layer in net.layers]
+                    # a network kept sharded is handed over as its parts' source, never copied whole;
+                    # make_engine copies the layers (or the engine does, into its own layout)
+                    layers = net.layers if net.kept_sharded or plan is None else [layer.copy() for layer in net.layers]
                     with self.memory_guard("building the engine"):
                         if plan is not None:
                             self._engine = ShardedEngine(layers, self.config, net.inputs, net.side,
@@ -95,6 +98,17 @@ class Runtime:
                             self._engine = make_engine(self.backend, layers, self.config, net.inputs, net.side)
                 engine = self._engine
         return engine
+
+    def built_layers(self) -> list[Layer]:
+        """The engine, built now, and the parameters as it holds them: the network's own layers where it holds
+        exactly their values (float32 storage, no kernelised weights, not sharded: it copied them), else its
+        export (bfloat16 storage rounds them, kernelised weights are W * K, a sharded one gathers them)."""
+        engine, layers = self.engine, self.network.layers
+        exact = self.sharding is None and engine.config.dtype == "float32" and not engine.config.kernel_dim and \
+            isinstance(layers, list) and all(isinstance(array, np.ndarray) and array.dtype == np.float32
+                                             and array.flags.c_contiguous for layer in layers
+                                             for array in layer.arrays())
+        return layers if exact else engine.get_layers()
 
     @property
     def engine_built(self) -> bool:

@@ -1220,6 +1220,24 @@ cdef class SparseCFN:
                     scaled_copy(self._big(self.sout), self.scale) if sd else None))
         return out
 
+    def load_values_of(self, SparseCFN src):
+        """``load(src.export())`` without the canonical layout's two transposes and its temporary copies: this
+        float32 state takes the float32 values of ``src``'s parameters (bfloat16 widened, the lazy scale applied
+        and rounded once, as export does); scale becomes 1.  ``src``: a state of the same network (the float32
+        twin of a bfloat16 state)."""
+        cdef int l
+        if self.bf16 or self.widths != src.widths or self.side_dim != src.side_dim:
+            raise ValueError("load_values_of takes a state of the same network into a float32 state")
+        for dst, values in ((self.win, src.win), (self.wout, src.wout), (self.bout, src.bout), (self.sout, src.sout)):
+            scaled_values_into(dst, values, src.scale, self.nthreads)
+        np.copyto(self.b_in, src.b_in)
+        np.copyto(self.s_in_t, src.s_in_t)
+        for l in range(1, self.n_layers - 1):
+            np.copyto(self.dense_w[l], src.dense_w[l])
+            np.copyto(self.dense_b[l], src.dense_b[l])
+            np.copyto(self.dense_s[l], src.dense_s[l])
+        self.scale = 1.0
+
     def max_abs(self):
         """max |θ| over every parameter (NaN if any is NaN), without exporting anything."""
         cdef double s = self.scale
@@ -1230,7 +1248,7 @@ cdef class SparseCFN:
         for arrays, factor in ((arrays_scaled, s), (arrays_dense, 1.0)):
             for a in arrays:
                 if a.size:
-                    m = max_abs_bf16(a) if a.dtype == np.uint16 else max_abs_array(a, self.nthreads)
+                    m = max_abs_bf16(a, self.nthreads) if a.dtype == np.uint16 else max_abs_array(a, self.nthreads)
                     if m != m:
                         return float("nan")
                     largest = max(largest, float(<float>(m * factor)))
@@ -2115,9 +2133,28 @@ def max_abs_array(a, int nthreads=0):
     return float("nan") if top > 0x7F800000 else float(np.array([top], np.uint32).view(np.float32)[0])
 
 
-def max_abs_bf16(a):
-    """max |a| of bfloat16 bits (NaN if one is a NaN)."""
-    top = int(np.max(np.asarray(a, np.uint16) & np.uint16(0x7FFF))) if a.size else 0
+def max_abs_bf16(a, int nthreads=0):
+    """max |a| of bfloat16 bits (NaN if one is a NaN): the largest bits without the sign, as
+    :func:`max_abs_array` compares them; parallel, no temporary array."""
+    cdef const uint16_t[::1] flat = np.ascontiguousarray(a, np.uint16).reshape(-1)
+    cdef Py_ssize_t n = flat.shape[0], nc, c, i, i0, i1
+    cdef int CH = 1 << 16
+    cdef uint16_t m, b
+    if n == 0:
+        return 0.0
+    nc = (n + CH - 1) // CH
+    part = np.zeros(nc, np.uint16)
+    cdef uint16_t[::1] pm = part
+    with nogil:
+        for c in prange(nc, schedule='static', num_threads=nthreads if nthreads > 0 else cfn_max_threads()):
+            i0 = c * CH
+            i1 = i0 + CH if i0 + CH < n else n
+            m = 0
+            for i in range(i0, i1):
+                b = flat[i] & 0x7FFF
+                m = b if b > m else m
+            pm[c] = m
+    top = int(part.max())
     return float("nan") if top > 0x7F80 else float(widen_bf16(np.array([top], np.uint16))[0])
 
 
@@ -2200,6 +2237,32 @@ def scaled_transpose(a, double s):
                         dst[j, i] = <float>(<double>src[i, j] * s)
                 j0 = j0 + 64
     return out
+
+
+def scaled_values_into(dst, values, double s, int nthreads=0):
+    """``dst[...] = float32(float64(v) * s)`` for the values ``v`` of ``values``: float32, or bfloat16 bits (uint16)
+    widened (exact); C-contiguous arrays of one size.  The rounding of :func:`scaled_copy` and
+    :func:`scaled_transpose`."""
+    if dst.dtype != np.float32 or dst.size != values.size or not dst.flags.c_contiguous \
+            or not values.flags.c_contiguous or values.dtype not in (np.float32, np.uint16):
+        raise ValueError("scaled_values_into: a float32 destination and float32 or bfloat16 values of its size")
+    if dst.size == 0:
+        return
+    cdef float[::1] out = dst.reshape(-1)
+    cdef const float[::1] src
+    cdef const uint16_t[::1] bits
+    cdef Py_ssize_t k, n = out.shape[0]
+    cdef int threads = nthreads if nthreads > 0 else cfn_max_threads()
+    if values.dtype == np.uint16:
+        bits = values.reshape(-1)
+        with nogil:
+            for k in prange(n, schedule='static', num_threads=threads):
+                out[k] = <float>(<double>cfn_bf16_load1(&bits[k]) * s)
+    else:
+        src = values.reshape(-1)
+        with nogil:
+            for k in prange(n, schedule='static', num_threads=threads):
+                out[k] = <float>(<double>src[k] * s)
 
 
 def scaled_copy(a, double s):
