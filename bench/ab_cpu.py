@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,12 +57,30 @@ print(json.dumps({"seconds": seconds, "rmse": float(model.score(test))}))
 """
 
 
-def run_one(python: str, case: str, data_dir: str, bf16: bool, cache: str) -> dict:
-    out = subprocess.run([os.path.abspath(python), "-c", WORKER, json.dumps([case, data_dir, bf16, cache])],
+def run_worker(python: str, worker: str, payload: list, label: str) -> dict:
+    """Run ``worker`` (a script reading ``json.loads(sys.argv[1])``) with the build's ``python``, outside the source
+    tree, and return the JSON of its last line (``label`` names the run in an error)."""
+    out = subprocess.run([os.path.abspath(python), "-c", worker, json.dumps(payload)],
                          capture_output=True, text=True, check=False, cwd="/")
     if out.returncode != 0:
-        raise SystemExit(f"{python} {case}: {out.stderr[-2000:]}")
+        raise SystemExit(f"{python} {label}: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def interleaved(rounds: int, cases: list[str], base: str, new: str) -> Iterator[tuple[int, str, str, str]]:
+    """``(round, case, "base" or "new", python)`` in the order the runs go: each round runs every case once per
+    build, the build that goes first alternating from round to round."""
+    for r in range(rounds):
+        for case in cases:
+            builds = [("base", base), ("new", new)]
+            if r % 2:
+                builds.reverse()
+            for label, python in builds:
+                yield r, case, label, python
+
+
+def run_one(python: str, case: str, data_dir: str, bf16: bool, cache: str) -> dict:
+    return run_worker(python, WORKER, [case, data_dir, bf16, cache], case)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,17 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases = args.cases.split(",")
     runs: dict[tuple[str, str], list[dict]] = {}
-    for r in range(args.rounds):
-        for case in cases:
-            builds = [("base", args.base), ("new", args.new)]
-            if r % 2:
-                builds.reverse()
-            for label, python in builds:
-                bf16 = case.endswith("-bf16") and label == "new"
-                res = run_one(python, case, args.data_dir, bf16, args.cache_dir)
-                runs.setdefault((case, label), []).append(res)
-                print(f"round {r} {case:16s} {label:4s} {res['seconds']:7.2f} s  RMSE {res['rmse']:.4f}",
-                      file=sys.stderr, flush=True)
+    for r, case, label, python in interleaved(args.rounds, cases, args.base, args.new):
+        bf16 = case.endswith("-bf16") and label == "new"
+        res = run_one(python, case, args.data_dir, bf16, args.cache_dir)
+        runs.setdefault((case, label), []).append(res)
+        print(f"round {r} {case:16s} {label:4s} {res['seconds']:7.2f} s  RMSE {res['rmse']:.4f}",
+              file=sys.stderr, flush=True)
     rows = []
     for case in cases:
         base = min(runs[(case, "base")], key=lambda x: x["seconds"])

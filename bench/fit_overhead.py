@@ -13,13 +13,13 @@ Both builds run every case in the same dtype.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from ab_cpu import interleaved, run_worker  # noqa: E402  (bench/ab_cpu.py: one subprocess per fit, outside the tree)
 
 WORKER = r"""
 import cProfile, json, pstats, sys, time
@@ -47,11 +47,7 @@ CASES = {"item": ("item", "float32"), "user": ("user", "float32"),
 
 def run_one(python: str, case: str, epochs: int, data_dir: str) -> dict:
     kind, dtype = CASES[case]
-    out = subprocess.run([os.path.abspath(python), "-c", WORKER, json.dumps([kind, dtype, epochs, data_dir])],
-                         capture_output=True, text=True, check=False, cwd="/")
-    if out.returncode != 0:
-        raise SystemExit(f"{python} {case}: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(python, WORKER, [kind, dtype, epochs, data_dir], case)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,16 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose among {', '.join(CASES)}")
     runs: dict[tuple[str, str], list[dict]] = {}
-    for r in range(args.rounds):
-        for case in cases:
-            builds = [("base", args.base), ("new", args.new)]
-            if r % 2:
-                builds.reverse()
-            for label, python in builds:
-                res = run_one(python, case, args.epochs, args.data_dir)
-                runs.setdefault((case, label), []).append(res)
-                print(f"round {r} {case:10s} {label:4s} fit {res['total']:6.2f} s, outside the epochs "
-                      f"{res['outside']:.3f} s", file=sys.stderr, flush=True)
+    for r, case, label, python in interleaved(args.rounds, cases, args.base, args.new):
+        res = run_one(python, case, args.epochs, args.data_dir)
+        runs.setdefault((case, label), []).append(res)
+        print(f"round {r} {case:10s} {label:4s} fit {res['total']:6.2f} s, outside the epochs "
+              f"{res['outside']:.3f} s", file=sys.stderr, flush=True)
     print(f"{'case':10s} {'base outside':>13s} {'new outside':>12s} {'base share':>11s} {'new share':>10s}")
     for case in cases:
         base = min(runs[(case, "base")], key=lambda x: x["outside"])

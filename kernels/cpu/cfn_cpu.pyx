@@ -2107,16 +2107,19 @@ cdef void scale_inplace(float* p, Py_ssize_t n, double s, int nt) noexcept nogil
         p[k] = <float>(<double>p[k] * s)
 
 
-def max_abs_array(a, int nthreads=0):
-    """max |a| of a float32 array (NaN if it holds a NaN); parallel, fixed-order result.  Compares the bits
-    without the sign as unsigned integers (the order of |x| for finite values and infinity; every NaN is
-    above), which vectorises whatever the compiler assumes about NaN."""
-    cdef const uint32_t[::1] flat = np.ascontiguousarray(a).reshape(-1).view(np.uint32)
+ctypedef fused float_bits_t:
+    uint16_t
+    uint32_t
+
+
+cdef object _largest_unsigned(const float_bits_t[::1] flat, float_bits_t sign_off, int nthreads):
+    """The largest ``flat[i] & sign_off`` (the bits without the sign) as a Python int, 0 for none: chunks of 65,536
+    in parallel, each chunk's largest kept, then the largest of those (the same whatever the threads)."""
     cdef Py_ssize_t n = flat.shape[0], nc, c, i, i0, i1
     cdef int CH = 1 << 16
-    cdef uint32_t m, b
+    cdef float_bits_t m, b
     if n == 0:
-        return 0.0
+        return 0
     nc = (n + CH - 1) // CH
     part = np.zeros(nc, np.uint32)
     cdef uint32_t[::1] pm = part
@@ -2126,10 +2129,18 @@ def max_abs_array(a, int nthreads=0):
             i1 = i0 + CH if i0 + CH < n else n
             m = 0
             for i in range(i0, i1):
-                b = flat[i] & 0x7FFFFFFF
+                b = flat[i] & sign_off
                 m = b if b > m else m
             pm[c] = m
-    top = int(part.max())
+    return int(part.max())
+
+
+def max_abs_array(a, int nthreads=0):
+    """max |a| of a float32 array (NaN if it holds a NaN); parallel, fixed-order result.  Compares the bits
+    without the sign as unsigned integers (the order of |x| for finite values and infinity; every NaN is
+    above), which vectorises whatever the compiler assumes about NaN."""
+    cdef const uint32_t[::1] flat = np.ascontiguousarray(a).reshape(-1).view(np.uint32)
+    top = _largest_unsigned(flat, <uint32_t>0x7FFFFFFF, nthreads)
     return float("nan") if top > 0x7F800000 else float(np.array([top], np.uint32).view(np.float32)[0])
 
 
@@ -2137,24 +2148,7 @@ def max_abs_bf16(a, int nthreads=0):
     """max |a| of bfloat16 bits (NaN if one is a NaN): the largest bits without the sign, as
     :func:`max_abs_array` compares them; parallel, no temporary array."""
     cdef const uint16_t[::1] flat = np.ascontiguousarray(a, np.uint16).reshape(-1)
-    cdef Py_ssize_t n = flat.shape[0], nc, c, i, i0, i1
-    cdef int CH = 1 << 16
-    cdef uint16_t m, b
-    if n == 0:
-        return 0.0
-    nc = (n + CH - 1) // CH
-    part = np.zeros(nc, np.uint16)
-    cdef uint16_t[::1] pm = part
-    with nogil:
-        for c in prange(nc, schedule='static', num_threads=nthreads if nthreads > 0 else cfn_max_threads()):
-            i0 = c * CH
-            i1 = i0 + CH if i0 + CH < n else n
-            m = 0
-            for i in range(i0, i1):
-                b = flat[i] & 0x7FFF
-                m = b if b > m else m
-            pm[c] = m
-    top = int(part.max())
+    top = _largest_unsigned(flat, <uint16_t>0x7FFF, nthreads)
     return float("nan") if top > 0x7F80 else float(widen_bf16(np.array([top], np.uint16))[0])
 
 
