@@ -26,7 +26,7 @@ from ..network import Layer
 from ..settings import TrainConfig
 from .cpu_backend import get_num_threads
 from .numpy_backend import decay_and_step, sgd_factors
-from .shard_base import ShardData, ShardEngine
+from .shard_base import ShardData, ShardEngine, replicated_codes
 from .validation import checked_epoch
 
 __all__ = ["CpuShardEngine"]
@@ -89,15 +89,7 @@ class CpuShardEngine(ShardEngine):
         step = self.begun(self._step, rows, "output", "codes")
         hidden_sum = self.checked_block(hidden_sum, rows, self.widths[0], "hidden_sum")
         side = self.side_rows(rows)
-        z = hidden_sum + self.first_bias
-        if side is not None:
-            z += side @ self.first_side.T
-        codes = [np.tanh(z)]
-        for layer in self.middle:                    # numpy_backend.forward, from the first code on
-            z = codes[-1] @ layer.weight.T + layer.bias
-            if side is not None:
-                z += side @ layer.side_weight.T
-            codes.append(np.tanh(z))
+        codes = replicated_codes(hidden_sum, self.first_bias, self.first_side, self.middle, side)
         loss, code_grad = self._state.output(np.ascontiguousarray(codes[-1]), lr, float(self.config.weight_decay))
         step["codes"] = codes
         return float(loss), code_grad

@@ -12,7 +12,7 @@ import numpy as np
 from ..corruption import epoch_key, hidden_entries, mask_threshold
 from ..network import Layer, copy_layers
 from .numpy_backend import decay_and_step, reconstruction_loss, sgd_factors
-from .shard_base import ShardData, ShardEngine
+from .shard_base import ShardData, ShardEngine, replicated_codes
 from .validation import checked_epoch
 
 __all__ = ["NumpyShardEngine", "shard_batch"]
@@ -64,15 +64,7 @@ class NumpyShardEngine(ShardEngine):
         hidden_sum = self.checked_block(hidden_sum, rows, self.widths[0], "hidden_sum")
         side = self.side_rows(rows)
         first, *middle, out = self.layers
-        z = hidden_sum + first.bias
-        if side is not None:
-            z += side @ first.side_weight.T
-        codes = [np.tanh(z)]
-        for layer in middle:                         # numpy_backend.forward, from the first code on
-            z = codes[-1] @ layer.weight.T + layer.bias
-            if side is not None:
-                z += side @ layer.side_weight.T
-            codes.append(np.tanh(z))
+        codes = replicated_codes(hidden_sum, first.bias, first.side_weight, middle, side)
         z = codes[-1] @ out.weight.T + out.bias
         if side is not None:
             z += side @ out.side_weight.T

@@ -113,6 +113,22 @@ def join_layers(parts: Sequence[Sequence[Layer]]) -> list[Layer]:
     return [first, *(layer.copy() for layer in lead[1:-1]), last]
 
 
+def replicated_codes(hidden_sum: np.ndarray, first_bias: np.ndarray, first_side_weight: np.ndarray | None,
+                     middle: Sequence[Layer], side: np.ndarray | None) -> list[np.ndarray]:
+    """The codes ``h_1 .. h_{L-1}`` every shard computes alike from the summed first-layer block: the first layer's
+    bias and side term, tanh, then each middle layer (``numpy_backend.forward`` from the first code on)."""
+    z = hidden_sum + first_bias
+    if side is not None:
+        z += side @ first_side_weight.T
+    codes = [np.tanh(z)]
+    for layer in middle:
+        z = codes[-1] @ layer.weight.T + layer.bias
+        if side is not None:
+            z += side @ layer.side_weight.T
+        codes.append(np.tanh(z))
+    return codes
+
+
 def shard_parameter_bytes(n_inputs: int, hidden: Sequence[int], side_dim: int, shards: int) -> int:
     """float32 bytes of the parameters the largest shard holds (its input-dimension slices plus every replicated
     array): what ``max_worker_bytes`` is compared with."""
